@@ -1,0 +1,105 @@
+"""Load a JSON (with ``//`` comments) config and report every problem with its key path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyjson5
+from pydantic import ValidationError
+
+from trexsim.config.schema import SimulationConfig
+from trexsim.errors import ConfigError
+
+_UNION_TAGS = {"flat", "realistic", "file", "grid_only", "baseline_agent", "fixed_price", "basic_trader"}
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for i, item in enumerate(loc):
+        # pydantic puts the discriminator's value in the location of a tagged union member
+        if isinstance(item, str) and item in _UNION_TAGS and i > 0 and loc[i - 1] in ("profile", "trader"):
+            continue
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown key (check its spelling in docs/configuration.md)"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "greater_than":
+        return f"must be > {ctx.get('gt')}"
+    if kind == "greater_than_equal":
+        return f"must be >= {ctx.get('ge')}"
+    if kind == "less_than":
+        return f"must be < {ctx.get('lt')}"
+    if kind == "less_than_equal":
+        return f"must be <= {ctx.get('le')}"
+    if kind == "union_tag_invalid":
+        return f"unknown type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return "missing 'type' key"
+    msg = str(err.get("msg", "invalid"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    return msg[:1].lower() + msg[1:] if msg else msg
+
+
+def parse_config(data: Any, source: str | None = None) -> SimulationConfig:
+    """Validate a config already decoded to Python objects; raise ConfigError naming every key."""
+    if not isinstance(data, dict):
+        raise ConfigError([("", "a config must be a JSON object with study, market and participants")], source)
+    try:
+        return SimulationConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [(_key_path(tuple(e["loc"])), _message(e)) for e in exc.errors()]
+        raise ConfigError(problems, source) from None
+
+
+def read_config_text(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([("", f"config file not found: {path}")], str(path)) from None
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read config: {exc}")], str(path)) from None
+    try:
+        return pyjson5.decode(text)
+    except Exception as exc:  # pyjson5 raises its own hierarchy; report it as a config problem
+        raise ConfigError([("", f"not valid JSON: {exc}")], str(path)) from None
+
+
+def load_config(path: str | Path) -> SimulationConfig:
+    """Read, decode (JSON5: comments allowed) and validate a config file.
+
+    Relative ``file`` profile paths are made relative to the config file's folder.
+    """
+    path = Path(path)
+    data = read_config_text(path)
+    config = parse_config(data, str(path))
+    for spec in config.participants.values():
+        if spec.profile.type == "file" and not Path(spec.profile.path).is_absolute():
+            spec.profile.path = str((path.parent / spec.profile.path).resolve())
+    return config
+
+
+def validate_config_file(path: str | Path) -> list[tuple[str, str]]:
+    """Every problem of a config file as (key path, message); empty when valid."""
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
+def config_to_json(config: SimulationConfig) -> str:
+    return json.dumps(config.model_dump(mode="json", by_alias=False), indent=2)

@@ -1,0 +1,298 @@
+"""The simulation config: one JSON document, validated by these pydantic models.
+
+Sections follow the original T-REX configs (``study``, ``market``, ``participants``)
+so that its users feel at home; docs/configuration.md lists every key and every
+difference from TREX-Core's keys.
+
+Units are in the key names: ``_w`` watts, ``_wh`` watt-hours, ``_kwh`` kilowatt-hours,
+prices in $/kWh, ``_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import zoneinfo
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_STRICT = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class _Model(BaseModel):
+    model_config = _STRICT
+
+
+# --------------------------------------------------------------------------- study
+class StudyConfig(_Model):
+    name: str = Field("trexsim-study", min_length=1, description="Name of the study; names the output folder.")
+    description: str = ""
+    start_datetime: str = Field(
+        "2021-07-01 00:00:00",
+        description="Local start time 'YYYY-MM-DD HH:MM:SS' in the study timezone (first round starts here).",
+    )
+    timezone: str = Field("America/Edmonton", description="IANA timezone of the site, e.g. 'America/Edmonton'.")
+    days: float = Field(1, gt=0, description="Length of one episode in days.")
+    episodes: int = Field(1, ge=1, description="Episodes; each repeats the same period.")
+    seed: int = Field(0, ge=0, description="Seed of every random choice in the run.")
+    interval_s: int = Field(60, gt=0, le=86400, description="Length of one market round in seconds.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r} (use an IANA name such as 'America/Edmonton')")
+        return value
+
+    @field_validator("start_datetime")
+    @classmethod
+    def _parse_start(cls, value: str) -> str:
+        try:
+            parsed = _dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not a date-time like '2021-07-01 00:00:00'")
+        if parsed.tzinfo is not None:
+            raise ValueError("give a local time without an offset; the timezone key says where")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _whole_rounds(self) -> "StudyConfig":
+        total_s = self.days * 86400
+        if abs(total_s / self.interval_s - round(total_s / self.interval_s)) > 1e-9:
+            raise ValueError("days * 86400 must be a whole number of interval_s rounds")
+        return self
+
+    @property
+    def rounds_per_episode(self) -> int:
+        return int(round(self.days * 86400 / self.interval_s))
+
+    @property
+    def start_utc_s(self) -> int:
+        local = _dt.datetime.fromisoformat(self.start_datetime).replace(tzinfo=zoneinfo.ZoneInfo(self.timezone))
+        return int(local.timestamp())
+
+
+# --------------------------------------------------------------------------- market
+class TouPeriod(_Model):
+    """A time-of-use period: in these months and local hours the grid prices are these."""
+
+    months: list[Annotated[int, Field(ge=1, le=12)]] = Field(default_factory=lambda: list(range(1, 13)))
+    hours: list[Annotated[int, Field(ge=0, le=23)]] = Field(default_factory=lambda: list(range(24)))
+    weekdays_only: bool = False
+    buy_price: float = Field(gt=0, le=10)
+    sell_price: float = Field(ge=0, le=10)
+
+
+class GridConfig(_Model):
+    """The grid: an infinite bus reached through net billing."""
+
+    buy_price: float | None = Field(None, gt=0, le=10, description="$/kWh a participant pays the grid.")
+    sell_price: float | None = Field(None, ge=0, le=10, description="$/kWh the grid pays for exported energy.")
+    price: float | None = Field(None, ge=0, le=10, description="TREX-Core style base (sell) price, $/kWh.")
+    fee_ratio: float | None = Field(None, ge=0, description="TREX-Core style: buy = price * (1 + fee_ratio).")
+    tou: list[TouPeriod] = Field(default_factory=list, description="Time-of-use periods; later ones win.")
+
+    @model_validator(mode="after")
+    def _resolve_prices(self) -> "GridConfig":
+        if self.price is not None:
+            if self.sell_price is None:
+                self.sell_price = round(self.price, 4)
+            if self.buy_price is None:
+                self.buy_price = round(self.price * (1 + (self.fee_ratio or 0.0)), 4)
+        if self.buy_price is None:
+            self.buy_price = 0.1449
+        if self.sell_price is None:
+            self.sell_price = 0.069
+        if self.sell_price > self.buy_price:
+            raise ValueError("sell_price must not exceed buy_price (the grid would be a money pump)")
+        return self
+
+
+class MarketConfig(_Model):
+    type: Literal["alex"] = "alex"
+    id: str = "alex"
+    settlement: str = Field(
+        "average_price",
+        description="Settlement mechanism: average_price (M1), exact_match (M2), exact_price (M3), or a registered one.",
+    )
+    close_steps: int = Field(1, ge=1, le=1440, description="Orders placed in round t are for delivery in t + close_steps.")
+    grid: GridConfig = Field(default_factory=GridConfig)
+    price_tick: float = Field(1e-4, gt=0, description="Prices are rounded to this tick ($/kWh) on intake.")
+    allowed_prices: list[float] | None = Field(
+        None, description="If set, orders at any other price are rejected (exact_match uses this list)."
+    )
+    min_price: float = Field(0.0, ge=0, description="Lowest accepted order price, $/kWh.")
+    max_price: float = Field(10.0, gt=0, description="Highest accepted order price, $/kWh.")
+    max_order_wh: int = Field(10_000_000, gt=0, description="Largest accepted order quantity, Wh.")
+    max_ahead_rounds: int = Field(1440, ge=0, description="How far beyond close_steps an order may reach, in rounds.")
+
+    @field_validator("settlement")
+    @classmethod
+    def _known_mechanism(cls, value: str) -> str:
+        from trexsim.engine.mechanisms import registered_mechanisms
+
+        names = registered_mechanisms()
+        if value not in names:
+            raise ValueError(f"unknown settlement mechanism {value!r}; choose one of {', '.join(sorted(names))}")
+        return value
+
+    @model_validator(mode="after")
+    def _price_window(self) -> "MarketConfig":
+        if self.min_price >= self.max_price:
+            raise ValueError("min_price must be below max_price")
+        return self
+
+
+# --------------------------------------------------------------------------- profiles
+class _ProfileBase(_Model):
+    load_scale: float = Field(1.0, ge=0, description="Multiplies consumption.")
+    generation_scale: float = Field(1.0, ge=0, description="Multiplies generation.")
+
+
+class FlatProfile(_ProfileBase):
+    """Constant power, e.g. 60000 W for 60 s rounds = 1000 Wh per round."""
+
+    type: Literal["flat"]
+    load_w: float = Field(0.0, ge=0)
+    generation_w: float = Field(0.0, ge=0)
+
+
+class RealisticProfile(_ProfileBase):
+    """The built-in seeded generator: BDEW H25 household load with minute-level variability, PV from pvlib."""
+
+    type: Literal["realistic"]
+    annual_load_kwh: float = Field(4000.0, gt=0, description="Annual household consumption, kWh.")
+    pv_capacity_kw: float = Field(5.0, ge=0, description="PV DC nameplate, kW (0: no PV).")
+    latitude: float = Field(53.5461, ge=-90, le=90)
+    longitude: float = Field(-113.4938, ge=-180, le=180)
+    altitude_m: float = Field(668.0)
+    tilt_deg: float = Field(35.0, ge=0, le=90)
+    azimuth_deg: float = Field(180.0, ge=0, lt=360)
+    cloudiness: float = Field(0.3, ge=0, le=1, description="0 clear sky every day, 1 heavily overcast.")
+
+
+class FileProfile(_ProfileBase):
+    """Imported metered data (CSV or Parquet, long format), resampled to the round interval."""
+
+    type: Literal["file"]
+    path: str = Field(description="CSV or Parquet file; relative paths are relative to the config file.")
+    id: str | None = Field(None, description="Participant id in the file (default: this participant's id).")
+    timestamp_column: str = "timestamp"
+    id_column: str = "participant_id"
+    timezone: str | None = Field(None, description="Timezone of naive timestamps (default: the study's).")
+    timestamp_marks: Literal["start", "end"] = Field("start", description="Whether a timestamp marks an interval's start or end.")
+    upsample: Literal["hold", "interpolate"] = Field("hold", description="How coarser data is spread over finer rounds.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                zoneinfo.ZoneInfo(value)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown timezone {value!r}")
+        return value
+
+
+ProfileConfig = Annotated[Union[FlatProfile, RealisticProfile, FileProfile], Field(discriminator="type")]
+
+
+# --------------------------------------------------------------------------- devices
+class BatteryConfig(_Model):
+    """A battery behind the participant's meter."""
+
+    type: Literal["battery", "Bess"] = "battery"
+    capacity_wh: float = Field(13500.0, gt=0, alias="capacity", description="Usable capacity, Wh.")
+    power_w: float | None = Field(None, gt=0, alias="power", description="Charge and discharge limit, W.")
+    charge_power_w: float | None = Field(None, gt=0)
+    discharge_power_w: float | None = Field(None, gt=0)
+    efficiency: float = Field(0.95, gt=0, le=1, description="One-way efficiency; round trip is its square.")
+    monthly_self_discharge: float = Field(0.02, ge=0, lt=1, alias="monthly_sdr", description="Fraction lost per 30 days.")
+    initial_soc: float = Field(0.5, ge=0, le=1, description="State of charge at the start of each episode (fraction).")
+    policy: Literal["self_consumption", "idle"] = Field(
+        "self_consumption", description="self_consumption: charge from surplus PV, discharge to cover load."
+    )
+
+    @model_validator(mode="after")
+    def _powers(self) -> "BatteryConfig":
+        default = self.power_w if self.power_w is not None else 5000.0
+        if self.charge_power_w is None:
+            self.charge_power_w = default
+        if self.discharge_power_w is None:
+            self.discharge_power_w = default
+        return self
+
+
+# --------------------------------------------------------------------------- traders
+class GridOnlyTrader(_Model):
+    """Never trades in the market: the net-billing baseline."""
+
+    type: Literal["grid_only", "baseline_agent"]
+
+
+class FixedPriceTrader(_Model):
+    """Bids its forecast residual load and asks its forecast residual generation at fixed prices."""
+
+    type: Literal["fixed_price", "basic_trader"]
+    bid_price: float = Field(0.12, gt=0, le=10, description="$/kWh offered for energy bought.")
+    ask_price: float = Field(0.10, gt=0, le=10, description="$/kWh asked for energy sold.")
+    battery_ask_price: float | None = Field(
+        None, gt=0, le=10, description="If set, the battery's planned discharge is offered in the dispatchable pool at this price."
+    )
+    bid_pool: Literal["non_dispatch", "dispatch"] = Field("non_dispatch", description="Pool bids buy from.")
+
+
+TraderConfig = Annotated[Union[GridOnlyTrader, FixedPriceTrader], Field(discriminator="type")]
+
+
+class ParticipantConfig(_Model):
+    type: Literal["residential", "Residential"] = "residential"
+    profile: ProfileConfig
+    storage: BatteryConfig | None = None
+    trader: TraderConfig = Field(default_factory=lambda: GridOnlyTrader(type="grid_only"))
+    count: int = Field(1, ge=1, le=1_000_000, description="Copies of this household, named '<id>-1' ... '<id>-N'.")
+
+
+# --------------------------------------------------------------------------- records
+class RecordsConfig(_Model):
+    level: Literal["full", "summary"] = Field("full", description="full: every order, settlement and meter row.")
+    batch_rounds: int = Field(1440, ge=1, description="Rounds buffered before a write to the database.")
+    plots: bool = True
+
+
+class SimulationConfig(_Model):
+    version: str | None = Field(None, description="Accepted for TREX-Core compatibility; ignored.")
+    study: StudyConfig = Field(default_factory=StudyConfig)
+    market: MarketConfig = Field(default_factory=MarketConfig)
+    participants: dict[str, ParticipantConfig]
+    records: RecordsConfig = Field(default_factory=RecordsConfig)
+
+    @field_validator("participants")
+    @classmethod
+    def _some_participants(cls, value: dict[str, ParticipantConfig]) -> dict[str, ParticipantConfig]:
+        if not value:
+            raise ValueError("at least one participant is needed")
+        for pid in value:
+            if not pid or pid == "grid" or any(c in pid for c in "/#+ \t"):
+                raise ValueError(f"participant id {pid!r} is not allowed (no spaces, '/', '#', '+', not 'grid')")
+        return value
+
+    def expanded_participants(self) -> list[tuple[str, ParticipantConfig]]:
+        """Participants in config order, with ``count`` copies expanded to their own ids."""
+        out: list[tuple[str, ParticipantConfig]] = []
+        for pid, spec in self.participants.items():
+            if spec.count == 1:
+                out.append((pid, spec))
+            else:
+                width = len(str(spec.count))
+                out.extend((f"{pid}-{i:0{width}d}", spec) for i in range(1, spec.count + 1))
+        seen: set[str] = set()
+        for pid, _ in out:
+            if pid in seen:
+                from trexsim.errors import ConfigError
+
+                raise ConfigError([(f"participants.{pid}", "duplicate participant id after expanding 'count'")])
+            seen.add(pid)
+        return out

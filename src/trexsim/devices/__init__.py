@@ -1,0 +1,1 @@
+"""Devices behind a participant's meter."""

@@ -1,0 +1,100 @@
+"""Batteries of a whole population as arrays.
+
+Model (per battery): usable capacity [Wh], charge and discharge power limits [W], one-way
+efficiency ``eta`` applied to the stored energy (a charge of ``c`` Wh at the meter stores
+``eta * c``; a discharge of ``d`` Wh at the meter draws ``d / eta``; round trip ``eta**2``),
+and self-discharge given per 30 days, applied each round as a retention factor
+``(1 - monthly) ** (interval_s / 2_592_000)``. Energies at the meter are whole Wh, the
+stored energy is real-valued, and it never leaves ``[0, capacity]``.
+
+(TREX-Core's battery let the state of charge exceed capacity and applied efficiency only
+to its limits; this model does neither.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SECONDS_PER_30_DAYS = 30 * 86400
+
+
+def max_charge_wh(stored_wh, capacity_wh, charge_limit_wh, efficiency):
+    """Largest whole-Wh charge at the meter this round [Wh]."""
+    room = np.maximum(capacity_wh - stored_wh, 0.0) / efficiency
+    return np.floor(np.minimum(charge_limit_wh, room) + 1e-9).astype(np.int64)
+
+
+def max_discharge_wh(stored_wh, discharge_limit_wh, efficiency):
+    """Largest whole-Wh discharge at the meter this round [Wh]."""
+    return np.floor(np.minimum(discharge_limit_wh, stored_wh * efficiency) + 1e-9).astype(np.int64)
+
+
+def self_consumption_dispatch(residual_wh, max_charge, max_discharge):
+    """Charge from surplus, discharge to cover need.
+
+    ``residual_wh`` is the energy the household still needs (+) or has to spare (-) after
+    its own generation and its market position; returns ``(charge_wh, discharge_wh)``.
+    """
+    discharge = np.minimum(np.maximum(residual_wh, 0), max_discharge)
+    charge = np.minimum(np.maximum(-residual_wh, 0), max_charge)
+    return charge.astype(np.int64), discharge.astype(np.int64)
+
+
+def step_stored_wh(stored_wh, charge_wh, discharge_wh, efficiency, retention, capacity_wh):
+    """Stored energy after one round: charge, discharge, then self-discharge [Wh]."""
+    stored = (stored_wh + charge_wh * efficiency - discharge_wh / efficiency) * retention
+    # limits above keep this inside [0, capacity]; clip only float rounding residue
+    return np.clip(stored, 0.0, capacity_wh)
+
+
+class BatteryBank:
+    """All batteries of a population; members without a battery have zero capacity."""
+
+    def __init__(self, n: int, interval_s: int):
+        self.n = n
+        self.interval_s = interval_s
+        self.capacity_wh = np.zeros(n)
+        self.charge_limit_wh = np.zeros(n)
+        self.discharge_limit_wh = np.zeros(n)
+        self.efficiency = np.ones(n)
+        self.retention = np.ones(n)
+        self.initial_soc = np.zeros(n)
+        self.self_consumption = np.zeros(n, dtype=bool)
+        self.stored_wh = np.zeros(n)
+
+    def configure(self, i: int, capacity_wh, charge_power_w, discharge_power_w, efficiency, monthly_self_discharge, initial_soc, self_consumption: bool) -> None:
+        hours = self.interval_s / 3600.0
+        self.capacity_wh[i] = capacity_wh
+        self.charge_limit_wh[i] = charge_power_w * hours
+        self.discharge_limit_wh[i] = discharge_power_w * hours
+        self.efficiency[i] = efficiency
+        self.retention[i] = (1.0 - monthly_self_discharge) ** (self.interval_s / SECONDS_PER_30_DAYS)
+        self.initial_soc[i] = initial_soc
+        self.self_consumption[i] = self_consumption
+        self.stored_wh[i] = initial_soc * capacity_wh
+
+    @property
+    def has_battery(self) -> np.ndarray:
+        return self.capacity_wh > 0
+
+    def reset(self) -> None:
+        self.stored_wh = self.initial_soc * self.capacity_wh
+
+    def limits(self, stored_wh: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        stored = self.stored_wh if stored_wh is None else stored_wh
+        return (
+            max_charge_wh(stored, self.capacity_wh, self.charge_limit_wh, self.efficiency),
+            max_discharge_wh(stored, self.discharge_limit_wh, self.efficiency),
+        )
+
+    def dispatch(self, residual_wh: np.ndarray, stored_wh: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Self-consumption dispatch for members whose policy is self_consumption."""
+        max_c, max_d = self.limits(stored_wh)
+        c, d = self_consumption_dispatch(residual_wh, max_c, max_d)
+        c[~self.self_consumption] = 0
+        d[~self.self_consumption] = 0
+        return c, d
+
+    def next_stored(self, charge_wh, discharge_wh, stored_wh: np.ndarray | None = None) -> np.ndarray:
+        stored = self.stored_wh if stored_wh is None else stored_wh
+        return step_stored_wh(stored, charge_wh, discharge_wh, self.efficiency, self.retention, self.capacity_wh)

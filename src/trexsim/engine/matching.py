@@ -1,0 +1,142 @@
+"""Pairwise double auction matching (ALEX rules 5 and 6).
+
+Bids are sorted from the highest price to the lowest and asks from the lowest to the
+highest, ties kept in submission order. Each bid in turn takes energy from the asks in
+order; a pair settles ``min(bid remainder, ask remainder)`` and the remainders go on
+(partial settlement). A participant never trades with itself: such a pair is skipped
+and the ask stays available to the next bids.
+
+With ``equal_prices`` a pair trades only when the two prices are identical (M2, exact
+match); otherwise when ``bid price >= ask price``. The loop is compiled with Numba: it is
+linear in the number of orders except for skipped self-trades.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Matched pairs, in matching order. Indices point into the arrays given to the matcher."""
+
+    bid_index: np.ndarray  # int64
+    ask_index: np.ndarray  # int64
+    quantity_wh: np.ndarray  # int64
+    buyer_price: np.ndarray  # float64, $/kWh paid by the buyer
+    seller_price: np.ndarray  # float64, $/kWh received by the seller
+
+    def __len__(self) -> int:
+        return int(self.quantity_wh.size)
+
+    @staticmethod
+    def empty() -> "Matches":
+        z = np.zeros(0, dtype=np.int64)
+        f = np.zeros(0, dtype=np.float64)
+        return Matches(z, z.copy(), z.copy(), f, f.copy())
+
+
+@numba.njit(cache=True, nogil=True)
+def _greedy_pairs(bid_part, bid_price, bid_qty, ask_part, ask_price_sorted, ask_qty, bid_order, ask_order, equal_prices):
+    nb = bid_order.size
+    na = ask_order.size
+    ask_rem = np.empty(na, dtype=np.int64)
+    for j in range(na):
+        ask_rem[j] = ask_qty[ask_order[j]]
+    cap = nb + na
+    out_b = np.empty(cap, dtype=np.int64)
+    out_a = np.empty(cap, dtype=np.int64)
+    out_q = np.empty(cap, dtype=np.int64)
+    k = 0
+    first = 0
+    for ii in range(nb):
+        i = bid_order[ii]
+        rem = bid_qty[i]
+        if rem <= 0:
+            continue
+        p = bid_price[i]
+        while first < na and ask_rem[first] <= 0:
+            first += 1
+        if first >= na:
+            break
+        j = first
+        if equal_prices:
+            # jump to the first ask at this price: asks below it cannot match this bid
+            j = first + np.searchsorted(ask_price_sorted[first:], p)
+        while rem > 0 and j < na:
+            if ask_rem[j] <= 0:
+                j += 1
+                continue
+            ap = ask_price_sorted[j]
+            if equal_prices:
+                if ap != p:
+                    break
+            elif ap > p:
+                break
+            a = ask_order[j]
+            if ask_part[a] == bid_part[i]:
+                j += 1
+                continue
+            q = rem if rem < ask_rem[j] else ask_rem[j]
+            if k == cap:  # cannot happen (each pair exhausts a bid or an ask), kept as a guard
+                break
+            out_b[k] = i
+            out_a[k] = a
+            out_q[k] = q
+            k += 1
+            rem -= q
+            ask_rem[j] -= q
+            if ask_rem[j] == 0:
+                j += 1
+    return out_b[:k], out_a[:k], out_q[:k]
+
+
+def match_pairwise(
+    bid_participant: np.ndarray,
+    bid_price: np.ndarray,
+    bid_quantity_wh: np.ndarray,
+    ask_participant: np.ndarray,
+    ask_price: np.ndarray,
+    ask_quantity_wh: np.ndarray,
+    *,
+    equal_prices: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Match one pool's bids and asks pairwise.
+
+    Parameters
+    ----------
+    bid_participant, ask_participant : array of int
+        Who placed each order (used only to forbid self-trades).
+    bid_price, ask_price : array of float
+        Order prices [$/kWh]. Arrays are in submission order.
+    bid_quantity_wh, ask_quantity_wh : array of int
+        Order quantities [Wh], positive integers.
+    equal_prices : bool
+        Trade only when prices are identical (exact match) instead of when bid >= ask.
+
+    Returns
+    -------
+    bid_index, ask_index, quantity_wh : arrays of int64
+        The matched pairs in matching order; indices into the input arrays.
+    """
+    bid_price = np.ascontiguousarray(bid_price, dtype=np.float64)
+    ask_price = np.ascontiguousarray(ask_price, dtype=np.float64)
+    if bid_price.size == 0 or ask_price.size == 0:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z.copy(), z.copy()
+    bid_order = np.argsort(-bid_price, kind="stable").astype(np.int64)
+    ask_order = np.argsort(ask_price, kind="stable").astype(np.int64)
+    return _greedy_pairs(
+        np.ascontiguousarray(bid_participant, dtype=np.int64),
+        bid_price,
+        np.ascontiguousarray(bid_quantity_wh, dtype=np.int64),
+        np.ascontiguousarray(ask_participant, dtype=np.int64),
+        ask_price[ask_order],
+        np.ascontiguousarray(ask_quantity_wh, dtype=np.int64),
+        bid_order,
+        ask_order,
+        bool(equal_prices),
+    )

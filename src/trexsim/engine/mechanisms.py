@@ -1,0 +1,115 @@
+"""Settlement mechanisms: a registry, and the three of the T-REX paper's case study.
+
+A mechanism turns one pool's order book into matches with prices. Pairwise mechanisms
+share the ALEX matching order (:func:`trexsim.engine.matching.match_pairwise`) and differ
+in when a pair trades and at what prices. A new mechanism registers itself with
+:func:`register_mechanism` and needs no change to the market.
+
+Mechanisms (T-REX paper, section 5):
+
+- M1 ``average_price``: a pair trades if bid >= ask, both at (bid + ask) / 2.
+- M2 ``exact_match``: a pair trades only if bid == ask, at that price.
+- M3 ``exact_price``: a pair trades if bid >= ask; the buyer pays its bid, the seller
+  receives its ask, and the difference stays with the auctioneer (weakly budget balanced).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+
+from trexsim.engine.matching import Matches, match_pairwise
+
+
+class Mechanism(ABC):
+    """Clears one energy pool for one delivery round."""
+
+    name: ClassVar[str]
+    paper_name: ClassVar[str] = ""
+    budget_balance: ClassVar[str] = "strong"  # 'strong' (no money left over) or 'weak'
+
+    @abstractmethod
+    def clear(
+        self,
+        bid_participant: np.ndarray,
+        bid_price: np.ndarray,
+        bid_quantity_wh: np.ndarray,
+        ask_participant: np.ndarray,
+        ask_price: np.ndarray,
+        ask_quantity_wh: np.ndarray,
+    ) -> Matches:
+        """Match bids and asks (arrays in submission order); prices in $/kWh, quantities in Wh."""
+
+
+class PairwiseMechanism(Mechanism):
+    """ALEX pairwise matching with a mechanism-specific trade condition and prices."""
+
+    equal_prices: ClassVar[bool] = False
+
+    @abstractmethod
+    def settlement_prices(self, bid_price: np.ndarray, ask_price: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(buyer_price, seller_price)`` [$/kWh] of matched pairs."""
+
+    def clear(self, bid_participant, bid_price, bid_quantity_wh, ask_participant, ask_price, ask_quantity_wh) -> Matches:
+        bi, ai, q = match_pairwise(
+            bid_participant, bid_price, bid_quantity_wh, ask_participant, ask_price, ask_quantity_wh,
+            equal_prices=self.equal_prices,
+        )
+        if q.size == 0:
+            return Matches.empty()
+        buyer, seller = self.settlement_prices(np.asarray(bid_price, dtype=np.float64)[bi], np.asarray(ask_price, dtype=np.float64)[ai])
+        return Matches(bi, ai, q, buyer, seller)
+
+
+_REGISTRY: dict[str, Mechanism] = {}
+
+
+def register_mechanism(cls: type[Mechanism]) -> type[Mechanism]:
+    """Class decorator: make a mechanism available by its ``name`` to configs and the market."""
+    if not getattr(cls, "name", None):
+        raise ValueError("a mechanism needs a class attribute 'name'")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def get_mechanism(name: str) -> Mechanism:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown settlement mechanism {name!r}; registered: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def registered_mechanisms() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+@register_mechanism
+class AveragePrice(PairwiseMechanism):
+    name = "average_price"
+    paper_name = "M1"
+
+    def settlement_prices(self, bid_price, ask_price):
+        mid = (bid_price + ask_price) / 2.0
+        return mid, mid.copy()
+
+
+@register_mechanism
+class ExactMatch(PairwiseMechanism):
+    name = "exact_match"
+    paper_name = "M2"
+    equal_prices = True
+
+    def settlement_prices(self, bid_price, ask_price):
+        return bid_price.copy(), bid_price.copy()
+
+
+@register_mechanism
+class ExactPrice(PairwiseMechanism):
+    name = "exact_price"
+    paper_name = "M3"
+    budget_balance = "weak"
+
+    def settlement_prices(self, bid_price, ask_price):
+        return bid_price.copy(), ask_price.copy()

@@ -1,0 +1,203 @@
+"""Every message the modules exchange: frozen msgspec Structs in one tagged union.
+
+Arrays (one entry per order or per participant, batched per round) are numpy arrays in
+memory. On a networked fabric they travel as ``{dtype, shape, bytes}`` through
+:func:`encode` / :func:`decode`, which also validate every field's type.
+
+Schema evolution: a new field needs a default; a field's type never changes.
+Participants are referred to by their index in :class:`Roster`, which is sent first.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+import msgspec
+import numpy as np
+
+# order sides and pools, as small integers in arrays
+BID, ASK = 0, 1
+NON_DISPATCH, DISPATCH = 0, 1
+POOL_NAMES = ("non_dispatch", "dispatch")
+SIDE_NAMES = ("bid", "ask")
+
+
+class _Msg(msgspec.Struct, frozen=True, tag=True, array_like=False):
+    pass
+
+
+class Roster(_Msg):
+    """Participant ids in index order; every array indexed by participant follows it."""
+
+    participant_ids: list[str]
+
+
+class EpisodeStart(_Msg):
+    episode: int
+    start_utc_s: int
+    rounds: int
+    interval_s: int
+
+
+class EpisodeEnd(_Msg):
+    episode: int
+
+
+class SimulationEnd(_Msg):
+    episodes: int
+
+
+class RoundStart(_Msg):
+    """Round ``round`` begins: orders may now be placed for ``delivery_round``."""
+
+    episode: int
+    round: int
+    start_utc_s: int
+    interval_s: int
+    delivery_round: int
+
+
+class RoundEnd(_Msg):
+    """Round ``round`` is over: the market clears ``round + close_steps`` and settles ``round``."""
+
+    episode: int
+    round: int
+
+
+class GridPrices(_Msg):
+    """Net-billing prices [$/kWh] for rounds ``first_round ... first_round + len - 1``."""
+
+    episode: int
+    first_round: int
+    buy_price: np.ndarray
+    sell_price: np.ndarray
+
+
+class Orders(_Msg):
+    """A batch of bids and asks placed in ``round`` for delivery in ``delivery_round``."""
+
+    episode: int
+    round: int
+    delivery_round: int
+    participant: np.ndarray  # int index into the roster
+    side: np.ndarray  # BID or ASK
+    pool: np.ndarray  # NON_DISPATCH or DISPATCH
+    price: np.ndarray  # $/kWh
+    quantity_wh: np.ndarray  # whole Wh, > 0
+    order_id: np.ndarray  # sender-chosen ids, unique per participant and episode
+
+
+class Rejected(_Msg):
+    """Orders the market refused, with a reason each (see trexsim.modules.market.REJECT_REASONS)."""
+
+    episode: int
+    round: int
+    delivery_round: int
+    participant: np.ndarray
+    side: np.ndarray
+    pool: np.ndarray
+    price: np.ndarray
+    quantity_wh: np.ndarray
+    order_id: np.ndarray
+    reason: list[str]
+
+
+class Cleared(_Msg):
+    """Settled contracts for ``delivery_round``, decided at the end of ``round``."""
+
+    episode: int
+    round: int
+    delivery_round: int
+    pool: np.ndarray
+    buyer: np.ndarray
+    seller: np.ndarray
+    quantity_wh: np.ndarray
+    buyer_price: np.ndarray
+    seller_price: np.ndarray
+    bid_id: np.ndarray
+    ask_id: np.ndarray
+
+
+class MeterReadings(_Msg):
+    """What each participant's meter and battery did in ``round`` (integer Wh)."""
+
+    episode: int
+    round: int
+    participant: np.ndarray
+    load_wh: np.ndarray
+    generation_wh: np.ndarray
+    battery_charge_wh: np.ndarray
+    battery_discharge_wh: np.ndarray
+    battery_stored_wh: np.ndarray  # after the round (float)
+    grid_only_net_wh: np.ndarray  # counterfactual: net energy with no market (own battery on self-consumption)
+
+
+class Delivered(_Msg):
+    """Delivery settlement of ``round`` per participant (every array indexed by roster)."""
+
+    episode: int
+    round: int
+    grid_buy_price: float
+    grid_sell_price: float
+    net_meter_wh: np.ndarray
+    bought_wh: np.ndarray
+    sold_wh: np.ndarray
+    grid_import_wh: np.ndarray
+    grid_export_wh: np.ndarray
+    shortfall_wh: np.ndarray
+    unused_wh: np.ndarray
+    battery_cover_wh: np.ndarray
+    market_cost_usd: np.ndarray
+    market_revenue_usd: np.ndarray
+    grid_cost_usd: np.ndarray
+    grid_revenue_usd: np.ndarray
+    grid_only_cost_usd: np.ndarray
+    auctioneer_surplus_usd: float
+
+
+Message = Union[
+    Roster, EpisodeStart, EpisodeEnd, SimulationEnd, RoundStart, RoundEnd, GridPrices,
+    Orders, Rejected, Cleared, MeterReadings, Delivered,
+]
+
+
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        arr = np.ascontiguousarray(obj)
+        return {"dtype": arr.dtype.str, "shape": list(arr.shape), "data": arr.tobytes()}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+
+
+_ALLOWED_DTYPES = {"<i8", "<i4", "<f8", "<f4", "|b1", "|i1", "|u1", "<u4", "<u8", "<i2"}
+
+
+def _dec_hook(kind: type, obj: Any) -> Any:
+    if kind is np.ndarray:
+        if not isinstance(obj, dict) or set(obj) != {"dtype", "shape", "data"}:
+            raise ValueError("an array must be {dtype, shape, data}")
+        if obj["dtype"] not in _ALLOWED_DTYPES:
+            raise ValueError(f"array dtype {obj['dtype']!r} not allowed")
+        arr = np.frombuffer(obj["data"], dtype=np.dtype(obj["dtype"]))
+        return arr.reshape(obj["shape"])
+    raise NotImplementedError(f"cannot decode {kind}")
+
+
+_ENCODER = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
+_DECODER = msgspec.msgpack.Decoder(Message, dec_hook=_dec_hook)
+
+
+def encode(msg: Message) -> bytes:
+    """Serialise a message (msgpack, arrays as raw little-endian bytes)."""
+    return _ENCODER.encode(msg)
+
+
+def decode(data: bytes) -> Message:
+    """Parse and type-check a message; raises trexsim.errors.MessageError naming the field."""
+    from trexsim.errors import MessageError
+
+    try:
+        return _DECODER.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
+        raise MessageError(str(exc)) from None

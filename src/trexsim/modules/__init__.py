@@ -1,0 +1,1 @@
+"""Modules: controller, grid, market, participants. They talk only through a fabric."""

@@ -1,0 +1,314 @@
+"""ALEX, the local market module: order intake, clearing, delivery settlement.
+
+It wraps the pure kernels of :mod:`trexsim.engine`; every rule is written there once.
+
+Per round ``k`` (see README, "Timeline of a round"):
+
+1. During round k it takes ``Orders`` for delivery round ``k + close_steps`` (or later, up
+   to ``max_ahead_rounds``); an invalid order is rejected with a reason and never stops
+   the market.
+2. At the end of round k it clears every pool for delivery round ``k + close_steps`` and
+   publishes the contracts (``Cleared``).
+3. Still at the end of round k, it settles delivery round k: the meters of round k
+   against the contracts for round k, the grid taking the imbalance (``Delivered``).
+   Energy and money are checked to balance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trexsim.config.schema import MarketConfig
+from trexsim.engine.delivery import settle_delivery
+from trexsim.engine.mechanisms import get_mechanism
+from trexsim.errors import ConservationError
+from trexsim.fabric import topics
+from trexsim.fabric.messages import (
+    ASK,
+    BID,
+    DISPATCH,
+    NON_DISPATCH,
+    Cleared,
+    Delivered,
+    EpisodeStart,
+    GridPrices,
+    MeterReadings,
+    Orders,
+    Rejected,
+    Roster,
+    RoundEnd,
+    RoundStart,
+)
+
+REJECT_REASONS = {
+    "malformed": "the message's arrays have different lengths or wrong types",
+    "wrong_round": "the order was placed for another round than the current one (stale or early)",
+    "unknown_participant": "participant index not in the roster",
+    "bad_side": "side must be 0 (bid) or 1 (ask)",
+    "bad_pool": "pool must be 0 (non_dispatch) or 1 (dispatch)",
+    "quantity_not_finite": "quantity is NaN or infinite",
+    "quantity_not_integer": "quantity must be a whole number of Wh (ALEX rule 7)",
+    "quantity_not_positive": "quantity must be > 0 Wh",
+    "quantity_too_large": "quantity above market.max_order_wh",
+    "price_not_finite": "price is NaN or infinite",
+    "price_out_of_range": "price outside [market.min_price, market.max_price]",
+    "price_not_allowed": "price not in market.allowed_prices",
+    "delivery_too_near": "delivery round earlier than round + close_steps (past or too near)",
+    "delivery_too_far": "delivery round beyond round + close_steps + max_ahead_rounds",
+    "delivery_after_episode": "delivery round after the episode's last round",
+}
+
+# money is float64: balances are checked to this many dollars per round
+MONEY_TOLERANCE_USD = 1e-9
+
+
+class _Book:
+    """Accepted orders for one delivery round, appended batch by batch."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[np.ndarray, ...]] = []
+
+    def add(self, participant, side, pool, price, quantity_wh, order_id) -> None:
+        self.parts.append((participant, side, pool, price, quantity_wh, order_id))
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        if len(self.parts) == 1:
+            return self.parts[0]
+        return tuple(np.concatenate(cols) for cols in zip(*self.parts))
+
+
+class Market:
+    def __init__(self, fabric, config: MarketConfig, n_participants: int, rounds_per_episode: int):
+        self.fabric = fabric
+        self.config = config
+        self.mechanism = get_mechanism(config.settlement)
+        self.close_steps = config.close_steps
+        self.n = n_participants
+        self.rounds = rounds_per_episode
+        self.allowed_prices = None if config.allowed_prices is None else np.unique(np.asarray(config.allowed_prices, dtype=np.float64))
+        self.episode = -1
+        self.round = -1
+        self._books: dict[int, _Book] = {}
+        self._contracts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]] = {}
+        self._meter: MeterReadings | None = None
+        self._buy = np.zeros(rounds_per_episode)
+        self._sell = np.zeros(rounds_per_episode)
+        self.max_energy_error_wh = 0
+        self.max_money_error_usd = 0.0
+        fabric.subscribe(topics.ROSTER, self.on_roster)
+        fabric.subscribe(topics.EPISODE_START, self.on_episode_start)
+        fabric.subscribe(topics.GRID_PRICES, self.on_grid_prices)
+        fabric.subscribe(topics.ROUND_START, self.on_round_start)
+        fabric.subscribe(topics.ORDERS, self.on_orders)
+        fabric.subscribe(topics.METER, self.on_meter)
+        fabric.subscribe(topics.ROUND_END, self.on_round_end)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def on_roster(self, msg: Roster) -> None:
+        self.n = len(msg.participant_ids)
+
+    def on_episode_start(self, msg: EpisodeStart) -> None:
+        self.episode = msg.episode
+        self.round = -1
+        self._books.clear()
+        self._contracts.clear()
+        self._meter = None
+
+    def on_grid_prices(self, msg: GridPrices) -> None:
+        end = msg.first_round + len(msg.buy_price)
+        self._buy[msg.first_round:end] = msg.buy_price
+        self._sell[msg.first_round:end] = msg.sell_price
+
+    def on_round_start(self, msg: RoundStart) -> None:
+        self.round = msg.round
+        self._meter = None
+
+    # ------------------------------------------------------------------ intake
+    def validate(self, msg: Orders) -> tuple[np.ndarray, list[str]]:
+        """Reason code per order ('' = accepted). Vectorised; never raises on bad values."""
+        n = len(msg.participant)
+        lengths = {len(msg.side), len(msg.pool), len(msg.price), len(msg.quantity_wh), len(msg.order_id)}
+        if lengths != {n}:
+            return np.zeros(0, dtype=bool), ["malformed"] * max([n, *lengths])
+        reason = np.full(n, "", dtype=object)
+
+        def mark(mask, code):
+            hit = mask & (reason == "")
+            reason[hit] = code
+
+        if msg.episode != self.episode or msg.round != self.round:
+            mark(np.ones(n, dtype=bool), "wrong_round")
+        participant = np.asarray(msg.participant)
+        side = np.asarray(msg.side)
+        pool = np.asarray(msg.pool)
+        with np.errstate(invalid="ignore"):
+            q = np.asarray(msg.quantity_wh, dtype=np.float64)
+            p = np.asarray(msg.price, dtype=np.float64)
+            mark((participant < 0) | (participant >= self.n), "unknown_participant")
+            mark((side != BID) & (side != ASK), "bad_side")
+            mark((pool != NON_DISPATCH) & (pool != DISPATCH), "bad_pool")
+            mark(~np.isfinite(q), "quantity_not_finite")
+            mark(np.isfinite(q) & (q != np.floor(q)), "quantity_not_integer")
+            mark(q <= 0, "quantity_not_positive")
+            mark(q > self.config.max_order_wh, "quantity_too_large")
+            mark(~np.isfinite(p), "price_not_finite")
+            mark((p < self.config.min_price) | (p > self.config.max_price), "price_out_of_range")
+            if self.allowed_prices is not None:
+                snapped = self._snap_allowed(p)
+                mark(np.isnan(snapped), "price_not_allowed")
+        d = msg.delivery_round
+        earliest = self.round + self.close_steps
+        if d < earliest:
+            mark(np.ones(n, dtype=bool), "delivery_too_near")
+        elif d > earliest + self.config.max_ahead_rounds:
+            mark(np.ones(n, dtype=bool), "delivery_too_far")
+        elif d >= self.rounds:
+            mark(np.ones(n, dtype=bool), "delivery_after_episode")
+        ok = reason == ""
+        return ok, list(reason[~ok])
+
+    def _snap_allowed(self, price: np.ndarray) -> np.ndarray:
+        allowed = self.allowed_prices
+        pos = np.clip(np.searchsorted(allowed, price), 0, allowed.size - 1)
+        lower = np.clip(pos - 1, 0, allowed.size - 1)
+        best = np.where(np.abs(allowed[lower] - price) < np.abs(allowed[pos] - price), lower, pos)
+        out = allowed[best]
+        return np.where(np.abs(out - price) <= 1e-9, out, np.nan)
+
+    def _snap_price(self, price: np.ndarray) -> np.ndarray:
+        if self.allowed_prices is not None:
+            return self._snap_allowed(price)
+        tick = self.config.price_tick
+        return np.round(price / tick) * tick
+
+    def on_orders(self, msg: Orders) -> None:
+        try:
+            ok, reasons = self.validate(msg)
+        except Exception as exc:  # a message we cannot even read is rejected whole, never fatal
+            ok, reasons = np.zeros(0, dtype=bool), [f"malformed: {exc}"]
+        if ok.size == 0 and reasons:
+            self._reject_all(msg, reasons)
+            return
+        if not ok.all():
+            bad = ~ok
+            self.fabric.publish(topics.REJECTED, Rejected(
+                msg.episode, msg.round, msg.delivery_round,
+                np.asarray(msg.participant)[bad], np.asarray(msg.side)[bad], np.asarray(msg.pool)[bad],
+                np.asarray(msg.price, dtype=np.float64)[bad], np.asarray(msg.quantity_wh, dtype=np.float64)[bad],
+                np.asarray(msg.order_id)[bad], reasons))
+        if not ok.any():
+            return
+        take = slice(None) if ok.all() else ok
+        book = self._books.get(msg.delivery_round)
+        if book is None:
+            book = self._books[msg.delivery_round] = _Book()
+        book.add(
+            np.asarray(msg.participant, dtype=np.int64)[take],
+            np.asarray(msg.side, dtype=np.int64)[take],
+            np.asarray(msg.pool, dtype=np.int64)[take],
+            self._snap_price(np.asarray(msg.price, dtype=np.float64)[take]),
+            np.asarray(msg.quantity_wh, dtype=np.float64)[take].astype(np.int64),
+            np.asarray(msg.order_id, dtype=np.int64)[take],
+        )
+
+    def _reject_all(self, msg: Orders, reasons: list[str]) -> None:
+        def col(values, dtype):
+            try:
+                return np.asarray(values, dtype=dtype).ravel()
+            except Exception:
+                return np.zeros(0, dtype=dtype)
+
+        arrays = [col(msg.participant, np.int64), col(msg.side, np.int64), col(msg.pool, np.int64),
+                  col(msg.price, np.float64), col(msg.quantity_wh, np.float64), col(msg.order_id, np.int64)]
+        n = min(len(a) for a in arrays)
+        arrays = [a[:n] for a in arrays]
+        if n == 0:
+            arrays = [np.full(1, -1, dtype=np.int64), np.full(1, -1, dtype=np.int64), np.full(1, -1, dtype=np.int64),
+                      np.full(1, np.nan), np.full(1, np.nan), np.full(1, -1, dtype=np.int64)]
+            n = 1
+        self.fabric.publish(topics.REJECTED, Rejected(msg.episode, msg.round, msg.delivery_round, *arrays, [reasons[0]] * n))
+
+    def on_meter(self, msg: MeterReadings) -> None:
+        if msg.episode == self.episode and msg.round == self.round:
+            self._meter = msg
+
+    # ------------------------------------------------------------------ clearing and delivery
+    def clear(self, delivery_round: int) -> Cleared:
+        """Clear every pool's book for ``delivery_round``; store the contracts."""
+        book = self._books.pop(delivery_round, None)
+        n = self.n
+        if book is None:
+            empty_i = np.zeros(0, dtype=np.int64)
+            empty_f = np.zeros(0)
+            self._contracts[delivery_round] = (np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), 0.0)
+            return Cleared(self.episode, self.round, delivery_round, empty_i, empty_i, empty_i, empty_i, empty_f, empty_f, empty_i, empty_i)
+        participant, side, pool, price, qty, order_id = book.arrays()
+        parts = []
+        for pool_code in (DISPATCH, NON_DISPATCH):  # the dispatchable pool clears first, as in T-REX
+            in_pool = pool == pool_code
+            bids = np.flatnonzero(in_pool & (side == BID))
+            asks = np.flatnonzero(in_pool & (side == ASK))
+            if bids.size == 0 or asks.size == 0:
+                continue
+            m = self.mechanism.clear(participant[bids], price[bids], qty[bids], participant[asks], price[asks], qty[asks])
+            if len(m) == 0:
+                continue
+            bi, ai = bids[m.bid_index], asks[m.ask_index]
+            parts.append((np.full(len(m), pool_code, dtype=np.int64), participant[bi], participant[ai], m.quantity_wh,
+                          m.buyer_price, m.seller_price, order_id[bi], order_id[ai]))
+        if parts:
+            cols = [np.concatenate(c) for c in zip(*parts)] if len(parts) > 1 else list(parts[0])
+        else:
+            cols = [np.zeros(0, dtype=np.int64)] * 4 + [np.zeros(0)] * 2 + [np.zeros(0, dtype=np.int64)] * 2
+        pool_c, buyer, seller, q, bp, sp, bid_id, ask_id = cols
+        bought = np.bincount(buyer, weights=q, minlength=n).astype(np.int64)
+        sold = np.bincount(seller, weights=q, minlength=n).astype(np.int64)
+        cost = np.bincount(buyer, weights=q * bp / 1000.0, minlength=n)
+        revenue = np.bincount(seller, weights=q * sp / 1000.0, minlength=n)
+        surplus = float(cost.sum() - revenue.sum())
+        self._contracts[delivery_round] = (bought, sold, cost, revenue, surplus)
+        return Cleared(self.episode, self.round, delivery_round, pool_c, buyer, seller, q, bp, sp, bid_id, ask_id)
+
+    def settle(self, round_index: int) -> Delivered:
+        n = self.n
+        bought, sold, cost, revenue, surplus = self._contracts.pop(
+            round_index, (np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), 0.0))
+        meter = self._meter
+        if meter is None:  # nobody reported: settle as zero energy (the grid covers every contract)
+            z = np.zeros(n, dtype=np.int64)
+            load = gen = charge = discharge = baseline = z
+        else:
+            load, gen = meter.load_wh, meter.generation_wh
+            charge, discharge = meter.battery_charge_wh, meter.battery_discharge_wh
+            baseline = meter.grid_only_net_wh
+        buy_p, sell_p = float(self._buy[round_index]), float(self._sell[round_index])
+        res = settle_delivery(load, gen, charge, discharge, bought, sold, buy_p, sell_p)
+        grid_only_cost = np.where(baseline > 0, baseline * (buy_p / 1000.0), baseline * (sell_p / 1000.0))
+        self._check_conservation(load, gen, charge, discharge, bought, sold, res, cost, revenue, surplus)
+        return Delivered(
+            self.episode, round_index, buy_p, sell_p, res.net_meter_wh, bought, sold,
+            res.grid_import_wh, res.grid_export_wh, res.shortfall_wh, res.unused_wh, res.battery_cover_wh,
+            cost, revenue, res.grid_cost_usd, res.grid_revenue_usd, grid_only_cost, surplus)
+
+    def _check_conservation(self, load, gen, charge, discharge, bought, sold, res, cost, revenue, surplus) -> None:
+        # energy: what was consumed (load + charging) came from generation, discharge or the grid
+        energy_error = int((load.sum() + charge.sum()) - (gen.sum() + discharge.sum() + res.grid_import_wh.sum() - res.grid_export_wh.sum()))
+        traded_error = int(bought.sum() - sold.sum())
+        # money: buyers paid sellers plus the auctioneer; participants' grid bills are the grid's revenue
+        money_error = abs(float(cost.sum()) - float(revenue.sum()) - surplus)
+        self.max_energy_error_wh = max(self.max_energy_error_wh, abs(energy_error), abs(traded_error))
+        self.max_money_error_usd = max(self.max_money_error_usd, money_error)
+        if energy_error or traded_error or money_error > MONEY_TOLERANCE_USD or surplus < -MONEY_TOLERANCE_USD:
+            raise ConservationError(
+                f"round {self.round}: energy error {energy_error} Wh, traded error {traded_error} Wh, "
+                f"money error {money_error:.3g} $, auctioneer surplus {surplus:.6g} $")
+
+    def on_round_end(self, msg: RoundEnd) -> None:
+        if msg.round != self.round:
+            return
+        delivery = msg.round + self.close_steps
+        if delivery < self.rounds:
+            self.fabric.publish(topics.CLEARED, self.clear(delivery))
+        self.fabric.publish(topics.DELIVERED, self.settle(msg.round))

@@ -1,0 +1,143 @@
+"""Residential participants of a whole population: meters, profiles, batteries, traders.
+
+One module holds one household or thousands, as arrays. Each round ``k`` it:
+
+1. runs round k's devices and meters: the battery (self-consumption policy) tracks the
+   household's contracted position for round k, i.e. it discharges to cover what load and
+   sales need beyond PV and purchases, and charges from what is left over; then publishes
+   the ``MeterReadings`` of round k (read at its end);
+2. lets each trader population place orders for delivery round ``k + close_steps`` from
+   what the household can see: its own forecast (its own profile for that round: perfect
+   foresight, as in T-REX), its battery plan and the grid's prices.
+
+It also keeps a shadow battery run with no market at all, so every round records the
+household's grid-only bill (the counterfactual everyone is compared with).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trexsim.agents.base import OrderBatch, TraderObservation, build_trader_populations
+from trexsim.config.schema import ParticipantConfig
+from trexsim.data.profiles import ProfileSet
+from trexsim.devices.battery import BatteryBank
+from trexsim.fabric import topics
+from trexsim.fabric.messages import Cleared, Delivered, EpisodeStart, GridPrices, MeterReadings, Orders, RoundStart
+
+
+class Participants:
+    def __init__(self, fabric, participant_ids: list[str], specs: list[ParticipantConfig], profiles: ProfileSet,
+                 interval_s: int, rounds_per_episode: int, close_steps: int, rng: np.random.Generator):
+        self.fabric = fabric
+        self.ids = list(participant_ids)
+        self.n = len(self.ids)
+        self.profiles = profiles
+        self.rounds = rounds_per_episode
+        self.close_steps = close_steps
+        self.index = np.arange(self.n, dtype=np.int64)
+        self.battery = BatteryBank(self.n, interval_s)
+        for i, spec in enumerate(specs):
+            s = spec.storage
+            if s is not None:
+                self.battery.configure(i, s.capacity_wh, s.charge_power_w, s.discharge_power_w, s.efficiency,
+                                       s.monthly_self_discharge, s.initial_soc, s.policy == "self_consumption")
+        self.shadow_stored_wh = self.battery.stored_wh.copy()
+        trader_seeds = iter(rng.spawn(len({s.trader.type for s in specs}) + 1))
+        self.traders = build_trader_populations([s.trader for s in specs], lambda kind: next(trader_seeds))
+        self._buy = np.zeros(rounds_per_episode)
+        self._sell = np.zeros(rounds_per_episode)
+        self.episode = -1
+        self._contracts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._plan_delta: dict[int, np.ndarray] = {}
+        self._next_order_id = 0
+        fabric.subscribe(topics.EPISODE_START, self.on_episode_start)
+        fabric.subscribe(topics.GRID_PRICES, self.on_grid_prices)
+        fabric.subscribe(topics.ROUND_START, self.on_round_start)
+        fabric.subscribe(topics.CLEARED, self.on_cleared)
+        fabric.subscribe(topics.DELIVERED, self.on_delivered)
+
+    def on_episode_start(self, msg: EpisodeStart) -> None:
+        self.episode = msg.episode
+        self.battery.reset()
+        self.shadow_stored_wh = self.battery.stored_wh.copy()
+        self._contracts.clear()
+        self._plan_delta.clear()
+        self._next_order_id = 0
+        for pop in self.traders:
+            pop.reset(msg.episode)
+
+    def on_grid_prices(self, msg: GridPrices) -> None:
+        end = msg.first_round + len(msg.buy_price)
+        self._buy[msg.first_round:end] = msg.buy_price
+        self._sell[msg.first_round:end] = msg.sell_price
+
+    def on_cleared(self, msg: Cleared) -> None:
+        if msg.episode != self.episode:
+            return
+        bought = np.bincount(msg.buyer, weights=msg.quantity_wh, minlength=self.n).astype(np.int64)
+        sold = np.bincount(msg.seller, weights=msg.quantity_wh, minlength=self.n).astype(np.int64)
+        prev = self._contracts.get(msg.delivery_round)
+        self._contracts[msg.delivery_round] = (bought, sold) if prev is None else (prev[0] + bought, prev[1] + sold)
+        for pop in self.traders:
+            pop.on_cleared(msg)
+
+    def on_delivered(self, msg: Delivered) -> None:
+        for pop in self.traders:
+            pop.on_delivered(msg)
+
+    # ------------------------------------------------------------------ one round
+    def on_round_start(self, msg: RoundStart) -> None:
+        k = msg.round
+        self._meter(k)
+        if msg.delivery_round < self.rounds:
+            self._trade(k, msg.delivery_round)
+
+    def _meter(self, k: int) -> None:
+        load, gen = self.profiles.round_wh(k)
+        zero = np.zeros(self.n, dtype=np.int64)
+        bought, sold = self._contracts.pop(k, (zero, zero))
+        battery = self.battery
+        # the battery tracks the contracted position: cover need beyond PV and purchases, store what is left
+        charge, discharge = battery.dispatch(load - gen - (bought - sold))
+        battery.stored_wh = battery.next_stored(charge, discharge)
+        c0, d0 = battery.dispatch(load - gen, self.shadow_stored_wh)
+        self.shadow_stored_wh = battery.next_stored(c0, d0, self.shadow_stored_wh)
+        self._plan_delta.pop(k, None)
+        self.fabric.publish(topics.METER, MeterReadings(
+            self.episode, k, self.index, load, gen, charge, discharge, battery.stored_wh.copy(), load - gen + c0 - d0))
+
+    def _trade(self, k: int, d: int) -> None:
+        load_f, gen_f = self.profiles.round_wh(d)
+        battery = self.battery
+        # expected stored energy when round d starts: now, plus what is planned for rounds between
+        stored = battery.stored_wh
+        for r in range(k + 1, d):
+            delta = self._plan_delta.get(r)
+            if delta is not None:
+                stored = np.clip(stored + delta, 0.0, battery.capacity_wh)
+        residual = load_f - gen_f
+        c_plan, d_plan = battery.dispatch(residual, stored)
+        self._plan_delta[d] = battery.next_stored(c_plan, d_plan, stored) - stored
+        planned_battery = c_plan - d_plan
+        _, max_d = battery.limits(stored)
+        spare = np.where(battery.self_consumption, max_d - d_plan, 0)
+        parts = []
+        for pop in self.traders:
+            m = pop.members
+            obs = TraderObservation(
+                self.episode, k, d, load_f[m], gen_f[m], planned_battery[m], (residual + planned_battery)[m], spare[m],
+                float(self._buy[d]), float(self._sell[d]))
+            batch = pop.act(obs)
+            if batch.member.size:
+                parts.append((m[batch.member], batch.side, batch.pool, batch.price, batch.quantity_wh))
+        if not parts:
+            return
+        cols = [np.concatenate(c) for c in zip(*parts)] if len(parts) > 1 else list(parts[0])
+        count = cols[0].size
+        ids = np.arange(self._next_order_id, self._next_order_id + count, dtype=np.int64)
+        self._next_order_id += count
+        self.fabric.publish(topics.ORDERS, Orders(self.episode, k, d, cols[0], cols[1], cols[2], cols[3], cols[4], ids))
+
+
+__all__ = ["OrderBatch", "Participants"]

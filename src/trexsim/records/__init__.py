@@ -1,0 +1,1 @@
+"""Records: every run written to an embedded DuckDB database, exportable, summarised."""

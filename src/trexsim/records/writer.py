@@ -1,0 +1,305 @@
+"""The recorder module: listens to the fabric and appends every record to DuckDB in batches.
+
+It sees only messages, so it records a networked run exactly as an in-process one. Rows
+are buffered for ``batch_rounds`` rounds and then appended as Arrow tables, so a crash
+loses at most the last batch and a year-long run never holds its ledger in memory.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from trexsim.fabric import topics
+from trexsim.fabric.messages import (
+    POOL_NAMES,
+    SIDE_NAMES,
+    Cleared,
+    Delivered,
+    EpisodeStart,
+    MeterReadings,
+    Orders,
+    Rejected,
+    Roster,
+    RoundStart,
+)
+from trexsim.records.schema import TABLES, VIEWS
+
+_SIDES = pa.array(SIDE_NAMES)
+_POOLS = pa.array(POOL_NAMES)
+
+
+def create_database(path: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(str(path))
+    for name, columns in TABLES.items():
+        con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
+    for name, query in VIEWS.items():
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {query}")
+    return con
+
+
+class Totals:
+    """Running per-participant totals: the summary never needs to re-read the ledger."""
+
+    FIELDS = ("bought_wh", "sold_wh", "grid_import_wh", "grid_export_wh", "market_cost_usd", "market_revenue_usd",
+              "grid_cost_usd", "grid_revenue_usd", "grid_only_cost_usd", "shortfall_wh", "unused_wh", "battery_cover_wh",
+              "load_wh", "generation_wh")
+
+    def __init__(self, n: int):
+        self.by_episode: dict[int, dict[str, np.ndarray]] = {}
+        self.n = n
+        self.settled_wh: dict[int, int] = {}
+        self.settled_value_usd: dict[int, float] = {}
+        self.settled_seller_value_usd: dict[int, float] = {}
+        self.surplus_usd: dict[int, float] = {}
+        self.rejections: dict[int, int] = {}
+
+    def episode(self, e: int) -> dict[str, np.ndarray]:
+        if e not in self.by_episode:
+            self.by_episode[e] = {f: np.zeros(self.n, dtype=np.float64) for f in self.FIELDS}
+            self.settled_wh[e] = 0
+            self.settled_value_usd[e] = 0.0
+            self.settled_seller_value_usd[e] = 0.0
+            self.surplus_usd[e] = 0.0
+            self.rejections[e] = 0
+        return self.by_episode[e]
+
+
+class Recorder:
+    def __init__(self, fabric, db_path: Path, n_participants: int, level: str = "full", batch_rounds: int = 1440):
+        self.path = Path(db_path)
+        self.con = create_database(self.path)
+        self.full = level == "full"
+        self.batch_rounds = batch_rounds
+        self.n = n_participants
+        self.totals = Totals(n_participants)
+        self._rows: dict[str, list] = {name: [] for name in TABLES}
+        self._meter: MeterReadings | None = None
+        self._round_start: dict[int, int] = {}
+        self._rounds_in_batch = 0
+        self._init_delivery_buffers()
+        fabric.subscribe(topics.ROSTER, self.on_roster)
+        fabric.subscribe(topics.EPISODE_START, self.on_episode_start)
+        fabric.subscribe(topics.ROUND_START, self.on_round_start)
+        fabric.subscribe(topics.ORDERS, self.on_orders)
+        fabric.subscribe(topics.REJECTED, self.on_rejected)
+        fabric.subscribe(topics.CLEARED, self.on_cleared)
+        fabric.subscribe(topics.METER, self.on_meter)
+        fabric.subscribe(topics.DELIVERED, self.on_delivered)
+
+    # ------------------------------------------------------------------ buffers
+    def _init_delivery_buffers(self) -> None:
+        shape = (self.batch_rounds, self.n)
+        ints = ["load_wh", "generation_wh", "battery_charge_wh", "battery_discharge_wh", "net_meter_wh", "bought_wh",
+                "sold_wh", "grid_import_wh", "grid_export_wh", "shortfall_wh", "unused_wh", "battery_cover_wh"]
+        floats = ["battery_stored_wh", "market_cost_usd", "market_revenue_usd", "grid_cost_usd", "grid_revenue_usd",
+                  "net_cost_usd", "grid_only_cost_usd"]
+        self._dbuf = {c: np.zeros(shape, dtype=np.int64) for c in ints} if self.full else {}
+        if self.full:
+            self._dbuf.update({c: np.zeros(shape) for c in floats})
+        self._dkeys = np.zeros((self.batch_rounds, 2), dtype=np.int64)
+        self._dfill = 0
+
+    def write_meta(self, runs_row: dict, participants_rows: dict[str, list]) -> None:
+        self.con.append("runs", _frame(runs_row, single=True))
+        self.con.append("participants", _frame(participants_rows))
+
+    def finish_meta(self, status: str) -> None:
+        self.con.execute("UPDATE runs SET finished_utc = ?, status = ?", [_dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None), status])
+
+    # ------------------------------------------------------------------ handlers
+    def on_roster(self, msg: Roster) -> None:
+        self.n = len(msg.participant_ids)
+
+    def on_episode_start(self, msg: EpisodeStart) -> None:
+        self.totals.episode(msg.episode)
+
+    def on_round_start(self, msg: RoundStart) -> None:
+        self._round_start[msg.round] = msg.start_utc_s
+
+    def on_orders(self, msg: Orders) -> None:
+        if not self.full or len(msg.participant) == 0:
+            return
+        try:
+            n = len(msg.participant)
+            self._rows["orders"].append(pa.table({
+                "episode": pa.array(np.full(n, msg.episode, dtype=np.int32)),
+                "round": pa.array(np.full(n, msg.round, dtype=np.int32)),
+                "delivery_round": pa.array(np.full(n, msg.delivery_round, dtype=np.int32)),
+                "order_id": pa.array(np.asarray(msg.order_id, dtype=np.int64)),
+                "participant": pa.array(np.asarray(msg.participant, dtype=np.int32)),
+                "side": _codes(msg.side, _SIDES),
+                "pool": _codes(msg.pool, _POOLS),
+                "price": pa.array(np.asarray(msg.price, dtype=np.float64)),
+                "quantity_wh": pa.array(_as_int64(msg.quantity_wh)),
+            }))
+        except Exception:  # malformed batches are recorded through their rejection instead
+            pass
+
+    def on_rejected(self, msg: Rejected) -> None:
+        n = len(msg.reason)
+        self.totals.episode(msg.episode)
+        self.totals.rejections[msg.episode] += n
+        self._rows["rejections"].append(pa.table({
+            "episode": pa.array(np.full(n, msg.episode, dtype=np.int32)),
+            "round": pa.array(np.full(n, msg.round, dtype=np.int32)),
+            "delivery_round": pa.array(np.full(n, msg.delivery_round, dtype=np.int32)),
+            "order_id": pa.array(np.asarray(msg.order_id, dtype=np.int64)),
+            "participant": pa.array(np.asarray(msg.participant, dtype=np.int64)),
+            "side": pa.array(np.asarray(msg.side, dtype=np.int64)),
+            "pool": pa.array(np.asarray(msg.pool, dtype=np.int64)),
+            "price": pa.array(np.asarray(msg.price, dtype=np.float64)),
+            "quantity_wh": pa.array(np.asarray(msg.quantity_wh, dtype=np.float64)),
+            "reason": pa.array(list(msg.reason), type=pa.string()),
+        }))
+
+    def on_cleared(self, msg: Cleared) -> None:
+        n = len(msg.quantity_wh)
+        if n == 0:
+            return
+        t = self.totals
+        t.episode(msg.episode)
+        t.settled_wh[msg.episode] += int(msg.quantity_wh.sum())
+        t.settled_value_usd[msg.episode] += float((msg.quantity_wh * msg.buyer_price).sum() / 1000.0)
+        t.settled_seller_value_usd[msg.episode] += float((msg.quantity_wh * msg.seller_price).sum() / 1000.0)
+        if not self.full:
+            return
+        self._rows["settlements"].append(pa.table({
+            "episode": pa.array(np.full(n, msg.episode, dtype=np.int32)),
+            "round": pa.array(np.full(n, msg.round, dtype=np.int32)),
+            "delivery_round": pa.array(np.full(n, msg.delivery_round, dtype=np.int32)),
+            "pool": _codes(msg.pool, _POOLS),
+            "buyer": pa.array(msg.buyer.astype(np.int32)),
+            "seller": pa.array(msg.seller.astype(np.int32)),
+            "quantity_wh": pa.array(msg.quantity_wh.astype(np.int64)),
+            "buyer_price": pa.array(msg.buyer_price),
+            "seller_price": pa.array(msg.seller_price),
+            "bid_id": pa.array(msg.bid_id.astype(np.int64)),
+            "ask_id": pa.array(msg.ask_id.astype(np.int64)),
+        }))
+
+    def on_meter(self, msg: MeterReadings) -> None:
+        self._meter = msg
+
+    def on_delivered(self, msg: Delivered) -> None:
+        meter = self._meter if (self._meter is not None and self._meter.round == msg.round and self._meter.episode == msg.episode) else None
+        z = np.zeros(self.n, dtype=np.int64)
+        load = meter.load_wh if meter is not None else z
+        gen = meter.generation_wh if meter is not None else z
+        charge = meter.battery_charge_wh if meter is not None else z
+        discharge = meter.battery_discharge_wh if meter is not None else z
+        stored = meter.battery_stored_wh if meter is not None else np.zeros(self.n)
+        net_cost = msg.market_cost_usd - msg.market_revenue_usd + msg.grid_cost_usd - msg.grid_revenue_usd
+        tot = self.totals.episode(msg.episode)
+        tot["bought_wh"] += msg.bought_wh
+        tot["sold_wh"] += msg.sold_wh
+        tot["grid_import_wh"] += msg.grid_import_wh
+        tot["grid_export_wh"] += msg.grid_export_wh
+        tot["market_cost_usd"] += msg.market_cost_usd
+        tot["market_revenue_usd"] += msg.market_revenue_usd
+        tot["grid_cost_usd"] += msg.grid_cost_usd
+        tot["grid_revenue_usd"] += msg.grid_revenue_usd
+        tot["grid_only_cost_usd"] += msg.grid_only_cost_usd
+        tot["shortfall_wh"] += msg.shortfall_wh
+        tot["unused_wh"] += msg.unused_wh
+        tot["battery_cover_wh"] += msg.battery_cover_wh
+        tot["load_wh"] += load
+        tot["generation_wh"] += gen
+        self.totals.surplus_usd[msg.episode] += msg.auctioneer_surplus_usd
+        self._rows["rounds"].append((msg.episode, msg.round, self._round_start.pop(msg.round, 0), msg.grid_buy_price,
+                                     msg.grid_sell_price, int(msg.bought_wh.sum()), int(msg.grid_import_wh.sum()),
+                                     int(msg.grid_export_wh.sum()), msg.auctioneer_surplus_usd))
+        if self.full:
+            i = self._dfill
+            b = self._dbuf
+            self._dkeys[i] = (msg.episode, msg.round)
+            b["load_wh"][i] = load
+            b["generation_wh"][i] = gen
+            b["battery_charge_wh"][i] = charge
+            b["battery_discharge_wh"][i] = discharge
+            b["battery_stored_wh"][i] = stored
+            b["net_meter_wh"][i] = msg.net_meter_wh
+            b["bought_wh"][i] = msg.bought_wh
+            b["sold_wh"][i] = msg.sold_wh
+            b["grid_import_wh"][i] = msg.grid_import_wh
+            b["grid_export_wh"][i] = msg.grid_export_wh
+            b["shortfall_wh"][i] = msg.shortfall_wh
+            b["unused_wh"][i] = msg.unused_wh
+            b["battery_cover_wh"][i] = msg.battery_cover_wh
+            b["market_cost_usd"][i] = msg.market_cost_usd
+            b["market_revenue_usd"][i] = msg.market_revenue_usd
+            b["grid_cost_usd"][i] = msg.grid_cost_usd
+            b["grid_revenue_usd"][i] = msg.grid_revenue_usd
+            b["net_cost_usd"][i] = net_cost
+            b["grid_only_cost_usd"][i] = msg.grid_only_cost_usd
+            self._dfill = i + 1
+        self._rounds_in_batch += 1
+        if self._rounds_in_batch >= self.batch_rounds or (self.full and self._dfill >= self.batch_rounds):
+            self.flush()
+
+    # ------------------------------------------------------------------ writing
+    def flush(self) -> None:
+        con = self.con
+        rows = self._rows["rounds"]
+        if rows:
+            cols = list(zip(*rows))
+            names = ["episode", "round", "start_utc_s", "grid_buy_price", "grid_sell_price", "market_wh",
+                     "grid_import_wh", "grid_export_wh", "auctioneer_surplus_usd"]
+            _append(con, "rounds", pa.table(dict(zip(names, [pa.array(c) for c in cols]))))
+            rows.clear()
+        for name in ("orders", "rejections", "settlements"):
+            parts = self._rows[name]
+            if parts:
+                _append(con, name, pa.concat_tables(parts))
+                parts.clear()
+        if self.full and self._dfill:
+            k = self._dfill
+            n = self.n
+            data = {
+                "episode": np.repeat(self._dkeys[:k, 0], n).astype(np.int32),
+                "round": np.repeat(self._dkeys[:k, 1], n).astype(np.int32),
+                "participant": np.tile(np.arange(n, dtype=np.int32), k),
+            }
+            for c, buf in self._dbuf.items():
+                data[c] = buf[:k].reshape(-1)
+            _append(con, "deliveries", pa.table({c: pa.array(data[c]) for c in _DELIVERY_ORDER}))
+            self._dfill = 0
+        self._rounds_in_batch = 0
+
+    def close(self) -> None:
+        self.flush()
+        self.con.close()
+
+
+_DELIVERY_ORDER = [c.strip().split()[0] for c in TABLES["deliveries"].replace("\n", " ").split(",") if c.strip()]
+
+
+def _append(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
+    # arrow scan by name: columns are listed in the table's own order
+    con.register("_batch", data)
+    try:
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _batch")
+    finally:
+        con.unregister("_batch")
+
+
+def _codes(values, names: pa.Array) -> pa.Array:
+    codes = np.asarray(values, dtype=np.int64)
+    return names.take(pa.array(codes))
+
+
+def _as_int64(values) -> np.ndarray:
+    arr = np.asarray(values)
+    return arr.astype(np.int64) if arr.dtype.kind != "f" else np.rint(arr).astype(np.int64)
+
+
+def _frame(data: dict, single: bool = False):
+    import pandas as pd
+
+    if single:
+        return pd.DataFrame({k: [v] for k, v in data.items()})
+    return pd.DataFrame(data)
