@@ -13,6 +13,7 @@ to its limits; this model does neither.)
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 SECONDS_PER_30_DAYS = 30 * 86400
@@ -45,6 +46,49 @@ def step_stored_wh(stored_wh, charge_wh, discharge_wh, efficiency, retention, ca
     stored = (stored_wh + charge_wh * efficiency - discharge_wh / efficiency) * retention
     # limits above keep this inside [0, capacity]; clip only float rounding residue
     return np.clip(stored, 0.0, capacity_wh)
+
+
+@numba.njit(cache=True, nogil=True)
+def dispatch_and_step(residual_wh, stored_wh, capacity_wh, charge_limit_wh, discharge_limit_wh, efficiency, retention, active):
+    """Self-consumption dispatch and one round of battery physics, fused (one pass, no temporaries).
+
+    Same rules as :func:`max_charge_wh`, :func:`max_discharge_wh`,
+    :func:`self_consumption_dispatch` and :func:`step_stored_wh` combined; returns
+    ``(charge_wh, discharge_wh, stored_after_wh)``.
+    """
+    n = residual_wh.size
+    charge = np.zeros(n, dtype=np.int64)
+    discharge = np.zeros(n, dtype=np.int64)
+    after = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        s = stored_wh[i]
+        if active[i] and capacity_wh[i] > 0.0:
+            r = residual_wh[i]
+            eta = efficiency[i]
+            if r > 0:
+                lim = min(discharge_limit_wh[i], s * eta)
+                d = np.int64(np.floor(lim + 1e-9))
+                if d > r:
+                    d = r
+                discharge[i] = d
+                s = s - d / eta
+            elif r < 0:
+                room = capacity_wh[i] - s
+                if room < 0.0:
+                    room = 0.0
+                lim = min(charge_limit_wh[i], room / eta)
+                c = np.int64(np.floor(lim + 1e-9))
+                if c > -r:
+                    c = -r
+                charge[i] = c
+                s = s + c * eta
+        s = s * retention[i]
+        if s < 0.0:
+            s = 0.0
+        elif s > capacity_wh[i]:
+            s = capacity_wh[i]
+        after[i] = s
+    return charge, discharge, after
 
 
 class BatteryBank:
@@ -94,6 +138,13 @@ class BatteryBank:
         c[~self.self_consumption] = 0
         d[~self.self_consumption] = 0
         return c, d
+
+    def dispatch_step(self, residual_wh: np.ndarray, stored_wh: np.ndarray | None = None):
+        """``(charge_wh, discharge_wh, stored_after_wh)`` of a self-consumption round."""
+        stored = self.stored_wh if stored_wh is None else stored_wh
+        return dispatch_and_step(np.ascontiguousarray(residual_wh, dtype=np.int64), stored, self.capacity_wh,
+                                 self.charge_limit_wh, self.discharge_limit_wh, self.efficiency, self.retention,
+                                 self.self_consumption)
 
     def next_stored(self, charge_wh, discharge_wh, stored_wh: np.ndarray | None = None) -> np.ndarray:
         stored = self.stored_wh if stored_wh is None else stored_wh

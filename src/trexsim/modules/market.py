@@ -132,6 +132,22 @@ class Market:
         lengths = {len(msg.side), len(msg.pool), len(msg.price), len(msg.quantity_wh), len(msg.order_id)}
         if lengths != {n}:
             return np.zeros(0, dtype=bool), ["malformed"] * max([n, *lengths])
+        participant = np.asarray(msg.participant)
+        side = np.asarray(msg.side)
+        pool = np.asarray(msg.pool)
+        d = msg.delivery_round
+        earliest = self.round + self.close_steps
+        with np.errstate(invalid="ignore"):
+            q = np.asarray(msg.quantity_wh, dtype=np.float64)
+            p = np.asarray(msg.price, dtype=np.float64)
+            # fast path: one combined test, reasons only worked out when something is wrong
+            if (msg.episode == self.episode and msg.round == self.round and earliest <= d < self.rounds
+                    and d <= earliest + self.config.max_ahead_rounds and self.allowed_prices is None and n
+                    and participant.min() >= 0 and participant.max() < self.n
+                    and side.min() >= 0 and side.max() <= 1 and pool.min() >= 0 and pool.max() <= 1
+                    and q.min() > 0 and q.max() <= self.config.max_order_wh and (q == np.floor(q)).all()
+                    and p.min() >= self.config.min_price and p.max() <= self.config.max_price):
+                return np.ones(n, dtype=bool), []
         reason = np.full(n, "", dtype=object)
 
         def mark(mask, code):
@@ -140,12 +156,7 @@ class Market:
 
         if msg.episode != self.episode or msg.round != self.round:
             mark(np.ones(n, dtype=bool), "wrong_round")
-        participant = np.asarray(msg.participant)
-        side = np.asarray(msg.side)
-        pool = np.asarray(msg.pool)
         with np.errstate(invalid="ignore"):
-            q = np.asarray(msg.quantity_wh, dtype=np.float64)
-            p = np.asarray(msg.price, dtype=np.float64)
             mark((participant < 0) | (participant >= self.n), "unknown_participant")
             mark((side != BID) & (side != ASK), "bad_side")
             mark((pool != NON_DISPATCH) & (pool != DISPATCH), "bad_pool")
@@ -158,8 +169,6 @@ class Market:
             if self.allowed_prices is not None:
                 snapped = self._snap_allowed(p)
                 mark(np.isnan(snapped), "price_not_allowed")
-        d = msg.delivery_round
-        earliest = self.round + self.close_steps
         if d < earliest:
             mark(np.ones(n, dtype=bool), "delivery_too_near")
         elif d > earliest + self.config.max_ahead_rounds:

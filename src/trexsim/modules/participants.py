@@ -43,6 +43,8 @@ class Participants:
                 self.battery.configure(i, s.capacity_wh, s.charge_power_w, s.discharge_power_w, s.efficiency,
                                        s.monthly_self_discharge, s.initial_soc, s.policy == "self_consumption")
         self.shadow_stored_wh = self.battery.stored_wh.copy()
+        self._zeros = np.zeros(self.n, dtype=np.int64)
+        self._offers_battery = any(getattr(s.trader, "battery_ask_price", None) for s in specs)
         trader_seeds = iter(rng.spawn(len({s.trader.type for s in specs}) + 1))
         self.traders = build_trader_populations([s.trader for s in specs], lambda kind: next(trader_seeds))
         self._buy = np.zeros(rounds_per_episode)
@@ -99,10 +101,8 @@ class Participants:
         bought, sold = self._contracts.pop(k, (zero, zero))
         battery = self.battery
         # the battery tracks the contracted position: cover need beyond PV and purchases, store what is left
-        charge, discharge = battery.dispatch(load - gen - (bought - sold))
-        battery.stored_wh = battery.next_stored(charge, discharge)
-        c0, d0 = battery.dispatch(load - gen, self.shadow_stored_wh)
-        self.shadow_stored_wh = battery.next_stored(c0, d0, self.shadow_stored_wh)
+        charge, discharge, battery.stored_wh = battery.dispatch_step(load - gen - (bought - sold))
+        c0, d0, self.shadow_stored_wh = battery.dispatch_step(load - gen, self.shadow_stored_wh)
         self._plan_delta.pop(k, None)
         self.fabric.publish(topics.METER, MeterReadings(
             self.episode, k, self.index, load, gen, charge, discharge, battery.stored_wh.copy(), load - gen + c0 - d0))
@@ -117,11 +117,14 @@ class Participants:
             if delta is not None:
                 stored = np.clip(stored + delta, 0.0, battery.capacity_wh)
         residual = load_f - gen_f
-        c_plan, d_plan = battery.dispatch(residual, stored)
-        self._plan_delta[d] = battery.next_stored(c_plan, d_plan, stored) - stored
+        c_plan, d_plan, after = battery.dispatch_step(residual, stored)
+        self._plan_delta[d] = after - stored
         planned_battery = c_plan - d_plan
-        _, max_d = battery.limits(stored)
-        spare = np.where(battery.self_consumption, max_d - d_plan, 0)
+        if self._offers_battery:
+            _, max_d = battery.limits(stored)
+            spare = np.where(battery.self_consumption, max_d - d_plan, 0)
+        else:
+            spare = self._zeros
         parts = []
         for pop in self.traders:
             m = pop.members

@@ -2,6 +2,12 @@
 schema is never altered at run time. Energies in whole Wh, prices in $/kWh, money in $.
 Codes: side 'bid'/'ask'; pool 'non_dispatch'/'dispatch'."""
 
+# enumerations, created before the tables
+TYPES: dict[str, str] = {
+    "order_side": "ENUM ('bid', 'ask')",
+    "energy_pool": "ENUM ('non_dispatch', 'dispatch')",
+}
+
 TABLES: dict[str, str] = {
     "runs": """
         run_id VARCHAR, name VARCHAR, seed BIGINT, settlement VARCHAR, close_steps INTEGER,
@@ -16,12 +22,12 @@ TABLES: dict[str, str] = {
         market_wh BIGINT, grid_import_wh BIGINT, grid_export_wh BIGINT, auctioneer_surplus_usd DOUBLE""",
     "orders": """
         episode INTEGER, round INTEGER, delivery_round INTEGER, order_id BIGINT, participant INTEGER,
-        side VARCHAR, pool VARCHAR, price DOUBLE, quantity_wh BIGINT""",
+        side order_side, pool energy_pool, price DOUBLE, quantity_wh BIGINT""",
     "rejections": """
         episode INTEGER, round INTEGER, delivery_round INTEGER, order_id BIGINT, participant BIGINT,
         side BIGINT, pool BIGINT, price DOUBLE, quantity_wh DOUBLE, reason VARCHAR""",
     "settlements": """
-        episode INTEGER, round INTEGER, delivery_round INTEGER, pool VARCHAR, buyer INTEGER, seller INTEGER,
+        episode INTEGER, round INTEGER, delivery_round INTEGER, pool energy_pool, buyer INTEGER, seller INTEGER,
         quantity_wh BIGINT, buyer_price DOUBLE, seller_price DOUBLE, bid_id BIGINT, ask_id BIGINT""",
     "deliveries": """
         episode INTEGER, round INTEGER, participant INTEGER,

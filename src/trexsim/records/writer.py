@@ -8,6 +8,8 @@ loses at most the last batch and a year-long run never holds its ledger in memor
 from __future__ import annotations
 
 import datetime as _dt
+import queue
+import threading
 from pathlib import Path
 
 import duckdb
@@ -27,7 +29,7 @@ from trexsim.fabric.messages import (
     Roster,
     RoundStart,
 )
-from trexsim.records.schema import TABLES, VIEWS
+from trexsim.records.schema import TABLES, TYPES, VIEWS
 
 _SIDES = pa.array(SIDE_NAMES)
 _POOLS = pa.array(POOL_NAMES)
@@ -35,6 +37,10 @@ _POOLS = pa.array(POOL_NAMES)
 
 def create_database(path: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(path))
+    for name, definition in TYPES.items():
+        exists = con.execute("SELECT count(*) FROM duckdb_types() WHERE type_name = ?", [name]).fetchone()[0]
+        if not exists:
+            con.execute(f"CREATE TYPE {name} AS {definition}")
     for name, columns in TABLES.items():
         con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
     for name, query in VIEWS.items():
@@ -82,6 +88,12 @@ class Recorder:
         self._round_start: dict[int, int] = {}
         self._rounds_in_batch = 0
         self._init_delivery_buffers()
+        # DuckDB inserts release the GIL: a writer thread overlaps them with the round loop.
+        # The queue is bounded, so a slow disk slows the simulation instead of filling memory.
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._writer_error: BaseException | None = None
+        self._writer = threading.Thread(target=self._write_loop, name="trexsim-recorder", daemon=True)
+        self._writer.start()
         fabric.subscribe(topics.ROSTER, self.on_roster)
         fabric.subscribe(topics.EPISODE_START, self.on_episode_start)
         fabric.subscribe(topics.ROUND_START, self.on_round_start)
@@ -109,6 +121,7 @@ class Recorder:
         self.con.append("participants", _frame(participants_rows))
 
     def finish_meta(self, status: str) -> None:
+        self.wait()
         self.con.execute("UPDATE runs SET finished_utc = ?, status = ?", [_dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None), status])
 
     # ------------------------------------------------------------------ handlers
@@ -126,36 +139,25 @@ class Recorder:
             return
         try:
             n = len(msg.participant)
-            self._rows["orders"].append(pa.table({
-                "episode": pa.array(np.full(n, msg.episode, dtype=np.int32)),
-                "round": pa.array(np.full(n, msg.round, dtype=np.int32)),
-                "delivery_round": pa.array(np.full(n, msg.delivery_round, dtype=np.int32)),
-                "order_id": pa.array(np.asarray(msg.order_id, dtype=np.int64)),
-                "participant": pa.array(np.asarray(msg.participant, dtype=np.int32)),
-                "side": _codes(msg.side, _SIDES),
-                "pool": _codes(msg.pool, _POOLS),
-                "price": pa.array(np.asarray(msg.price, dtype=np.float64)),
-                "quantity_wh": pa.array(_as_int64(msg.quantity_wh)),
-            }))
-        except Exception:  # malformed batches are recorded through their rejection instead
+            row = (np.full(n, msg.episode, dtype=np.int32), np.full(n, msg.round, dtype=np.int32),
+                   np.full(n, msg.delivery_round, dtype=np.int32), np.asarray(msg.order_id, dtype=np.int64),
+                   np.asarray(msg.participant, dtype=np.int32), np.asarray(msg.side, dtype=np.int8),
+                   np.asarray(msg.pool, dtype=np.int8), np.asarray(msg.price, dtype=np.float64), _as_int64(msg.quantity_wh))
+            if len({a.size for a in row}) == 1:
+                self._rows["orders"].append(row)
+        except (TypeError, ValueError, OverflowError):  # malformed batches are recorded through their rejection
             pass
 
     def on_rejected(self, msg: Rejected) -> None:
         n = len(msg.reason)
         self.totals.episode(msg.episode)
         self.totals.rejections[msg.episode] += n
-        self._rows["rejections"].append(pa.table({
-            "episode": pa.array(np.full(n, msg.episode, dtype=np.int32)),
-            "round": pa.array(np.full(n, msg.round, dtype=np.int32)),
-            "delivery_round": pa.array(np.full(n, msg.delivery_round, dtype=np.int32)),
-            "order_id": pa.array(np.asarray(msg.order_id, dtype=np.int64)),
-            "participant": pa.array(np.asarray(msg.participant, dtype=np.int64)),
-            "side": pa.array(np.asarray(msg.side, dtype=np.int64)),
-            "pool": pa.array(np.asarray(msg.pool, dtype=np.int64)),
-            "price": pa.array(np.asarray(msg.price, dtype=np.float64)),
-            "quantity_wh": pa.array(np.asarray(msg.quantity_wh, dtype=np.float64)),
-            "reason": pa.array(list(msg.reason), type=pa.string()),
-        }))
+        self._rows["rejections"].append((
+            np.full(n, msg.episode, dtype=np.int32), np.full(n, msg.round, dtype=np.int32),
+            np.full(n, msg.delivery_round, dtype=np.int32), np.asarray(msg.order_id, dtype=np.int64),
+            np.asarray(msg.participant, dtype=np.int64), np.asarray(msg.side, dtype=np.int64),
+            np.asarray(msg.pool, dtype=np.int64), np.asarray(msg.price, dtype=np.float64),
+            np.asarray(msg.quantity_wh, dtype=np.float64), np.asarray(msg.reason, dtype=object)))
 
     def on_cleared(self, msg: Cleared) -> None:
         n = len(msg.quantity_wh)
@@ -168,19 +170,11 @@ class Recorder:
         t.settled_seller_value_usd[msg.episode] += float((msg.quantity_wh * msg.seller_price).sum() / 1000.0)
         if not self.full:
             return
-        self._rows["settlements"].append(pa.table({
-            "episode": pa.array(np.full(n, msg.episode, dtype=np.int32)),
-            "round": pa.array(np.full(n, msg.round, dtype=np.int32)),
-            "delivery_round": pa.array(np.full(n, msg.delivery_round, dtype=np.int32)),
-            "pool": _codes(msg.pool, _POOLS),
-            "buyer": pa.array(msg.buyer.astype(np.int32)),
-            "seller": pa.array(msg.seller.astype(np.int32)),
-            "quantity_wh": pa.array(msg.quantity_wh.astype(np.int64)),
-            "buyer_price": pa.array(msg.buyer_price),
-            "seller_price": pa.array(msg.seller_price),
-            "bid_id": pa.array(msg.bid_id.astype(np.int64)),
-            "ask_id": pa.array(msg.ask_id.astype(np.int64)),
-        }))
+        self._rows["settlements"].append((
+            np.full(n, msg.episode, dtype=np.int32), np.full(n, msg.round, dtype=np.int32),
+            np.full(n, msg.delivery_round, dtype=np.int32), msg.pool.astype(np.int8), msg.buyer.astype(np.int32),
+            msg.seller.astype(np.int32), msg.quantity_wh.astype(np.int64), msg.buyer_price, msg.seller_price,
+            msg.bid_id.astype(np.int64), msg.ask_id.astype(np.int64)))
 
     def on_meter(self, msg: MeterReadings) -> None:
         self._meter = msg
@@ -242,19 +236,55 @@ class Recorder:
             self.flush()
 
     # ------------------------------------------------------------------ writing
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                for table, data in item:
+                    _append(self.con, table, data)
+            except BaseException as exc:  # reported to the simulation at the next flush
+                self._writer_error = exc
+            finally:
+                self._queue.task_done()
+
+    def _submit(self, batch: list) -> None:
+        if self._writer_error is not None:
+            raise self._writer_error
+        if batch:
+            self._queue.put(batch)
+
+    def wait(self) -> None:
+        """Block until every submitted batch is in the database."""
+        self._queue.join()
+        if self._writer_error is not None:
+            raise self._writer_error
+
     def flush(self) -> None:
-        con = self.con
+        batch: list = []
         rows = self._rows["rounds"]
         if rows:
             cols = list(zip(*rows))
             names = ["episode", "round", "start_utc_s", "grid_buy_price", "grid_sell_price", "market_wh",
                      "grid_import_wh", "grid_export_wh", "auctioneer_surplus_usd"]
-            _append(con, "rounds", pa.table(dict(zip(names, [pa.array(c) for c in cols]))))
+            batch.append(("rounds", pa.table(dict(zip(names, [pa.array(c) for c in cols])))))
             rows.clear()
         for name in ("orders", "rejections", "settlements"):
             parts = self._rows[name]
             if parts:
-                _append(con, name, pa.concat_tables(parts))
+                columns = [np.concatenate(c) for c in zip(*parts)]
+                arrays = {}
+                for column, values in zip(_COLUMNS[name], columns):
+                    if column == "side" and name != "rejections":
+                        arrays[column] = _codes(values, _SIDES)
+                    elif column == "pool" and name != "rejections":
+                        arrays[column] = _codes(values, _POOLS)
+                    elif values.dtype == object:
+                        arrays[column] = pa.array(list(values), type=pa.string())
+                    else:
+                        arrays[column] = pa.array(values)
+                batch.append((name, pa.table(arrays)))
                 parts.clear()
         if self.full and self._dfill:
             k = self._dfill
@@ -265,17 +295,26 @@ class Recorder:
                 "participant": np.tile(np.arange(n, dtype=np.int32), k),
             }
             for c, buf in self._dbuf.items():
-                data[c] = buf[:k].reshape(-1)
-            _append(con, "deliveries", pa.table({c: pa.array(data[c]) for c in _DELIVERY_ORDER}))
+                data[c] = buf[:k].reshape(-1).copy()  # the buffer is refilled while the writer thread inserts
+            batch.append(("deliveries", pa.table({c: pa.array(data[c]) for c in _DELIVERY_ORDER})))
             self._dfill = 0
         self._rounds_in_batch = 0
+        self._submit(batch)
 
     def close(self) -> None:
-        self.flush()
+        if self._writer.is_alive():
+            try:
+                self.flush()
+            finally:
+                self._queue.put(None)
+                self._writer.join()
         self.con.close()
+        if self._writer_error is not None:
+            raise self._writer_error
 
 
-_DELIVERY_ORDER = [c.strip().split()[0] for c in TABLES["deliveries"].replace("\n", " ").split(",") if c.strip()]
+_COLUMNS = {name: [c.strip().split()[0] for c in cols.replace("\n", " ").split(",") if c.strip()] for name, cols in TABLES.items()}
+_DELIVERY_ORDER = _COLUMNS["deliveries"]
 
 
 def _append(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
@@ -288,8 +327,8 @@ def _append(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
 
 
 def _codes(values, names: pa.Array) -> pa.Array:
-    codes = np.asarray(values, dtype=np.int64)
-    return names.take(pa.array(codes))
+    # dictionary-encoded: DuckDB reads it straight into an ENUM column
+    return pa.DictionaryArray.from_arrays(pa.array(np.asarray(values, dtype=np.int8)), names)
 
 
 def _as_int64(values) -> np.ndarray:
