@@ -1,0 +1,198 @@
+"""The ``trexsim`` command: run, validate, schema, init, export, plot.
+
+Every command reports a user's mistake as a message naming what is wrong and where,
+never as a traceback (exit status 2).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trexsim.errors import ConfigError, TrexsimError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="trexsim: simulate transactive energy markets (T-REX / ALEX).")
+console = Console()
+err_console = Console(stderr=True)
+
+EXAMPLES = ("community", "two-houses")
+
+
+def _example_path(name: str) -> Path:
+    if name not in EXAMPLES:
+        raise TrexsimError(f"unknown example {name!r}; choose one of {', '.join(EXAMPLES)}")
+    return Path(str(resources.files("trexsim.config").joinpath("examples", f"{name}.json")))
+
+
+def _fail(exc: Exception) -> None:
+    if isinstance(exc, ConfigError):
+        err_console.print(f"[bold red]invalid config[/] {exc.source or ''}")
+        for path, msg in exc.problems:
+            err_console.print(f"  [yellow]{path or '(top level)'}[/]: {msg}")
+    else:
+        err_console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def run(
+    config: Optional[Path] = typer.Argument(None, help="Config file (JSON, // comments allowed). Default: the bundled 'community' example."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: runs/<study name>)."),
+    example: Optional[str] = typer.Option(None, help=f"Run a bundled example instead: {', '.join(EXAMPLES)}."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Skip the figures."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
+) -> None:
+    """Run a simulation in one process; write its database, summary.json and figures."""
+    from trexsim.config import load_config
+
+    try:
+        path = config if config is not None else _example_path(example or "community")
+        cfg = load_config(path)
+        from trexsim.simulation import Simulation
+
+        sim = Simulation(cfg, out)
+        result = _run_with_progress(sim, quiet, plots=False if no_plots else None)
+    except TrexsimError as exc:
+        _fail(exc)
+        return
+    if not quiet:
+        print_summary(result.summary)
+        console.print(f"\nresults: [bold]{result.out_dir}[/]  (database {result.database.name}, summary.json)")
+        if result.figures:
+            console.print(f"figures: [bold]{result.figures[0].parent}[/]  ({', '.join(f.name for f in result.figures)})")
+
+
+def _run_with_progress(sim, quiet: bool, plots):
+    if quiet:
+        return sim.run(plots=plots)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    total = sim.total_rounds
+    every = max(1, total // 200)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rounds"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
+        task = progress.add_task(sim.config.study.name, total=total)
+        rounds = sim.config.study.rounds_per_episode
+
+        def on_round(episode: int, round_done: int) -> None:
+            if round_done % every == 0 or round_done == rounds:
+                progress.update(task, completed=episode * rounds + round_done)
+
+        return sim.run(on_round=on_round, plots=plots)
+
+
+def print_summary(summary: dict) -> None:
+    study, market = summary["study"], summary["market"]
+    table = Table(title=f"{study['name']}: {study['participants']} participants, {study['days']} day(s), "
+                        f"{study['settlement']}, episode {summary['episode']}")
+    for col in ("participant", "market bought Wh", "market sold Wh", "grid bought Wh", "grid sold Wh",
+                "net cost $", "grid-only cost $", "savings $"):
+        table.add_column(col, justify="right" if col != "participant" else "left")
+    for pid, p in summary["participants"].items():
+        table.add_row(pid, f"{p['market_bought_wh']:,}", f"{p['market_sold_wh']:,}", f"{p['grid_bought_wh']:,}",
+                      f"{p['grid_sold_wh']:,}", f"{p['net_cost']:.2f}", f"{p['grid_only_cost']:.2f}", f"{p['savings']:.2f}")
+    console.print(table)
+    price = market.get("mean_settlement_price")
+    console.print(
+        f"market: settled {market['settled_wh']:,} Wh at a mean price of "
+        f"{'-' if price is None else f'{price:.4f} $/kWh'}; auctioneer surplus {market['auctioneer_surplus']:.4f} $; "
+        f"rejected orders {market['rejected_orders']}; community bill {market['total_net_cost']:.2f} $ "
+        f"vs {market['total_grid_only_cost']:.2f} $ grid-only")
+    cons = summary.get("conservation", {})
+    console.print(f"conservation checked every round: max energy error {cons.get('max_energy_error_wh')} Wh, "
+                  f"max money error {cons.get('max_money_error_usd', 0):.2e} $")
+
+
+@app.command()
+def validate(config: Path = typer.Argument(..., help="Config file to check.")) -> None:
+    """Check a config and list every problem with its key path."""
+    from trexsim.config import load_config
+
+    try:
+        cfg = load_config(config)
+        cfg.expanded_participants()
+    except TrexsimError as exc:
+        _fail(exc)
+        return
+    console.print(f"[green]valid[/]: {config} ({len(cfg.expanded_participants())} participants, "
+                  f"{cfg.study.rounds_per_episode} rounds per episode, {cfg.study.episodes} episode(s))")
+
+
+@app.command()
+def schema(out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout.")) -> None:
+    """Print the JSON Schema of the config (for editors)."""
+    from trexsim.config.schema import SimulationConfig
+
+    text = json.dumps(SimulationConfig.model_json_schema(by_alias=False), indent=2)
+    if out is None:
+        sys.stdout.write(text + "\n")
+    else:
+        out.write_text(text + "\n")
+        console.print(f"wrote {out}")
+
+
+@app.command()
+def init(
+    directory: Path = typer.Argument(..., help="Folder to write the example config into."),
+    example: str = typer.Option("community", help=f"Which example: {', '.join(EXAMPLES)}."),
+    force: bool = typer.Option(False, help="Overwrite an existing file."),
+) -> None:
+    """Write a commented example config to DIR/<example>.json."""
+    try:
+        source = _example_path(example)
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / f"{example}.json"
+        if target.exists() and not force:
+            raise TrexsimError(f"{target} exists (use --force to overwrite)")
+        target.write_text(source.read_text())
+    except (TrexsimError, OSError) as exc:
+        _fail(exc)
+        return
+    console.print(f"wrote {target}; run it with: trexsim run {target}")
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run's output folder."),
+    format: str = typer.Option("parquet", "--format", "-f", help="parquet or csv."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the files (default RUN_DIR/export)."),
+) -> None:
+    """Write every table of a run's database as Parquet or CSV files."""
+    from trexsim.records.export import export_run
+
+    try:
+        files = export_run(run_dir, format, out)
+    except TrexsimError as exc:
+        _fail(exc)
+        return
+    console.print(f"wrote {len(files)} tables to {files[0].parent}")
+
+
+@app.command()
+def plot(run_dir: Path = typer.Argument(..., help="A run's output folder.")) -> None:
+    """Redraw a run's figures into RUN_DIR/figures."""
+    from trexsim.records.export import open_run
+    from trexsim.records.plots import plot_run
+
+    try:
+        open_run(run_dir).close()
+        figures = plot_run(run_dir)
+    except TrexsimError as exc:
+        _fail(exc)
+        return
+    console.print(f"wrote {', '.join(str(f) for f in figures)}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
