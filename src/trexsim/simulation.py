@@ -90,6 +90,20 @@ class Simulation:
     def total_rounds(self) -> int:
         return self.config.study.rounds_per_episode * self.config.study.episodes
 
+    # -- driving the round loop from outside (an RL environment, a test) ------------------
+    def begin_episode(self, episode: int) -> None:
+        """Start ``episode`` (announcing the roster first, on episode 0)."""
+        if episode == 0:
+            self.controller.announce()
+        self.controller.start_episode(episode)
+
+    def step(self) -> bool:
+        """Run one round of the current episode; False when the episode has no rounds left."""
+        return self.controller.step()
+
+    def end_episode(self) -> None:
+        self.controller.end_episode()
+
     def run(self, on_round: Callable[[int, int], None] | None = None, plots: bool | None = None) -> RunResult:
         """Run every episode; write the database, summary.json and (unless disabled) the figures."""
         status = "failed"

@@ -139,13 +139,24 @@ def _base_w_per_kwh(utc_s: np.ndarray, timezone: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- helpers
-def _ar1(z: np.ndarray, tau_steps: float) -> np.ndarray:
-    """Unit-variance AR(1) along the last axis from standard normals ``z`` (first column: initial state)."""
+def _ar1(z: np.ndarray, tau_steps: float, sd: float = 1.0) -> np.ndarray:
+    """Stationary AR(1) with standard deviation ``sd`` along the last axis.
+
+    Parameters
+    ----------
+    z : numpy.ndarray
+        Standard normals; the first entry of the last axis sets the initial state,
+        so the output is one shorter.
+    tau_steps : float
+        Correlation time [steps]: ``phi = exp(-1 / tau_steps)``.
+    sd : float
+        Standard deviation of the output (scaling inside the filter saves a pass).
+    """
     from scipy.signal import lfilter
 
     phi = float(np.exp(-1.0 / tau_steps))
-    zi = (phi * z[..., :1]).astype(np.float64)  # state before the first step, stationary
-    out, _ = lfilter([np.sqrt(1.0 - phi * phi)], [1.0, -phi], z[..., 1:], axis=-1, zi=zi)
+    zi = sd * phi * z[..., :1]  # state before the first step, drawn from the stationary law
+    out, _ = lfilter([sd * np.sqrt(1.0 - phi * phi)], [1.0, -phi], z[..., 1:], axis=-1, zi=zi)
     return out
 
 
@@ -199,6 +210,18 @@ class _Site:
         return zlib.crc32(f"{self.latitude:.4f},{self.longitude:.4f}".encode("ascii"))
 
 
+@dataclass
+class _Block:
+    """What one day block shares between all households (small arrays only)."""
+
+    start_s: int  # absolute start [s since the epoch, UTC]
+    key: int  # seed key: absolute start minute, offset to stay non-negative
+    base_ext: np.ndarray  # H25 per minute with a halo of _SHIFT_MAX_MIN on both sides [W per kWh/year]
+    event_cdf: np.ndarray  # cumulative distribution of appliance start minutes
+    day_ratio: float  # the day's H25 energy relative to an average day
+    pv_table: np.ndarray | None  # per-kW DC power of each PV group, with a halo of _LAG_MAX_MIN before [W/kW]
+
+
 # --------------------------------------------------------------------------- source
 class RealisticProfiles(ProfileSource):
     """Seeded synthetic households: BDEW H25 load with minute variability and pvlib PV.
@@ -214,7 +237,14 @@ class RealisticProfiles(ProfileSource):
         Round timing and the study timezone (load follows local clock time).
     seed : int
         Study seed.
+
+    Notes
+    -----
+    Households are processed in chunks of ``_CHUNK`` so that every temporary array stays
+    small (cache-sized); only the two returned arrays are as large as the request.
     """
+
+    _CHUNK = 256
 
     def __init__(self, participant_ids: list[str], specs: list[RealisticProfile], clock: Clock, seed: int):
         super().__init__(participant_ids, specs, clock, seed)
@@ -253,7 +283,7 @@ class RealisticProfiles(ProfileSource):
 
         # PV groups: households sharing site, orientation and cloudiness share one per-kW series
         sites: dict[_Site, int] = {}
-        groups: dict[tuple, int] = {}
+        groups: dict[tuple[int, float, float, float], int] = {}
         self._pv_group = np.zeros(n, dtype=np.intp)
         for i, s in enumerate(self.specs):
             site = _Site(float(s.latitude), float(s.longitude), float(s.altitude_m))
@@ -262,8 +292,8 @@ class RealisticProfiles(ProfileSource):
             self._pv_group[i] = groups.setdefault(key, len(groups))
         self._sites = list(sites)
         self._groups = list(groups)
-        self._has_pv = bool(np.any(self._pv_kw * self._gen_scale > 0))
-        self._cache: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._pv_rated_w_per_kw = self._pv_kw * self._pv_factor * self._gen_scale  # [kW], scales applied
+        self._has_pv = bool(np.any(self._pv_rated_w_per_kw > 0))
 
     # ------------------------------------------------------------------ public
     def energy_wh(self, start_round: int, n_rounds: int) -> tuple[np.ndarray, np.ndarray]:
@@ -281,77 +311,71 @@ class RealisticProfiles(ProfileSource):
         load_wh, generation_wh : numpy.ndarray
             float64 ``(n_rounds, n_members)`` [Wh per round], >= 0, scales applied.
         """
-        n_rounds = int(n_rounds)
+        n_rounds = max(int(n_rounds), 0)
         interval_s = int(self.clock.interval_s)
-        if n_rounds <= 0 or self._n == 0:
-            empty = np.zeros((max(n_rounds, 0), self._n))
-            return empty, empty.copy()
+        if n_rounds == 0 or self._n == 0:
+            return np.zeros((n_rounds, self._n)), np.zeros((n_rounds, self._n))
+        load_wh = np.empty((n_rounds, self._n))  # every column is written below
+        gen_wh = np.empty((n_rounds, self._n)) if self._has_pv else np.zeros((n_rounds, self._n))
         t0 = int(start_round) * interval_s  # seconds since study start
         t1 = t0 + n_rounds * interval_s
         b0, b1 = t0 // _BLOCK_S, (t1 - 1) // _BLOCK_S
-        blocks = [self._block(b, keep=(b == b1 and t1 % _BLOCK_S != 0)) for b in range(b0, b1 + 1)]
-        if len(blocks) == 1:
-            load_w, gen_w = blocks[0]
-        else:
-            load_w = np.concatenate([blk[0] for blk in blocks], axis=1)
-            gen_w = np.concatenate([blk[1] for blk in blocks], axis=1)
+        blocks = [self._block(b) for b in range(b0, b1 + 1)]
         offset_s = t0 - b0 * _BLOCK_S
-        load_wh = _minutes_to_rounds(load_w, offset_s, interval_s, n_rounds)
-        gen_wh = _minutes_to_rounds(gen_w, offset_s, interval_s, n_rounds)
-        # (members, rounds) is the natural layout for row-wise generation; callers want (rounds, members)
-        return np.ascontiguousarray(load_wh.T), np.ascontiguousarray(gen_wh.T)
+        for j0 in range(0, self._n, self._CHUNK):
+            rows = np.arange(j0, min(j0 + self._CHUNK, self._n))
+            load_w = np.concatenate([self._load_rows(blk, rows) for blk in blocks], axis=1)
+            load_wh[:, rows[0] : rows[-1] + 1] = _minutes_to_rounds(load_w, offset_s, interval_s, n_rounds).T
+            if self._has_pv:
+                gen_w = np.concatenate([self._pv_rows(blk, rows) for blk in blocks], axis=1)
+                gen_wh[:, rows[0] : rows[-1] + 1] = _minutes_to_rounds(gen_w, offset_s, interval_s, n_rounds).T
+        return load_wh, gen_wh
 
     # ------------------------------------------------------------------ blocks
-    def _block(self, b: int, keep: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Minute powers of block ``b``: ``(load_w, gen_w)``, each ``(n_members, 1440)`` [W], scaled."""
-        if self._cache is not None and self._cache[0] == b:
-            return self._cache[1], self._cache[2]
+    def _block(self, b: int) -> _Block:
+        """Shared data of day block ``b`` (starting ``b`` days after the study start)."""
         start_s = self.clock.start_utc_s + b * _BLOCK_S
-        # seeds use the absolute start minute, so they do not depend on how rounds are chunked
-        block_key = int(start_s // _GRID_S) + (1 << 40)
-        load_w = self._load_block(start_s, block_key)
-        load_w *= (self._annual_kwh * self._load_scale)[:, None]
-        if self._has_pv:
-            gen_w = self._pv_block(start_s, block_key)
-        else:
-            gen_w = np.zeros_like(load_w)
-        self._cache = (b, load_w, gen_w) if keep else None
-        return load_w, gen_w
-
-    def _load_block(self, start_s: int, block_key: int) -> np.ndarray:
-        """Load of one block per kWh of annual demand, ``(n, 1440)`` [W per kWh/year]."""
-        n, m, halo = self._n, _BLOCK_MIN, _SHIFT_MAX_MIN
-        mid_s = start_s + _GRID_S * (np.arange(-halo, m + halo, dtype=np.int64)) + _GRID_S // 2
+        m, halo = _BLOCK_MIN, _SHIFT_MAX_MIN
+        mid_s = start_s + _GRID_S * np.arange(-halo, m + halo, dtype=np.int64) + _GRID_S // 2
         base_ext = _base_w_per_kwh(mid_s, self.clock.timezone)
         base = base_ext[halo : halo + m]
+        rate = base * base  # appliance use clusters where the standard profile peaks
+        return _Block(
+            start_s=start_s,
+            # seeds use the absolute start minute, so they do not depend on how rounds are chunked
+            key=int(start_s // _GRID_S) + (1 << 40),
+            base_ext=base_ext,
+            event_cdf=np.cumsum(rate) / rate.sum(),
+            day_ratio=float(base.sum() * (_GRID_S / 3600.0) / (1000.0 / 365.25)),
+            pv_table=self._pv_table(start_s, int(start_s // _GRID_S) + (1 << 40)) if self._has_pv else None,
+        )
 
+    def _load_rows(self, blk: _Block, rows: np.ndarray) -> np.ndarray:
+        """Load of households ``rows`` in one block, ``(len(rows), 1440)`` [W], scales applied."""
+        n, m, halo, k = rows.size, _BLOCK_MIN, _SHIFT_MAX_MIN, self._event_slots
         # one generator per household and day, derived from its participant seed
         z = np.empty((n, m + 2))
-        u = np.empty((n, 1 + 3 * self._event_slots))
-        for i, key in enumerate(self._spawn_keys):
-            rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=key + (_TAG_LOAD, block_key)))
+        u = np.empty((n, 1 + 3 * k))
+        for i, r in enumerate(rows):
+            rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=self._spawn_keys[r] + (_TAG_LOAD, blk.key)))
             rng.standard_normal(out=z[i])
             rng.random(out=u[i])
 
-        level = np.exp(_DAY_SIGMA * z[:, 0] - 0.5 * _DAY_SIGMA**2) * self._base_share
-        noise = _ar1(z[:, 1:], _NOISE_TAU_MIN)
-        noise *= _NOISE_SIGMA
-        noise -= 0.5 * _NOISE_SIGMA**2
-        np.exp(noise, out=noise)
-        noise *= level[:, None]
-        noise *= _rows_window(base_ext, m, halo - self._shift_min)  # value at t is base(t - shift)
-        load = noise
+        shift = self._shift_min[rows]
+        # log of day level times base share, minus the lognormal mean corrections (mean 1)
+        log_level = _DAY_SIGMA * z[:, 0] - 0.5 * _DAY_SIGMA**2 + np.log(self._base_share[rows]) - 0.5 * _NOISE_SIGMA**2
+        load = _ar1(z[:, 1:], _NOISE_TAU_MIN, _NOISE_SIGMA)
+        load += log_level[:, None]
+        np.exp(load, out=load)
+        load *= _rows_window(blk.base_ext, m, halo - shift)  # value at t is base(t - shift)
 
         # appliance events, added through a difference array (one bincount for all households)
-        day_ratio = base.sum() * (_GRID_S / 3600.0) / (1000.0 / 365.25)
         from scipy.stats import poisson
 
-        counts = poisson.ppf(u[:, 0], self._events_per_day * day_ratio)
-        counts = np.clip(np.nan_to_num(counts), 0, self._event_slots).astype(np.intp)
-        slots = np.arange(self._event_slots)
-        hh, slot = np.nonzero(slots[None, :] < counts[:, None])
+        counts = poisson.ppf(u[:, 0], self._events_per_day[rows] * blk.day_ratio)
+        counts = np.clip(np.nan_to_num(counts), 0, k).astype(np.intp)
+        hh, slot = np.nonzero(np.arange(k)[None, :] < counts[:, None])
         if hh.size:
-            k = self._event_slots
             u_kind, u_start, u_dur = u[hh, 1 + slot], u[hh, 1 + k + slot], u[hh, 1 + 2 * k + slot]
             kind = np.minimum(np.searchsorted(_APPLIANCE_CUM_P, u_kind, side="right"), len(_APPLIANCES) - 1)
             lower = np.where(kind > 0, _APPLIANCE_CUM_P[kind - 1], 0.0)
@@ -359,29 +383,35 @@ class RealisticProfiles(ProfileSource):
             power_w = _APPLIANCES[kind, 0] * (0.85 + 0.3 * jitter)
             d_min, d_max = _APPLIANCES[kind, 1], _APPLIANCES[kind, 2]
             dur = (d_min + np.floor(u_dur * (d_max - d_min + 1))).astype(np.intp)
-            rate = base * base
-            cdf = np.cumsum(rate) / rate.sum()
-            start = np.searchsorted(cdf, u_start) + self._shift_min[hh]
-            start = np.clip(start, 0, m - 1)
+            start = np.clip(np.searchsorted(blk.event_cdf, u_start) + shift[hh], 0, m - 1)
             end = np.minimum(start + dur, m)
-            per_kwh = power_w / self._annual_kwh[hh]
+            per_kwh = power_w / self._annual_kwh[rows][hh]
             width = m + 1
             diff = np.bincount(hh * width + start, weights=per_kwh, minlength=n * width)
             diff -= np.bincount(hh * width + end, weights=per_kwh, minlength=n * width)
             load += np.cumsum(diff.reshape(n, width), axis=1)[:, :m]
+        load *= (self._annual_kwh[rows] * self._load_scale[rows])[:, None]
         return load
 
-    def _pv_block(self, start_s: int, block_key: int) -> np.ndarray:
-        """Generation of one block, ``(n, 1440)`` [W], with capacity, factors and scale applied."""
+    def _pv_rows(self, blk: _Block, rows: np.ndarray) -> np.ndarray:
+        """Generation of households ``rows`` in one block, ``(len(rows), 1440)`` [W], scales applied."""
+        # clouds reach households with a lag: output at minute t reads the series at t - lag
+        gen = _rows_window(blk.pv_table, _BLOCK_MIN, _LAG_MAX_MIN - self._lag_min[rows], rows=self._pv_group[rows])
+        gen *= self._pv_rated_w_per_kw[rows][:, None]
+        return gen
+
+    def _pv_table(self, start_s: int, block_key: int) -> np.ndarray:
+        """Per-kW DC power of every PV group for one block, ``(n_groups, 4 + 1440)`` [W per kW]."""
         import pvlib
 
         m, halo = _BLOCK_MIN, _LAG_MAX_MIN
         mid_s = start_s + _GRID_S * np.arange(-halo, m, dtype=np.int64) + _GRID_S // 2
         times = pd.DatetimeIndex(pd.to_datetime(mid_s, unit="s", utc=True))
         steps = mid_s.size
-        table = np.zeros((len(self._groups), steps))  # per-kW DC power of each PV group [W/kW]
+        table = np.zeros((len(self._groups), steps))
         for si, site in enumerate(self._sites):
             members = [gi for gi, g in enumerate(self._groups) if g[0] == si]
+            # solar geometry once per site, vectorised over the orientations there
             loc = pvlib.location.Location(site.latitude, site.longitude, altitude=site.altitude_m)
             solpos = loc.get_solarposition(times)
             clear = loc.get_clearsky(times, model="ineichen", solar_position=solpos)
@@ -397,35 +427,42 @@ class RealisticProfiles(ProfileSource):
                 clear["dhi"].to_numpy()[:, None],
                 model="isotropic",
             )["poa_global"]
-            poa = np.clip(np.nan_to_num(np.asarray(poa, dtype=np.float64)), 0.0, None)  # (steps, n_members_groups)
+            poa = np.clip(np.nan_to_num(np.asarray(poa, dtype=np.float64)), 0.0, None)  # (steps, len(members)) [W/m2]
 
             # the site's shared cloud process: seeded by study seed, site and day only
             rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(site.key, _TAG_SITE, block_key)))
             u_day = rng.random()
             y = _ar1(rng.standard_normal(steps + 1), _CLOUD_TAU_MIN)
             levels = sorted({self._groups[gi][3] for gi in members})
-            clouds = np.stack([self._cloud_factor(c, u_day, y) for c in levels], axis=1)
+            clouds = np.stack([_cloud_factor(c, u_day, y) for c in levels], axis=1)
             poa *= clouds[:, [levels.index(self._groups[gi][3]) for gi in members]]
-            t_cell = _AMBIENT_C + _ROSS_K_M2_PER_W * poa
-            dc = np.asarray(pvlib.pvsystem.pvwatts_dc(poa, t_cell, 1000.0, _GAMMA_PDC), dtype=np.float64)
-            table[members] = np.clip(dc, 0.0, None).T * (1.0 - _PV_LOSSES)
-        # clouds reach households with a lag: output at minute t reads the series at t - lag
-        gen = _rows_window(table, m, halo - self._lag_min, rows=self._pv_group)
-        gen *= (self._pv_kw * self._pv_factor * self._gen_scale)[:, None]
-        return gen
+            t_cell_c = _AMBIENT_C + _ROSS_K_M2_PER_W * poa
+            dc_w = np.asarray(pvlib.pvsystem.pvwatts_dc(poa, t_cell_c, 1000.0, _GAMMA_PDC), dtype=np.float64)
+            table[members] = np.clip(dc_w, 0.0, None).T * (1.0 - _PV_LOSSES)
+        return table
 
-    @staticmethod
-    def _cloud_factor(cloudiness: float, u_day: float, y: np.ndarray) -> np.ndarray:
-        """Cloud transmission of one day (fraction of clear-sky POA) from the site's shared draws."""
-        if cloudiness <= 0.0:
-            return np.ones_like(y)
-        from scipy.special import betaincinv
 
-        mean_deficit = _CLOUD_MEAN_DEFICIT * cloudiness
-        a, b = _CLOUD_CONCENTRATION * mean_deficit, _CLOUD_CONCENTRATION * (1.0 - mean_deficit)
-        clearness = 1.0 - float(betaincinv(a, b, u_day))
-        sd = _CLOUD_SD * np.sqrt(clearness * (1.0 - clearness))
-        return np.clip(clearness + sd * y, _CLOUD_MIN, _CLOUD_MAX)
+def _cloud_factor(cloudiness: float, u_day: float, y: np.ndarray) -> np.ndarray:
+    """Cloud transmission of one day (fraction of clear-sky POA) from a site's shared draws.
+
+    Parameters
+    ----------
+    cloudiness : float
+        0 (clear sky every day) to 1 (heavily overcast).
+    u_day : float
+        The site's uniform draw of the day.
+    y : numpy.ndarray
+        The site's unit-variance AR(1) series of the day.
+    """
+    if cloudiness <= 0.0:
+        return np.ones_like(y)
+    from scipy.special import betaincinv
+
+    mean_deficit = _CLOUD_MEAN_DEFICIT * cloudiness
+    a, b = _CLOUD_CONCENTRATION * mean_deficit, _CLOUD_CONCENTRATION * (1.0 - mean_deficit)
+    clearness = 1.0 - float(betaincinv(a, b, u_day))
+    sd = _CLOUD_SD * np.sqrt(clearness * (1.0 - clearness))
+    return np.clip(clearness + sd * y, _CLOUD_MIN, _CLOUD_MAX)
 
 
 __all__ = ["RealisticProfiles"]

@@ -87,6 +87,20 @@ class Orders(_Msg):
     order_id: np.ndarray  # sender-chosen ids, unique per participant and episode
 
 
+class Accepted(_Msg):
+    """Orders the market took into its book (prices as booked, after snapping to the tick)."""
+
+    episode: int
+    round: int
+    delivery_round: int
+    participant: np.ndarray
+    side: np.ndarray
+    pool: np.ndarray
+    price: np.ndarray
+    quantity_wh: np.ndarray
+    order_id: np.ndarray
+
+
 class Rejected(_Msg):
     """Orders the market refused, with a reason each (see trexsim.modules.market.REJECT_REASONS)."""
 
@@ -157,7 +171,7 @@ class Delivered(_Msg):
 
 Message = Union[
     Roster, EpisodeStart, EpisodeEnd, SimulationEnd, RoundStart, RoundEnd, GridPrices,
-    Orders, Rejected, Cleared, MeterReadings, Delivered,
+    Orders, Accepted, Rejected, Cleared, MeterReadings, Delivered,
 ]
 
 

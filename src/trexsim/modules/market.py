@@ -26,6 +26,7 @@ from trexsim.fabric import topics
 from trexsim.fabric.messages import (
     ASK,
     BID,
+    Accepted,
     DISPATCH,
     NON_DISPATCH,
     Cleared,
@@ -213,7 +214,7 @@ class Market:
         book = self._books.get(msg.delivery_round)
         if book is None:
             book = self._books[msg.delivery_round] = _Book()
-        book.add(
+        entry = (
             np.asarray(msg.participant, dtype=np.int64)[take],
             np.asarray(msg.side, dtype=np.int64)[take],
             np.asarray(msg.pool, dtype=np.int64)[take],
@@ -221,6 +222,8 @@ class Market:
             np.asarray(msg.quantity_wh, dtype=np.float64)[take].astype(np.int64),
             np.asarray(msg.order_id, dtype=np.int64)[take],
         )
+        book.add(*entry)
+        self.fabric.publish(topics.ACCEPTED, Accepted(msg.episode, msg.round, msg.delivery_round, *entry))
 
     def _reject_all(self, msg: Orders, reasons: list[str]) -> None:
         def col(values, dtype):

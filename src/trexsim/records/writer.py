@@ -24,7 +24,7 @@ from trexsim.fabric.messages import (
     Delivered,
     EpisodeStart,
     MeterReadings,
-    Orders,
+    Accepted,
     Rejected,
     Roster,
     RoundStart,
@@ -97,7 +97,7 @@ class Recorder:
         fabric.subscribe(topics.ROSTER, self.on_roster)
         fabric.subscribe(topics.EPISODE_START, self.on_episode_start)
         fabric.subscribe(topics.ROUND_START, self.on_round_start)
-        fabric.subscribe(topics.ORDERS, self.on_orders)
+        fabric.subscribe(topics.ACCEPTED, self.on_orders)
         fabric.subscribe(topics.REJECTED, self.on_rejected)
         fabric.subscribe(topics.CLEARED, self.on_cleared)
         fabric.subscribe(topics.METER, self.on_meter)
@@ -134,19 +134,15 @@ class Recorder:
     def on_round_start(self, msg: RoundStart) -> None:
         self._round_start[msg.round] = msg.start_utc_s
 
-    def on_orders(self, msg: Orders) -> None:
+    def on_orders(self, msg: Accepted) -> None:
+        """Accepted orders, as booked (rejected ones go to the rejections table)."""
         if not self.full or len(msg.participant) == 0:
             return
-        try:
-            n = len(msg.participant)
-            row = (np.full(n, msg.episode, dtype=np.int32), np.full(n, msg.round, dtype=np.int32),
-                   np.full(n, msg.delivery_round, dtype=np.int32), np.asarray(msg.order_id, dtype=np.int64),
-                   np.asarray(msg.participant, dtype=np.int32), np.asarray(msg.side, dtype=np.int8),
-                   np.asarray(msg.pool, dtype=np.int8), np.asarray(msg.price, dtype=np.float64), _as_int64(msg.quantity_wh))
-            if len({a.size for a in row}) == 1:
-                self._rows["orders"].append(row)
-        except (TypeError, ValueError, OverflowError):  # malformed batches are recorded through their rejection
-            pass
+        n = len(msg.participant)
+        self._rows["orders"].append((
+            np.full(n, msg.episode, dtype=np.int32), np.full(n, msg.round, dtype=np.int32),
+            np.full(n, msg.delivery_round, dtype=np.int32), msg.order_id, msg.participant.astype(np.int32),
+            msg.side.astype(np.int8), msg.pool.astype(np.int8), msg.price, msg.quantity_wh))
 
     def on_rejected(self, msg: Rejected) -> None:
         n = len(msg.reason)
@@ -329,11 +325,6 @@ def _append(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
 def _codes(values, names: pa.Array) -> pa.Array:
     # dictionary-encoded: DuckDB reads it straight into an ENUM column
     return pa.DictionaryArray.from_arrays(pa.array(np.asarray(values, dtype=np.int8)), names)
-
-
-def _as_int64(values) -> np.ndarray:
-    arr = np.asarray(values)
-    return arr.astype(np.int64) if arr.dtype.kind != "f" else np.rint(arr).astype(np.int64)
 
 
 def _frame(data: dict, single: bool = False):
