@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 from typing import Any
 
 import pyjson5
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from trexsim.config.schema import SimulationConfig
 from trexsim.errors import ConfigError
@@ -28,21 +29,66 @@ def _key_path(loc: tuple[Any, ...]) -> str:
     return "".join(parts)
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """Every pydantic model inside an annotation (Optional, Union, dict values, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    out: list[type[BaseModel]] = []
+    for arg in typing.get_args(annotation):
+        out.extend(_models_in(arg))
+    return out
+
+
+def _field_at(loc: tuple[Any, ...]):
+    """The FieldInfo a pydantic error location points at, or None."""
+    models: list[type[BaseModel]] = [SimulationConfig]
+    field = None
+    for item in loc:
+        if not isinstance(item, str):
+            continue
+        hits = [m for m in models if item in m.model_fields]
+        if hits:
+            field = hits[0].model_fields[item]
+            models = _models_in(field.annotation)
+            continue
+        tagged = [m for m in models if "type" in m.model_fields and item in typing.get_args(m.model_fields["type"].annotation)]
+        if tagged:
+            models = tagged[:1]
+        # otherwise a dict key such as a participant id: stay on the same models
+    return field
+
+
+def _interval(field) -> str | None:
+    lo = hi = None
+    lo_open = hi_open = True
+    for meta in getattr(field, "metadata", []):
+        for name in ("gt", "ge", "lt", "le"):
+            value = getattr(meta, name, None)
+            if value is None:
+                continue
+            if name in ("gt", "ge"):
+                lo, lo_open = value, name == "gt"
+            else:
+                hi, hi_open = value, name == "lt"
+    if lo is None or hi is None:
+        return None
+    return f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+
 def _message(err: dict[str, Any]) -> str:
     kind = err.get("type", "")
     ctx = err.get("ctx") or {}
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        interval = _interval(_field_at(tuple(err["loc"])))
+        if interval:
+            return f"must be in {interval}"
     if kind == "extra_forbidden":
         return "unknown key (check its spelling in docs/configuration.md)"
     if kind == "missing":
         return "required key is missing"
-    if kind == "greater_than":
-        return f"must be > {ctx.get('gt')}"
-    if kind == "greater_than_equal":
-        return f"must be >= {ctx.get('ge')}"
-    if kind == "less_than":
-        return f"must be < {ctx.get('lt')}"
-    if kind == "less_than_equal":
-        return f"must be <= {ctx.get('le')}"
+    for name, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+        if name in ctx:
+            return f"must be {op} {ctx[name]:g}"
     if kind == "union_tag_invalid":
         return f"unknown type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
     if kind == "union_tag_not_found":

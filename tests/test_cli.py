@@ -1,0 +1,62 @@
+"""The trexsim command, as a user types it."""
+
+import json
+
+import duckdb
+from typer.testing import CliRunner
+
+from trexsim.cli import app
+
+runner = CliRunner()
+
+
+def test_run_validate_export_plot(tmp_path, two_houses):
+    two_houses["study"]["days"] = 30 / 1440
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(two_houses))
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["run", str(cfg), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "settled 17,400 Wh" in r.output  # 29 rounds x 600 Wh
+    assert (out / "summary.json").exists() and (out / "figures" / "prices.png").exists()
+    r = runner.invoke(app, ["validate", str(cfg)])
+    assert r.exit_code == 0 and "valid" in r.output
+    r = runner.invoke(app, ["export", str(out), "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    lines = (out / "export" / "settlements.csv").read_text().splitlines()
+    assert len(lines) == 1 + 29
+    r = runner.invoke(app, ["export", str(out), "--format", "parquet", "--out", str(tmp_path / "pq")])
+    assert r.exit_code == 0
+    assert duckdb.connect().execute(f"SELECT count(*) FROM '{tmp_path / 'pq' / 'deliveries.parquet'}'").fetchone()[0] == 60
+    (out / "figures" / "prices.png").unlink()
+    r = runner.invoke(app, ["plot", str(out)])
+    assert r.exit_code == 0 and (out / "figures" / "prices.png").exists()
+
+
+def test_bad_config_is_a_message_not_a_traceback(tmp_path, two_houses):
+    two_houses["participants"]["seller"]["storage"] = {"efficiency": 0}
+    cfg = tmp_path / "bad.json"
+    cfg.write_text(json.dumps(two_houses))
+    for command in (["validate", str(cfg)], ["run", str(cfg), "--out", str(tmp_path / "o")]):
+        r = runner.invoke(app, command)
+        assert r.exit_code == 2
+        assert "participants.seller.storage.efficiency: must be in (0, 1]" in r.output
+        assert "Traceback" not in r.output
+    r = runner.invoke(app, ["plot", str(tmp_path / "nothing")])
+    assert r.exit_code == 2 and "no run database" in r.output
+
+
+def test_init_writes_a_valid_commented_example(tmp_path):
+    r = runner.invoke(app, ["init", str(tmp_path)])
+    assert r.exit_code == 0
+    text = (tmp_path / "community.json").read_text()
+    assert "//" in text
+    assert runner.invoke(app, ["validate", str(tmp_path / "community.json")]).exit_code == 0
+    assert runner.invoke(app, ["init", str(tmp_path)]).exit_code == 2  # will not overwrite
+
+
+def test_schema_is_json(tmp_path):
+    r = runner.invoke(app, ["schema", "--out", str(tmp_path / "s.json")])
+    assert r.exit_code == 0
+    schema = json.loads((tmp_path / "s.json").read_text())
+    assert set(schema["properties"]) >= {"study", "market", "participants"}
