@@ -19,8 +19,8 @@ from rich.table import Table
 from trexsim.errors import ConfigError, TrexsimError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="trexsim: simulate transactive energy markets (T-REX / ALEX).")
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 EXAMPLES = ("community", "two-houses")
 
