@@ -315,7 +315,7 @@ def _energy_values(raw: pd.Series, rows: np.ndarray, display: str, column: str) 
     negative = values < 0
     if negative.any():
         i = int(np.argmax(negative))
-        raise _fail(display, f"negative energy {values[i]!r}", int(rows[i]), column)
+        raise _fail(display, f"negative energy {float(values[i])!r}", int(rows[i]), column)
     return values
 
 
@@ -442,10 +442,14 @@ class _Timeline:
         part = self.energy[idx] * (into / self.interval_s)[:, None]
         at = self.cum[idx] + part
         out = np.diff(at, axis=0)
-        # a round inside one data interval: the share of that interval, without cumulative round-off
-        same = idx[1:] == idx[:-1]
+        # a round inside one data interval gets that interval's share directly, free of the
+        # round-off of differencing cumulative sums (hourly kWh held over minutes is exact)
+        first = x[:-1] // self.interval_s
+        last = (x[1:] - 1) // self.interval_s  # interval holding the round's last second
+        same = first == last
         if same.any():
-            out[same] = self.energy[idx[1:][same]] * ((into[1:][same] - into[:-1][same]) / self.interval_s)[:, None]
+            share = (x[1:][same] - x[:-1][same]) / self.interval_s
+            out[same] = self.energy[first[same]] * share[:, None]
         return out
 
     def _linear(self, x: np.ndarray, cols: np.ndarray) -> np.ndarray:

@@ -46,7 +46,7 @@ def _greedy_pairs(bid_part, bid_price, bid_qty, ask_part, ask_price_sorted, ask_
     ask_rem = np.empty(na, dtype=np.int64)
     for j in range(na):
         ask_rem[j] = ask_qty[ask_order[j]]
-    cap = nb + na
+    cap = nb + na + 1
     out_b = np.empty(cap, dtype=np.int64)
     out_a = np.empty(cap, dtype=np.int64)
     out_q = np.empty(cap, dtype=np.int64)
@@ -140,3 +140,64 @@ def match_pairwise(
         ask_order,
         bool(equal_prices),
     )
+
+
+@numba.njit(cache=True, nogil=True)
+def _clear_book(participant, side, pool, price, quantity_wh, equal_prices, n_pools):
+    """Match every pool of one delivery round's book; pools in descending code order.
+
+    Returns ``(bid_index, ask_index, quantity_wh, pool)`` with indices into the book.
+    """
+    n = participant.size
+    out_b = np.empty(n, dtype=np.int64)
+    out_a = np.empty(n, dtype=np.int64)
+    out_q = np.empty(n, dtype=np.int64)
+    out_p = np.empty(n, dtype=np.int64)
+    k = 0
+    for pool_code in range(n_pools - 1, -1, -1):
+        nb = 0
+        na = 0
+        for i in range(n):
+            if pool[i] == pool_code:
+                if side[i] == 0:
+                    nb += 1
+                else:
+                    na += 1
+        if nb == 0 or na == 0:
+            continue
+        bids = np.empty(nb, dtype=np.int64)
+        asks = np.empty(na, dtype=np.int64)
+        nb = 0
+        na = 0
+        for i in range(n):
+            if pool[i] == pool_code:
+                if side[i] == 0:
+                    bids[nb] = i
+                    nb += 1
+                else:
+                    asks[na] = i
+                    na += 1
+        bid_order = bids[np.argsort(-price[bids], kind="mergesort")]
+        ask_order = asks[np.argsort(price[asks], kind="mergesort")]
+        ask_price_sorted = price[ask_order]
+        bi, ai, q = _greedy_pairs(participant, price, quantity_wh, participant, ask_price_sorted, quantity_wh,
+                                  bid_order, ask_order, equal_prices)
+        for t in range(q.size):
+            out_b[k] = bi[t]
+            out_a[k] = ai[t]
+            out_q[k] = q[t]
+            out_p[k] = pool_code
+            k += 1
+    return out_b[:k], out_a[:k], out_q[:k], out_p[:k]
+
+
+def match_book(participant, side, pool, price, quantity_wh, *, equal_prices=False, n_pools=2):
+    """Match a whole book (every pool) for one delivery round.
+
+    Same rule as :func:`match_pairwise`, applied to each pool on its own, the highest pool code
+    (dispatchable) first. ``side`` is 0 for bids, 1 for asks. Returns
+    ``(bid_index, ask_index, quantity_wh, pool)``, indices into the book's arrays.
+    """
+    return _clear_book(np.ascontiguousarray(participant, dtype=np.int64), np.ascontiguousarray(side, dtype=np.int64),
+                       np.ascontiguousarray(pool, dtype=np.int64), np.ascontiguousarray(price, dtype=np.float64),
+                       np.ascontiguousarray(quantity_wh, dtype=np.int64), bool(equal_prices), int(n_pools))

@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from trexsim.engine.matching import Matches, match_pairwise
+from trexsim.engine.matching import Matches, match_book, match_pairwise
 
 
 class Mechanism(ABC):
@@ -42,6 +42,27 @@ class Mechanism(ABC):
     ) -> Matches:
         """Match bids and asks (arrays in submission order); prices in $/kWh, quantities in Wh."""
 
+    def clear_book(self, participant, side, pool, price, quantity_wh, n_pools: int = 2) -> tuple[Matches, np.ndarray]:
+        """Clear every pool of a book (side 0 = bid, 1 = ask), the highest pool code first.
+
+        Returns the matches (indices into the book) and each match's pool. Subclasses may
+        override this with a faster whole-book kernel; the default clears pool by pool.
+        """
+        parts, pools = [], []
+        for code in range(n_pools - 1, -1, -1):
+            bids = np.flatnonzero((pool == code) & (side == 0))
+            asks = np.flatnonzero((pool == code) & (side == 1))
+            if bids.size == 0 or asks.size == 0:
+                continue
+            m = self.clear(participant[bids], price[bids], quantity_wh[bids], participant[asks], price[asks], quantity_wh[asks])
+            parts.append(Matches(bids[m.bid_index], asks[m.ask_index], m.quantity_wh, m.buyer_price, m.seller_price))
+            pools.append(np.full(len(m), code, dtype=np.int64))
+        if not parts:
+            return Matches.empty(), np.zeros(0, dtype=np.int64)
+        return (Matches(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                          ("bid_index", "ask_index", "quantity_wh", "buyer_price", "seller_price"))),
+                np.concatenate(pools))
+
 
 class PairwiseMechanism(Mechanism):
     """ALEX pairwise matching with a mechanism-specific trade condition and prices."""
@@ -61,6 +82,13 @@ class PairwiseMechanism(Mechanism):
             return Matches.empty()
         buyer, seller = self.settlement_prices(np.asarray(bid_price, dtype=np.float64)[bi], np.asarray(ask_price, dtype=np.float64)[ai])
         return Matches(bi, ai, q, buyer, seller)
+
+    def clear_book(self, participant, side, pool, price, quantity_wh, n_pools: int = 2) -> tuple[Matches, np.ndarray]:
+        bi, ai, q, pools = match_book(participant, side, pool, price, quantity_wh, equal_prices=self.equal_prices, n_pools=n_pools)
+        if q.size == 0:
+            return Matches.empty(), pools
+        buyer, seller = self.settlement_prices(price[bi], price[ai])
+        return Matches(bi, ai, q, buyer, seller), pools
 
 
 _REGISTRY: dict[str, Mechanism] = {}

@@ -257,24 +257,11 @@ class Market:
             self._contracts[delivery_round] = (np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), 0.0)
             return Cleared(self.episode, self.round, delivery_round, empty_i, empty_i, empty_i, empty_i, empty_f, empty_f, empty_i, empty_i)
         participant, side, pool, price, qty, order_id = book.arrays()
-        parts = []
-        for pool_code in (DISPATCH, NON_DISPATCH):  # the dispatchable pool clears first, as in T-REX
-            in_pool = pool == pool_code
-            bids = np.flatnonzero(in_pool & (side == BID))
-            asks = np.flatnonzero(in_pool & (side == ASK))
-            if bids.size == 0 or asks.size == 0:
-                continue
-            m = self.mechanism.clear(participant[bids], price[bids], qty[bids], participant[asks], price[asks], qty[asks])
-            if len(m) == 0:
-                continue
-            bi, ai = bids[m.bid_index], asks[m.ask_index]
-            parts.append((np.full(len(m), pool_code, dtype=np.int64), participant[bi], participant[ai], m.quantity_wh,
-                          m.buyer_price, m.seller_price, order_id[bi], order_id[ai]))
-        if parts:
-            cols = [np.concatenate(c) for c in zip(*parts)] if len(parts) > 1 else list(parts[0])
-        else:
-            cols = [np.zeros(0, dtype=np.int64)] * 4 + [np.zeros(0)] * 2 + [np.zeros(0, dtype=np.int64)] * 2
-        pool_c, buyer, seller, q, bp, sp, bid_id, ask_id = cols
+        # the dispatchable pool clears first, as in T-REX; each pool on its own
+        m, pool_c = self.mechanism.clear_book(participant, side, pool, price, qty)
+        bi, ai = m.bid_index, m.ask_index
+        buyer, seller, q, bp, sp = participant[bi], participant[ai], m.quantity_wh, m.buyer_price, m.seller_price
+        bid_id, ask_id = order_id[bi], order_id[ai]
         bought = np.bincount(buyer, weights=q, minlength=n).astype(np.int64)
         sold = np.bincount(seller, weights=q, minlength=n).astype(np.int64)
         cost = np.bincount(buyer, weights=q * bp / 1000.0, minlength=n)
