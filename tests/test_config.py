@@ -101,3 +101,36 @@ def test_json_schema_is_exported():
     schema = SimulationConfig.model_json_schema()
     assert "participants" in schema["required"]
     assert "study" in schema["properties"]
+
+
+def test_derived_and_tou_grid_prices_are_checked(two_houses):
+    two_houses["market"]["grid"] = {"price": 5, "fee_ratio": 10}
+    assert "works out to 55" in problems(two_houses)["market.grid"]
+    two_houses["market"]["grid"] = {"fee_ratio": 1.1}
+    assert "fee_ratio needs price" in problems(two_houses)["market.grid"]
+    two_houses["market"]["grid"] = {"tou": [{"months": [7], "hours": [18], "buy_price": 0.1, "sell_price": 0.2}]}
+    assert "sell_price must not exceed buy_price" in problems(two_houses)["market.grid.tou[0]"]
+
+
+def test_trex_core_start_time_and_duplicate_ids(two_houses):
+    two_houses["study"]["start_datetime"] = "2018-07-01 0:0:0"
+    assert parse_config(two_houses).study.start_datetime == "2018-07-01 00:00:00"
+    two_houses["participants"]["buyer"]["count"] = 2
+    two_houses["participants"]["buyer-1"] = two_houses["participants"]["seller"]
+    assert "appears twice" in problems(two_houses)[""]
+
+
+def test_json_syntax_error_names_line_and_column(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"study": {"days": 1,\n  "seed": [1, 2,\n}')
+    with pytest.raises(ConfigError, match="line 3, column 1"):
+        load_config(bad)
+
+
+def test_missing_profile_file_is_named(tmp_path, two_houses):
+    two_houses["participants"]["buyer"]["profile"] = {"type": "file", "path": "nope.csv"}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(two_houses))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems[0][0] == "participants.buyer.profile.path"

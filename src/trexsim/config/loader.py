@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,15 @@ def read_config_text(path: Path) -> Any:
     try:
         return pyjson5.decode(text)
     except Exception as exc:  # pyjson5 raises its own hierarchy; report it as a config problem
-        raise ConfigError([("", f"not valid JSON: {exc}")], str(path)) from None
+        message = getattr(exc, "message", None) or str(exc)
+        where = re.search(r"near (\d+)", message)
+        if where:
+            offset = max(0, int(where.group(1)) - 1)  # pyjson5 reports the position after the character
+            line = text.count("\n", 0, offset) + 1
+            column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+            detail = re.sub(r" near \d+", "", message)
+            message = f"line {line}, column {column}: {detail}"
+        raise ConfigError([("", f"not valid JSON: {message}")], str(path)) from None
 
 
 def load_config(path: str | Path) -> SimulationConfig:
@@ -132,9 +141,15 @@ def load_config(path: str | Path) -> SimulationConfig:
     path = Path(path)
     data = read_config_text(path)
     config = parse_config(data, str(path))
-    for spec in config.participants.values():
-        if spec.profile.type == "file" and not Path(spec.profile.path).is_absolute():
-            spec.profile.path = str((path.parent / spec.profile.path).resolve())
+    missing = []
+    for pid, spec in config.participants.items():
+        if spec.profile.type == "file":
+            if not Path(spec.profile.path).is_absolute():
+                spec.profile.path = str((path.parent / spec.profile.path).resolve())
+            if not Path(spec.profile.path).exists():
+                missing.append((f"participants.{pid}.profile.path", f"file not found: {spec.profile.path}"))
+    if missing:
+        raise ConfigError(missing, str(path))
     return config
 
 

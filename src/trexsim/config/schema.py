@@ -23,9 +23,24 @@ class _Model(BaseModel):
     model_config = _STRICT
 
 
+def _parse_local(value: str) -> _dt.datetime | None:
+    text = value.strip()
+    try:
+        return _dt.datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):  # TREX-Core wrote '2018-07-01 0:0:0'
+        try:
+            return _dt.datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    return None
+
+
 # --------------------------------------------------------------------------- study
 class StudyConfig(_Model):
-    name: str = Field("trexsim-study", min_length=1, description="Name of the study; names the output folder.")
+    name: str = Field("trexsim-study", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*$",
+                      description="Name of the study; names the output folder (letters, digits, _ . - and spaces).")
     description: str = ""
     start_datetime: str = Field(
         "2021-07-01 00:00:00",
@@ -49,13 +64,12 @@ class StudyConfig(_Model):
     @field_validator("start_datetime")
     @classmethod
     def _parse_start(cls, value: str) -> str:
-        try:
-            parsed = _dt.datetime.fromisoformat(value.strip())
-        except ValueError:
+        parsed = _parse_local(value)
+        if parsed is None:
             raise ValueError(f"{value!r} is not a date-time like '2021-07-01 00:00:00'")
         if parsed.tzinfo is not None:
             raise ValueError("give a local time without an offset; the timezone key says where")
-        return value.strip()
+        return parsed.isoformat(sep=" ")
 
     @model_validator(mode="after")
     def _whole_rounds(self) -> "StudyConfig":
@@ -78,11 +92,17 @@ class StudyConfig(_Model):
 class TouPeriod(_Model):
     """A time-of-use period: in these months and local hours the grid prices are these."""
 
-    months: list[Annotated[int, Field(ge=1, le=12)]] = Field(default_factory=lambda: list(range(1, 13)))
-    hours: list[Annotated[int, Field(ge=0, le=23)]] = Field(default_factory=lambda: list(range(24)))
+    months: list[Annotated[int, Field(ge=1, le=12)]] = Field(default_factory=lambda: list(range(1, 13)), min_length=1)
+    hours: list[Annotated[int, Field(ge=0, le=23)]] = Field(default_factory=lambda: list(range(24)), min_length=1)
     weekdays_only: bool = False
     buy_price: float = Field(gt=0, le=10)
     sell_price: float = Field(ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _no_money_pump(self) -> "TouPeriod":
+        if self.sell_price > self.buy_price:
+            raise ValueError("sell_price must not exceed buy_price")
+        return self
 
 
 class GridConfig(_Model):
@@ -96,6 +116,10 @@ class GridConfig(_Model):
 
     @model_validator(mode="after")
     def _resolve_prices(self) -> "GridConfig":
+        if self.fee_ratio is not None and self.price is None:
+            raise ValueError("fee_ratio needs price (TREX-Core style: buy = price * (1 + fee_ratio))")
+        if self.price is not None and (self.buy_price is not None or self.sell_price is not None):
+            raise ValueError("give either price (+ fee_ratio) or buy_price/sell_price, not both")
         if self.price is not None:
             if self.sell_price is None:
                 self.sell_price = round(self.price, 4)
@@ -105,6 +129,10 @@ class GridConfig(_Model):
             self.buy_price = 0.1449
         if self.sell_price is None:
             self.sell_price = 0.069
+        if not 0 < self.buy_price <= 10:
+            raise ValueError(f"the buy price works out to {self.buy_price:g} $/kWh; it must be in (0, 10]")
+        if not 0 <= self.sell_price <= 10:
+            raise ValueError(f"the sell price works out to {self.sell_price:g} $/kWh; it must be in [0, 10]")
         if self.sell_price > self.buy_price:
             raise ValueError("sell_price must not exceed buy_price (the grid would be a money pump)")
         return self
@@ -120,8 +148,8 @@ class MarketConfig(_Model):
     close_steps: int = Field(1, ge=1, le=1440, description="Orders placed in round t are for delivery in t + close_steps.")
     grid: GridConfig = Field(default_factory=GridConfig)
     price_tick: float = Field(1e-4, gt=0, description="Prices are rounded to this tick ($/kWh) on intake.")
-    allowed_prices: list[float] | None = Field(
-        None, description="If set, orders at any other price are rejected (exact_match uses this list)."
+    allowed_prices: list[Annotated[float, Field(ge=0, le=10)]] | None = Field(
+        None, min_length=1, description="If set, orders at any other price are rejected at intake (the price list of exact_match studies)."
     )
     min_price: float = Field(0.0, ge=0, description="Lowest accepted order price, $/kWh.")
     max_price: float = Field(10.0, gt=0, description="Highest accepted order price, $/kWh.")
@@ -252,7 +280,7 @@ class ParticipantConfig(_Model):
     profile: ProfileConfig
     storage: BatteryConfig | None = None
     trader: TraderConfig = Field(default_factory=lambda: GridOnlyTrader(type="grid_only"))
-    count: int = Field(1, ge=1, le=1_000_000, description="Copies of this household, named '<id>-1' ... '<id>-N'.")
+    count: int = Field(1, ge=1, le=1_000_000, description="Copies of this household, named '<id>-1' ... '<id>-N' (numbers zero-padded to N's width).")
 
 
 # --------------------------------------------------------------------------- records
@@ -279,6 +307,14 @@ class SimulationConfig(_Model):
                 raise ValueError(f"participant id {pid!r} is not allowed (no spaces, '/', '#', '+', not 'grid')")
         return value
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "SimulationConfig":
+        self.expanded_participants()
+        if self.market.close_steps >= self.study.rounds_per_episode:
+            raise ValueError(f"market.close_steps ({self.market.close_steps}) must be below the rounds per episode "
+                             f"({self.study.rounds_per_episode}), or nothing is ever delivered")
+        return self
+
     def expanded_participants(self) -> list[tuple[str, ParticipantConfig]]:
         """Participants in config order, with ``count`` copies expanded to their own ids."""
         out: list[tuple[str, ParticipantConfig]] = []
@@ -291,8 +327,6 @@ class SimulationConfig(_Model):
         seen: set[str] = set()
         for pid, _ in out:
             if pid in seen:
-                from trexsim.errors import ConfigError
-
-                raise ConfigError([(f"participants.{pid}", "duplicate participant id after expanding 'count'")])
+                raise ValueError(f"participant id {pid!r} appears twice after expanding 'count'")
             seen.add(pid)
         return out
