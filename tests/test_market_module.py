@@ -157,3 +157,43 @@ def test_exact_match_with_allowed_prices_rejects_other_prices(tmp_path, two_hous
     assert [r.reason for r in log.rejected] == [["price_not_allowed"]]
     c = [c for c in log.cleared if len(c.quantity_wh)][0]
     assert c.quantity_wh.tolist() == [80] and c.buyer_price.tolist() == pytest.approx([0.11])
+
+
+@pytest.mark.parametrize("battery", [False, True])
+def test_seller_shortfall_with_and_without_battery_cover(tmp_path, two_houses, battery):
+    if battery:  # a full battery, so the seller's trader plans no charging and asks its whole 600 Wh
+        two_houses["participants"]["seller"]["storage"] = {"capacity_wh": 10000, "power_w": 60000, "initial_soc": 1.0,
+                                                           "efficiency": 1.0, "monthly_self_discharge": 0.0}
+    sim, log = make(tmp_path, two_houses)
+    # the seller (1) sells 100 Wh more than its PV will make for round 4
+    log.send[3] = [orders(3, 4, [1], [ASK], [NON_DISPATCH], [0.10], [100], ids=[900])]
+    run_rounds(sim, 6)
+    d = {x.round: x for x in log.delivered}[4]
+    assert d.sold_wh.tolist() == [0, 700] and d.bought_wh.tolist() == [700, 0]
+    if battery:
+        # rule 8: the seller's battery discharges the 100 Wh; nothing is bought from the grid
+        assert (d.shortfall_wh[1], d.battery_cover_wh[1], d.grid_import_wh[1]) == (0, 100, 0)
+    else:
+        # rule 8: the seller pays the grid's buy price for the 100 Wh it did not deliver
+        assert (d.shortfall_wh[1], d.battery_cover_wh[1], d.grid_import_wh[1]) == (100, 0, 100)
+        assert d.grid_cost_usd[1] == pytest.approx(100 * 0.1449 / 1000)
+    # the buyer got all it bought; it still pays for 700 Wh at the settlement price
+    assert d.grid_import_wh[0] == 300
+    assert d.market_cost_usd[0] == pytest.approx(700 * 0.11 / 1000)
+    assert d.market_revenue_usd[1] == pytest.approx(700 * 0.11 / 1000)
+
+
+def test_buyer_unused_energy_in_a_run(tmp_path, two_houses):
+    two_houses["participants"]["seller"]["profile"]["generation_w"] = 120000  # 2000 Wh per round
+    sim, log = make(tmp_path, two_houses)
+    # the buyer (load 1000 Wh) buys 300 Wh more than it will use for round 4
+    log.send[3] = [orders(3, 4, [0], [BID], [NON_DISPATCH], [0.13], [300], ids=[901])]
+    run_rounds(sim, 6)
+    d = {x.round: x for x in log.delivered}[4]
+    assert d.bought_wh[0] == 1300 and d.unused_wh[0] == 300
+    # rule 9: it pays the seller for all 1300 Wh; the unused 300 Wh are exported at the grid's sell price
+    assert d.market_cost_usd[0] == pytest.approx((300 * 0.115 + 1000 * 0.11) / 1000)
+    assert d.grid_export_wh[0] == 300 and d.grid_import_wh[0] == 0
+    assert d.grid_revenue_usd[0] == pytest.approx(300 * 0.069 / 1000)
+    # the seller delivered 1300 of its 2000 Wh; the other 700 go to the grid
+    assert d.grid_export_wh[1] == 700 and d.shortfall_wh[1] == 0
