@@ -11,8 +11,7 @@ Rounds are then integrated from the minute grid (exact for any ``interval_s``).
 
 Load, per household ``h`` and minute ``t`` [W]::
 
-    load_w = annual_kwh * ((1 - f_spike_h) * base(t - shift_h) * day_h * exp(s * x_h(t) - s**2 / 2)
-                           + appliance events)
+    load_w = annual_kwh * (1 - f_h) * base(t - shift_h) * day_h * exp(s * x_h(t) - s**2 / 2) + events_w(t)
 
 * ``base`` is the BDEW H25 standard household profile (demandlib, MIT licence),
   normalised to 1 kWh a year, read in local clock time and linearly interpolated
@@ -23,10 +22,11 @@ Load, per household ``h`` and minute ``t`` [W]::
 * ``day_h`` is a lognormal day-to-day level (sd of log 0.2, mean 1).
 * ``x_h`` is an AR(1) process in minutes (unit variance, time constant 15 min),
   giving a lognormal multiplier with mean 1 (``s = 0.35``).
-* Appliance events (kettle, microwave, cooking, laundry/dishwasher, hair dryer or
-  vacuum: 1.1 to 2.2 kW for 2 to 45 min) supply ``f_spike`` = 30 % of the expected
-  energy; their count per day is Poisson (scaled by the day's H25 energy), their start
-  times follow the square of the H25 shape (so mostly mornings and evenings).
+* ``events_w``: appliance events (kettle, microwave, cooking, laundry/dishwasher, hair
+  dryer or vacuum: 1.1 to 2.2 kW for 2 to 45 min) supplying ``f_h`` = 30 % of the
+  expected energy (less when the mean count would exceed 40 a day); their count per day
+  is Poisson (scaled by the day's H25 energy), their start times follow the square of
+  the H25 shape (so mostly mornings and evenings).
 
 Every factor has mean one, so the expected annual energy is ``annual_load_kwh``
 (events cut off at the end of a day lose a fraction of a percent).
@@ -131,7 +131,7 @@ def _base_w_per_kwh(utc_s: np.ndarray, timezone: str) -> np.ndarray:
     local = pd.DatetimeIndex(pd.to_datetime(utc_s, unit="s", utc=True)).tz_convert(timezone).tz_localize(None)
     local_s = local.as_unit("s").asi8.astype(np.float64)
     years = range(int(local.year.min()), int(local.year.max()) + 1)
-    year0_s = pd.Timestamp(f"{years[0]}-01-01").as_unit("s")._value
+    year0_s = pd.Timestamp(f"{years[0]}-01-01").value // 1_000_000_000  # naive: seconds of local clock time
     values = np.concatenate([_h25_year_w_per_kwh(y) for y in years])
     centres_s = year0_s + 900.0 * (np.arange(values.size) + 0.5)
     # linear between quarter-hour centres: smoother than the standard's steps, same energy
@@ -340,14 +340,16 @@ class RealisticProfiles(ProfileSource):
         base_ext = _base_w_per_kwh(mid_s, self.clock.timezone)
         base = base_ext[halo : halo + m]
         rate = base * base  # appliance use clusters where the standard profile peaks
+        # seeds use the block's absolute start minute (offset to stay non-negative), so they do
+        # not depend on how rounds are chunked
+        key = int(start_s // _GRID_S) + (1 << 40)
         return _Block(
             start_s=start_s,
-            # seeds use the absolute start minute, so they do not depend on how rounds are chunked
-            key=int(start_s // _GRID_S) + (1 << 40),
+            key=key,
             base_ext=base_ext,
             event_cdf=np.cumsum(rate) / rate.sum(),
             day_ratio=float(base.sum() * (_GRID_S / 3600.0) / (1000.0 / 365.25)),
-            pv_table=self._pv_table(start_s, int(start_s // _GRID_S) + (1 << 40)) if self._has_pv else None,
+            pv_table=self._pv_table(start_s, key) if self._has_pv else None,
         )
 
     def _load_rows(self, blk: _Block, rows: np.ndarray) -> np.ndarray:

@@ -86,7 +86,6 @@ class Recorder:
         self._rows: dict[str, list] = {name: [] for name in TABLES}
         self._meter: MeterReadings | None = None
         self._round_start: dict[int, int] = {}
-        self._rounds_in_batch = 0
         self._init_delivery_buffers()
         # DuckDB inserts release the GIL: a writer thread overlaps them with the round loop.
         # The queue is bounded, so a slow disk slows the simulation instead of filling memory.
@@ -110,9 +109,9 @@ class Recorder:
                 "sold_wh", "grid_import_wh", "grid_export_wh", "shortfall_wh", "unused_wh", "battery_cover_wh"]
         floats = ["battery_stored_wh", "market_cost_usd", "market_revenue_usd", "grid_cost_usd", "grid_revenue_usd",
                   "net_cost_usd", "grid_only_cost_usd"]
-        self._dbuf = {c: np.zeros(shape, dtype=np.int64) for c in ints} if self.full else {}
-        if self.full:
-            self._dbuf.update({c: np.zeros(shape) for c in floats})
+        # filled every round in both levels: totals are summed from it at each flush
+        self._dbuf = {c: np.zeros(shape, dtype=np.int64) for c in ints}
+        self._dbuf.update({c: np.zeros(shape) for c in floats})
         self._dkeys = np.zeros((self.batch_rounds, 2), dtype=np.int64)
         self._dfill = 0
 
@@ -183,55 +182,51 @@ class Recorder:
         charge = meter.battery_charge_wh if meter is not None else z
         discharge = meter.battery_discharge_wh if meter is not None else z
         stored = meter.battery_stored_wh if meter is not None else np.zeros(self.n)
-        net_cost = msg.market_cost_usd - msg.market_revenue_usd + msg.grid_cost_usd - msg.grid_revenue_usd
-        tot = self.totals.episode(msg.episode)
-        tot["bought_wh"] += msg.bought_wh
-        tot["sold_wh"] += msg.sold_wh
-        tot["grid_import_wh"] += msg.grid_import_wh
-        tot["grid_export_wh"] += msg.grid_export_wh
-        tot["market_cost_usd"] += msg.market_cost_usd
-        tot["market_revenue_usd"] += msg.market_revenue_usd
-        tot["grid_cost_usd"] += msg.grid_cost_usd
-        tot["grid_revenue_usd"] += msg.grid_revenue_usd
-        tot["grid_only_cost_usd"] += msg.grid_only_cost_usd
-        tot["shortfall_wh"] += msg.shortfall_wh
-        tot["unused_wh"] += msg.unused_wh
-        tot["battery_cover_wh"] += msg.battery_cover_wh
-        tot["load_wh"] += load
-        tot["generation_wh"] += gen
-        self.totals.surplus_usd[msg.episode] += msg.auctioneer_surplus_usd
+        self.totals.surplus_usd[msg.episode] = self.totals.surplus_usd.get(msg.episode, 0.0) + msg.auctioneer_surplus_usd
         self._rows["rounds"].append((msg.episode, msg.round, self._round_start.pop(msg.round, 0), msg.grid_buy_price,
                                      msg.grid_sell_price, int(msg.bought_wh.sum()), int(msg.grid_import_wh.sum()),
                                      int(msg.grid_export_wh.sum()), msg.auctioneer_surplus_usd))
-        if self.full:
-            i = self._dfill
-            b = self._dbuf
-            self._dkeys[i] = (msg.episode, msg.round)
-            b["load_wh"][i] = load
-            b["generation_wh"][i] = gen
-            b["battery_charge_wh"][i] = charge
-            b["battery_discharge_wh"][i] = discharge
-            b["battery_stored_wh"][i] = stored
-            b["net_meter_wh"][i] = msg.net_meter_wh
-            b["bought_wh"][i] = msg.bought_wh
-            b["sold_wh"][i] = msg.sold_wh
-            b["grid_import_wh"][i] = msg.grid_import_wh
-            b["grid_export_wh"][i] = msg.grid_export_wh
-            b["shortfall_wh"][i] = msg.shortfall_wh
-            b["unused_wh"][i] = msg.unused_wh
-            b["battery_cover_wh"][i] = msg.battery_cover_wh
-            b["market_cost_usd"][i] = msg.market_cost_usd
-            b["market_revenue_usd"][i] = msg.market_revenue_usd
-            b["grid_cost_usd"][i] = msg.grid_cost_usd
-            b["grid_revenue_usd"][i] = msg.grid_revenue_usd
-            b["net_cost_usd"][i] = net_cost
-            b["grid_only_cost_usd"][i] = msg.grid_only_cost_usd
-            self._dfill = i + 1
-        self._rounds_in_batch += 1
-        if self._rounds_in_batch >= self.batch_rounds or (self.full and self._dfill >= self.batch_rounds):
+        i = self._dfill
+        b = self._dbuf
+        self._dkeys[i] = (msg.episode, msg.round)
+        b["load_wh"][i] = load
+        b["generation_wh"][i] = gen
+        b["battery_charge_wh"][i] = charge
+        b["battery_discharge_wh"][i] = discharge
+        b["battery_stored_wh"][i] = stored
+        b["net_meter_wh"][i] = msg.net_meter_wh
+        b["bought_wh"][i] = msg.bought_wh
+        b["sold_wh"][i] = msg.sold_wh
+        b["grid_import_wh"][i] = msg.grid_import_wh
+        b["grid_export_wh"][i] = msg.grid_export_wh
+        b["shortfall_wh"][i] = msg.shortfall_wh
+        b["unused_wh"][i] = msg.unused_wh
+        b["battery_cover_wh"][i] = msg.battery_cover_wh
+        b["market_cost_usd"][i] = msg.market_cost_usd
+        b["market_revenue_usd"][i] = msg.market_revenue_usd
+        b["grid_cost_usd"][i] = msg.grid_cost_usd
+        b["grid_revenue_usd"][i] = msg.grid_revenue_usd
+        b["grid_only_cost_usd"][i] = msg.grid_only_cost_usd
+        self._dfill = i + 1
+        if self._dfill >= self.batch_rounds:
             self.flush()
 
     # ------------------------------------------------------------------ writing
+    _TOTAL_FROM = {"bought_wh": "bought_wh", "sold_wh": "sold_wh", "grid_import_wh": "grid_import_wh",
+                   "grid_export_wh": "grid_export_wh", "market_cost_usd": "market_cost_usd",
+                   "market_revenue_usd": "market_revenue_usd", "grid_cost_usd": "grid_cost_usd",
+                   "grid_revenue_usd": "grid_revenue_usd", "grid_only_cost_usd": "grid_only_cost_usd",
+                   "shortfall_wh": "shortfall_wh", "unused_wh": "unused_wh", "battery_cover_wh": "battery_cover_wh",
+                   "load_wh": "load_wh", "generation_wh": "generation_wh"}
+
+    def _add_totals(self, k: int) -> None:
+        episodes = self._dkeys[:k, 0]
+        for e in np.unique(episodes):
+            rows = slice(None, k) if episodes[0] == episodes[-1] == e else (episodes == e)
+            tot = self.totals.episode(int(e))
+            for field, column in self._TOTAL_FROM.items():
+                tot[field] += self._dbuf[column][:k][rows].sum(axis=0)
+
     def _write_loop(self) -> None:
         while True:
             item = self._queue.get()
@@ -282,6 +277,12 @@ class Recorder:
                         arrays[column] = pa.array(values)
                 batch.append((name, pa.table(arrays)))
                 parts.clear()
+        if self._dfill:
+            k = self._dfill
+            buf = self._dbuf
+            buf["net_cost_usd"][:k] = (buf["market_cost_usd"][:k] - buf["market_revenue_usd"][:k]
+                                       + buf["grid_cost_usd"][:k] - buf["grid_revenue_usd"][:k])
+            self._add_totals(k)
         if self.full and self._dfill:
             k = self._dfill
             n = self.n
@@ -293,8 +294,7 @@ class Recorder:
             for c, buf in self._dbuf.items():
                 data[c] = buf[:k].reshape(-1).copy()  # the buffer is refilled while the writer thread inserts
             batch.append(("deliveries", pa.table({c: pa.array(data[c]) for c in _DELIVERY_ORDER})))
-            self._dfill = 0
-        self._rounds_in_batch = 0
+        self._dfill = 0
         self._submit(batch)
 
     def close(self) -> None:
