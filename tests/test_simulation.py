@@ -137,3 +137,24 @@ def test_episodes_repeat_the_same_period(tmp_path, two_houses):
     s = run(two_houses, tmp_path / "r").summary
     assert [e["settled_wh"] for e in s["episodes"]] == [600 * 29] * 3
     assert s["episode"] == 2
+
+
+def test_a_crash_mid_run_keeps_what_was_recorded(tmp_path, two_houses):
+    from trexsim.fabric import topics
+
+    two_houses["study"]["days"] = 2
+    two_houses["records"] = {"batch_rounds": 500}
+    sim = Simulation(parse_config(two_houses), tmp_path / "r")
+
+    def explode(msg):
+        if msg.round == 1700:
+            raise RuntimeError("a module failed")
+
+    sim.fabric.subscribe(topics.ROUND_START, explode)
+    with pytest.raises(RuntimeError, match="a module failed"):
+        sim.run(plots=False)
+    con = duckdb.connect(str(sim.db_path), read_only=True)
+    assert con.execute("SELECT status FROM runs").fetchone()[0] == "failed"
+    # rounds 0..1699 were delivered before the failure; every one of them is in the database
+    assert con.execute("SELECT count(*), max(round) FROM rounds").fetchone() == (1700, 1699)
+    assert con.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 2 * 1700

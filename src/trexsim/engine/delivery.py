@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 
@@ -59,23 +60,37 @@ def settle_delivery(
     buy_price, sell_price : float
         Grid net-billing prices for the round [$/kWh].
     """
-    net = load_wh - generation_wh + battery_charge_wh - battery_discharge_wh
-    contracted = bought_wh - sold_wh
-    imbalance = net - contracted
-    grid_import = np.maximum(imbalance, 0)
-    grid_export = np.maximum(-imbalance, 0)
-    shortfall = np.minimum(sold_wh, grid_import)
-    unused = np.minimum(bought_wh, grid_export)
-    # what the shortfall would have been without the discharge, less what it is
-    shortfall_without_battery = np.minimum(sold_wh, np.maximum(imbalance + battery_discharge_wh, 0))
-    battery_cover = shortfall_without_battery - shortfall
-    return DeliveryResult(
-        net_meter_wh=net,
-        grid_import_wh=grid_import,
-        grid_export_wh=grid_export,
-        shortfall_wh=shortfall,
-        unused_wh=unused,
-        battery_cover_wh=battery_cover,
-        grid_cost_usd=grid_import * (buy_price / 1000.0),
-        grid_revenue_usd=grid_export * (sell_price / 1000.0),
-    )
+    cols = _settle(np.ascontiguousarray(load_wh, dtype=np.int64), np.ascontiguousarray(generation_wh, dtype=np.int64),
+                   np.ascontiguousarray(battery_charge_wh, dtype=np.int64), np.ascontiguousarray(battery_discharge_wh, dtype=np.int64),
+                   np.ascontiguousarray(bought_wh, dtype=np.int64), np.ascontiguousarray(sold_wh, dtype=np.int64),
+                   float(buy_price), float(sell_price))
+    return DeliveryResult(*cols)
+
+
+@numba.njit(cache=True, nogil=True)
+def _settle(load, gen, charge, discharge, bought, sold, buy_price, sell_price):
+    n = load.size
+    net = np.empty(n, dtype=np.int64)
+    imp = np.zeros(n, dtype=np.int64)
+    exp = np.zeros(n, dtype=np.int64)
+    shortfall = np.zeros(n, dtype=np.int64)
+    unused = np.zeros(n, dtype=np.int64)
+    cover = np.zeros(n, dtype=np.int64)
+    cost = np.zeros(n)
+    revenue = np.zeros(n)
+    for i in range(n):
+        e = load[i] - gen[i] + charge[i] - discharge[i]
+        net[i] = e
+        imbalance = e - (bought[i] - sold[i])
+        if imbalance > 0:
+            imp[i] = imbalance
+            shortfall[i] = min(sold[i], imbalance)
+            cost[i] = imbalance * (buy_price / 1000.0)
+        elif imbalance < 0:
+            exp[i] = -imbalance
+            unused[i] = min(bought[i], -imbalance)
+            revenue[i] = -imbalance * (sell_price / 1000.0)
+        # the shortfall there would have been without the discharge, less the one there is
+        without = imbalance + discharge[i]
+        cover[i] = min(sold[i], max(without, 0)) - shortfall[i]
+    return net, imp, exp, shortfall, unused, cover, cost, revenue

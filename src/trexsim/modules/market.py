@@ -20,6 +20,7 @@ import numpy as np
 
 from trexsim.config.schema import MarketConfig
 from trexsim.engine.delivery import settle_delivery
+from trexsim.engine.intake import REASONS, reject_codes
 from trexsim.engine.mechanisms import get_mechanism
 from trexsim.errors import ConservationError
 from trexsim.fabric import topics
@@ -58,6 +59,9 @@ REJECT_REASONS = {
     "delivery_too_far": "delivery round beyond round + close_steps + max_ahead_rounds",
     "delivery_after_episode": "delivery round after the episode's last round",
 }
+
+_REASON_NAMES = list(REASONS) + ["price_not_allowed"]
+_PRICE_NOT_ALLOWED = len(REASONS)
 
 # money is float64: balances are checked to this many dollars per round
 MONEY_TOLERANCE_USD = 1e-9
@@ -128,56 +132,34 @@ class Market:
 
     # ------------------------------------------------------------------ intake
     def validate(self, msg: Orders) -> tuple[np.ndarray, list[str]]:
-        """Reason code per order ('' = accepted). Vectorised; never raises on bad values."""
+        """Accepted mask and the reasons of the rejected orders. Never raises on bad values."""
         n = len(msg.participant)
         lengths = {len(msg.side), len(msg.pool), len(msg.price), len(msg.quantity_wh), len(msg.order_id)}
         if lengths != {n}:
             return np.zeros(0, dtype=bool), ["malformed"] * max([n, *lengths])
-        participant = np.asarray(msg.participant)
-        side = np.asarray(msg.side)
-        pool = np.asarray(msg.pool)
         d = msg.delivery_round
         earliest = self.round + self.close_steps
-        with np.errstate(invalid="ignore"):
-            q = np.asarray(msg.quantity_wh, dtype=np.float64)
-            p = np.asarray(msg.price, dtype=np.float64)
-            # fast path: one combined test, reasons only worked out when something is wrong
-            if (msg.episode == self.episode and msg.round == self.round and earliest <= d < self.rounds
-                    and d <= earliest + self.config.max_ahead_rounds and self.allowed_prices is None and n
-                    and participant.min() >= 0 and participant.max() < self.n
-                    and side.min() >= 0 and side.max() <= 1 and pool.min() >= 0 and pool.max() <= 1
-                    and q.min() > 0 and q.max() <= self.config.max_order_wh and (q == np.floor(q)).all()
-                    and p.min() >= self.config.min_price and p.max() <= self.config.max_price):
-                return np.ones(n, dtype=bool), []
-        reason = np.full(n, "", dtype=object)
-
-        def mark(mask, code):
-            hit = mask & (reason == "")
-            reason[hit] = code
-
+        whole = ""
         if msg.episode != self.episode or msg.round != self.round:
-            mark(np.ones(n, dtype=bool), "wrong_round")
-        with np.errstate(invalid="ignore"):
-            mark((participant < 0) | (participant >= self.n), "unknown_participant")
-            mark((side != BID) & (side != ASK), "bad_side")
-            mark((pool != NON_DISPATCH) & (pool != DISPATCH), "bad_pool")
-            mark(~np.isfinite(q), "quantity_not_finite")
-            mark(np.isfinite(q) & (q != np.floor(q)), "quantity_not_integer")
-            mark(q <= 0, "quantity_not_positive")
-            mark(q > self.config.max_order_wh, "quantity_too_large")
-            mark(~np.isfinite(p), "price_not_finite")
-            mark((p < self.config.min_price) | (p > self.config.max_price), "price_out_of_range")
-            if self.allowed_prices is not None:
-                snapped = self._snap_allowed(p)
-                mark(np.isnan(snapped), "price_not_allowed")
-        if d < earliest:
-            mark(np.ones(n, dtype=bool), "delivery_too_near")
+            whole = "wrong_round"
+        elif d < earliest:
+            whole = "delivery_too_near"
         elif d > earliest + self.config.max_ahead_rounds:
-            mark(np.ones(n, dtype=bool), "delivery_too_far")
+            whole = "delivery_too_far"
         elif d >= self.rounds:
-            mark(np.ones(n, dtype=bool), "delivery_after_episode")
-        ok = reason == ""
-        return ok, list(reason[~ok])
+            whole = "delivery_after_episode"
+        if whole:
+            return np.zeros(n, dtype=bool), [whole] * n
+        codes = reject_codes(msg.participant, msg.side, msg.pool, msg.price, msg.quantity_wh, n_participants=self.n,
+                             min_price=self.config.min_price, max_price=self.config.max_price,
+                             max_quantity_wh=self.config.max_order_wh)
+        if self.allowed_prices is not None:
+            off_list = (codes == 0) & np.isnan(self._snap_allowed(np.asarray(msg.price, dtype=np.float64)))
+            codes[off_list] = _PRICE_NOT_ALLOWED
+        ok = codes == 0
+        if ok.all():
+            return ok, []
+        return ok, [_REASON_NAMES[c] for c in codes[~ok]]
 
     def _snap_allowed(self, price: np.ndarray) -> np.ndarray:
         allowed = self.allowed_prices

@@ -1,0 +1,60 @@
+"""Order intake checks (ALEX rule 7 and the timeline), one pass over a batch.
+
+:func:`reject_codes` returns a code per order, 0 for an acceptable order; the first failing
+check names the reason (``REASONS[code]``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+REASONS = (
+    "",
+    "unknown_participant",
+    "bad_side",
+    "bad_pool",
+    "quantity_not_finite",
+    "quantity_not_integer",
+    "quantity_not_positive",
+    "quantity_too_large",
+    "price_not_finite",
+    "price_out_of_range",
+)
+
+
+@numba.njit(cache=True, nogil=True)
+def _codes(participant, side, pool, price, quantity, n_participants, n_pools, min_price, max_price, max_quantity):
+    n = participant.size
+    out = np.zeros(n, dtype=np.int8)
+    for i in range(n):
+        q = quantity[i]
+        p = price[i]
+        if participant[i] < 0 or participant[i] >= n_participants:
+            out[i] = 1
+        elif side[i] != 0 and side[i] != 1:
+            out[i] = 2
+        elif pool[i] < 0 or pool[i] >= n_pools:
+            out[i] = 3
+        elif not np.isfinite(q):
+            out[i] = 4
+        elif q != np.floor(q):
+            out[i] = 5
+        elif q <= 0:
+            out[i] = 6
+        elif q > max_quantity:
+            out[i] = 7
+        elif not np.isfinite(p):
+            out[i] = 8
+        elif p < min_price or p > max_price:
+            out[i] = 9
+    return out
+
+
+def reject_codes(participant, side, pool, price, quantity_wh, *, n_participants: int, n_pools: int = 2,
+                 min_price: float = 0.0, max_price: float = 10.0, max_quantity_wh: float = 1e7) -> np.ndarray:
+    """Reason code per order (index into :data:`REASONS`); arrays of equal length."""
+    return _codes(np.ascontiguousarray(participant, dtype=np.int64), np.ascontiguousarray(side, dtype=np.int64),
+                  np.ascontiguousarray(pool, dtype=np.int64), np.ascontiguousarray(price, dtype=np.float64),
+                  np.ascontiguousarray(quantity_wh, dtype=np.float64), int(n_participants), int(n_pools),
+                  float(min_price), float(max_price), float(max_quantity_wh))
