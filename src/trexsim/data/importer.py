@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,7 +202,8 @@ def _read_parquet(path: Path, display: str, ts_col: str, id_col: str, wanted: se
     for batch in pfile.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=[ts_col, id_col, *energy_cols]):
         n = batch.num_rows
         ids = batch.column(id_col).cast(pa.string())
-        _note_examples(examples, pd.Series(ids.to_pylist()[:50]))
+        if len(examples) < 8:
+            _note_examples(examples, pd.Series(pc.unique(ids).to_pylist()))
         mask = pc.fill_null(pc.is_in(ids, value_set=wanted_arr), False)
         if pc.any(mask).as_py():
             sel = batch.filter(mask)
@@ -219,81 +219,103 @@ def _note_examples(examples: dict, ids: pd.Series) -> None:
     """Remember the first few distinct ids of the file (for 'not found' messages)."""
     if len(examples) >= 8:
         return
-    for value in pd.unique(ids.head(2000)):
-        if value and len(examples) < 8:
+    for value in pd.unique(ids):
+        if len(examples) >= 8:
+            return
+        if value is not None and value == value and str(value) != "":  # skip None, NaN and blanks
             examples.setdefault(str(value), None)
 
 
 # --------------------------------------------------------------------------- parsing
 def _timestamps_utc_s(raw: pd.Series, rows: np.ndarray, ids: np.ndarray, display: str, column: str, timezone: str) -> np.ndarray:
-    """Parse timestamps to UTC epoch seconds [s]; naive ones are local times in ``timezone``."""
+    """Parse timestamps to UTC epoch seconds [s]; naive ones are local times in ``timezone``.
+
+    In long format every timestamp repeats once per participant, so only the distinct
+    values are parsed; ``codes`` map them back to rows.
+    """
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
-        parsed = raw.dt.tz_convert("UTC")
-        return _whole_seconds(parsed, rows, display, column)
+        index = pd.DatetimeIndex(raw).tz_convert("UTC")
+        secs, frac = _seconds(index)
+        _check_whole(frac, np.arange(len(index)), index, rows, display, column)
+        return secs
+    codes, uniq = pd.factorize(raw)
+    if (codes < 0).any():
+        raise _fail(display, "empty timestamp", int(rows[np.argmax(codes < 0)]), column)
     if pd.api.types.is_datetime64_dtype(raw.dtype):
-        return _localize(raw, rows, ids, display, column, timezone)
-    text = raw.astype(str).str.strip()
+        return _localize(pd.DatetimeIndex(uniq), codes, rows, ids, display, column, timezone)
+
+    def first_row(mask_u: np.ndarray) -> int:
+        return int(rows[np.argmax(mask_u[codes])])  # rows are in file order
+
+    text = pd.Series(np.asarray(uniq, dtype=object)).astype(str).str.strip()
     empty = (text == "").to_numpy()
     if empty.any():
-        raise _fail(display, "empty timestamp", int(rows[np.argmax(empty)]), column)
+        raise _fail(display, "empty timestamp", first_row(empty), column)
     aware = text.str.contains(_OFFSET_RE, regex=True).to_numpy()
     if aware.any() and not aware.all():
-        first_naive = int(rows[np.argmax(~aware)])
-        first_aware = int(rows[np.argmax(aware)])
-        raise _fail(
-            display,
-            f"timestamp {text.iloc[int(np.argmax(~aware))]!r} has no UTC offset but row {first_aware} has one; use one kind in a file",
-            first_naive,
-            column,
-        )
+        row_naive, row_aware = first_row(~aware), first_row(aware)
+        example = text.iloc[int(codes[np.argmax((~aware)[codes])])]
+        raise _fail(display, f"timestamp {example!r} has no UTC offset but row {row_aware} has one; use one kind in a file", row_naive, column)
     if aware.all():
-        cleaned = text.str.replace(r"\s*UTC$", "Z", regex=True)
-        parsed = pd.to_datetime(cleaned, format="ISO8601", utc=True, errors="coerce")
+        parsed = pd.to_datetime(text.str.replace(r"\s*UTC$", "Z", regex=True), format="ISO8601", utc=True, errors="coerce")
     else:
         parsed = pd.to_datetime(text, format="ISO8601", errors="coerce")
     bad = parsed.isna().to_numpy()
     if bad.any():
-        i = int(np.argmax(bad))
-        raise _fail(display, f"cannot parse timestamp {text.iloc[i]!r} (use ISO 8601, e.g. '2021-07-01 00:00:00' or '2021-07-01T06:00:00Z')", int(rows[i]), column)
-    if aware.all():
-        return _whole_seconds(parsed, rows, display, column)
-    return _localize(parsed, rows, ids, display, column, timezone)
+        example = text.iloc[int(codes[np.argmax(bad[codes])])]
+        raise _fail(display, f"cannot parse timestamp {example!r} (use ISO 8601, e.g. '2021-07-01 00:00:00' or '2021-07-01T06:00:00Z')", first_row(bad), column)
+    index = pd.DatetimeIndex(parsed)
+    if not aware.all():
+        return _localize(index, codes, rows, ids, display, column, timezone)
+    secs, frac = _seconds(index)
+    _check_whole(frac, codes, index, rows, display, column)
+    return secs[codes]
 
 
-def _localize(naive: pd.Series, rows: np.ndarray, ids: np.ndarray, display: str, column: str, timezone: str) -> np.ndarray:
-    """Local wall-clock times to UTC seconds; the repeated hour of a DST change is told apart by order."""
+def _localize(naive_u: pd.DatetimeIndex, codes: np.ndarray, rows: np.ndarray, ids: np.ndarray, display: str, column: str, timezone: str) -> np.ndarray:
+    """Distinct local wall-clock times ``naive_u``, mapped to rows by ``codes``, to UTC seconds [s].
+
+    The hour repeated when DST ends is told apart by order: per participant, in file
+    order, the first occurrence is daylight time and the second standard time.
+    """
     import zoneinfo
 
     try:
         zoneinfo.ZoneInfo(timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
         raise _fail(display, f"unknown timezone {timezone!r} for timestamps without an offset (use an IANA name such as 'America/Edmonton')", None, column) from None
-    naive = pd.Series(pd.DatetimeIndex(naive), index=range(len(naive)))
-    local = naive.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
-    missing = local.isna().to_numpy()
+    local = naive_u.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
+    missing = np.asarray(local.isna())
+    secs_u, frac_u = _seconds(local.tz_convert("UTC"))
+    secs = secs_u[codes]
     if missing.any():
-        # NaT now means ambiguous (fall back: the hour happens twice) or nonexistent (spring forward)
-        probe = naive[missing].dt.tz_localize(timezone, ambiguous=np.ones(int(missing.sum()), dtype=bool), nonexistent="NaT")
-        nonexistent = probe.isna().to_numpy()
+        # NaT means ambiguous (fall back: the hour happens twice) or nonexistent (spring forward)
+        probe = naive_u[missing].tz_localize(timezone, ambiguous=np.ones(int(missing.sum()), dtype=bool), nonexistent="NaT")
+        nonexistent = np.zeros_like(missing)
+        nonexistent[np.flatnonzero(missing)] = np.asarray(probe.isna())
         if nonexistent.any():
-            i = int(np.flatnonzero(missing)[np.argmax(nonexistent)])
-            raise _fail(display, f"local time {naive.iloc[i]} does not exist in {timezone} (clocks jump at a DST change)", int(rows[i]), column)
-        # first occurrence of a repeated local time (per participant, in file order) is daylight time
-        amb = pd.DataFrame({"id": ids[missing], "t": naive[missing].to_numpy()})
-        order = amb.groupby(["id", "t"], sort=False).cumcount().to_numpy()
-        resolved = pd.DatetimeIndex(naive[missing]).tz_localize(timezone, ambiguous=order == 0)
-        local = local.astype(resolved.dtype)
-        local.iloc[np.flatnonzero(missing)] = resolved
-    return _whole_seconds(local.dt.tz_convert("UTC"), rows, display, column)
+            i = int(np.argmax(nonexistent[codes]))
+            raise _fail(display, f"local time {naive_u[codes[i]]} does not exist in {timezone} (clocks jump at a DST change)", int(rows[i]), column)
+        on_rows = missing[codes]
+        amb = pd.DataFrame({"id": ids[on_rows], "code": codes[on_rows]})
+        first = amb.groupby(["id", "code"], sort=False).cumcount().to_numpy() == 0
+        resolved = naive_u[codes[on_rows]].tz_localize(timezone, ambiguous=first)
+        secs[on_rows], _ = _seconds(resolved.tz_convert("UTC"))
+        frac_u = frac_u & ~missing
+    _check_whole(frac_u, codes, naive_u, rows, display, column)
+    return secs
 
 
-def _whole_seconds(parsed: pd.Series, rows: np.ndarray, display: str, column: str) -> np.ndarray:
-    ns = pd.DatetimeIndex(parsed).as_unit("ns").asi8
-    frac = ns % 1_000_000_000 != 0
-    if frac.any():
-        i = int(np.argmax(frac))
-        raise _fail(display, f"timestamp {parsed.iloc[i]} is not a whole second", int(rows[i]), column)
-    return ns // 1_000_000_000
+def _seconds(index: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch seconds of a UTC index, and which entries are not whole seconds."""
+    ns = index.as_unit("ns").asi8
+    return ns // 1_000_000_000, ns % 1_000_000_000 != 0
+
+
+def _check_whole(frac_u: np.ndarray, codes: np.ndarray, index: pd.DatetimeIndex, rows: np.ndarray, display: str, column: str) -> None:
+    if frac_u.any():
+        i = int(np.argmax(frac_u[codes]))
+        raise _fail(display, f"timestamp {index[codes[i]]} is not a whole second", int(rows[i]), column)
 
 
 def _energy_values(raw: pd.Series, rows: np.ndarray, display: str, column: str) -> np.ndarray:
@@ -478,8 +500,9 @@ class FileProfiles(ProfileSource):
         Ids of the members.
     specs : list of FileProfile
         One spec per member; ``spec.id`` (default: the participant id) selects rows.
-        Relative paths are taken relative to the working directory: the config loader
-        should hand over absolute paths (relative to the config file).
+        ``trexsim.config.loader.load_config`` makes relative paths absolute (relative to
+        the config file); a relative path that reaches this class is taken relative to
+        the working directory.
     clock : Clock
         Round timing and the study timezone (used for timestamps without an offset).
     seed : int

@@ -172,22 +172,27 @@ def _rows_window(series: np.ndarray, width: int, first: np.ndarray, rows: np.nda
     return windows[rows, first]
 
 
-def _minutes_to_rounds(power_w: np.ndarray, offset_s: int, interval_s: int, n_rounds: int) -> np.ndarray:
-    """Integrate minute powers ``(n, M)`` [W] into round energies ``(n, n_rounds)`` [Wh].
+def _minutes_to_rounds(power_w: np.ndarray, offset_s: int, interval_s: int, n_rounds: int, out: np.ndarray) -> None:
+    """Integrate minute powers ``(n, M)`` [W] into round energies, written to ``out`` ``(n, n_rounds)`` [Wh].
 
     Round ``r`` covers ``[offset_s + r * interval_s, offset_s + (r + 1) * interval_s)`` seconds
-    from the grid start; power is constant within each minute.
+    from the grid start; power is constant within each minute. ``out`` may be a transposed
+    view of the caller's ``(rounds, members)`` array, which saves a copy.
     """
     n = power_w.shape[0]
+    wh_per_w = _GRID_S / 3600.0
     if interval_s % _GRID_S == 0 and offset_s % _GRID_S == 0:
         k = interval_s // _GRID_S
         first = offset_s // _GRID_S
         part = power_w[:, first : first + n_rounds * k]
         if k == 1:
-            return part * (_GRID_S / 3600.0)
-        return part.reshape(n, n_rounds, k).sum(axis=2) * (_GRID_S / 3600.0)
+            np.multiply(part, wh_per_w, out=out)
+        else:
+            np.sum(part.reshape(n, n_rounds, k), axis=2, out=out)
+            out *= wh_per_w
+        return
     # general case: piecewise-linear cumulative energy at the round boundaries
-    energy_wh = power_w * (_GRID_S / 3600.0)
+    energy_wh = power_w * wh_per_w
     cum = np.zeros((n, energy_wh.shape[1] + 1))
     np.cumsum(energy_wh, axis=1, out=cum[:, 1:])
     padded = np.concatenate([energy_wh, np.zeros((n, 1))], axis=1)
@@ -195,7 +200,7 @@ def _minutes_to_rounds(power_w: np.ndarray, offset_s: int, interval_s: int, n_ro
     idx = bounds // _GRID_S
     frac = (bounds - idx * _GRID_S) / _GRID_S
     at = cum[:, idx] + padded[:, idx] * frac
-    return np.diff(at, axis=1)
+    np.subtract(at[:, 1:], at[:, :-1], out=out)
 
 
 @dataclass(frozen=True)
@@ -324,11 +329,12 @@ class RealisticProfiles(ProfileSource):
         offset_s = t0 - b0 * _BLOCK_S
         for j0 in range(0, self._n, self._CHUNK):
             rows = np.arange(j0, min(j0 + self._CHUNK, self._n))
+            cols = slice(rows[0], rows[-1] + 1)
             load_w = np.concatenate([self._load_rows(blk, rows) for blk in blocks], axis=1)
-            load_wh[:, rows[0] : rows[-1] + 1] = _minutes_to_rounds(load_w, offset_s, interval_s, n_rounds).T
+            _minutes_to_rounds(load_w, offset_s, interval_s, n_rounds, out=load_wh[:, cols].T)
             if self._has_pv:
                 gen_w = np.concatenate([self._pv_rows(blk, rows) for blk in blocks], axis=1)
-                gen_wh[:, rows[0] : rows[-1] + 1] = _minutes_to_rounds(gen_w, offset_s, interval_s, n_rounds).T
+                _minutes_to_rounds(gen_w, offset_s, interval_s, n_rounds, out=gen_wh[:, cols].T)
         return load_wh, gen_wh
 
     # ------------------------------------------------------------------ blocks
