@@ -92,10 +92,15 @@ def print_summary(summary: dict) -> None:
     study, market = summary["study"], summary["market"]
     table = Table(title=f"{study['name']}: {study['participants']} participants, {study['days']} day(s), "
                         f"{study['settlement']}, episode {summary['episode']}")
-    for col in ("participant", "market bought Wh", "market sold Wh", "grid bought Wh", "grid sold Wh",
-                "net cost $", "grid-only cost $", "savings $"):
-        table.add_column(col, justify="right" if col != "participant" else "left")
-    for pid, p in summary["participants"].items():
+    table.add_column("participant", no_wrap=True)
+    for col in ("market\nbought Wh", "market\nsold Wh", "grid\nbought Wh", "grid\nsold Wh", "net\ncost $",
+                "grid-only\ncost $", "savings\n$"):
+        table.add_column(col, justify="right", no_wrap=True)
+    rows = list(summary["participants"].items())
+    shown = rows if len(rows) <= 40 else rows[:20] + rows[-20:]
+    for n, (pid, p) in enumerate(shown):
+        if len(rows) > 40 and n == 20:
+            table.add_row(f"... {len(rows) - 40} more", *[""] * 7)
         table.add_row(pid, f"{p['market_bought_wh']:,}", f"{p['market_sold_wh']:,}", f"{p['grid_bought_wh']:,}",
                       f"{p['grid_sold_wh']:,}", f"{p['net_cost']:.2f}", f"{p['grid_only_cost']:.2f}", f"{p['savings']:.2f}")
     console.print(table)
