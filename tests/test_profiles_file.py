@@ -382,3 +382,11 @@ def test_citylearn_winter_rows_follow_the_local_labels(tmp_path):
     # the year is complete in UTC: regular hourly rows, no gaps, no duplicates
     stamps = pd.to_datetime(pd.read_csv(out)["timestamp"])
     assert (stamps.diff().dropna() == pd.Timedelta(hours=1)).all()
+
+
+def test_other_columns_of_a_meter_export_are_ignored(tmp_path):
+    text = "timestamp,participant_id,meter_serial,consumption_kwh\n" + "".join(
+        f"2021-07-01 0{h}:00:00,h1,SN-7,{1 + h}\n" for h in range(3))
+    path = write_csv(tmp_path / "extra.csv", text)
+    load, _ = source(path, make_clock("2021-07-01 00:00:00", rounds=180)).energy_wh(0, 180)
+    assert load[0, 0] == pytest.approx(1000 / 60) and load[179, 0] == pytest.approx(3000 / 60)

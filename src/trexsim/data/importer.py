@@ -129,7 +129,9 @@ def _pick_columns(found: list[str], display: str, ts_col: str, id_col: str) -> t
             raise _fail(display, f"missing column {col!r}; found {found_txt}; expected {expected}", 1, col)
     loads = [c for c in found if c in _LOAD_COLUMNS]
     gens = [c for c in found if c in _GEN_COLUMNS]
-    unknown = [c for c in found if c not in (ts_col, id_col) and c not in _LOAD_COLUMNS and c not in _GEN_COLUMNS]
+    # other columns (a meter's extra fields) are ignored; an energy column with an unknown unit is not
+    unknown = [c for c in found if c.lower().startswith(("consumption", "generation"))
+               and c not in _LOAD_COLUMNS and c not in _GEN_COLUMNS]
     if unknown:
         raise _fail(display, f"unknown column {unknown[0]!r} (units go in the name); found {found_txt}; expected {expected}", 1, unknown[0])
     if not loads:
