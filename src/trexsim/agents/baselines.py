@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from trexsim.agents.base import OrderBatch, TraderObservation, TraderPopulation
-from trexsim.fabric.messages import ASK, BID, DISPATCH, NON_DISPATCH
+from trexsim.fabric.messages import ASK, DISPATCH, NON_DISPATCH
 
 
 class GridOnlyTraders(TraderPopulation):
@@ -37,13 +37,12 @@ class FixedPriceTraders(TraderPopulation):
 
     def act(self, obs: TraderObservation) -> OrderBatch:
         net = obs.planned_net_wh
-        bidders = np.flatnonzero(net > 0)
-        askers = np.flatnonzero(net < 0)
-        member = np.concatenate([bidders, askers])
-        side = np.concatenate([np.full(bidders.size, BID), np.full(askers.size, ASK)])
-        pool = np.concatenate([self.bid_pool[bidders], np.full(askers.size, NON_DISPATCH)])
-        price = np.concatenate([self.bid_price[bidders], self.ask_price[askers]])
-        qty = np.concatenate([net[bidders], -net[askers]])
+        member = np.flatnonzero(net)
+        side = (net[member] < 0).astype(np.int64)  # BID = 0 for a need, ASK = 1 for a surplus
+        is_ask = side.astype(bool)
+        price = np.where(is_ask, self.ask_price[member], self.bid_price[member])
+        pool = np.where(is_ask, NON_DISPATCH, self.bid_pool[member])
+        qty = np.abs(net[member])
         if self._offers_battery:
             sellers = np.flatnonzero(np.isfinite(self.battery_ask_price) & (obs.spare_discharge_wh > 0))
             member = np.concatenate([member, sellers])

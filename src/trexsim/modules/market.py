@@ -67,6 +67,12 @@ _PRICE_NOT_ALLOWED = len(REASONS)
 MONEY_TOLERANCE_USD = 1e-9
 
 
+def _int64(values) -> np.ndarray:
+    """As int64; whole-valued floats (already checked at intake) are converted exactly."""
+    arr = np.asarray(values)
+    return arr if arr.dtype == np.int64 else arr.astype(np.int64)
+
+
 class _Book:
     """Accepted orders for one delivery round, appended batch by batch."""
 
@@ -192,18 +198,17 @@ class Market:
                 np.asarray(msg.order_id)[bad], reasons))
         if not ok.any():
             return
-        take = slice(None) if ok.all() else ok
         book = self._books.get(msg.delivery_round)
         if book is None:
             book = self._books[msg.delivery_round] = _Book()
-        entry = (
-            np.asarray(msg.participant, dtype=np.int64)[take],
-            np.asarray(msg.side, dtype=np.int64)[take],
-            np.asarray(msg.pool, dtype=np.int64)[take],
-            self._snap_price(np.asarray(msg.price, dtype=np.float64)[take]),
-            np.asarray(msg.quantity_wh, dtype=np.float64)[take].astype(np.int64),
-            np.asarray(msg.order_id, dtype=np.int64)[take],
-        )
+        if ok.all():
+            entry = (_int64(msg.participant), _int64(msg.side), _int64(msg.pool),
+                     self._snap_price(np.asarray(msg.price, dtype=np.float64)), _int64(msg.quantity_wh), _int64(msg.order_id))
+        else:
+            pick = lambda values: _int64(np.asarray(values)[ok])  # noqa: E731 - select before converting
+            entry = (pick(msg.participant), pick(msg.side), pick(msg.pool),
+                     self._snap_price(np.asarray(msg.price, dtype=np.float64)[ok]), pick(msg.quantity_wh),
+                     pick(msg.order_id))
         book.add(*entry)
         self.fabric.publish(topics.ACCEPTED, Accepted(msg.episode, msg.round, msg.delivery_round, *entry))
 

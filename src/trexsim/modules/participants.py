@@ -126,14 +126,19 @@ class Participants:
         else:
             spare = self._zeros
         parts = []
+        planned_net = residual + planned_battery
+        buy, sell = float(self._buy[d]), float(self._sell[d])
         for pop in self.traders:
             m = pop.members
-            obs = TraderObservation(
-                self.episode, k, d, load_f[m], gen_f[m], planned_battery[m], (residual + planned_battery)[m], spare[m],
-                float(self._buy[d]), float(self._sell[d]))
+            if m.size == self.n:  # one population holds everyone: no gathering needed
+                obs = TraderObservation(self.episode, k, d, load_f, gen_f, planned_battery, planned_net, spare, buy, sell)
+            else:
+                obs = TraderObservation(self.episode, k, d, load_f[m], gen_f[m], planned_battery[m], planned_net[m],
+                                        spare[m], buy, sell)
             batch = pop.act(obs)
             if batch.member.size:
-                parts.append((m[batch.member], batch.side, batch.pool, batch.price, batch.quantity_wh))
+                parts.append((m[batch.member] if m.size != self.n else batch.member, batch.side, batch.pool,
+                              batch.price, batch.quantity_wh))
         if not parts:
             return
         cols = [np.concatenate(c) for c in zip(*parts)] if len(parts) > 1 else list(parts[0])

@@ -135,13 +135,8 @@ class Recorder:
 
     def on_orders(self, msg: Accepted) -> None:
         """Accepted orders, as booked (rejected ones go to the rejections table)."""
-        if not self.full or len(msg.participant) == 0:
-            return
-        n = len(msg.participant)
-        self._rows["orders"].append((
-            np.full(n, msg.episode, dtype=np.int32), np.full(n, msg.round, dtype=np.int32),
-            np.full(n, msg.delivery_round, dtype=np.int32), msg.order_id, msg.participant.astype(np.int32),
-            msg.side.astype(np.int8), msg.pool.astype(np.int8), msg.price, msg.quantity_wh))
+        if self.full and len(msg.participant):
+            self._rows["orders"].append(msg)  # turned into columns once per batch, at flush
 
     def on_rejected(self, msg: Rejected) -> None:
         n = len(msg.reason)
@@ -155,21 +150,8 @@ class Recorder:
             np.asarray(msg.quantity_wh, dtype=np.float64), np.asarray(msg.reason, dtype=object)))
 
     def on_cleared(self, msg: Cleared) -> None:
-        n = len(msg.quantity_wh)
-        if n == 0:
-            return
-        t = self.totals
-        t.episode(msg.episode)
-        t.settled_wh[msg.episode] += int(msg.quantity_wh.sum())
-        t.settled_value_usd[msg.episode] += float((msg.quantity_wh * msg.buyer_price).sum() / 1000.0)
-        t.settled_seller_value_usd[msg.episode] += float((msg.quantity_wh * msg.seller_price).sum() / 1000.0)
-        if not self.full:
-            return
-        self._rows["settlements"].append((
-            np.full(n, msg.episode, dtype=np.int32), np.full(n, msg.round, dtype=np.int32),
-            np.full(n, msg.delivery_round, dtype=np.int32), msg.pool.astype(np.int8), msg.buyer.astype(np.int32),
-            msg.seller.astype(np.int32), msg.quantity_wh.astype(np.int64), msg.buyer_price, msg.seller_price,
-            msg.bid_id.astype(np.int64), msg.ask_id.astype(np.int64)))
+        if len(msg.quantity_wh):
+            self._rows["settlements"].append(msg)  # turned into columns once per batch, at flush
 
     def on_meter(self, msg: MeterReadings) -> None:
         self._meter = msg
@@ -219,6 +201,15 @@ class Recorder:
                    "shortfall_wh": "shortfall_wh", "unused_wh": "unused_wh", "battery_cover_wh": "battery_cover_wh",
                    "load_wh": "load_wh", "generation_wh": "generation_wh"}
 
+    def _add_settled(self, columns: dict) -> None:
+        q = columns["quantity_wh"]
+        for e in np.unique(columns["episode"]):
+            rows = columns["episode"] == e
+            self.totals.episode(int(e))
+            self.totals.settled_wh[int(e)] += int(q[rows].sum())
+            self.totals.settled_value_usd[int(e)] += float((q[rows] * columns["buyer_price"][rows]).sum() / 1000.0)
+            self.totals.settled_seller_value_usd[int(e)] += float((q[rows] * columns["seller_price"][rows]).sum() / 1000.0)
+
     def _add_totals(self, k: int) -> None:
         episodes = self._dkeys[:k, 0]
         for e in np.unique(episodes):
@@ -261,22 +252,38 @@ class Recorder:
                      "grid_import_wh", "grid_export_wh", "auctioneer_surplus_usd"]
             batch.append(("rounds", pa.table(dict(zip(names, [pa.array(c) for c in cols])))))
             rows.clear()
-        for name in ("orders", "rejections", "settlements"):
-            parts = self._rows[name]
-            if parts:
-                columns = [np.concatenate(c) for c in zip(*parts)]
-                arrays = {}
-                for column, values in zip(_COLUMNS[name], columns):
-                    if column == "side" and name != "rejections":
-                        arrays[column] = _codes(values, _SIDES)
-                    elif column == "pool" and name != "rejections":
-                        arrays[column] = _codes(values, _POOLS)
-                    elif values.dtype == object:
-                        arrays[column] = pa.array(list(values), type=pa.string())
-                    else:
-                        arrays[column] = pa.array(values)
-                batch.append((name, pa.table(arrays)))
-                parts.clear()
+        for name, fields in (("orders", _ORDER_FIELDS), ("settlements", _SETTLEMENT_FIELDS)):
+            messages = self._rows[name]
+            if not messages:
+                continue
+            counts = np.array([len(m.quantity_wh) for m in messages])
+            columns = {c: np.repeat(np.array([getattr(m, c) for m in messages], dtype=np.int32), counts)
+                       for c in ("episode", "round", "delivery_round")}
+            for column, attribute in fields.items():
+                columns[column] = np.concatenate([getattr(m, attribute) for m in messages])
+            messages.clear()
+            if name == "settlements":
+                self._add_settled(columns)
+                if not self.full:
+                    continue
+            arrays = {}
+            for column in _COLUMNS[name]:
+                values = columns[column]
+                if column == "side":
+                    arrays[column] = _codes(values, _SIDES)
+                elif column == "pool":
+                    arrays[column] = _codes(values, _POOLS)
+                else:
+                    arrays[column] = pa.array(values.astype(_INT32) if column in ("participant", "buyer", "seller") else values)
+            batch.append((name, pa.table(arrays)))
+        parts = self._rows["rejections"]
+        if parts:
+            columns = [np.concatenate(c) for c in zip(*parts)]
+            arrays = {}
+            for column, values in zip(_COLUMNS["rejections"], columns):
+                arrays[column] = pa.array(list(values), type=pa.string()) if values.dtype == object else pa.array(values)
+            batch.append(("rejections", pa.table(arrays)))
+            parts.clear()
         if self._dfill:
             k = self._dfill
             buf = self._dbuf
@@ -309,6 +316,11 @@ class Recorder:
             raise self._writer_error
 
 
+_INT32 = np.int32
+_ORDER_FIELDS = {"order_id": "order_id", "participant": "participant", "side": "side", "pool": "pool",
+                 "price": "price", "quantity_wh": "quantity_wh"}
+_SETTLEMENT_FIELDS = {"pool": "pool", "buyer": "buyer", "seller": "seller", "quantity_wh": "quantity_wh",
+                      "buyer_price": "buyer_price", "seller_price": "seller_price", "bid_id": "bid_id", "ask_id": "ask_id"}
 _COLUMNS = {name: [c.strip().split()[0] for c in cols.replace("\n", " ").split(",") if c.strip()] for name, cols in TABLES.items()}
 _DELIVERY_ORDER = _COLUMNS["deliveries"]
 
