@@ -94,3 +94,16 @@ def _settle(load, gen, charge, discharge, bought, sold, buy_price, sell_price):
         without = imbalance + discharge[i]
         cover[i] = min(sold[i], max(without, 0)) - shortfall[i]
     return net, imp, exp, shortfall, unused, cover, cost, revenue
+
+
+@numba.njit(cache=True, nogil=True)
+def energy_balance_error_wh(load_wh, generation_wh, battery_charge_wh, battery_discharge_wh, grid_import_wh, grid_export_wh):
+    """Consumed (load + charging) minus supplied (generation + discharge + grid net import), summed [Wh].
+
+    Zero in every settled round: an independent check of :func:`settle_delivery`'s bookkeeping.
+    """
+    total = 0
+    for i in range(load_wh.size):
+        total += (load_wh[i] + battery_charge_wh[i]) - (generation_wh[i] + battery_discharge_wh[i]
+                                                        + grid_import_wh[i] - grid_export_wh[i])
+    return total

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from trexsim.config.schema import MarketConfig
-from trexsim.engine.delivery import settle_delivery
+from trexsim.engine.delivery import energy_balance_error_wh, settle_delivery
 from trexsim.engine.intake import REASONS, reject_codes
 from trexsim.engine.mechanisms import get_mechanism
 from trexsim.errors import ConservationError
@@ -280,7 +280,7 @@ class Market:
 
     def _check_conservation(self, load, gen, charge, discharge, bought, sold, res, cost, revenue, surplus) -> None:
         # energy: what was consumed (load + charging) came from generation, discharge or the grid
-        energy_error = int((load.sum() + charge.sum()) - (gen.sum() + discharge.sum() + res.grid_import_wh.sum() - res.grid_export_wh.sum()))
+        energy_error = int(energy_balance_error_wh(load, gen, charge, discharge, res.grid_import_wh, res.grid_export_wh))
         traded_error = int(bought.sum() - sold.sum())
         # money: buyers paid sellers plus the auctioneer; participants' grid bills are the grid's revenue
         money_error = abs(float(cost.sum()) - float(revenue.sum()) - surplus)
