@@ -114,6 +114,9 @@ class ProfileSet:
     def energy_wh(self, start_round: int, n_rounds: int) -> tuple[np.ndarray, np.ndarray]:
         """Integer Wh ``(load, generation)`` of shape ``(n_rounds, n_participants)``."""
         n = self.n_participants
+        if len(self._groups) == 1:  # one source for everyone, in order: no scatter needed
+            l_wh, g_wh = self._groups[0][1].energy_wh(start_round, n_rounds)
+            return np.rint(l_wh).astype(np.int64), np.rint(g_wh).astype(np.int64)
         load = np.zeros((n_rounds, n), dtype=np.int64)
         gen = np.zeros((n_rounds, n), dtype=np.int64)
         for idx, source in self._groups:

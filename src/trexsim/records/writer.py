@@ -31,6 +31,7 @@ from trexsim.fabric.messages import (
 )
 from trexsim.records.schema import TABLES, TYPES, VIEWS
 
+BUFFER_CELLS = 1_000_000
 _SIDES = pa.array(SIDE_NAMES)
 _POOLS = pa.array(POOL_NAMES)
 
@@ -80,7 +81,9 @@ class Recorder:
         self.path = Path(db_path)
         self.con = create_database(self.path)
         self.full = level == "full"
-        self.batch_rounds = batch_rounds
+        # a batch is at most batch_rounds rounds and at most BUFFER_CELLS participant-rounds, so the
+        # buffers stay small (and in cache) for large populations
+        self.batch_rounds = max(1, min(int(batch_rounds), BUFFER_CELLS // max(1, n_participants)))
         self.n = n_participants
         self.totals = Totals(n_participants)
         self._rows: dict[str, list] = {name: [] for name in TABLES}
