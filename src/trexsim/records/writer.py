@@ -38,6 +38,8 @@ _POOLS = pa.array(POOL_NAMES)
 
 def create_database(path: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(path))
+    # one core for the writer thread: the round loop keeps the other
+    con.execute("SET threads TO 1")
     for name, definition in TYPES.items():
         exists = con.execute("SELECT count(*) FROM duckdb_types() WHERE type_name = ?", [name]).fetchone()[0]
         if not exists:
