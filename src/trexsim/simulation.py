@@ -113,6 +113,8 @@ class Simulation:
         try:
             self.controller.run(on_round)
             status = "finished"
+            for population in self.participants.traders:
+                population.save(self.out_dir)
         finally:
             self.recorder.flush()
             self.recorder.finish_meta(status)

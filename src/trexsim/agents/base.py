@@ -73,6 +73,10 @@ class TraderPopulation(ABC):
     def reset(self, episode: int) -> None:
         """Called at the start of every episode."""
 
+    def save(self, out_dir) -> list:
+        """Write what the population learned into ``out_dir``; return the paths written."""
+        return []
+
 
 def build_trader_populations(specs: list, rng_for: "callable") -> list[TraderPopulation]:
     """Group participants by trader type into populations.
@@ -84,6 +88,10 @@ def build_trader_populations(specs: list, rng_for: "callable") -> list[TraderPop
 
     classes = {"grid_only": GridOnlyTraders, "baseline_agent": GridOnlyTraders,
                "fixed_price": FixedPriceTraders, "basic_trader": FixedPriceTraders}
+    if any(spec.type in ("q_learning", "qlearn_bandit") for spec in specs):
+        from trexsim.agents.qlearning import QLearningTraders
+
+        classes.update({"q_learning": QLearningTraders, "qlearn_bandit": QLearningTraders})
     groups: dict[type, list[int]] = {}
     for i, spec in enumerate(specs):
         groups.setdefault(classes[spec.type], []).append(i)

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ValidationError
 from trexsim.config.schema import SimulationConfig
 from trexsim.errors import ConfigError
 
-_UNION_TAGS = {"flat", "realistic", "file", "grid_only", "baseline_agent", "fixed_price", "basic_trader"}
+_UNION_TAGS = {"flat", "realistic", "file", "grid_only", "baseline_agent", "fixed_price", "basic_trader", "q_learning",
+               "qlearn_bandit"}
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:
@@ -148,6 +149,12 @@ def load_config(path: str | Path) -> SimulationConfig:
                 spec.profile.path = str((path.parent / spec.profile.path).resolve())
             if not Path(spec.profile.path).exists():
                 missing.append((f"participants.{pid}.profile.path", f"file not found: {spec.profile.path}"))
+        q_table = getattr(spec.trader, "q_table", None)
+        if q_table:
+            if not Path(q_table).is_absolute():
+                spec.trader.q_table = q_table = str((path.parent / q_table).resolve())
+            if not Path(q_table).exists():
+                missing.append((f"participants.{pid}.trader.q_table", f"file not found: {q_table}"))
     if missing:
         raise ConfigError(missing, str(path))
     return config

@@ -272,7 +272,47 @@ class FixedPriceTrader(_Model):
     bid_pool: Literal["non_dispatch", "dispatch"] = Field("non_dispatch", description="Pool bids buy from.")
 
 
-TraderConfig = Annotated[Union[GridOnlyTrader, FixedPriceTrader], Field(discriminator="type")]
+class PriceGrid(_Model):
+    """Evenly spaced prices an agent chooses from, both ends included [$/kWh]."""
+
+    min_price: float = Field(0.07, ge=0, le=10)
+    max_price: float = Field(0.14, gt=0, le=10)
+    count: int = Field(100, ge=2, le=100_000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "PriceGrid":
+        if self.min_price >= self.max_price:
+            raise ValueError("min_price must be below max_price")
+        return self
+
+
+class Annealing(_Model):
+    """Per-episode multipliers (T-REX paper: 0.98), applied from ``after_episode`` on."""
+
+    learning_rate: float = Field(1.0, gt=0, le=1)
+    exploration: float = Field(1.0, gt=0, le=1)
+    after_episode: int = Field(0, ge=0, description="First episode whose start applies the multipliers is after_episode + 1.")
+
+
+class QLearningTrader(_Model):
+    """Tabular Q-learning (the T-REX paper's bandit agent): a bid-price and an ask-price table per agent.
+
+    Quantity is the forecast residual load (bid) or generation (ask) for the delivery round;
+    the action is a price from ``prices``; the reward is that delivery's net profit in $.
+    """
+
+    type: Literal["q_learning", "qlearn_bandit"]
+    prices: PriceGrid = Field(default_factory=PriceGrid)
+    learning_rate: float = Field(0.1, gt=0, le=1, description="alpha")
+    discount_factor: float = Field(0.98, ge=0, lt=1, description="gamma")
+    exploration: float = Field(0.1, ge=0, le=1, description="epsilon of the epsilon-greedy behaviour policy")
+    anneal: Annealing = Field(default_factory=Annealing)
+    learning: bool = Field(True, description="False: act greedily and never update (evaluation).")
+    greedy_after_episode: int | None = Field(None, ge=0, description="From the episode after this one: greedy, no updates.")
+    q_table: str | None = Field(None, description="A q_tables.npz saved by an earlier run, to continue training or evaluate.")
+
+
+TraderConfig = Annotated[Union[GridOnlyTrader, FixedPriceTrader, QLearningTrader], Field(discriminator="type")]
 
 
 class ParticipantConfig(_Model):
