@@ -1,6 +1,12 @@
 import copy
+import os
+from pathlib import Path
 
 import pytest
+
+# the CityLearn 2022 data: beside the checkout (../shared/data/...) or where TREXSIM_CITYLEARN_DIR points
+CITYLEARN_DIR = Path(os.environ.get("TREXSIM_CITYLEARN_DIR",
+                                    Path(__file__).resolve().parents[2] / "shared" / "data" / "citylearn-2022"))
 
 TWO_HOUSES = {
     "study": {"name": "two-houses", "start_datetime": "2021-07-01 00:00:00",

@@ -16,7 +16,7 @@ from trexsim.data.importer import FileProfiles, convert_citylearn
 from trexsim.data.profiles import Clock
 from trexsim.errors import ProfileError
 
-CITYLEARN = Path("/work/shared/data/citylearn-2022")
+from conftest import CITYLEARN_DIR as CITYLEARN  # noqa: E402
 
 
 def make_clock(local: str, tz: str = "America/Edmonton", interval_s: int = 60, rounds: int = 1440) -> Clock:

@@ -1,14 +1,12 @@
 """A run on real metered data: the CityLearn 2022 homes, converted and imported."""
 
-from pathlib import Path
-
 import pytest
 
 from trexsim import parse_config
 from trexsim.data.importer import convert_citylearn
 from trexsim.simulation import Simulation
 
-CITYLEARN = Path(__file__).resolve().parents[2] / "shared" / "data" / "citylearn-2022"
+from conftest import CITYLEARN_DIR as CITYLEARN  # noqa: E402
 
 
 @pytest.mark.skipif(not CITYLEARN.exists(), reason="the CityLearn 2022 data is not beside this checkout")
