@@ -18,6 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
+import numba
 import numpy as np
 
 from trexsim.engine.matching import Matches, match_book, match_pairwise
@@ -113,31 +114,64 @@ def registered_mechanisms() -> list[str]:
     return sorted(_REGISTRY)
 
 
-@register_mechanism
-class AveragePrice(PairwiseMechanism):
-    name = "average_price"
-    paper_name = "M1"
+# Price rules of the built-in pairwise mechanisms, as codes a compiled fast path can use too
+MIDPOINT, BID_PRICE, EACH_OWN_PRICE = 0, 1, 2
+
+
+@numba.njit(cache=True, nogil=True)
+def pair_prices(rule, bid_price, ask_price):
+    """``(buyer_price, seller_price)`` [$/kWh] of one matched pair under a price rule.
+
+    ``MIDPOINT``: both at (bid + ask) / 2 (M1); ``BID_PRICE``: both at the bid, which equals
+    the ask under exact matching (M2); ``EACH_OWN_PRICE``: the buyer pays its bid and the
+    seller receives its ask (M3).
+    """
+    if rule == MIDPOINT:
+        mid = (bid_price + ask_price) / 2.0
+        return mid, mid
+    if rule == BID_PRICE:
+        return bid_price, bid_price
+    return bid_price, ask_price
+
+
+@numba.njit(cache=True, nogil=True)
+def _prices(rule, bid_price, ask_price):
+    n = bid_price.size
+    buyer = np.empty(n)
+    seller = np.empty(n)
+    for i in range(n):
+        buyer[i], seller[i] = pair_prices(rule, bid_price[i], ask_price[i])
+    return buyer, seller
+
+
+class RulePricedMechanism(PairwiseMechanism):
+    """A pairwise mechanism whose prices follow one of the compiled price rules."""
+
+    price_rule: ClassVar[int]
 
     def settlement_prices(self, bid_price, ask_price):
-        mid = (bid_price + ask_price) / 2.0
-        return mid, mid.copy()
+        return _prices(self.price_rule, np.ascontiguousarray(bid_price, dtype=np.float64),
+                       np.ascontiguousarray(ask_price, dtype=np.float64))
 
 
 @register_mechanism
-class ExactMatch(PairwiseMechanism):
+class AveragePrice(RulePricedMechanism):
+    name = "average_price"
+    paper_name = "M1"
+    price_rule = MIDPOINT
+
+
+@register_mechanism
+class ExactMatch(RulePricedMechanism):
     name = "exact_match"
     paper_name = "M2"
     equal_prices = True
-
-    def settlement_prices(self, bid_price, ask_price):
-        return bid_price.copy(), bid_price.copy()
+    price_rule = BID_PRICE
 
 
 @register_mechanism
-class ExactPrice(PairwiseMechanism):
+class ExactPrice(RulePricedMechanism):
     name = "exact_price"
     paper_name = "M3"
     budget_balance = "weak"
-
-    def settlement_prices(self, bid_price, ask_price):
-        return bid_price.copy(), ask_price.copy()
+    price_rule = EACH_OWN_PRICE
