@@ -73,6 +73,10 @@ class TraderPopulation(ABC):
     def reset(self, episode: int) -> None:
         """Called at the start of every episode."""
 
+    def set_participant_ids(self, ids: list[str]) -> None:
+        """The members' participant ids, in ``members`` order (for files a population writes)."""
+        self._ids = list(ids)
+
     def save(self, out_dir) -> list:
         """Write what the population learned into ``out_dir``; return the paths written."""
         return []

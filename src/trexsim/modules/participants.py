@@ -47,6 +47,8 @@ class Participants:
         self._offers_battery = any(getattr(s.trader, "battery_ask_price", None) for s in specs)
         trader_seeds = iter(rng.spawn(len({s.trader.type for s in specs}) + 1))
         self.traders = build_trader_populations([s.trader for s in specs], lambda kind: next(trader_seeds))
+        for pop in self.traders:
+            pop.set_participant_ids([self.ids[i] for i in pop.members])
         self._buy = np.zeros(rounds_per_episode)
         self._sell = np.zeros(rounds_per_episode)
         self.episode = -1
