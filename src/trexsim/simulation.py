@@ -31,6 +31,7 @@ from trexsim.modules.market import Market
 from trexsim.modules.participants import Participants
 from trexsim.records.summary import build_summary
 from trexsim.records.writer import Recorder
+from trexsim.seeding import participants_rng, run_id_rng
 
 
 @dataclass
@@ -57,8 +58,6 @@ class Simulation:
         self.participant_ids = [pid for pid, _ in members]
         specs = [spec for _, spec in members]
         self.clock = Clock(study.start_utc_s, study.interval_s, study.rounds_per_episode, study.timezone)
-        root = np.random.SeedSequence(study.seed)
-        participants_seed, = root.spawn(1)
         self.fabric = fabric if fabric is not None else InProcessFabric()
         rounds = study.rounds_per_episode
         # subscription order is delivery order: the market reads orders before the recorder does
@@ -67,11 +66,11 @@ class Simulation:
         self.profiles = ProfileSet(self.participant_ids, [s.profile for s in specs], self.clock, study.seed,
                                    chunk_rounds=min(1440, rounds))
         self.participants = Participants(self.fabric, self.participant_ids, specs, self.profiles, study.interval_s,
-                                         rounds, config.market.close_steps, np.random.default_rng(participants_seed))
+                                         rounds, config.market.close_steps, participants_rng(study.seed))
         self.recorder = Recorder(self.fabric, self.db_path, len(specs), config.records.level, config.records.batch_rounds)
         self.controller = Controller(self.fabric, self.participant_ids, study.start_utc_s, study.interval_s, rounds,
                                      study.episodes, config.market.close_steps)
-        self.run_id = uuid.UUID(int=np.random.default_rng(root.spawn(1)[0]).integers(0, 2**63) << 64 | study.seed).hex[:16]
+        self.run_id = uuid.UUID(int=int(run_id_rng(study.seed).integers(0, 2**63)) << 64 | study.seed).hex[:16]
         self._write_meta(specs)
 
     def _write_meta(self, specs) -> None:

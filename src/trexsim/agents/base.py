@@ -82,6 +82,15 @@ class TraderPopulation(ABC):
         return []
 
 
+_KINDS = {"grid_only": "grid_only", "baseline_agent": "grid_only", "fixed_price": "fixed_price",
+          "basic_trader": "fixed_price", "q_learning": "q_learning", "qlearn_bandit": "q_learning"}
+
+
+def population_kinds(specs: list) -> list[str]:
+    """The populations a list of trader configs makes, in build order (first appearance)."""
+    return list(dict.fromkeys(_KINDS[spec.type] for spec in specs))
+
+
 def build_trader_populations(specs: list, rng_for: "callable") -> list[TraderPopulation]:
     """Group participants by trader type into populations.
 

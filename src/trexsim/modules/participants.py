@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from trexsim.agents.base import OrderBatch, TraderObservation, build_trader_populations
+from trexsim.agents.base import OrderBatch, TraderObservation, build_trader_populations, population_kinds
 from trexsim.config.schema import ParticipantConfig
 from trexsim.data.profiles import ProfileSet
 from trexsim.devices.battery import BatteryBank
 from trexsim.fabric import topics
+from trexsim.seeding import population_rngs
 from trexsim.fabric.messages import Cleared, Delivered, EpisodeStart, GridPrices, MeterReadings, Orders, RoundStart
 
 
@@ -45,7 +46,7 @@ class Participants:
         self.shadow_stored_wh = self.battery.stored_wh.copy()
         self._zeros = np.zeros(self.n, dtype=np.int64)
         self._offers_battery = any(getattr(s.trader, "battery_ask_price", None) for s in specs)
-        trader_seeds = iter(rng.spawn(len({s.trader.type for s in specs}) + 1))
+        trader_seeds = iter(population_rngs(rng, len(population_kinds([s.trader for s in specs]))))
         self.traders = build_trader_populations([s.trader for s in specs], lambda kind: next(trader_seeds))
         for pop in self.traders:
             pop.set_participant_ids([self.ids[i] for i in pop.members])
