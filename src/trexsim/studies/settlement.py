@@ -1,0 +1,362 @@
+"""The T-REX paper's settlement-mechanism study (section 5), reproduced with one command.
+
+Which settlement mechanism lets Q-learning agents learn to price energy the way price theory
+says they should? Every cell is a mechanism (M1 ``average_price``, M2 ``exact_match``, M3
+``exact_price``) x a supply:demand scenario (2 sellers, 2 buyers on flat profiles: over-supply
+167 vs 17 Wh per 1-minute round, over-demand 17 vs 167, balanced 83 vs 83). Agents train for
+``episodes`` episodes of ``days`` days; for M3 a further ``anneal_episodes`` anneal alpha and
+epsilon by ``anneal_multiplier`` per episode, then ``greedy_episodes`` run the greedy policy.
+
+The study is itself a JSON config (:class:`SettlementStudy`); ``trexsim study settlement`` runs
+it, cells and seeds in parallel processes, on the compiled market
+(:mod:`trexsim.studies.fast_market`), and writes per cell the price-concentration histograms of
+bids, asks and settlements over the last ``final_episodes`` training episodes, a table of
+quantity-weighted medians and a verdict against the paper's expectations.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from trexsim.config.schema import PriceGrid, SimulationConfig
+
+PAPER = {"average_price": "M1", "exact_match": "M2", "exact_price": "M3"}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Scenario(_Model):
+    sellers: int = Field(2, ge=1, le=1000)
+    buyers: int = Field(2, ge=1, le=1000)
+    seller_wh: int = Field(ge=1, description="Generation of each seller per round, Wh.")
+    buyer_wh: int = Field(ge=1, description="Consumption of each buyer per round, Wh.")
+
+
+def _default_scenarios() -> dict[str, Scenario]:
+    return {
+        "over_supply": Scenario(seller_wh=167, buyer_wh=17),
+        "over_demand": Scenario(seller_wh=17, buyer_wh=167),
+        "balanced": Scenario(seller_wh=83, buyer_wh=83),
+    }
+
+
+class Learning(_Model):
+    learning_rate: float = Field(0.1, gt=0, le=1)
+    discount_factor: float = Field(0.98, ge=0, lt=1)
+    exploration: float = Field(0.1, ge=0, le=1)
+
+
+class SettlementStudy(_Model):
+    """The study config. ``quick`` overrides for a smoke run (``--quick``)."""
+
+    name: str = "settlement-mechanisms"
+    mechanisms: list[str] = Field(default_factory=lambda: ["average_price", "exact_match", "exact_price"])
+    scenarios: dict[str, Scenario] = Field(default_factory=_default_scenarios)
+    prices: PriceGrid = Field(default_factory=PriceGrid)
+    learning: Learning = Field(default_factory=Learning)
+    episodes: int = Field(100, ge=1)
+    days: float = Field(14, gt=0)
+    interval_s: int = Field(60, gt=0)
+    close_steps: int = Field(1, ge=1)
+    grid_buy_price: float = Field(0.1449, gt=0)
+    grid_sell_price: float = Field(0.069, ge=0)
+    anneal_mechanisms: list[str] = Field(default_factory=lambda: ["exact_price"])
+    anneal_episodes: int = Field(100, ge=0)
+    anneal_multiplier: float = Field(0.98, gt=0, le=1)
+    greedy_episodes: int = Field(20, ge=0)
+    final_episodes: int = Field(10, ge=1)
+    noise_threshold: float = Field(0.15, ge=0, le=1, description="Normalised concentration below this is exploration noise.")
+    seed: int = Field(0, ge=0)
+    quick: dict = Field(default_factory=lambda: {"episodes": 12, "days": 1, "anneal_episodes": 12, "greedy_episodes": 2,
+                                                  "final_episodes": 3})
+
+    def quick_version(self) -> "SettlementStudy":
+        return self.model_copy(update=self.quick)
+
+    def cell_config(self, mechanism: str, scenario: str, seed: int) -> SimulationConfig:
+        """The simulation config of one cell: a plain trexsim config (runnable with ``trexsim run``)."""
+        from trexsim.config import parse_config
+
+        sc = self.scenarios[scenario]
+        anneal = mechanism in self.anneal_mechanisms
+        total = self.episodes + (self.anneal_episodes + self.greedy_episodes if anneal else 0)
+        trader = {
+            "type": "q_learning", "prices": self.prices.model_dump(), **self.learning.model_dump(),
+            "anneal": ({"learning_rate": self.anneal_multiplier, "exploration": self.anneal_multiplier,
+                        "after_episode": self.episodes - 1} if anneal else {}),
+            "greedy_after_episode": (self.episodes + self.anneal_episodes - 1) if anneal else None,
+        }
+        per_hour = 3600 / self.interval_s
+        participants = {}
+        for i in range(sc.sellers):
+            participants[f"seller{i + 1}"] = {"profile": {"type": "flat", "generation_w": sc.seller_wh * per_hour},
+                                              "trader": trader}
+        for i in range(sc.buyers):
+            participants[f"buyer{i + 1}"] = {"profile": {"type": "flat", "load_w": sc.buyer_wh * per_hour},
+                                             "trader": trader}
+        return parse_config({
+            "study": {"name": f"{mechanism}-{scenario}-seed{seed}", "days": self.days, "episodes": total,
+                      "seed": seed, "interval_s": self.interval_s},
+            "market": {"settlement": mechanism, "close_steps": self.close_steps,
+                       "grid": {"buy_price": self.grid_buy_price, "sell_price": self.grid_sell_price}},
+            "participants": participants,
+            "records": {"level": "summary", "plots": False},
+        })
+
+
+@dataclass
+class CellResult:
+    mechanism: str
+    scenario: str
+    seed: int
+    prices: np.ndarray
+    bid_wh: np.ndarray  # over the final training episodes
+    ask_wh: np.ndarray
+    settled_wh: np.ndarray  # (2P - 1) half-step bins
+    greedy_bid_wh: np.ndarray | None = None  # over the greedy episodes after annealing (M3)
+    greedy_ask_wh: np.ndarray | None = None
+    greedy_settled_wh: np.ndarray | None = None
+    settled_per_episode_wh: list[int] = field(default_factory=list)
+    rounds: int = 0
+    seconds: float = 0.0
+
+    def medians(self, greedy: bool = False) -> dict[str, float | None]:
+        half = np.linspace(self.prices[0], self.prices[-1], 2 * self.prices.size - 1)
+        if greedy:
+            if self.greedy_bid_wh is None:
+                return {"bid": None, "ask": None, "settlement": None}
+            return {"bid": weighted_median(self.prices, self.greedy_bid_wh),
+                    "ask": weighted_median(self.prices, self.greedy_ask_wh),
+                    "settlement": weighted_median(half, self.greedy_settled_wh)}
+        return {"bid": weighted_median(self.prices, self.bid_wh), "ask": weighted_median(self.prices, self.ask_wh),
+                "settlement": weighted_median(half, self.settled_wh)}
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float | None:
+    """Quantity-weighted median of prices (the lower median), None without weight."""
+    total = float(np.sum(weights))
+    if total <= 0:
+        return None
+    cum = np.cumsum(weights)
+    return float(values[int(np.searchsorted(cum, total / 2.0))])
+
+
+def run_cell(study: SettlementStudy, mechanism: str, scenario: str, seed: int, progress=None) -> CellResult:
+    """Train one cell on the compiled market and collect its histograms."""
+    from trexsim.studies.fast_market import FastMarket
+
+    start = time.perf_counter()
+    config = study.cell_config(mechanism, scenario, seed)
+    market = FastMarket(config)
+    prices = market.population.prices[0]
+    p = prices.size
+    anneal = mechanism in study.anneal_mechanisms
+    final_from = study.episodes - min(study.final_episodes, study.episodes)
+    greedy_from = study.episodes + study.anneal_episodes
+    out = CellResult(mechanism, scenario, seed, prices, np.zeros(p), np.zeros(p), np.zeros(2 * p - 1))
+    if anneal and study.greedy_episodes:
+        out.greedy_bid_wh, out.greedy_ask_wh, out.greedy_settled_wh = np.zeros(p), np.zeros(p), np.zeros(2 * p - 1)
+    for episode in range(config.study.episodes):
+        trace = market.run_episode(episode)
+        out.settled_per_episode_wh.append(trace.settled_total_wh)
+        if final_from <= episode < study.episodes:
+            out.bid_wh += trace.bid_wh
+            out.ask_wh += trace.ask_wh
+            out.settled_wh += trace.settled_wh
+        if out.greedy_bid_wh is not None and episode >= greedy_from:
+            out.greedy_bid_wh += trace.bid_wh
+            out.greedy_ask_wh += trace.ask_wh
+            out.greedy_settled_wh += trace.settled_wh
+        if progress is not None:
+            progress.put((mechanism, scenario, seed, episode + 1, config.study.episodes))
+    out.rounds = config.study.rounds_per_episode * config.study.episodes
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+# --------------------------------------------------------------------------- verdicts
+def _band(price: float | None, lo: float, hi: float) -> str:
+    if price is None:
+        return "none"
+    x = (price - lo) / (hi - lo)
+    return "low" if x < 1 / 3 else ("high" if x > 2 / 3 else "middle")
+
+
+def verdict(cell: CellResult, study: SettlementStudy) -> tuple[str, str]:
+    """``(expected, observed)`` in words, against the paper's section 5 expectations."""
+    lo, hi = study.prices.min_price, study.prices.max_price
+    m = cell.medians()
+    bid, ask, settle = (_band(m[k], lo, hi) for k in ("bid", "ask", "settlement"))
+    observed = f"bids {bid}, asks {ask}, settlements {settle}"
+    if cell.mechanism == "exact_match":
+        expected = "fails to converge in the training time"
+    elif cell.scenario == "over_supply":
+        expected = "asks driven low, bids following"
+    elif cell.scenario == "over_demand":
+        expected = "bids driven high, asks following"
+    elif cell.mechanism == "average_price":
+        expected = "fails: actions diverge to the extremes (bids high, asks low)"
+    else:
+        expected = "prices near the middle; greedy bid = ask"
+    return expected, observed
+
+
+def matches_paper(cell: CellResult, study: SettlementStudy) -> bool:
+    lo, hi = study.prices.min_price, study.prices.max_price
+    m = cell.medians()
+    bid, ask = _band(m["bid"], lo, hi), _band(m["ask"], lo, hi)
+    step = (hi - lo) / (study.prices.count - 1)
+    if cell.mechanism == "exact_match":
+        # "fails to converge": concentration stays spread (no single dominant price for either side)
+        return not (_concentrated(cell.bid_wh, study.noise_threshold) and _concentrated(cell.ask_wh, study.noise_threshold))
+    if cell.scenario == "over_supply":
+        return ask == "low" and bid in ("low", "middle")
+    if cell.scenario == "over_demand":
+        return bid == "high" and ask in ("high", "middle")
+    if cell.mechanism == "average_price":
+        return bid == "high" and ask == "low"
+    g = cell.medians(greedy=True)
+    near = g["bid"] is not None and g["ask"] is not None and abs(g["bid"] - g["ask"]) <= 2 * step + 1e-12
+    return _band(m["settlement"], lo, hi) == "middle" and near
+
+
+def _concentrated(hist: np.ndarray, threshold: float) -> bool:
+    """Most of the quantity sits at prices above the noise threshold of the normalised histogram."""
+    if hist.sum() <= 0:
+        return False
+    norm = hist / hist.max()
+    return float(hist[norm >= threshold].sum() / hist.sum()) > 0.8 and int((norm >= threshold).sum()) <= 5
+
+
+# --------------------------------------------------------------------------- running and reporting
+def run_study(study: SettlementStudy, out_dir: Path, seeds: int = 1, workers: int = 1, on_progress=None,
+              cluster: str | None = None) -> list[CellResult]:
+    """Run every cell x seed (in ``workers`` processes) and write results and figures to ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tasks = [(m, s, study.seed + k) for k in range(seeds) for m in study.mechanisms for s in study.scenarios]
+    results: list[CellResult] = []
+    if workers <= 1:
+        for m, s, seed in tasks:
+            results.append(run_cell(study, m, s, seed))
+            if on_progress:
+                on_progress(results[-1])
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(run_cell, study, m, s, seed) for m, s, seed in tasks]
+            for future in as_completed(futures):
+                results.append(future.result())
+                if on_progress:
+                    on_progress(results[-1])
+    order = {t: i for i, t in enumerate(tasks)}
+    results.sort(key=lambda r: order[(r.mechanism, r.scenario, r.seed)])
+    write_report(study, results, out_dir)
+    return results
+
+
+def write_report(study: SettlementStudy, results: list[CellResult], out_dir: Path) -> dict:
+    rows = []
+    for r in results:
+        med, greedy = r.medians(), r.medians(greedy=True)
+        expected, observed = verdict(r, study)
+        rows.append({"mechanism": r.mechanism, "paper": PAPER.get(r.mechanism, ""), "scenario": r.scenario,
+                     "seed": r.seed, "median_bid": med["bid"], "median_ask": med["ask"],
+                     "median_settlement": med["settlement"], "greedy_median_bid": greedy["bid"],
+                     "greedy_median_ask": greedy["ask"], "expected": expected, "observed": observed,
+                     "matches_paper": matches_paper(r, study), "settled_wh_last_episode": r.settled_per_episode_wh[-1],
+                     "rounds": r.rounds, "seconds": round(r.seconds, 2)})
+    robustness = {}
+    for r in rows:
+        key = f"{r['mechanism']}/{r['scenario']}"
+        robustness.setdefault(key, []).append(r["matches_paper"])
+    summary = {"study": study.model_dump(), "cells": rows,
+               "robustness": {k: f"{sum(v)}/{len(v)} seeds match the paper" for k, v in robustness.items()},
+               "rounds": int(sum(r.rounds for r in results)), "cell_seconds": round(sum(r.seconds for r in results), 2)}
+    (out_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    np.savez_compressed(out_dir / "histograms.npz", **{
+        f"{r.mechanism}.{r.scenario}.{r.seed}.{name}": getattr(r, name)
+        for r in results for name in ("bid_wh", "ask_wh", "settled_wh", "greedy_bid_wh", "greedy_ask_wh", "greedy_settled_wh")
+        if getattr(r, name) is not None})
+    plot_study(study, results, out_dir)
+    return summary
+
+
+def plot_study(study: SettlementStudy, results: list[CellResult], out_dir: Path) -> list[Path]:
+    """Figures 3-5 of the paper (one per mechanism: scenarios x bids/asks/settlements) and figure 6."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = []
+    seed0 = min(r.seed for r in results)
+    cells = {(r.mechanism, r.scenario): r for r in results if r.seed == seed0}
+    scenarios = list(study.scenarios)
+
+    def draw(ax, r, which, greedy=False):
+        prices = r.prices
+        half = np.linspace(prices[0], prices[-1], 2 * prices.size - 1)
+        bid = r.greedy_bid_wh if greedy else r.bid_wh
+        ask = r.greedy_ask_wh if greedy else r.ask_wh
+        settled = r.greedy_settled_wh if greedy else r.settled_wh
+        series = {"bids": (prices, bid, "tab:blue"), "asks": (prices, ask, "tab:orange"),
+                  "settlements": (half, settled, "tab:green")}
+        x, h, color = series[which]
+        if h is not None and h.max() > 0:
+            ax.bar(x, h / h.max(), width=(prices[1] - prices[0]) * (0.5 if which == "settlements" else 0.9), color=color)
+        ax.axhline(study.noise_threshold, color="gray", lw=0.6, ls="--")
+        ax.set_ylim(0, 1.05)
+        ax.set_xlim(prices[0], prices[-1])
+        ax.tick_params(labelsize=7)
+
+    for mech in study.mechanisms:
+        fig, axes = plt.subplots(len(scenarios), 3, figsize=(11, 2.4 * len(scenarios)), squeeze=False)
+        for i, sc in enumerate(scenarios):
+            r = cells.get((mech, sc))
+            for j, which in enumerate(("bids", "asks", "settlements")):
+                ax = axes[i][j]
+                if r is not None:
+                    draw(ax, r, which)
+                if i == 0:
+                    ax.set_title(which)
+                if j == 0:
+                    ax.set_ylabel(sc.replace("_", "-"), fontsize=8)
+                if i == len(scenarios) - 1:
+                    ax.set_xlabel("price ($/kWh)", fontsize=8)
+        fig.suptitle(f"{PAPER.get(mech, mech)} {mech}: quantity at each price, last {study.final_episodes} training episodes "
+                     f"(normalised; dashed: {study.noise_threshold} noise level)", fontsize=9)
+        fig.tight_layout()
+        path = out_dir / f"concentration_{mech}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        figures.append(path)
+    for mech in study.anneal_mechanisms:
+        if not any(cells.get((mech, sc)) is not None and cells[(mech, sc)].greedy_bid_wh is not None for sc in scenarios):
+            continue
+        fig, axes = plt.subplots(len(scenarios), 3, figsize=(11, 2.4 * len(scenarios)), squeeze=False)
+        for i, sc in enumerate(scenarios):
+            r = cells.get((mech, sc))
+            for j, which in enumerate(("bids", "asks", "settlements")):
+                if r is not None and r.greedy_bid_wh is not None:
+                    draw(axes[i][j], r, which, greedy=True)
+                if i == 0:
+                    axes[i][j].set_title(which)
+                if j == 0:
+                    axes[i][j].set_ylabel(sc.replace("_", "-"), fontsize=8)
+        fig.suptitle(f"{PAPER.get(mech, mech)} {mech}: greedy policy after annealing ({study.greedy_episodes} episodes)",
+                     fontsize=9)
+        fig.tight_layout()
+        path = out_dir / f"greedy_{mech}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        figures.append(path)
+    return figures
