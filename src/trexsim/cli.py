@@ -195,6 +195,62 @@ def plot(run_dir: Path = typer.Argument(..., help="A run's output folder.")) -> 
     console.print(f"wrote {', '.join(str(f) for f in figures)}")
 
 
+study_app = typer.Typer(no_args_is_help=True, help="Reproducible studies.")
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("settlement")
+def study_settlement(
+    config: Optional[Path] = typer.Argument(None, help="Study config (JSON); default: the T-REX paper's study."),
+    quick: bool = typer.Option(False, "--quick", help="A short smoke run (see the config's 'quick' overrides)."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Seeds per cell; the report says how robust each verdict is."),
+    out: Path = typer.Option(Path("runs/settlement-study"), "--out", "-o", help="Output folder."),
+    workers: int = typer.Option(2, "--workers", "-w", min=1, help="Parallel processes."),
+) -> None:
+    """The T-REX paper's settlement-mechanism study (M1/M2/M3 x over-supply/over-demand/balanced)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from trexsim.config.loader import read_config_text
+    from trexsim.studies.settlement import SettlementStudy, run_study
+
+    try:
+        if config is None:
+            study = SettlementStudy()
+        else:
+            from pydantic import ValidationError
+
+            try:
+                study = SettlementStudy.model_validate(read_config_text(config))
+            except ValidationError as exc:
+                raise ConfigError([(".".join(str(x) for x in e["loc"]), e["msg"]) for e in exc.errors()], str(config)) from None
+        if quick:
+            study = study.quick_version()
+        cells = len(study.mechanisms) * len(study.scenarios) * seeds
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cells"),
+                      TimeElapsedColumn(), console=console) as progress:
+            task = progress.add_task(study.name, total=cells)
+            results = run_study(study, out, seeds=seeds, workers=workers,
+                                on_progress=lambda r: progress.update(task, advance=1, description=f"{r.mechanism}/{r.scenario}"))
+    except TrexsimError as exc:
+        _fail(exc)
+        return
+    import json as _json
+
+    report = _json.loads((out / "results.json").read_text())
+    table = Table(title=f"{study.name}: quantity-weighted medians over the last {study.final_episodes} training episodes")
+    for col in ("cell", "seed", "bid", "ask", "settle", "greedy\nbid", "greedy\nask", "as in\npaper"):
+        table.add_column(col, no_wrap=True)
+    fmt = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
+    for c in report["cells"]:
+        table.add_row(f"{c['paper'] or c['mechanism']} {c['scenario'].replace('_', '-')}", str(c["seed"]),
+                      fmt(c["median_bid"]), fmt(c["median_ask"]), fmt(c["median_settlement"]),
+                      fmt(c["greedy_median_bid"]), fmt(c["greedy_median_ask"]), "yes" if c["matches_paper"] else "no")
+    console.print(table)
+    for cell, text in report["robustness"].items():
+        console.print(f"  {cell}: {text}")
+    console.print(f"{report['rounds']:,} market rounds in {len(results)} cells; results and figures in [bold]{out}[/]")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
