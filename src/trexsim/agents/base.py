@@ -83,7 +83,8 @@ class TraderPopulation(ABC):
 
 
 _KINDS = {"grid_only": "grid_only", "baseline_agent": "grid_only", "fixed_price": "fixed_price",
-          "basic_trader": "fixed_price", "q_learning": "q_learning", "qlearn_bandit": "q_learning"}
+          "basic_trader": "fixed_price", "q_learning": "q_learning", "qlearn_bandit": "q_learning",
+          "external": "external"}
 
 
 def population_kinds(specs: list) -> list[str]:
@@ -105,6 +106,10 @@ def build_trader_populations(specs: list, rng_for: "callable") -> list[TraderPop
         from trexsim.agents.qlearning import QLearningTraders
 
         classes.update({"q_learning": QLearningTraders, "qlearn_bandit": QLearningTraders})
+    if any(spec.type == "external" for spec in specs):
+        from trexsim.agents.external import ExternalTraders
+
+        classes["external"] = ExternalTraders
     groups: dict[type, list[int]] = {}
     for i, spec in enumerate(specs):
         groups.setdefault(classes[spec.type], []).append(i)

@@ -15,7 +15,7 @@ from trexsim.config.schema import SimulationConfig
 from trexsim.errors import ConfigError
 
 _UNION_TAGS = {"flat", "realistic", "file", "grid_only", "baseline_agent", "fixed_price", "basic_trader", "q_learning",
-               "qlearn_bandit"}
+               "qlearn_bandit", "external"}
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:

@@ -239,8 +239,10 @@ class BatteryConfig(_Model):
     efficiency: float = Field(0.95, gt=0, le=1, description="One-way efficiency; round trip is its square.")
     monthly_self_discharge: float = Field(0.02, ge=0, lt=1, alias="monthly_sdr", description="Fraction lost per 30 days.")
     initial_soc: float = Field(0.5, ge=0, le=1, description="State of charge at the start of each episode (fraction).")
-    policy: Literal["self_consumption", "idle"] = Field(
-        "self_consumption", description="self_consumption: charge from surplus PV, discharge to cover load."
+    policy: Literal["self_consumption", "idle", "external"] = Field(
+        "self_consumption",
+        description="self_consumption: charge from surplus PV, discharge to cover load; external: follow the set-point "
+                    "of an external (RL) trader; idle: never used.",
     )
 
     @model_validator(mode="after")
@@ -312,7 +314,29 @@ class QLearningTrader(_Model):
     q_table: str | None = Field(None, description="A q_tables.npz saved by an earlier run, to continue training or evaluate.")
 
 
-TraderConfig = Annotated[Union[GridOnlyTrader, FixedPriceTrader, QLearningTrader], Field(discriminator="type")]
+class ExternalTrader(_Model):
+    """Orders (and, with ``storage.policy: external``, the battery) come from outside: an RL agent
+    driving the simulation through :mod:`trexsim.envs`."""
+
+    type: Literal["external"]
+    action: Literal["continuous", "discrete"] = Field("continuous", description="Box in [-1, 1] or MultiDiscrete levels.")
+    min_price: float = Field(0.0, ge=0, le=10, description="Price of the lowest action, $/kWh.")
+    max_price: float = Field(0.3, gt=0, le=10, description="Price of the highest action, $/kWh.")
+    max_quantity_wh: int = Field(2000, gt=0, description="Quantity of the largest order action, Wh per round.")
+    price_levels: int = Field(21, ge=2, le=1000, description="Discrete actions: prices from min to max.")
+    quantity_levels: int = Field(11, ge=2, le=1000, description="Discrete actions: quantities from 0 to max.")
+    battery_levels: int = Field(11, ge=3, le=1001, description="Discrete actions: set-points from full discharge to full charge (odd: 0 is a level).")
+    reward: Literal["net_profit", "savings"] = Field(
+        "net_profit", description="net_profit: the delivery's net profit, $; savings: its grid-only cost minus its net cost, $.")
+
+    @model_validator(mode="after")
+    def _window(self) -> "ExternalTrader":
+        if self.min_price >= self.max_price:
+            raise ValueError("min_price must be below max_price")
+        return self
+
+
+TraderConfig = Annotated[Union[GridOnlyTrader, FixedPriceTrader, QLearningTrader, ExternalTrader], Field(discriminator="type")]
 
 
 class ParticipantConfig(_Model):
@@ -321,6 +345,12 @@ class ParticipantConfig(_Model):
     storage: BatteryConfig | None = None
     trader: TraderConfig = Field(default_factory=lambda: GridOnlyTrader(type="grid_only"))
     count: int = Field(1, ge=1, le=1_000_000, description="Copies of this household, named '<id>-1' ... '<id>-N' (numbers zero-padded to N's width).")
+
+    @model_validator(mode="after")
+    def _external_battery(self) -> "ParticipantConfig":
+        if self.storage is not None and self.storage.policy == "external" and self.trader.type != "external":
+            raise ValueError("storage.policy 'external' needs an external trader to give the set-points")
+        return self
 
 
 # --------------------------------------------------------------------------- records

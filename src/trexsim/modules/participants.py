@@ -41,8 +41,9 @@ class Participants:
         for i, spec in enumerate(specs):
             s = spec.storage
             if s is not None:
+                # an external battery is driven through the same kernel, with the agent's set-point as its need
                 self.battery.configure(i, s.capacity_wh, s.charge_power_w, s.discharge_power_w, s.efficiency,
-                                       s.monthly_self_discharge, s.initial_soc, s.policy == "self_consumption")
+                                       s.monthly_self_discharge, s.initial_soc, s.policy in ("self_consumption", "external"))
         self.shadow_stored_wh = self.battery.stored_wh.copy()
         self._zeros = np.zeros(self.n, dtype=np.int64)
         self._offers_battery = any(getattr(s.trader, "battery_ask_price", None) for s in specs)
@@ -50,6 +51,14 @@ class Participants:
         self.traders = build_trader_populations([s.trader for s in specs], lambda kind: next(trader_seeds))
         for pop in self.traders:
             pop.set_participant_ids([self.ids[i] for i in pop.members])
+        # (population, positions of its members whose battery follows the population's set-points)
+        self._setpoint_sources = []
+        external = np.array([s.storage is not None and s.storage.policy == "external" for s in specs], dtype=bool)
+        for pop in self.traders:
+            if hasattr(pop, "battery_setpoint"):
+                positions = np.flatnonzero(external[pop.members])
+                if positions.size:
+                    self._setpoint_sources.append((pop, positions))
         self._buy = np.zeros(rounds_per_episode)
         self._sell = np.zeros(rounds_per_episode)
         self.episode = -1
@@ -104,7 +113,11 @@ class Participants:
         bought, sold = self._contracts.pop(k, (zero, zero))
         battery = self.battery
         # the battery tracks the contracted position: cover need beyond PV and purchases, store what is left
-        charge, discharge, battery.stored_wh = battery.dispatch_step(load - gen - (bought - sold))
+        need = load - gen - (bought - sold)
+        for pop, positions in self._setpoint_sources:
+            # a set-point of +x Wh (charge) is a need of -x for the dispatch kernel
+            need[pop.members[positions]] = -pop.battery_setpoint(k)[positions]
+        charge, discharge, battery.stored_wh = battery.dispatch_step(need)
         c0, d0, self.shadow_stored_wh = battery.dispatch_step(load - gen, self.shadow_stored_wh)
         self._plan_delta.pop(k, None)
         self.fabric.publish(topics.METER, MeterReadings(
