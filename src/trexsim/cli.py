@@ -48,20 +48,32 @@ def run(
     example: Optional[str] = typer.Option(None, help=f"Run a bundled example instead: {', '.join(EXAMPLES)}."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the figures."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
+    fabric: Optional[str] = typer.Option(None, "--fabric", help="Carry every message through an MQTT broker: mqtt://HOST:PORT."),
 ) -> None:
-    """Run a simulation in one process; write its database, summary.json and figures."""
+    """Run a simulation; write its database, summary.json and figures."""
     from trexsim.config import load_config
 
+    network = None
     try:
         path = config if config is not None else _example_path(example or "community")
         cfg = load_config(path)
         from trexsim.simulation import Simulation
 
-        sim = Simulation(cfg, out)
+        if fabric is not None:
+            from trexsim.fabric.mqtt import MqttFabric
+
+            network = MqttFabric(fabric, namespace=f"trexsim/{cfg.study.name.replace(' ', '_')}")
+        sim = Simulation(cfg, out, fabric=network)
         result = _run_with_progress(sim, quiet, plots=False if no_plots else None)
     except TrexsimError as exc:
         _fail(exc)
         return
+    except ModuleNotFoundError as exc:
+        _fail(TrexsimError(f"{exc.name} is not installed: pip install \"trexsim[net]\""))
+        return
+    finally:
+        if network is not None:
+            network.close()
     if not quiet:
         print_summary(result.summary)
         console.print(f"\nresults: [bold]{result.out_dir}[/]  (database {result.database.name}, summary.json)")

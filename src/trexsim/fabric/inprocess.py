@@ -28,6 +28,9 @@ class InProcessFabric:
         if not self._draining:
             self._drain()
 
+    def settle(self) -> None:
+        """Nothing to wait for: ``publish`` has already handled everything (networked fabrics wait here)."""
+
     def _drain(self) -> None:
         self._draining = True
         try:

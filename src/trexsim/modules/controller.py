@@ -26,27 +26,32 @@ class Controller:
         self.episode = -1
         self.round = -1
 
+    def _send(self, topic: str, message) -> None:
+        # every module finishes with a message (and everything it caused) before the next one
+        self.fabric.publish(topic, message)
+        self.fabric.settle()
+
     def announce(self) -> None:
-        self.fabric.publish(topics.ROSTER, Roster(self.participant_ids))
+        self._send(topics.ROSTER, Roster(self.participant_ids))
 
     def start_episode(self, episode: int) -> None:
         self.episode = episode
         self.round = 0
-        self.fabric.publish(topics.EPISODE_START, EpisodeStart(episode, self.start_utc_s, self.rounds, self.interval_s))
+        self._send(topics.EPISODE_START, EpisodeStart(episode, self.start_utc_s, self.rounds, self.interval_s))
 
     def step(self) -> bool:
         """Run one round; False once the episode has no rounds left."""
         k = self.round
         if k >= self.rounds:
             return False
-        publish = self.fabric.publish
-        publish(topics.ROUND_START, RoundStart(self.episode, k, self.start_utc_s + k * self.interval_s, self.interval_s, k + self.close_steps))
-        publish(topics.ROUND_END, RoundEnd(self.episode, k))
+        send = self._send
+        send(topics.ROUND_START, RoundStart(self.episode, k, self.start_utc_s + k * self.interval_s, self.interval_s, k + self.close_steps))
+        send(topics.ROUND_END, RoundEnd(self.episode, k))
         self.round = k + 1
         return True
 
     def end_episode(self) -> None:
-        self.fabric.publish(topics.EPISODE_END, EpisodeEnd(self.episode))
+        self._send(topics.EPISODE_END, EpisodeEnd(self.episode))
 
     def run(self, on_round: Callable[[int, int], None] | None = None) -> None:
         """Every episode, every round, then SimulationEnd."""
@@ -57,4 +62,4 @@ class Controller:
                 if on_round is not None:
                     on_round(episode, self.round)
             self.end_episode()
-        self.fabric.publish(topics.SIMULATION_END, SimulationEnd(self.episodes))
+        self._send(topics.SIMULATION_END, SimulationEnd(self.episodes))

@@ -1,0 +1,109 @@
+"""The MQTT fabric through a real Mosquitto broker started by the test on 127.0.0.1."""
+
+import hashlib
+import shutil
+import socket
+import subprocess
+import time
+
+import duckdb
+import numpy as np
+import pytest
+
+pytest.importorskip("paho.mqtt", reason="paho-mqtt is not installed")
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if shutil.os.path.exists("/usr/sbin/mosquitto") else None)
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)")
+
+from trexsim import parse_config  # noqa: E402
+from trexsim.errors import TrexsimError  # noqa: E402
+from trexsim.fabric import topics  # noqa: E402
+from trexsim.fabric.messages import Orders  # noqa: E402
+from trexsim.fabric.mqtt import MqttFabric  # noqa: E402
+from trexsim.simulation import Simulation  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    port = free_port()
+    conf = tmp_path_factory.mktemp("mosquitto") / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\n"
+                    "set_tcp_nodelay true\n")
+    conf.chmod(0o644)
+    conf.parent.chmod(0o755)
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail(f"mosquitto did not start: {proc.stdout.read().decode()}")
+    yield f"mqtt://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def ledger(db):
+    con = duckdb.connect(str(db), read_only=True)
+    h = hashlib.sha256()
+    for table, key in [("orders", "round, order_id"), ("settlements", "delivery_round, bid_id, ask_id"),
+                       ("deliveries", "round, participant")]:
+        for row in con.execute(f"SELECT * EXCLUDE (episode) FROM {table} ORDER BY {key}").fetchall():
+            h.update(repr(row).encode())
+    con.close()
+    return h.hexdigest()
+
+
+def community():
+    return parse_config({
+        "study": {"days": 60 / 1440, "seed": 9, "start_datetime": "2021-07-01 11:00:00"},
+        "participants": {
+            "pro": {"count": 3, "profile": {"type": "realistic", "pv_capacity_kw": 6},
+                    "storage": {"capacity_wh": 8000, "power_w": 4000},
+                    "trader": {"type": "fixed_price", "bid_price": 0.12, "ask_price": 0.10}},
+            "con": {"count": 2, "profile": {"type": "realistic", "pv_capacity_kw": 0},
+                    "trader": {"type": "fixed_price", "bid_price": 0.13, "ask_price": 0.11}},
+        },
+    })
+
+
+def test_same_ledger_over_the_broker_as_in_process(tmp_path, broker):
+    local = Simulation(community(), tmp_path / "local").run(plots=False)
+    fabric = MqttFabric(broker, namespace="test/same-ledger")
+    try:
+        remote = Simulation(community(), tmp_path / "mqtt", fabric=fabric).run(plots=False)
+    finally:
+        fabric.close()
+    assert remote.summary["market"]["settled_wh"] > 0
+    assert ledger(remote.database) == ledger(local.database)
+    assert remote.summary["participants"] == local.summary["participants"]
+
+
+def test_a_malformed_message_on_the_bus_is_dropped_and_counted(broker):
+    fabric = MqttFabric(broker, namespace="test/bad")
+    seen = []
+    fabric.subscribe(topics.ORDERS, seen.append)
+    try:
+        fabric._client.publish(fabric.topic, b"\x93not msgpack at all", qos=1).wait_for_publish(5)
+        ok = Orders(0, 1, 2, np.array([0]), np.array([0]), np.array([0]), np.array([0.1]), np.array([5]), np.array([1]))
+        fabric.publish(topics.ORDERS, ok)
+        fabric.settle()
+    finally:
+        fabric.close()
+    assert fabric.rejected == 1
+    assert len(seen) == 1 and seen[0].quantity_wh.tolist() == [5]
+
+
+def test_an_unreachable_broker_is_a_clear_error():
+    with pytest.raises(TrexsimError, match="cannot reach the MQTT broker"):
+        MqttFabric(f"mqtt://127.0.0.1:{free_port()}", timeout_s=2)
+    with pytest.raises(TrexsimError, match="expected mqtt://"):
+        MqttFabric("http://127.0.0.1:1883")
