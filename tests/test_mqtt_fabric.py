@@ -107,3 +107,33 @@ def test_an_unreachable_broker_is_a_clear_error():
         MqttFabric(f"mqtt://127.0.0.1:{free_port()}", timeout_s=2)
     with pytest.raises(TrexsimError, match="expected mqtt://"):
         MqttFabric("http://127.0.0.1:1883")
+
+
+def test_participants_in_separate_processes_give_the_same_ledger(tmp_path, broker):
+    import json
+
+    from typer.testing import CliRunner
+
+    from trexsim.cli import app
+
+    cfg = community().model_dump(mode="json", by_alias=True)
+    cfg["study"]["days"] = 30 / 1440
+    cfg["study"]["name"] = "processes"
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    local = Simulation(parse_config(cfg), tmp_path / "local").run(plots=False)
+    r = CliRunner().invoke(app, ["run", str(path), "--fabric", broker, "--participant-processes", "2",
+                                 "--out", str(tmp_path / "net"), "--no-plots", "--quiet"])
+    assert r.exit_code == 0, r.output
+
+    def book(db):
+        con = duckdb.connect(str(db), read_only=True)
+        rows = (con.execute("SELECT delivery_round, pool, buyer, seller, quantity_wh, buyer_price, seller_price "
+                            "FROM settlements ORDER BY ALL").fetchall(),
+                con.execute("SELECT * EXCLUDE (episode) FROM deliveries ORDER BY round, participant").fetchall())
+        con.close()
+        return rows
+
+    net = book(tmp_path / "net" / "run.duckdb")
+    assert len(net[0]) > 0 and len(net[1]) == 30 * 5
+    assert net == book(local.database)

@@ -49,6 +49,8 @@ def run(
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the figures."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
     fabric: Optional[str] = typer.Option(None, "--fabric", help="Carry every message through an MQTT broker: mqtt://HOST:PORT."),
+    participant_processes: int = typer.Option(0, "--participant-processes", min=0,
+                                              help="With --fabric: run the households in this many separate processes."),
 ) -> None:
     """Run a simulation; write its database, summary.json and figures."""
     from trexsim.config import load_config
@@ -59,12 +61,29 @@ def run(
         cfg = load_config(path)
         from trexsim.simulation import Simulation
 
+        nodes = []
+        if participant_processes and fabric is None:
+            raise TrexsimError("--participant-processes needs --fabric mqtt://HOST:PORT")
         if fabric is not None:
             from trexsim.fabric.mqtt import MqttFabric
 
-            network = MqttFabric(fabric, namespace=f"trexsim/{cfg.study.name.replace(' ', '_')}")
-        sim = Simulation(cfg, out, fabric=network)
-        result = _run_with_progress(sim, quiet, plots=False if no_plots else None)
+            namespace = f"trexsim/{cfg.study.name.replace(' ', '_')}"
+            network = MqttFabric(fabric, namespace=namespace)
+        sim = Simulation(cfg, out, fabric=network, local_participants=not participant_processes)
+        if participant_processes:
+            from trexsim.node import spawn_participant_nodes
+
+            nodes = spawn_participant_nodes(path, fabric, namespace, participant_processes)
+            network.wait_for_hellos(participant_processes, timeout_s=120)
+            network.expect_acks_from(participant_processes)
+        try:
+            result = _run_with_progress(sim, quiet, plots=False if no_plots else None)
+        finally:
+            for node in nodes:
+                try:
+                    node.wait(timeout=30)
+                except Exception:  # a node that does not stop by itself is stopped
+                    node.kill()
     except TrexsimError as exc:
         _fail(exc)
         return
@@ -205,6 +224,37 @@ def plot(run_dir: Path = typer.Argument(..., help="A run's output folder.")) -> 
         _fail(exc)
         return
     console.print(f"wrote {', '.join(str(f) for f in figures)}")
+
+
+node_app = typer.Typer(no_args_is_help=True, help="Run one module of a networked simulation.")
+app.add_typer(node_app, name="node")
+
+
+@node_app.command("participants")
+def node_participants(
+    config: Path = typer.Argument(..., help="The simulation's config file."),
+    fabric: str = typer.Option(..., "--fabric", help="mqtt://HOST:PORT of the broker."),
+    namespace: Optional[str] = typer.Option(None, "--namespace", help="Bus namespace (default trexsim/<study name>)."),
+    group: int = typer.Option(0, "--group", min=0, help="Which group of households this process holds (from 0)."),
+    groups: int = typer.Option(1, "--groups", min=1, help="How many groups the households are split into."),
+) -> None:
+    """Hold a group of households on the bus until the simulation ends."""
+    from trexsim.config import load_config
+    from trexsim.fabric.mqtt import MqttFabric
+    from trexsim.node import serve_participants
+
+    network = None
+    try:
+        if group >= groups:
+            raise TrexsimError(f"--group {group} must be below --groups {groups}")
+        cfg = load_config(config)
+        network = MqttFabric(fabric, namespace=namespace or f"trexsim/{cfg.study.name.replace(' ', '_')}")
+        serve_participants(config, network, group, groups)
+    except TrexsimError as exc:
+        _fail(exc)
+    finally:
+        if network is not None:
+            network.close()
 
 
 study_app = typer.Typer(no_args_is_help=True, help="Reproducible studies.")

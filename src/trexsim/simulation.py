@@ -43,7 +43,10 @@ class RunResult:
 
 
 class Simulation:
-    def __init__(self, config: SimulationConfig, out_dir: str | Path | None = None, fabric=None):
+    def __init__(self, config: SimulationConfig, out_dir: str | Path | None = None, fabric=None,
+                 local_participants: bool = True):
+        """``local_participants=False``: the participants run as separate module processes on a
+        networked fabric (``trexsim node participants``); this process holds the others."""
         self.config = config
         study = config.study
         self.out_dir = Path(out_dir) if out_dir is not None else Path("runs") / study.name
@@ -66,7 +69,7 @@ class Simulation:
         self.profiles = ProfileSet(self.participant_ids, [s.profile for s in specs], self.clock, study.seed,
                                    chunk_rounds=min(1440, rounds))
         self.participants = Participants(self.fabric, self.participant_ids, specs, self.profiles, study.interval_s,
-                                         rounds, config.market.close_steps, participants_rng(study.seed))
+                                         rounds, config.market.close_steps, participants_rng(study.seed)) if local_participants else None
         self.recorder = Recorder(self.fabric, self.db_path, len(specs), config.records.level, config.records.batch_rounds)
         self.controller = Controller(self.fabric, self.participant_ids, study.start_utc_s, study.interval_s, rounds,
                                      study.episodes, config.market.close_steps)
@@ -112,7 +115,7 @@ class Simulation:
         try:
             self.controller.run(on_round)
             status = "finished"
-            for population in self.participants.traders:
+            for population in (self.participants.traders if self.participants is not None else []):
                 population.save(self.out_dir)
         finally:
             self.recorder.flush()

@@ -169,9 +169,42 @@ class Delivered(_Msg):
     auctioneer_surplus_usd: float
 
 
+class Hello(_Msg):
+    """A module process joined the bus (networked fabrics)."""
+
+    sender: str
+    role: str
+
+
+class Ack(_Msg):
+    """A module process has handled the controller's message ``(sender, sequence)`` and published what it caused."""
+
+    sender: str
+    acked_sender: str
+    acked_sequence: int
+
+
+def merge_meter_readings(parts: list["MeterReadings"], n_participants: int) -> "MeterReadings":
+    """One round's readings of every participant from the messages of several participant modules.
+
+    Participants nobody reported for read zero (no energy, no battery change recorded).
+    """
+    if len(parts) == 1 and len(parts[0].participant) == n_participants:
+        return parts[0]
+    first = parts[0]
+    fields = {}
+    for name in ("load_wh", "generation_wh", "battery_charge_wh", "battery_discharge_wh", "grid_only_net_wh"):
+        fields[name] = np.zeros(n_participants, dtype=np.int64)
+    fields["battery_stored_wh"] = np.zeros(n_participants)
+    for part in parts:
+        for name, arr in fields.items():
+            arr[part.participant] = getattr(part, name)
+    return MeterReadings(first.episode, first.round, np.arange(n_participants, dtype=np.int64), **fields)
+
+
 Message = Union[
     Roster, EpisodeStart, EpisodeEnd, SimulationEnd, RoundStart, RoundEnd, GridPrices,
-    Orders, Accepted, Rejected, Cleared, MeterReadings, Delivered,
+    Orders, Accepted, Rejected, Cleared, MeterReadings, Delivered, Hello, Ack,
 ]
 
 

@@ -29,7 +29,11 @@ from urllib.parse import urlparse
 import msgspec
 
 from trexsim.errors import MessageError, TrexsimError
-from trexsim.fabric.messages import Message, _dec_hook, _enc_hook
+from trexsim.fabric.messages import Ack, Hello, Message, SimulationEnd, _dec_hook, _enc_hook
+
+ACK = "fabric/ack"
+HELLO = "fabric/hello"
+CONTROL_PREFIX = "sim/"  # the controller's messages: remote module processes acknowledge each one
 
 Handler = Callable[[Any], None]
 
@@ -68,10 +72,15 @@ class MqttFabric:
         self.timeout_s = timeout_s
         self.sender = client_id or f"trexsim-{uuid.uuid4().hex[:12]}"
         self.rejected = 0
+        self._serving = False
+        self._finished = False
         self._subscribers: dict[str, list[Handler]] = {}
         self._inbox: queue.Queue = queue.Queue()
         self._sequence = itertools.count()
         self._in_flight = 0
+        self._acks_needed = 0  # remote module processes that acknowledge each controller message
+        self._pending_acks: dict[int, int] = {}  # our sequence -> acknowledgements still missing
+        self.hellos: list[Hello] = []
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._error: str | None = None
@@ -128,17 +137,39 @@ class MqttFabric:
     def subscribe(self, topic: str, handler: Handler) -> None:
         self._subscribers.setdefault(topic, []).append(handler)
 
+    def expect_acks_from(self, n_processes: int) -> None:
+        """From now on every controller message waits for ``n_processes`` remote acknowledgements."""
+        self._acks_needed = int(n_processes)
+
+    def wait_for_hellos(self, n: int, timeout_s: float | None = None) -> list[Hello]:
+        """Dispatch until ``n`` module processes have announced themselves."""
+        import time
+
+        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        while len(self.hellos) < n:
+            try:
+                payload = self._inbox.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TrexsimError(f"{len(self.hellos)} of {n} module processes joined within the time limit") from None
+            self._dispatch(payload)
+        return self.hellos
+
     def publish(self, topic: str, message: Any) -> None:
-        payload = _ENCODER.encode(_Envelope(topic, self.sender, next(self._sequence), message))
-        self._in_flight += 1
+        sequence = next(self._sequence)
+        payload = _ENCODER.encode(_Envelope(topic, self.sender, sequence, message))
+        if self._acks_needed and topic.startswith(CONTROL_PREFIX):
+            self._pending_acks[sequence] = self._acks_needed
+        counted = topic not in (ACK, HELLO)  # nobody waits for acks and hellos to come back
+        if counted:
+            self._in_flight += 1
         info = self._client.publish(self.topic, payload, qos=1)
         if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
-            self._in_flight -= 1
+            self._in_flight -= counted
             raise TrexsimError(f"MQTT publish on {self.topic} failed: {self._mqtt.error_string(info.rc)}")
 
     def settle(self) -> None:
         """Dispatch arriving messages until everything this client published has been handled."""
-        while self._in_flight > 0:
+        while self._in_flight > 0 or self._pending_acks:
             try:
                 payload = self._inbox.get(timeout=self.timeout_s)
             except queue.Empty:
@@ -153,10 +184,40 @@ class MqttFabric:
             self.rejected += 1
             self.last_rejection = str(MessageError(str(exc)))
             return
-        if envelope.sender == self.sender:
+        if envelope.sender == self.sender and envelope.topic not in (ACK, HELLO):
             self._in_flight -= 1
+        if envelope.topic == ACK:
+            ack = envelope.message
+            if ack.acked_sender == self.sender and ack.acked_sequence in self._pending_acks:
+                left = self._pending_acks[ack.acked_sequence] - 1
+                if left:
+                    self._pending_acks[ack.acked_sequence] = left
+                else:
+                    del self._pending_acks[ack.acked_sequence]
+            return
+        if envelope.topic == HELLO:
+            if envelope.sender != self.sender:
+                self.hellos.append(envelope.message)
+            return
         for handler in self._subscribers.get(envelope.topic, ()):
             handler(envelope.message)
+        if self._serving and envelope.sender != self.sender and envelope.topic.startswith(CONTROL_PREFIX):
+            # published after every reaction: the broker's single order puts the reactions first
+            self.publish(ACK, Ack(self.sender, envelope.sender, envelope.sequence))
+            if isinstance(envelope.message, SimulationEnd):
+                self._finished = True
+
+    def serve(self, role: str) -> None:
+        """Run as a module process: announce, then handle and acknowledge messages until SimulationEnd."""
+        self._serving = True
+        self._finished = False
+        self.publish(HELLO, Hello(self.sender, role))
+        while not self._finished:
+            try:
+                payload = self._inbox.get(timeout=self.timeout_s)
+            except queue.Empty:
+                raise TrexsimError(f"{role}: nothing from the controller for {self.timeout_s} s") from None
+            self._dispatch(payload)
 
     def close(self) -> None:
         self._client.disconnect()

@@ -28,6 +28,7 @@ from trexsim.fabric.messages import (
     ASK,
     BID,
     Accepted,
+    merge_meter_readings,
     DISPATCH,
     NON_DISPATCH,
     Cleared,
@@ -76,13 +77,19 @@ def _int64(values) -> np.ndarray:
 class _Book:
     """Accepted orders for one delivery round, appended batch by batch."""
 
-    __slots__ = ("parts",)
+    __slots__ = ("parts", "placed")
 
     def __init__(self) -> None:
         self.parts: list[tuple[np.ndarray, ...]] = []
+        self.placed: list[int] = []
 
-    def add(self, participant, side, pool, price, quantity_wh, order_id) -> None:
+    def add(self, participant, side, pool, price, quantity_wh, order_id, placed_round: int = 0) -> None:
         self.parts.append((participant, side, pool, price, quantity_wh, order_id))
+        self.placed.append(placed_round)
+
+    def rounds(self) -> np.ndarray:
+        """The round each order was placed in."""
+        return np.concatenate([np.full(len(p[0]), r, dtype=np.int64) for p, r in zip(self.parts, self.placed)])
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         if len(self.parts) == 1:
@@ -103,7 +110,7 @@ class Market:
         self.round = -1
         self._books: dict[int, _Book] = {}
         self._contracts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]] = {}
-        self._meter: MeterReadings | None = None
+        self._meter: list[MeterReadings] = []
         self._buy = np.zeros(rounds_per_episode)
         self._sell = np.zeros(rounds_per_episode)
         self.max_energy_error_wh = 0
@@ -125,7 +132,7 @@ class Market:
         self.round = -1
         self._books.clear()
         self._contracts.clear()
-        self._meter = None
+        self._meter = []
 
     def on_grid_prices(self, msg: GridPrices) -> None:
         end = msg.first_round + len(msg.buy_price)
@@ -134,7 +141,7 @@ class Market:
 
     def on_round_start(self, msg: RoundStart) -> None:
         self.round = msg.round
-        self._meter = None
+        self._meter = []
 
     # ------------------------------------------------------------------ intake
     def validate(self, msg: Orders) -> tuple[np.ndarray, list[str]]:
@@ -209,7 +216,7 @@ class Market:
             entry = (pick(msg.participant), pick(msg.side), pick(msg.pool),
                      self._snap_price(np.asarray(msg.price, dtype=np.float64)[ok]), pick(msg.quantity_wh),
                      pick(msg.order_id))
-        book.add(*entry)
+        book.add(*entry, placed_round=msg.round)
         self.fabric.publish(topics.ACCEPTED, Accepted(msg.episode, msg.round, msg.delivery_round, *entry))
 
     def _reject_all(self, msg: Orders, reasons: list[str]) -> None:
@@ -231,7 +238,7 @@ class Market:
 
     def on_meter(self, msg: MeterReadings) -> None:
         if msg.episode == self.episode and msg.round == self.round:
-            self._meter = msg
+            self._meter.append(msg)  # one message per participant module
 
     # ------------------------------------------------------------------ clearing and delivery
     def clear(self, delivery_round: int) -> Cleared:
@@ -244,6 +251,10 @@ class Market:
             self._contracts[delivery_round] = (np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), 0.0)
             return Cleared(self.episode, self.round, delivery_round, empty_i, empty_i, empty_i, empty_i, empty_f, empty_f, empty_i, empty_i)
         participant, side, pool, price, qty, order_id = book.arrays()
+        # "submission order" is by round placed, then place in the roster, then order within the batch,
+        # never by arrival time: the same book however the participants are split over processes
+        order = np.lexsort((participant, book.rounds()))
+        participant, side, pool, price, qty, order_id = (a[order] for a in (participant, side, pool, price, qty, order_id))
         # the dispatchable pool clears first, as in T-REX; each pool on its own
         m, pool_c = self.mechanism.clear_book(participant, side, pool, price, qty)
         bi, ai = m.bid_index, m.ask_index
@@ -261,7 +272,7 @@ class Market:
         n = self.n
         bought, sold, cost, revenue, surplus = self._contracts.pop(
             round_index, (np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), 0.0))
-        meter = self._meter
+        meter = merge_meter_readings(self._meter, n) if self._meter else None
         if meter is None:  # nobody reported: settle as zero energy (the grid covers every contract)
             z = np.zeros(n, dtype=np.int64)
             load = gen = charge = discharge = baseline = z

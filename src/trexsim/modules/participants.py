@@ -16,6 +16,7 @@ household's grid-only bill (the counterfactual everyone is compared with).
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 
 from trexsim.agents.base import OrderBatch, TraderObservation, build_trader_populations, population_kinds
@@ -27,16 +28,26 @@ from trexsim.seeding import population_rngs
 from trexsim.fabric.messages import Cleared, Delivered, EpisodeStart, GridPrices, MeterReadings, Orders, RoundStart
 
 
+_DELIVERED_ARRAYS = [f for f in Delivered.__struct_fields__ if f not in ("episode", "round", "grid_buy_price",
+                                                                          "grid_sell_price", "auctioneer_surplus_usd")]
+
+
 class Participants:
     def __init__(self, fabric, participant_ids: list[str], specs: list[ParticipantConfig], profiles: ProfileSet,
-                 interval_s: int, rounds_per_episode: int, close_steps: int, rng: np.random.Generator):
+                 interval_s: int, rounds_per_episode: int, close_steps: int, rng: np.random.Generator,
+                 roster_index: np.ndarray | None = None, roster_size: int | None = None):
+        """``roster_index``: where these households stand in the whole roster, when this module holds
+        only some of them (one process of a networked run); messages always use roster indices."""
         self.fabric = fabric
         self.ids = list(participant_ids)
         self.n = len(self.ids)
+        self.roster_index = np.arange(self.n, dtype=np.int64) if roster_index is None else np.asarray(roster_index, dtype=np.int64)
+        self.roster_size = self.n if roster_size is None else int(roster_size)
+        self._whole_roster = self.roster_size == self.n
         self.profiles = profiles
         self.rounds = rounds_per_episode
         self.close_steps = close_steps
-        self.index = np.arange(self.n, dtype=np.int64)
+        self.index = self.roster_index
         self.battery = BatteryBank(self.n, interval_s)
         for i, spec in enumerate(specs):
             s = spec.storage
@@ -64,7 +75,9 @@ class Participants:
         self.episode = -1
         self._contracts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._plan_delta: dict[int, np.ndarray] = {}
-        self._next_order_id = 0
+        # order ids are unique per participant module: a module's ids start at its first household's place << 40
+        self._order_id_base = int(self.roster_index.min()) << 40 if self.n else 0
+        self._next_order_id = self._order_id_base
         fabric.subscribe(topics.EPISODE_START, self.on_episode_start)
         fabric.subscribe(topics.GRID_PRICES, self.on_grid_prices)
         fabric.subscribe(topics.ROUND_START, self.on_round_start)
@@ -77,7 +90,7 @@ class Participants:
         self.shadow_stored_wh = self.battery.stored_wh.copy()
         self._contracts.clear()
         self._plan_delta.clear()
-        self._next_order_id = 0
+        self._next_order_id = self._order_id_base
         for pop in self.traders:
             pop.reset(msg.episode)
 
@@ -89,14 +102,19 @@ class Participants:
     def on_cleared(self, msg: Cleared) -> None:
         if msg.episode != self.episode:
             return
-        bought = np.bincount(msg.buyer, weights=msg.quantity_wh, minlength=self.n).astype(np.int64)
-        sold = np.bincount(msg.seller, weights=msg.quantity_wh, minlength=self.n).astype(np.int64)
+        bought = np.bincount(msg.buyer, weights=msg.quantity_wh, minlength=self.roster_size).astype(np.int64)
+        sold = np.bincount(msg.seller, weights=msg.quantity_wh, minlength=self.roster_size).astype(np.int64)
+        if not self._whole_roster:
+            bought, sold = bought[self.roster_index], sold[self.roster_index]
         prev = self._contracts.get(msg.delivery_round)
         self._contracts[msg.delivery_round] = (bought, sold) if prev is None else (prev[0] + bought, prev[1] + sold)
         for pop in self.traders:
             pop.on_cleared(msg)
 
     def on_delivered(self, msg: Delivered) -> None:
+        if not self._whole_roster:  # populations index by their own households: hand them their rows
+            idx = self.roster_index
+            msg = msgspec.structs.replace(msg, **{f: getattr(msg, f)[idx] for f in _DELIVERED_ARRAYS})
         for pop in self.traders:
             pop.on_delivered(msg)
 
@@ -153,7 +171,7 @@ class Participants:
                                         spare[m], buy, sell)
             batch = pop.act(obs)
             if batch.member.size:
-                parts.append((m[batch.member] if m.size != self.n else batch.member, batch.side, batch.pool,
+                parts.append((self.roster_index[m[batch.member] if m.size != self.n else batch.member], batch.side, batch.pool,
                               batch.price, batch.quantity_wh))
         if not parts:
             return

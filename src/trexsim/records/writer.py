@@ -26,6 +26,7 @@ from trexsim.fabric.messages import (
     MeterReadings,
     Accepted,
     Rejected,
+    merge_meter_readings,
     Roster,
     RoundStart,
 )
@@ -89,7 +90,7 @@ class Recorder:
         self.n = n_participants
         self.totals = Totals(n_participants)
         self._rows: dict[str, list] = {name: [] for name in TABLES}
-        self._meter: MeterReadings | None = None
+        self._meter: list[MeterReadings] = []
         self._round_start: dict[int, int] = {}
         self._init_delivery_buffers()
         # DuckDB inserts release the GIL: a writer thread overlaps them with the round loop.
@@ -159,10 +160,13 @@ class Recorder:
             self._rows["settlements"].append(msg)  # turned into columns once per batch, at flush
 
     def on_meter(self, msg: MeterReadings) -> None:
-        self._meter = msg
+        if self._meter and (self._meter[0].round != msg.round or self._meter[0].episode != msg.episode):
+            self._meter = []
+        self._meter.append(msg)  # one message per participant module
 
     def on_delivered(self, msg: Delivered) -> None:
-        meter = self._meter if (self._meter is not None and self._meter.round == msg.round and self._meter.episode == msg.episode) else None
+        parts = [m for m in self._meter if m.round == msg.round and m.episode == msg.episode]
+        meter = merge_meter_readings(parts, self.n) if parts else None
         z = np.zeros(self.n, dtype=np.int64)
         load = meter.load_wh if meter is not None else z
         gen = meter.generation_wh if meter is not None else z

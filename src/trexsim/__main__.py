@@ -1,0 +1,3 @@
+from trexsim.cli import app
+
+app()
