@@ -70,3 +70,47 @@ def test_study_in_parallel_processes_equals_serial(tmp_path):
     serial = run_study(study, tmp_path / "a", workers=1)
     parallel = run_study(study, tmp_path / "b", workers=2)
     assert [r.settled_per_episode_wh for r in serial] == [r.settled_per_episode_wh for r in parallel]
+
+
+def _netns_available() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("ip") is None:
+        return False
+    probe = subprocess.run(["ip", "netns", "add", "trexsim-probe"], capture_output=True)
+    if probe.returncode:
+        return False
+    subprocess.run(["ip", "netns", "del", "trexsim-probe"], capture_output=True)
+    return True
+
+
+@pytest.mark.skipif(not _netns_available(), reason="needs `ip netns` (root) to give Ray a loopback-only network")
+def test_study_on_a_local_ray_instance_bound_to_loopback(tmp_path):
+    """``--cluster local`` runs the same cells on Ray; Ray runs in a network namespace whose only
+    interface is loopback, so it can listen on nothing but 127.0.0.1."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray", reason="the cluster extra (ray) is not installed")
+    config = tmp_path / "study.json"
+    config.write_text(json.dumps({"name": "ray", "mechanisms": ["exact_price"],
+                                  "scenarios": {"balanced": {"seller_wh": 83, "buyer_wh": 83},
+                                                "over_supply": {"seller_wh": 167, "buyer_wh": 17}},
+                                  "episodes": 2, "days": 0.1, "anneal_episodes": 0, "greedy_episodes": 0,
+                                  "final_episodes": 1}))
+    ns = f"trexsim-ray-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "trexsim", "study", "settlement", str(config),
+                            "--cluster", "local", "--workers", "2", "--out", str(tmp_path / "ray")],
+                           capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    on_ray = json.loads((tmp_path / "ray" / "results.json").read_text())
+    serial = run_study(SettlementStudy.model_validate(json.loads(config.read_text())), tmp_path / "serial", workers=1)
+    assert [c["settled_wh_last_episode"] for c in on_ray["cells"]] == [r.settled_per_episode_wh[-1] for r in serial]

@@ -268,6 +268,7 @@ def study_settlement(
     seeds: int = typer.Option(1, "--seeds", min=1, help="Seeds per cell; the report says how robust each verdict is."),
     out: Path = typer.Option(Path("runs/settlement-study"), "--out", "-o", help="Output folder."),
     workers: int = typer.Option(2, "--workers", "-w", min=1, help="Parallel processes."),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="Run the cells on Ray: ray://HOST:PORT, or 'local' to start one."),
 ) -> None:
     """The T-REX paper's settlement-mechanism study (M1/M2/M3 x over-supply/over-demand/balanced)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -291,7 +292,7 @@ def study_settlement(
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cells"),
                       TimeElapsedColumn(), console=console) as progress:
             task = progress.add_task(study.name, total=cells)
-            results = run_study(study, out, seeds=seeds, workers=workers,
+            results = run_study(study, out, seeds=seeds, workers=workers, cluster=cluster,
                                 on_progress=lambda r: progress.update(task, advance=1, description=f"{r.mechanism}/{r.scenario}"))
     except TrexsimError as exc:
         _fail(exc)

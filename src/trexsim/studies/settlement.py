@@ -251,7 +251,9 @@ def run_study(study: SettlementStudy, out_dir: Path, seeds: int = 1, workers: in
     out_dir.mkdir(parents=True, exist_ok=True)
     tasks = [(m, s, study.seed + k) for k in range(seeds) for m in study.mechanisms for s in study.scenarios]
     results: list[CellResult] = []
-    if workers <= 1:
+    if cluster is not None:
+        results = _run_on_ray(study, tasks, cluster, workers, on_progress)
+    elif workers <= 1:
         for m, s, seed in tasks:
             results.append(run_cell(study, m, s, seed))
             if on_progress:
@@ -267,6 +269,40 @@ def run_study(study: SettlementStudy, out_dir: Path, seeds: int = 1, workers: in
     results.sort(key=lambda r: order[(r.mechanism, r.scenario, r.seed)])
     write_report(study, results, out_dir)
     return results
+
+
+def _run_on_ray(study: SettlementStudy, tasks: list, cluster: str, workers: int, on_progress) -> list[CellResult]:
+    """The same cells on Ray: ``cluster`` is ``ray://HOST:PORT`` (or an address Ray accepts) or ``local``.
+
+    ``local`` starts a Ray instance on this machine with ``workers`` CPUs and usage statistics off.
+    Ray listens on the machine's own address unless loopback is the only interface (the tests run
+    it in a network namespace that has only loopback).
+    """
+    import os
+
+    from trexsim.errors import TrexsimError
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+    except ImportError:
+        raise TrexsimError('--cluster needs Ray: pip install "trexsim[cluster]"') from None
+    if cluster == "local":
+        ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    else:
+        ray.init(address=cluster, log_to_driver=False)
+    try:
+        remote = ray.remote(run_cell)
+        pending = [remote.remote(study, m, s, seed) for m, s, seed in tasks]
+        results = []
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            results.append(ray.get(done[0]))
+            if on_progress:
+                on_progress(results[-1])
+        return results
+    finally:
+        ray.shutdown()
 
 
 def write_report(study: SettlementStudy, results: list[CellResult], out_dir: Path) -> dict:
