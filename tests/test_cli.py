@@ -60,3 +60,21 @@ def test_schema_is_json(tmp_path):
     assert r.exit_code == 0
     schema = json.loads((tmp_path / "s.json").read_text())
     assert set(schema["properties"]) >= {"study", "market", "participants"}
+
+
+def test_powerflow_command(tmp_path, two_houses):
+    import pytest
+
+    pytest.importorskip("opendssdirect", reason="the powerflow extra is not installed")
+    two_houses["study"]["days"] = 30 / 1440
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(two_houses))
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["run", str(cfg), "--out", str(out), "--no-plots", "-q"]).exit_code == 0
+    r = runner.invoke(app, ["powerflow", str(out)])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "powerflow" / "powerflow_summary.json").read_text())
+    assert summary["solved_rounds"] == 30 and summary["violations"] == 0
+    r = runner.invoke(app, ["powerflow", str(out), "--mapping", str(tmp_path / "missing.json"),
+                            "--feeder", str(tmp_path / "missing.dss")])
+    assert r.exit_code == 2 and "Traceback" not in r.output

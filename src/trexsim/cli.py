@@ -226,6 +226,30 @@ def plot(run_dir: Path = typer.Argument(..., help="A run's output folder.")) -> 
     console.print(f"wrote {', '.join(str(f) for f in figures)}")
 
 
+@app.command()
+def powerflow(
+    run_dir: Path = typer.Argument(..., help="A run's output folder."),
+    feeder: Optional[Path] = typer.Option(None, "--feeder", help="A .dss circuit, or a .json of feeder-generator parameters (default: a generated feeder for the run's households)."),
+    mapping: Optional[Path] = typer.Option(None, "--mapping", help="JSON participant id -> load name (with a .dss circuit)."),
+    every: int = typer.Option(1, "--every", min=1, help="Solve every k-th round."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default RUN_DIR/powerflow)."),
+    v_min_pu: float = typer.Option(0.95, help="Lowest acceptable voltage, p.u."),
+    v_max_pu: float = typer.Option(1.05, help="Highest acceptable voltage, p.u."),
+    max_loading_pct: float = typer.Option(100.0, help="Highest acceptable line/transformer loading, %."),
+) -> None:
+    """Replay a run's meter readings through a feeder on OpenDSS: voltages, loading, losses, violations."""
+    try:
+        from trexsim.powerflow import powerflow_command
+
+        report = powerflow_command(run_dir, feeder=feeder, mapping=mapping, every=every, out=out, v_min_pu=v_min_pu,
+                                   v_max_pu=v_max_pu, max_loading_pct=max_loading_pct)
+    except TrexsimError as exc:
+        _fail(exc)
+        return
+    console.print(str(report))
+    console.print(f"results and figures: [bold]{report.out_dir}[/]")
+
+
 node_app = typer.Typer(no_args_is_help=True, help="Run one module of a networked simulation.")
 app.add_typer(node_app, name="node")
 
