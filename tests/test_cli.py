@@ -74,7 +74,7 @@ def test_powerflow_command(tmp_path, two_houses):
     r = runner.invoke(app, ["powerflow", str(out)])
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "powerflow" / "powerflow_summary.json").read_text())
-    assert summary["solved_rounds"] == 30 and summary["violations"] == 0
+    assert summary["solved_rounds"] == 30 and summary["violations"]["total"] == 0
     r = runner.invoke(app, ["powerflow", str(out), "--mapping", str(tmp_path / "missing.json"),
                             "--feeder", str(tmp_path / "missing.dss")])
     assert r.exit_code == 2 and "Traceback" not in r.output
