@@ -244,8 +244,7 @@ class TrexParallelEnv(ParallelEnv):
             out[:, 0:4] = self._time[delivery_round]
             out[:, 4] = load[self._index] / self._max_q
             out[:, 5] = gen[self._index] / self._max_q
-            buy = sim.participants._buy[delivery_round]
-            sell = sim.participants._sell[delivery_round]
+            buy, sell = sim.participants.grid_prices(delivery_round)
             out[:, 7] = buy / self._max_price
             out[:, 8] = sell / self._max_price
         stored = self._sim.participants.battery.stored_wh[self._index]

@@ -99,6 +99,10 @@ class Participants:
         self._buy[msg.first_round:end] = msg.buy_price
         self._sell[msg.first_round:end] = msg.sell_price
 
+    def grid_prices(self, round_index: int) -> tuple[float, float]:
+        """The grid's (buy, sell) prices [$/kWh] for a round of the current episode, as published."""
+        return float(self._buy[round_index]), float(self._sell[round_index])
+
     def on_cleared(self, msg: Cleared) -> None:
         if msg.episode != self.episode:
             return
