@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 
 from trexsim.errors import TrexsimError
-from trexsim.records.schema import TABLES
+from trexsim.records.schema import RECORDS
 
 
 def open_run(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
@@ -18,7 +18,10 @@ def open_run(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
 
 
 def export_run(run_dir: str | Path, fmt: str = "parquet", out_dir: str | Path | None = None) -> list[Path]:
-    """Write each table to ``out_dir`` (default ``run_dir/export``) as ``<table>.parquet`` or ``.csv``."""
+    """Write each table to ``out_dir`` (default ``run_dir/export``) as ``<table>.parquet`` or ``.csv``.
+
+    ``deliveries`` is written from its view, derived columns included, as a user reads it.
+    """
     if fmt not in ("parquet", "csv"):
         raise TrexsimError(f"--format must be parquet or csv, not {fmt!r}")
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "export"
@@ -26,7 +29,7 @@ def export_run(run_dir: str | Path, fmt: str = "parquet", out_dir: str | Path | 
     con = open_run(run_dir)
     written = []
     try:
-        for table in TABLES:
+        for table in RECORDS:
             target = out / f"{table}.{fmt}"
             options = "(FORMAT parquet)" if fmt == "parquet" else "(FORMAT csv, HEADER true)"
             con.execute(f"COPY (SELECT * FROM {table}) TO '{target.as_posix()}' {options}")

@@ -1,6 +1,15 @@
-"""The run database's schema, defined up front in one place. Batches are appended; the
-schema is never altered at run time. Energies in whole Wh, prices in $/kWh, money in $.
-Codes: side 'bid'/'ask'; pool 'non_dispatch'/'dispatch'."""
+"""The run database's schema, defined up front in one place. Batches are appended.
+Energies in whole Wh, prices in $/kWh, money in $. Codes: side 'bid'/'ask'; pool 'non_dispatch'/'dispatch'.
+
+Energies of one participant in one round are stored as INTEGER (up to 2.1 GWh): half the bytes of
+BIGINT for DuckDB to compress, which is most of what a full-records run costs. Should a run ever
+exceed that, the recorder widens the affected table's ``WIDENABLE`` columns to BIGINT and goes on.
+Sums over participants or rounds (``rounds``; any query) are BIGINT.
+
+Per participant and round, the meter and the settlement are stored in ``delivery_rows``; the
+``deliveries`` view adds the two columns that are plain sums of stored ones (see ``DERIVED``), so
+they cost neither ingest time nor disk.
+"""
 
 # enumerations, created before the tables
 TYPES: dict[str, str] = {
@@ -22,24 +31,44 @@ TABLES: dict[str, str] = {
         market_wh BIGINT, grid_import_wh BIGINT, grid_export_wh BIGINT, auctioneer_surplus_usd DOUBLE""",
     "orders": """
         episode INTEGER, round INTEGER, delivery_round INTEGER, order_id BIGINT, participant INTEGER,
-        side order_side, pool energy_pool, price DOUBLE, quantity_wh BIGINT""",
+        side order_side, pool energy_pool, price DOUBLE, quantity_wh INTEGER""",
     "rejections": """
         episode INTEGER, round INTEGER, delivery_round INTEGER, order_id BIGINT, participant BIGINT,
         side BIGINT, pool BIGINT, price DOUBLE, quantity_wh DOUBLE, reason VARCHAR""",
     "settlements": """
         episode INTEGER, round INTEGER, delivery_round INTEGER, pool energy_pool, buyer INTEGER, seller INTEGER,
-        quantity_wh BIGINT, buyer_price DOUBLE, seller_price DOUBLE, bid_id BIGINT, ask_id BIGINT""",
-    "deliveries": """
+        quantity_wh INTEGER, buyer_price DOUBLE, seller_price DOUBLE, bid_id BIGINT, ask_id BIGINT""",
+    "delivery_rows": """
         episode INTEGER, round INTEGER, participant INTEGER,
-        load_wh BIGINT, generation_wh BIGINT, battery_charge_wh BIGINT, battery_discharge_wh BIGINT,
-        battery_stored_wh DOUBLE, net_meter_wh BIGINT, bought_wh BIGINT, sold_wh BIGINT,
-        grid_import_wh BIGINT, grid_export_wh BIGINT, shortfall_wh BIGINT, unused_wh BIGINT,
-        battery_cover_wh BIGINT, market_cost_usd DOUBLE, market_revenue_usd DOUBLE,
-        grid_cost_usd DOUBLE, grid_revenue_usd DOUBLE, net_cost_usd DOUBLE, grid_only_cost_usd DOUBLE""",
+        load_wh INTEGER, generation_wh INTEGER, battery_charge_wh INTEGER, battery_discharge_wh INTEGER,
+        battery_stored_wh DOUBLE, bought_wh INTEGER, sold_wh INTEGER,
+        grid_import_wh INTEGER, grid_export_wh INTEGER, shortfall_wh INTEGER, unused_wh INTEGER,
+        battery_cover_wh INTEGER, market_cost_usd DOUBLE, market_revenue_usd DOUBLE,
+        grid_cost_usd DOUBLE, grid_revenue_usd DOUBLE, grid_only_cost_usd DOUBLE""",
 }
 
-# convenience views over the tables (names a user looks for)
+# INTEGER energy columns the recorder widens to BIGINT if a value does not fit (see the module doc)
+WIDENABLE: dict[str, list[str]] = {
+    "orders": ["quantity_wh"],
+    "settlements": ["quantity_wh"],
+    "delivery_rows": ["load_wh", "generation_wh", "battery_charge_wh", "battery_discharge_wh", "bought_wh", "sold_wh",
+                      "grid_import_wh", "grid_export_wh", "shortfall_wh", "unused_wh", "battery_cover_wh"],
+}
+
+# columns of ``deliveries`` that are definitions, not records: the meter's net energy (+ import) and the
+# participant's net bill (+ pays). Evaluated left to right in doubles, exactly as numpy did when they were stored.
+DERIVED: dict[str, str] = {
+    "net_meter_wh": "CAST(load_wh AS BIGINT) - generation_wh + battery_charge_wh - battery_discharge_wh",
+    "net_cost_usd": "market_cost_usd - market_revenue_usd + grid_cost_usd - grid_revenue_usd",
+}
+
+# views, created in this order: ``deliveries`` first (the others read it), then conveniences
 VIEWS: dict[str, str] = {
+    "deliveries": f"""SELECT episode, round, participant, load_wh, generation_wh, battery_charge_wh,
+        battery_discharge_wh, battery_stored_wh, {DERIVED["net_meter_wh"]} AS net_meter_wh, bought_wh, sold_wh,
+        grid_import_wh, grid_export_wh, shortfall_wh, unused_wh, battery_cover_wh, market_cost_usd,
+        market_revenue_usd, grid_cost_usd, grid_revenue_usd, {DERIVED["net_cost_usd"]} AS net_cost_usd,
+        grid_only_cost_usd FROM delivery_rows""",
     "meter_readings": """SELECT d.episode, d.round, p.participant_id, d.load_wh, d.generation_wh,
         d.battery_charge_wh, d.battery_discharge_wh, d.net_meter_wh
         FROM deliveries d JOIN participants p USING (participant)""",
@@ -59,4 +88,5 @@ VIEWS: dict[str, str] = {
         JOIN rounds r ON r.episode = s.episode AND r.round = s.delivery_round""",
 }
 
-DELIVERY_COLUMNS = [c.split()[0] for c in TABLES["deliveries"].replace("\n", " ").split(",") if c.strip()]
+# what a user reads and ``trexsim export`` writes: every stored table, with ``deliveries`` in place of its rows
+RECORDS: list[str] = ["runs", "participants", "rounds", "orders", "rejections", "settlements", "deliveries"]

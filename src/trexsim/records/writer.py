@@ -1,8 +1,20 @@
 """The recorder module: listens to the fabric and appends every record to DuckDB in batches.
 
-It sees only messages, so it records a networked run exactly as an in-process one. Rows
-are buffered for ``batch_rounds`` rounds and then appended as Arrow tables, so a crash
-loses at most the last batch and a year-long run never holds its ledger in memory.
+It sees only messages, so it records a networked run exactly as an in-process one. Rows are
+buffered and appended as Arrow tables by a writer thread, so the round loop and DuckDB run on
+two cores, a crash loses at most the last batch and a year-long run never holds its ledger in
+memory.
+
+How the rows reach DuckDB decides what a full-records run costs (see BENCHMARKS.md, issue 3):
+
+* DuckDB writes an append of whole row groups (``ROW_GROUP_ROWS``) straight into the file; the
+  rest of an append goes through the WAL and is compressed again at the next checkpoint, about
+  twice the work. So the writer inserts whole row groups while the run goes and keeps the
+  remainder for the next batch; every ``batch_rounds`` rounds (a "complete" flush: the end of a
+  run, a failure, the crash bound) it inserts everything it holds.
+* The delivery rows are buffered ``ceil(ROW_GROUP_ROWS / n)`` rounds at a time (about one row
+  group), so the writer works through the run instead of after it. The buffers are reused, not
+  reallocated: fresh memory costs a page fault per page, more than copying the rows into it.
 """
 
 from __future__ import annotations
@@ -30,9 +42,10 @@ from trexsim.fabric.messages import (
     Roster,
     RoundStart,
 )
-from trexsim.records.schema import TABLES, TYPES, VIEWS
+from trexsim.records.schema import TABLES, TYPES, VIEWS, WIDENABLE
 
-BUFFER_CELLS = 1_000_000
+# DuckDB's row group (its default ROW_GROUP_SIZE): appends of whole ones skip the WAL
+ROW_GROUP_ROWS = 122_880
 _SIDES = pa.array(SIDE_NAMES)
 _POOLS = pa.array(POOL_NAMES)
 
@@ -84,15 +97,24 @@ class Recorder:
         self.path = Path(db_path)
         self.con = create_database(self.path)
         self.full = level == "full"
-        # a batch is at most batch_rounds rounds and at most BUFFER_CELLS participant-rounds, so the
-        # buffers stay small (and in cache) for large populations
-        self.batch_rounds = max(1, min(int(batch_rounds), BUFFER_CELLS // max(1, n_participants)))
         self.n = n_participants
+        # every batch_rounds rounds everything buffered goes into the database (what a killed process can lose)
+        self.batch_rounds = max(1, int(batch_rounds))
+        # delivery rounds per buffer: about one row group of rows. The same at both levels: totals are
+        # summed per buffer, so summary.json is the same to the last digit whatever the level
+        self.buffer_rounds = min(self.batch_rounds, -(-ROW_GROUP_ROWS // max(1, n_participants)))
         self.totals = Totals(n_participants)
-        self._rows: dict[str, list] = {name: [] for name in TABLES}
+        self._rows: dict[str, list] = {name: [] for name in ("rounds", "orders", "settlements", "rejections")}
         self._meter: list[MeterReadings] = []
         self._round_start: dict[int, int] = {}
-        self._init_delivery_buffers()
+        self._since_complete = 0
+        self._free: list[dict] = []  # delivery buffers the writer has finished with
+        self._free_lock = threading.Lock()
+        self._dbuf = self._delivery_buffers()
+        self._dkeys = np.zeros((self.buffer_rounds, 2), dtype=np.int64)
+        self._dfill = 0
+        # rows the writer holds back until they fill a row group, per table: [(arrow table, [releases])]
+        self._held: dict[str, list] = {}
         # DuckDB inserts release the GIL: a writer thread overlaps them with the round loop.
         # The queue is bounded, so a slow disk slows the simulation instead of filling memory.
         self._queue: queue.Queue = queue.Queue(maxsize=2)
@@ -109,17 +131,30 @@ class Recorder:
         fabric.subscribe(topics.DELIVERED, self.on_delivered)
 
     # ------------------------------------------------------------------ buffers
-    def _init_delivery_buffers(self) -> None:
-        shape = (self.batch_rounds, self.n)
-        ints = ["load_wh", "generation_wh", "battery_charge_wh", "battery_discharge_wh", "net_meter_wh", "bought_wh",
-                "sold_wh", "grid_import_wh", "grid_export_wh", "shortfall_wh", "unused_wh", "battery_cover_wh"]
-        floats = ["battery_stored_wh", "market_cost_usd", "market_revenue_usd", "grid_cost_usd", "grid_revenue_usd",
-                  "net_cost_usd", "grid_only_cost_usd"]
-        # filled every round in both levels: totals are summed from it at each flush
-        self._dbuf = {c: np.zeros(shape, dtype=np.int64) for c in ints}
-        self._dbuf.update({c: np.zeros(shape) for c in floats})
-        self._dkeys = np.zeros((self.batch_rounds, 2), dtype=np.int64)
-        self._dfill = 0
+    _INTS = ("load_wh", "generation_wh", "battery_charge_wh", "battery_discharge_wh", "bought_wh", "sold_wh",
+             "grid_import_wh", "grid_export_wh", "shortfall_wh", "unused_wh", "battery_cover_wh")
+    _FLOATS = ("battery_stored_wh", "market_cost_usd", "market_revenue_usd", "grid_cost_usd", "grid_revenue_usd",
+               "grid_only_cost_usd")
+
+    def _delivery_buffers(self) -> dict:
+        """A set of (rounds x participants) delivery buffers: a used one if the writer is done with it."""
+        with self._free_lock:
+            if self._free:
+                return self._free.pop()
+        shape = (self.buffer_rounds, self.n)
+        # filled every round in both levels: totals are summed from it at each flush. Energies stay
+        # int64 here (as the messages carry them); DuckDB narrows them to INTEGER on insert.
+        buf = {c: np.zeros(shape, dtype=np.int64) for c in self._INTS}
+        buf.update({c: np.zeros(shape) for c in self._FLOATS})
+        if self.full:
+            buf["episode"] = np.zeros(shape, dtype=np.int32)
+            buf["round"] = np.zeros(shape, dtype=np.int32)
+            buf["participant"] = np.broadcast_to(np.arange(self.n, dtype=np.int32), shape).copy()
+        return buf
+
+    def _release(self, buf: dict) -> None:
+        with self._free_lock:
+            self._free.append(buf)
 
     def write_meta(self, runs_row: dict, participants_rows: dict[str, list]) -> None:
         self.con.append("runs", _frame(runs_row, single=True))
@@ -160,32 +195,30 @@ class Recorder:
             self._rows["settlements"].append(msg)  # turned into columns once per batch, at flush
 
     def on_meter(self, msg: MeterReadings) -> None:
-        if self._meter and (self._meter[0].round != msg.round or self._meter[0].episode != msg.episode):
+        # one message per participant module, merged at delivery (as the market does)
+        if self._meter and (self._meter[0].episode, self._meter[0].round) != (msg.episode, msg.round):
             self._meter = []
-        self._meter.append(msg)  # one message per participant module
+        self._meter.append(msg)
 
     def on_delivered(self, msg: Delivered) -> None:
-        parts = [m for m in self._meter if m.round == msg.round and m.episode == msg.episode]
-        meter = merge_meter_readings(parts, self.n) if parts else None
-        z = np.zeros(self.n, dtype=np.int64)
-        load = meter.load_wh if meter is not None else z
-        gen = meter.generation_wh if meter is not None else z
-        charge = meter.battery_charge_wh if meter is not None else z
-        discharge = meter.battery_discharge_wh if meter is not None else z
-        stored = meter.battery_stored_wh if meter is not None else np.zeros(self.n)
+        parts = self._meter
+        b = self._dbuf
+        i = self._dfill
+        if parts and parts[0].round == msg.round and parts[0].episode == msg.episode:
+            meter = merge_meter_readings(parts, self.n)
+            b["load_wh"][i] = meter.load_wh
+            b["generation_wh"][i] = meter.generation_wh
+            b["battery_charge_wh"][i] = meter.battery_charge_wh
+            b["battery_discharge_wh"][i] = meter.battery_discharge_wh
+            b["battery_stored_wh"][i] = meter.battery_stored_wh
+        else:  # no readings for this round: recorded as zero, as the market settled it
+            for c in ("load_wh", "generation_wh", "battery_charge_wh", "battery_discharge_wh", "battery_stored_wh"):
+                b[c][i] = 0
         self.totals.surplus_usd[msg.episode] = self.totals.surplus_usd.get(msg.episode, 0.0) + msg.auctioneer_surplus_usd
         self._rows["rounds"].append((msg.episode, msg.round, self._round_start.pop(msg.round, 0), msg.grid_buy_price,
                                      msg.grid_sell_price, int(msg.bought_wh.sum()), int(msg.grid_import_wh.sum()),
                                      int(msg.grid_export_wh.sum()), msg.auctioneer_surplus_usd))
-        i = self._dfill
-        b = self._dbuf
         self._dkeys[i] = (msg.episode, msg.round)
-        b["load_wh"][i] = load
-        b["generation_wh"][i] = gen
-        b["battery_charge_wh"][i] = charge
-        b["battery_discharge_wh"][i] = discharge
-        b["battery_stored_wh"][i] = stored
-        b["net_meter_wh"][i] = msg.net_meter_wh
         b["bought_wh"][i] = msg.bought_wh
         b["sold_wh"][i] = msg.sold_wh
         b["grid_import_wh"][i] = msg.grid_import_wh
@@ -199,17 +232,13 @@ class Recorder:
         b["grid_revenue_usd"][i] = msg.grid_revenue_usd
         b["grid_only_cost_usd"][i] = msg.grid_only_cost_usd
         self._dfill = i + 1
-        if self._dfill >= self.batch_rounds:
+        self._since_complete += 1
+        if self._since_complete >= self.batch_rounds:
             self.flush()
+        elif self._dfill >= self.buffer_rounds:
+            self._flush(complete=False)
 
     # ------------------------------------------------------------------ writing
-    _TOTAL_FROM = {"bought_wh": "bought_wh", "sold_wh": "sold_wh", "grid_import_wh": "grid_import_wh",
-                   "grid_export_wh": "grid_export_wh", "market_cost_usd": "market_cost_usd",
-                   "market_revenue_usd": "market_revenue_usd", "grid_cost_usd": "grid_cost_usd",
-                   "grid_revenue_usd": "grid_revenue_usd", "grid_only_cost_usd": "grid_only_cost_usd",
-                   "shortfall_wh": "shortfall_wh", "unused_wh": "unused_wh", "battery_cover_wh": "battery_cover_wh",
-                   "load_wh": "load_wh", "generation_wh": "generation_wh"}
-
     def _add_settled(self, columns: dict) -> None:
         q = columns["quantity_wh"]
         for e in np.unique(columns["episode"]):
@@ -224,8 +253,8 @@ class Recorder:
         for e in np.unique(episodes):
             rows = slice(None, k) if episodes[0] == episodes[-1] == e else (episodes == e)
             tot = self.totals.episode(int(e))
-            for field, column in self._TOTAL_FROM.items():
-                tot[field] += self._dbuf[column][:k][rows].sum(axis=0)
+            for field in Totals.FIELDS:
+                tot[field] += self._dbuf[field][:k][rows].sum(axis=0)
 
     def _write_loop(self) -> None:
         while True:
@@ -233,18 +262,49 @@ class Recorder:
             try:
                 if item is None:
                     return
-                for table, data in item:
-                    _append(self.con, table, data)
+                self._write(*item)
             except BaseException as exc:  # reported to the simulation at the next flush
                 self._writer_error = exc
             finally:
                 self._queue.task_done()
 
-    def _submit(self, batch: list) -> None:
+    def _write(self, parts: list, complete: bool) -> None:
+        """Insert what fills whole row groups (everything, if ``complete``); hold the rest back."""
+        for table, data, release in parts:
+            self._held.setdefault(table, []).append((data, [release] if release else []))
+        for table, held in self._held.items():
+            rows = sum(data.num_rows for data, _ in held)
+            take = rows if complete else rows - rows % ROW_GROUP_ROWS
+            if take == 0:
+                continue
+            # zero-copy: the batches stay separate Arrow chunks of one table
+            data = held[0][0] if len(held) == 1 else pa.concat_tables([d for d, _ in held], promote_options="permissive")
+            self._insert(table, data.slice(0, take) if take < rows else data)
+            # buffers whose rows are all in the database go back for reuse; the rest stay held
+            keep, end = [], 0
+            for part, releases in held:
+                end += part.num_rows
+                if end <= take:
+                    for release in releases:
+                        release()
+                else:
+                    keep.extend(releases)
+            held[:] = [(data.slice(take), keep)] if take < rows else []
+
+    def _insert(self, table: str, data: pa.Table) -> None:
+        try:
+            _append(self.con, table, data)
+        except duckdb.ConversionException:
+            # an energy beyond INTEGER (2.1 GWh in one round): widen the table's energy columns, keep going
+            for column in WIDENABLE.get(table, ()):
+                self.con.execute(f"ALTER TABLE {table} ALTER {column} TYPE BIGINT")
+            _append(self.con, table, data)
+
+    def _submit(self, parts: list, complete: bool) -> None:
         if self._writer_error is not None:
             raise self._writer_error
-        if batch:
-            self._queue.put(batch)
+        if parts or complete:
+            self._queue.put((parts, complete))
 
     def wait(self) -> None:
         """Block until every submitted batch is in the database."""
@@ -253,13 +313,18 @@ class Recorder:
             raise self._writer_error
 
     def flush(self) -> None:
+        """Hand everything buffered to the writer, which inserts all of it (see ``wait``)."""
+        self._since_complete = 0
+        self._flush(complete=True)
+
+    def _flush(self, complete: bool) -> None:
         batch: list = []
         rows = self._rows["rounds"]
         if rows:
             cols = list(zip(*rows))
             names = ["episode", "round", "start_utc_s", "grid_buy_price", "grid_sell_price", "market_wh",
                      "grid_import_wh", "grid_export_wh", "auctioneer_surplus_usd"]
-            batch.append(("rounds", pa.table(dict(zip(names, [pa.array(c) for c in cols])))))
+            batch.append(("rounds", pa.table(dict(zip(names, [pa.array(c) for c in cols]))), None))
             rows.clear()
         for name, fields in (("orders", _ORDER_FIELDS), ("settlements", _SETTLEMENT_FIELDS)):
             messages = self._rows[name]
@@ -269,7 +334,8 @@ class Recorder:
             columns = {c: np.repeat(np.array([getattr(m, c) for m in messages], dtype=np.int32), counts)
                        for c in ("episode", "round", "delivery_round")}
             for column, attribute in fields.items():
-                columns[column] = np.concatenate([getattr(m, attribute) for m in messages])
+                columns[column] = np.concatenate([getattr(m, attribute) for m in messages],
+                                                 dtype=_DTYPES.get(column), casting="same_kind")
             messages.clear()
             if name == "settlements":
                 self._add_settled(columns)
@@ -282,36 +348,30 @@ class Recorder:
                     arrays[column] = _codes(values, _SIDES)
                 elif column == "pool":
                     arrays[column] = _codes(values, _POOLS)
-                else:
-                    arrays[column] = pa.array(values.astype(_INT32) if column in ("participant", "buyer", "seller") else values)
-            batch.append((name, pa.table(arrays)))
+                else:  # int64 participant indices and energies: DuckDB narrows them to INTEGER on insert
+                    arrays[column] = pa.array(values)
+            batch.append((name, pa.table(arrays), None))
         parts = self._rows["rejections"]
         if parts:
             columns = [np.concatenate(c) for c in zip(*parts)]
             arrays = {}
             for column, values in zip(_COLUMNS["rejections"], columns):
                 arrays[column] = pa.array(list(values), type=pa.string()) if values.dtype == object else pa.array(values)
-            batch.append(("rejections", pa.table(arrays)))
+            batch.append(("rejections", pa.table(arrays), None))
             parts.clear()
-        if self._dfill:
-            k = self._dfill
-            buf = self._dbuf
-            buf["net_cost_usd"][:k] = (buf["market_cost_usd"][:k] - buf["market_revenue_usd"][:k]
-                                       + buf["grid_cost_usd"][:k] - buf["grid_revenue_usd"][:k])
+        k = self._dfill
+        if k:
             self._add_totals(k)
-        if self.full and self._dfill:
-            k = self._dfill
-            n = self.n
-            data = {
-                "episode": np.repeat(self._dkeys[:k, 0], n).astype(np.int32),
-                "round": np.repeat(self._dkeys[:k, 1], n).astype(np.int32),
-                "participant": np.tile(np.arange(n, dtype=np.int32), k),
-            }
-            for c, buf in self._dbuf.items():
-                data[c] = buf[:k].reshape(-1).copy()  # the buffer is refilled while the writer thread inserts
-            batch.append(("deliveries", pa.table({c: pa.array(data[c]) for c in _DELIVERY_ORDER})))
-        self._dfill = 0
-        self._submit(batch)
+            if self.full:
+                buf = self._dbuf
+                buf["episode"][:k] = self._dkeys[:k, :1]
+                buf["round"][:k] = self._dkeys[:k, 1:]
+                # views of the buffers, no copy: the writer hands the set back once its rows are inserted
+                data = pa.table({c: pa.array(buf[c][:k].reshape(-1)) for c in _COLUMNS["delivery_rows"]})
+                batch.append(("delivery_rows", data, lambda buf=buf: self._release(buf)))
+                self._dbuf = self._delivery_buffers()
+            self._dfill = 0
+        self._submit(batch, complete)
 
     def close(self) -> None:
         if self._writer.is_alive():
@@ -325,13 +385,15 @@ class Recorder:
             raise self._writer_error
 
 
-_INT32 = np.int32
 _ORDER_FIELDS = {"order_id": "order_id", "participant": "participant", "side": "side", "pool": "pool",
                  "price": "price", "quantity_wh": "quantity_wh"}
 _SETTLEMENT_FIELDS = {"pool": "pool", "buyer": "buyer", "seller": "seller", "quantity_wh": "quantity_wh",
                       "buyer_price": "buyer_price", "seller_price": "seller_price", "bid_id": "bid_id", "ask_id": "ask_id"}
 _COLUMNS = {name: [c.strip().split()[0] for c in cols.replace("\n", " ").split(",") if c.strip()] for name, cols in TABLES.items()}
-_DELIVERY_ORDER = _COLUMNS["deliveries"]
+# one dtype per column whatever the messages carried, so held batches of a table concatenate
+_DTYPES = {"order_id": np.int64, "participant": np.int64, "price": np.float64, "quantity_wh": np.int64,
+           "buyer": np.int64, "seller": np.int64, "buyer_price": np.float64, "seller_price": np.float64,
+           "bid_id": np.int64, "ask_id": np.int64}
 
 
 def _append(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
