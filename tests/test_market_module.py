@@ -197,3 +197,18 @@ def test_buyer_unused_energy_in_a_run(tmp_path, two_houses):
     assert d.grid_revenue_usd[0] == pytest.approx(300 * 0.069 / 1000)
     # the seller delivered 1300 of its 2000 Wh; the other 700 go to the grid
     assert d.grid_export_wh[1] == 700 and d.shortfall_wh[1] == 0
+
+
+def test_every_reason_the_market_can_give_is_documented():
+    import re
+    from pathlib import Path
+
+    from trexsim.engine.intake import REASONS
+    from trexsim.modules.market import _REASON_NAMES, REJECT_REASONS
+
+    codes = {r for r in _REASON_NAMES if r} | {"malformed", "wrong_round", "delivery_too_near", "delivery_too_far",
+                                               "delivery_after_episode"}
+    assert codes == set(REJECT_REASONS)
+    assert set(REASONS[1:]) <= codes
+    reference = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    assert not [c for c in codes if not re.search(rf"`{c}`", reference)]
