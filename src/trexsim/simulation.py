@@ -71,6 +71,12 @@ class Simulation:
         self.participants = Participants(self.fabric, self.participant_ids, specs, self.profiles, study.interval_s,
                                          rounds, config.market.close_steps, participants_rng(study.seed)) if local_participants else None
         self.recorder = Recorder(self.fabric, self.db_path, len(specs), config.records.level, config.records.batch_rounds)
+        self.powerflow = None
+        if config.powerflow is not None:  # the live powerflow (OpenDSS, imported only here); docs/powerflow.md
+            from trexsim.modules.powerflow import PowerflowModule
+
+            self.powerflow = PowerflowModule(self.fabric, config.powerflow, self.participant_ids, study.interval_s,
+                                             rounds, self.recorder.con.cursor(), self.out_dir)
         self.controller = Controller(self.fabric, self.participant_ids, study.start_utc_s, study.interval_s, rounds,
                                      study.episodes, config.market.close_steps)
         self.run_id = uuid.UUID(int=int(run_id_rng(study.seed).integers(0, 2**63)) << 64 | study.seed).hex[:16]
@@ -143,6 +149,8 @@ class Simulation:
              "max_money_error_usd": float(self.market.max_money_error_usd), "checked_every_round": True},
             {"database": str(self.db_path), "figures": str(self.out_dir / "figures")},
         )
+        if self.powerflow is not None:
+            summary["powerflow"] = self.powerflow.summary()
         (self.out_dir / "summary.json").write_bytes(msgspec.json.format(msgspec.json.encode(summary), indent=2))
         return summary
 

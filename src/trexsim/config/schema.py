@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import zoneinfo
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -360,12 +360,95 @@ class RecordsConfig(_Model):
     plots: bool = True
 
 
+# --------------------------------------------------------------------------- powerflow (optional)
+class PowerflowLimits(_Model):
+    v_min_pu: float = Field(0.95, gt=0, lt=2, description="Lowest acceptable bus voltage, p.u.")
+    v_max_pu: float = Field(1.05, gt=0, lt=2, description="Highest acceptable bus voltage, p.u.")
+    max_loading_pct: float = Field(100.0, gt=0, description="Highest acceptable line/transformer loading, % of rating.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "PowerflowLimits":
+        if self.v_min_pu >= self.v_max_pu:
+            raise ValueError("v_min_pu must be below v_max_pu")
+        return self
+
+
+class PowerflowConfig(_Model):
+    """A live powerflow module on OpenDSS (needs ``trexsim[powerflow]``); see docs/powerflow.md."""
+
+    feeder: str | dict[str, Any] | None = Field(
+        None, description="An OpenDSS .dss circuit, a .json file of feeder-generator parameters, the parameters "
+                          "themselves, or null: a generated feeder with one house per participant.")
+    mapping: str | dict[str, str | list[str]] | None = Field(
+        None, description="Participant id -> circuit load name(s), or a JSON file of it (needed with a .dss circuit "
+                          "whose loads are not named after the participants).")
+    every: int = Field(1, ge=1, description="Solve every k-th round; a solved round stands for the k rounds from it.")
+    limits: PowerflowLimits = Field(default_factory=PowerflowLimits)
+    pf_import: float = Field(0.95, gt=0, le=1, description="Power factor of imports (lagging).")
+    pf_export: float = Field(1.0, gt=0, le=1, description="Power factor of exports (absorbing vars; 1: none).")
+    detail: bool = Field(False, description="Also record every bus voltage and element loading of every solved round.")
+    engine: Literal["opendss"] = "opendss"
+
+    @field_validator("feeder")
+    @classmethod
+    def _feeder_parameters(cls, value):
+        if isinstance(value, dict):
+            from trexsim.powerflow.errors import PowerflowError
+            from trexsim.powerflow.feeder import FeederSpec
+
+            try:
+                FeederSpec.from_dict(value, "feeder")
+            except PowerflowError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+# --------------------------------------------------------------------------- transactive control (optional)
+class CongestionPricing(_Model):
+    """The congestion component of the TC price (docs/powerflow.md states the formula)."""
+
+    type: str = Field("linear", description="A registered congestion component ('linear' is built in).")
+    loading_threshold_pct: float = Field(60.0, ge=0, description="Predicted transformer loading above which it rises, %.")
+    loading_price: float = Field(0.5, ge=0, description="$/kWh added per 100 % of loading above the threshold.")
+    voltage_threshold_pu: float = Field(0.03, ge=0, description="Predicted voltage deviation |V - 1| above which it rises, p.u.")
+    voltage_price: float = Field(5.0, ge=0, description="$/kWh added per 1 p.u. of deviation above the threshold.")
+
+    @field_validator("type")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        from trexsim.tc.pricing import registered_congestion
+
+        if value not in registered_congestion():
+            raise ValueError(f"unknown congestion component {value!r}; choose one of {', '.join(sorted(registered_congestion()))}")
+        return value
+
+
+class FlexibleLoadConfig(_Model):
+    share: float = Field(0.2, ge=0, le=1, description="Share of every household's consumption that can be shifted.")
+    window_h: float = Field(6.0, gt=0, description="Shifted energy stays within consecutive windows of this many hours.")
+    max_power_w: float = Field(3000.0, gt=0, description="Most flexible power a household draws in one round, W.")
+
+
+class TCConfig(_Model):
+    """Transactive control: a price schedule from predicted powerflow, price-reactive batteries and flexible loads."""
+
+    horizon_h: float = Field(24.0, gt=0, description="Each schedule covers this many hours (day-ahead: 24).")
+    price_interval_s: int = Field(3600, gt=0, description="Length of one price of the schedule, s (hourly: 3600).")
+    iterations: int = Field(4, ge=1, le=100, description="Predict-price-respond passes before a schedule is published.")
+    damping: float = Field(0.5, gt=0, le=1, description="Weight of the newest pass's prices in the schedule.")
+    congestion: CongestionPricing = Field(default_factory=CongestionPricing)
+    flexible_load: FlexibleLoadConfig | None = Field(default_factory=FlexibleLoadConfig)
+    batteries: bool = Field(True, description="Participants' batteries react to the price (else self-consumption).")
+
+
 class SimulationConfig(_Model):
     version: str | None = Field(None, description="Accepted for TREX-Core compatibility; ignored.")
     study: StudyConfig = Field(default_factory=StudyConfig)
     market: MarketConfig = Field(default_factory=MarketConfig)
     participants: dict[str, ParticipantConfig]
     records: RecordsConfig = Field(default_factory=RecordsConfig)
+    powerflow: PowerflowConfig | None = Field(None, description="A live powerflow module (docs/powerflow.md).")
+    tc: TCConfig | None = Field(None, description="Transactive-control settings for `trexsim compare` (docs/powerflow.md).")
 
     @field_validator("participants")
     @classmethod

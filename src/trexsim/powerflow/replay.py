@@ -425,8 +425,14 @@ def replay_ledger(ledger: Ledger, engine: PowerflowEngine, layout: Layout, mappi
 
 # -- the command -----------------------------------------------------------------------------------------------
 def _feeder_and_mapping(feeder, mapping, ledger: Ledger, engine: PowerflowEngine, out: Path):
-    """Load the circuit into ``engine``; return (feeder description, resolved mapping)."""
-    ids = ledger.participant_ids
+    """Load the circuit into ``engine``; return (feeder description, layout, resolved mapping)."""
+    return load_feeder(feeder, mapping, ledger.participant_ids, engine, out)
+
+
+def load_feeder(feeder, mapping, participant_ids, engine: PowerflowEngine, out: Path):
+    """Load a feeder for these participants into ``engine`` (a generated one is written to ``out/feeder.dss``);
+    return (feeder description, layout, resolved mapping). ``feeder``/``mapping`` as in ``powerflow_command``."""
+    ids = list(participant_ids)
     user_file = isinstance(feeder, (str, Path)) and Path(feeder).suffix.lower() not in (".json", ".json5")
     if user_file:
         path = Path(feeder)

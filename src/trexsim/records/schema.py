@@ -45,6 +45,23 @@ TABLES: dict[str, str] = {
         grid_import_wh INTEGER, grid_export_wh INTEGER, shortfall_wh INTEGER, unused_wh INTEGER,
         battery_cover_wh INTEGER, market_cost_usd DOUBLE, market_revenue_usd DOUBLE,
         grid_cost_usd DOUBLE, grid_revenue_usd DOUBLE, grid_only_cost_usd DOUBLE""",
+    # written by the live powerflow module (trexsim.modules.powerflow) when the config has a ``powerflow``
+    # section; empty otherwise. One row per solved round; voltages p.u., loadings % of rating, powers W.
+    "powerflow_rounds": """
+        episode INTEGER, round INTEGER, start_utc_s BIGINT, rounds_represented INTEGER, net_load_w DOUBLE,
+        source_p_w DOUBLE, source_q_var DOUBLE, losses_w DOUBLE, v_min_pu DOUBLE, v_min_bus VARCHAR,
+        v_max_pu DOUBLE, v_max_bus VARCHAR, transformer_loading_pct DOUBLE, line_loading_pct DOUBLE,
+        max_line VARCHAR, buses_under INTEGER, buses_over INTEGER, elements_over INTEGER, converged BOOLEAN""",
+    "powerflow_violations": """
+        episode INTEGER, round INTEGER, kind VARCHAR, object VARCHAR, value DOUBLE, "limit" DOUBLE""",
+    "powerflow_bus_voltages": """
+        episode INTEGER, round INTEGER, bus VARCHAR, v_min_pu DOUBLE, v_max_pu DOUBLE""",
+    "powerflow_element_loading": """
+        episode INTEGER, round INTEGER, element VARCHAR, loading_pct DOUBLE""",
+    "powerflow_episodes": """
+        episode INTEGER, feeder VARCHAR, solved_rounds INTEGER, not_converged INTEGER, min_voltage_pu DOUBLE,
+        max_voltage_pu DOUBLE, max_transformer_loading_pct DOUBLE, max_line_loading_pct DOUBLE, losses_kwh DOUBLE,
+        hours_over_limit DOUBLE, violations BIGINT, solve_s DOUBLE""",
 }
 
 # INTEGER energy columns the recorder widens to BIGINT if a value does not fit (see the module doc)
