@@ -1,0 +1,372 @@
+"""What every trexsim environment shares: the agents, their spaces, action decoding, and two backends
+that run copies of the community round by round.
+
+- :class:`CompiledBatch`: ``N`` copies stepped by one Numba call per round
+  (:func:`trexsim.envs._kernels.step_copies`, built from the engine's kernels). Used when the
+  config is within its scope (:func:`compiled_supported`): fixed-price, grid-only and external
+  traders, a pairwise mechanism with a compiled price rule, no ``market.allowed_prices``.
+- :class:`SimulationBatch`: ``N`` ordinary :class:`~trexsim.simulation.Simulation` objects, each
+  stepped with :meth:`~trexsim.simulation.Simulation.step` (every config; slower).
+
+Both take the same decoded actions and give the same per-agent ledger, rejections and
+observations; ``tests/test_envs_vector.py`` checks that they agree exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from gymnasium import spaces
+
+from trexsim.config.schema import SimulationConfig
+from trexsim.data.profiles import Clock, ProfileSet
+from trexsim.engine.grid import tariff_prices
+from trexsim.engine.mechanisms import RulePricedMechanism, get_mechanism
+from trexsim.envs import _kernels as K
+from trexsim.errors import ConfigError
+
+OBS_SIZE = 13
+OBS_HIGH = 1000.0
+ACTION_SIZE = 5
+BACKENDS = ("auto", "compiled", "simulation")
+
+
+def compiled_supported(config: SimulationConfig) -> str | None:
+    """``None`` if the compiled backend can run this config, else the reason it cannot."""
+    mech = get_mechanism(config.market.settlement)
+    if not isinstance(mech, RulePricedMechanism):
+        return f"settlement {config.market.settlement!r} has no compiled price rule"
+    if config.market.allowed_prices is not None:
+        return "market.allowed_prices"
+    for pid, spec in config.participants.items():
+        if spec.trader.type not in ("grid_only", "baseline_agent", "fixed_price", "basic_trader", "external"):
+            return f"participant {pid} has a {spec.trader.type} trader"
+    return None
+
+
+class Community:
+    """The agents of a config and everything about them that does not change between episodes."""
+
+    def __init__(self, config: SimulationConfig):
+        self.config = config
+        members = config.expanded_participants()
+        self.participant_ids = [pid for pid, _ in members]
+        self.specs = [spec for _, spec in members]
+        self.agents = [pid for pid, spec in members if spec.trader.type == "external"]
+        if not self.agents:
+            raise ConfigError([("participants", "no participant has an external trader: nothing for agents to control")])
+        self.n = len(members)
+        self.agent_index = np.array([i for i, s in enumerate(self.specs) if s.trader.type == "external"], dtype=np.int64)
+        t = [self.specs[i].trader for i in self.agent_index]
+        self.traders = t
+        a_n = len(t)
+        self.min_price = np.array([x.min_price for x in t])
+        self.max_price = np.array([x.max_price for x in t])
+        self.max_q = np.array([x.max_quantity_wh for x in t], dtype=np.float64)
+        self.discrete = np.array([x.action == "discrete" for x in t])
+        self.levels = np.array([[x.price_levels, x.quantity_levels, x.price_levels, x.quantity_levels, x.battery_levels]
+                                for x in t], dtype=np.float64)
+        self.savings = np.array([x.reward == "savings" for x in t])
+        disc = self.discrete[:, None]
+        self.low = np.where(disc, 0.0, -1.0) * np.ones((a_n, ACTION_SIZE))
+        self.high = np.where(disc, self.levels - 1, 1.0)
+        self.scale = np.where(disc, 1.0 / np.maximum(self.levels - 1, 1), 0.5)  # action -> [0, 1] fraction
+        self.shift = np.where(disc, 0.0, 1.0)
+        # an agent without an action places nothing and holds its battery
+        self.noop = np.where(disc, 0.0, -1.0) * np.ones((a_n, ACTION_SIZE))
+        self.noop[:, 4] = np.where(self.discrete, (self.levels[:, 4] - 1) / 2, 0.0)
+        self.any_discrete = bool(self.discrete.any())
+        self.external_battery = np.array([s.storage is not None and s.storage.policy == "external" for s in self.specs])
+        study = config.study
+        self.rounds = study.rounds_per_episode
+        self.close_steps = config.market.close_steps
+        self.clock = Clock(study.start_utc_s, study.interval_s, self.rounds, study.timezone)
+        local = self.clock.timestamps_local(0, self.rounds)
+        day = (np.asarray(local.hour) * 3600 + np.asarray(local.minute) * 60 + np.asarray(local.second)) / 86400.0
+        week = (np.asarray(local.dayofweek) + day) / 7.0
+        self.time_features = np.stack([np.sin(2 * np.pi * day), np.cos(2 * np.pi * day),
+                                       np.sin(2 * np.pi * week), np.cos(2 * np.pi * week)], axis=1).astype(np.float32)
+        starts = self.clock.round_start_s(np.arange(self.rounds, dtype=np.int64))
+        self.buy_price, self.sell_price = tariff_prices(starts, study.timezone, config.market.grid)
+        # the households' devices and traders, built by the participants module's own code
+        self.participants = self._participants(study.seed)
+        bank = self.participants.battery
+        has = self.external_battery[self.agent_index]
+        self.charge_limit = np.where(has, np.floor(bank.charge_limit_wh[self.agent_index]), 0.0)
+        self.discharge_limit = np.where(has, np.floor(bank.discharge_limit_wh[self.agent_index]), 0.0)
+        self.capacity = bank.capacity_wh[self.agent_index].copy()
+        self.tick = config.market.price_tick
+        # normalised values lie in [-1, a few]; the bound is generous, not a clip
+        self.observation_spaces = {a: spaces.Box(-1.0, OBS_HIGH, (OBS_SIZE,), np.float32) for a in self.agents}
+        self.action_spaces = {a: self._action_space(x) for a, x in zip(self.agents, t)}
+
+    def profiles(self, seed: int) -> ProfileSet:
+        specs = [s.profile for s in self.specs]
+        return ProfileSet(self.participant_ids, specs, self.clock, seed, chunk_rounds=min(1440, self.rounds))
+
+    def _participants(self, seed: int):
+        from trexsim.fabric.inprocess import InProcessFabric
+        from trexsim.modules.participants import Participants
+        from trexsim.seeding import participants_rng
+
+        return Participants(InProcessFabric(), self.participant_ids, self.specs, self.profiles(seed),
+                            self.config.study.interval_s, self.rounds, self.close_steps, participants_rng(seed))
+
+    @staticmethod
+    def _action_space(trader) -> spaces.Space:
+        if trader.action == "discrete":
+            return spaces.MultiDiscrete([trader.price_levels, trader.quantity_levels, trader.price_levels,
+                                         trader.quantity_levels, trader.battery_levels])
+        return spaces.Box(-1.0, 1.0, (ACTION_SIZE,), np.float32)
+
+    def booked(self, price: np.ndarray) -> np.ndarray:
+        """Prices as the market books them: the same expression as ``Market._snap_price``."""
+        tick = self.tick
+        return np.round(price / tick) * tick
+
+    def decode(self, raw: np.ndarray):
+        """Actions ``(N, agents, 5)`` -> (orders and set-points as ``(N, agents)`` arrays, clipped mask, used actions).
+
+        Out-of-range values and NaN are clipped (NaN to 0: the lowest discrete level, the middle of a
+        continuous range); the mask says which agents' actions were changed.
+        """
+        bad = ~np.isfinite(raw)
+        fixed = np.clip(np.where(bad, 0.0, raw) if bad.any() else raw, self.low, self.high)
+        if self.any_discrete:
+            fixed = np.where(self.discrete[:, None], np.rint(fixed), fixed)
+        changed = (fixed != raw).any(axis=-1)  # NaN != NaN: a NaN is a change too
+        frac = (fixed + self.shift) * self.scale  # to [0, 1] fractions, then to physical units
+        span = self.max_price - self.min_price
+        bid_price = self.min_price + frac[..., 0] * span
+        ask_price = self.min_price + frac[..., 2] * span
+        bid_wh = np.rint(frac[..., 1] * self.max_q).astype(np.int64)
+        ask_wh = np.rint(frac[..., 3] * self.max_q).astype(np.int64)
+        setpoint = 2 * frac[..., 4] - 1  # [-1, 1]
+        battery = np.rint(np.where(setpoint >= 0, setpoint * self.charge_limit, setpoint * self.discharge_limit)).astype(np.int64)
+        orders = (bid_price, self.booked(bid_price), bid_wh, ask_price, self.booked(ask_price), ask_wh, battery)
+        return orders, changed, fixed
+
+
+class CompiledBatch:
+    """``num_envs`` copies of the community in arrays, one :func:`step_copies` call per round."""
+
+    def __init__(self, community: Community, num_envs: int):
+        c = self.c = community
+        self.num_envs = N = int(num_envs)
+        n, a_n, slots = c.n, len(c.agents), c.close_steps + 1
+        pops = c.participants.traders
+        self.trader = np.zeros(n, dtype=np.int64)
+        f_bid = np.zeros(n)
+        f_ask = np.zeros(n)
+        bid_pool = np.zeros(n, dtype=np.int64)
+        batt_ask = np.full(n, np.nan)
+        for pop in pops:
+            if pop.kind == "fixed_price":
+                m = pop.members
+                self.trader[m] = K.FIXED_PRICE
+                f_bid[m], f_ask[m], bid_pool[m], batt_ask[m] = pop.bid_price, pop.ask_price, pop.bid_pool, pop.battery_ask_price
+            elif pop.kind == "external":
+                self.trader[pop.members] = K.EXTERNAL
+        self.f_bid, self.f_ask, self.bid_pool, self.batt_ask = f_bid, f_ask, bid_pool, batt_ask
+        self.f_bid_b, self.f_ask_b = c.booked(f_bid), c.booked(f_ask)
+        self.batt_ask_b = c.booked(batt_ask)
+        self.offers_battery = bool(np.isfinite(batt_ask).any())
+        self.agent_of = np.full(n, -1, dtype=np.int64)
+        self.agent_of[c.agent_index] = np.arange(a_n)
+        bank = c.participants.battery
+        self.bank = bank
+        mech = get_mechanism(c.config.market.settlement)
+        self.equal_prices, self.price_rule = bool(mech.equal_prices), int(mech.price_rule)
+        m = c.config.market
+        self.market = (float(m.min_price), float(m.max_price), float(m.max_order_wh))
+        R = c.rounds
+        self.load = np.zeros((N, R, n), dtype=np.int64)
+        self.gen = np.zeros((N, R, n), dtype=np.int64)
+        self.seeds: list[int | None] = [None] * N
+        self.stored = np.zeros((N, n))
+        self.shadow = np.zeros((N, n))
+        self.c_bought = np.zeros((N, slots, n), dtype=np.int64)
+        self.c_sold = np.zeros((N, slots, n), dtype=np.int64)
+        self.c_cost = np.zeros((N, slots, n))
+        self.c_revenue = np.zeros((N, slots, n))
+        self.has_contracts = np.zeros((N, slots), dtype=np.bool_)
+        self.plan_delta = np.zeros((N, slots, n))
+        self.has_plan = np.zeros((N, slots), dtype=np.bool_)
+        self.setpoint = np.zeros((N, slots, a_n), dtype=np.int64)
+        self.has_setpoint = np.zeros((N, slots), dtype=np.bool_)
+        self.cleared = np.zeros((N, 2 + 2 * a_n))
+        self.ledger = np.zeros((N, a_n, len(K.LEDGER_COLUMNS)))
+        self.rejected = np.zeros((N, a_n), dtype=np.int64)
+        self.obs = np.zeros((N, a_n, OBS_SIZE), dtype=np.float32)
+        self.round = 0
+
+    def reset(self, seeds: list[int]) -> np.ndarray:
+        """Start an episode in every copy, copy ``i`` with ``seeds[i]``; returns the observations."""
+        c = self.c
+        for e, seed in enumerate(seeds):
+            if self.seeds[e] != seed:  # profiles depend only on the seed: regenerate only when it changes
+                self.load[e], self.gen[e] = c.profiles(int(seed)).energy_wh(0, c.rounds)
+                self.seeds[e] = seed
+        self.stored[:] = self.bank.initial_soc * self.bank.capacity_wh
+        self.shadow[:] = self.stored
+        for arr in (self.has_contracts, self.has_plan, self.has_setpoint, self.cleared, self.rejected):
+            arr[:] = 0
+        self.round = 0
+        d = c.close_steps
+        a_n = len(c.agents)
+        for e in range(self.num_envs):
+            inside = d < c.rounds
+            K.observe(self.obs[e], d, c.rounds, c.time_features,
+                      self.load[e, d, c.agent_index].astype(np.float64) if inside else np.zeros(a_n),
+                      self.gen[e, d, c.agent_index].astype(np.float64) if inside else np.zeros(a_n),
+                      self.stored[e, c.agent_index], c.capacity, c.buy_price[d] if inside else 0.0,
+                      c.sell_price[d] if inside else 0.0, 0.0, 0.0, np.zeros(a_n), np.zeros(a_n), c.max_q,
+                      c.max_price, c.n)
+        return self.obs
+
+    def step(self, orders) -> None:
+        c, b = self.c, self.bank
+        bid_price, bid_booked, bid_wh, ask_price, ask_booked, ask_wh, battery = orders
+        K.step_copies(self.round, c.rounds, c.close_steps, self.load, self.gen, c.buy_price, c.sell_price,
+                      b.capacity_wh, b.charge_limit_wh, b.discharge_limit_wh, b.efficiency, b.retention,
+                      b.self_consumption, c.external_battery, self.trader, self.f_bid, self.f_bid_b, self.f_ask,
+                      self.f_ask_b, self.bid_pool, self.batt_ask, self.batt_ask_b, self.offers_battery, self.agent_of,
+                      c.agent_index, *self.market, self.equal_prices, self.price_rule, bid_price, bid_booked, bid_wh,
+                      ask_price, ask_booked, ask_wh, battery, self.stored, self.shadow, self.c_bought, self.c_sold,
+                      self.c_cost, self.c_revenue, self.has_contracts, self.plan_delta, self.has_plan, self.setpoint,
+                      self.has_setpoint, self.cleared, self.ledger, self.rejected, self.obs, c.time_features, c.max_q,
+                      c.max_price)
+        self.round += 1
+
+    def close(self) -> None:
+        pass
+
+
+class SimulationBatch:
+    """``num_envs`` ordinary simulations (any config), stepped with ``Simulation.step``."""
+
+    def __init__(self, community: Community, num_envs: int, out_dir: str | Path | None = None):
+        self.c = community
+        self.num_envs = int(num_envs)
+        self._out_dir = Path(out_dir) if out_dir is not None else None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self.sims: list = [None] * self.num_envs
+        a_n = len(community.agents)
+        self.cleared = np.zeros((self.num_envs, 2 + 2 * a_n))
+        self.ledger = np.zeros((self.num_envs, a_n, len(K.LEDGER_COLUMNS)))
+        self.rejected = np.zeros((self.num_envs, a_n), dtype=np.int64)
+        self.obs = np.zeros((self.num_envs, a_n, OBS_SIZE), dtype=np.float32)
+        self._pops: list = [None] * self.num_envs
+        self._delivered: list = [None] * self.num_envs
+        self.round = 0
+
+    def _copy_dir(self, e: int) -> Path:
+        if self._out_dir is not None:
+            return self._out_dir if self.num_envs == 1 else self._out_dir / f"copy-{e}"
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="trexsim-env-")
+        return Path(self._tmp.name) / f"copy-{e}"
+
+    def reset(self, seeds: list[int]) -> np.ndarray:
+        from trexsim.fabric import topics
+        from trexsim.simulation import Simulation
+
+        c = self.c
+        base = c.config
+        if base.records.level != "summary" or base.records.plots:  # the env needs no per-order records
+            base = base.model_copy(deep=True)
+            base.records.level, base.records.plots = "summary", False
+        self.cleared[:] = 0
+        for e, seed in enumerate(seeds):
+            if self.sims[e] is not None:
+                self.sims[e].recorder.close()
+            config = base
+            if seed != base.study.seed:
+                config = copy.deepcopy(base)
+                config.study.seed = int(seed)
+            sim = self.sims[e] = Simulation(config, self._copy_dir(e))
+            self._pops[e] = next(p for p in sim.participants.traders if p.kind == "external")
+            sim.fabric.subscribe(topics.DELIVERED, lambda msg, e=e: self._delivered.__setitem__(e, msg))
+            sim.fabric.subscribe(topics.CLEARED, lambda msg, e=e: self._on_cleared(e, msg))
+            sim.fabric.subscribe(topics.REJECTED, lambda msg, e=e: self._on_rejected(e, msg))
+            sim.begin_episode(0)
+        self.round = 0
+        self._observe(c.close_steps)
+        return self.obs
+
+    def _on_cleared(self, e: int, msg) -> None:
+        c = self.c
+        q = msg.quantity_wh
+        volume = float(q.sum())
+        a_n = len(c.agents)
+        row = self.cleared[e]
+        row[0] = float((q * (msg.buyer_price + msg.seller_price) / 2).sum() / volume) if volume else 0.0
+        row[1] = volume
+        row[2:2 + a_n] = np.bincount(msg.buyer, weights=q, minlength=c.n)[c.agent_index]
+        row[2 + a_n:] = np.bincount(msg.seller, weights=q, minlength=c.n)[c.agent_index]
+
+    def _on_rejected(self, e: int, msg) -> None:
+        pos = np.searchsorted(self.c.agent_index, msg.participant)
+        for p, who in zip(pos, msg.participant):
+            if p < self.c.agent_index.size and self.c.agent_index[p] == who:
+                self.rejected[e, p] += 1
+
+    def _observe(self, delivery_round: int) -> None:
+        c = self.c
+        idx = c.agent_index
+        inside = delivery_round < c.rounds
+        for e, sim in enumerate(self.sims):
+            if inside:
+                load, gen = sim.profiles.round_wh(delivery_round)
+                load, gen = load[idx].astype(np.float64), gen[idx].astype(np.float64)
+                buy, sell = sim.participants.grid_prices(delivery_round)
+            else:
+                load = gen = np.zeros(idx.size)
+                buy = sell = 0.0
+            row = self.cleared[e]
+            a_n = idx.size
+            K.observe(self.obs[e], delivery_round, c.rounds, c.time_features, load, gen,
+                      sim.participants.battery.stored_wh[idx], c.capacity, buy, sell, row[0], row[1],
+                      row[2:2 + a_n], row[2 + a_n:], c.max_q, c.max_price, c.n)
+
+    def step(self, orders) -> None:
+        bid_price, _, bid_wh, ask_price, _, ask_wh, battery = orders
+        self.rejected[:] = 0
+        for e, sim in enumerate(self.sims):
+            # the external population holds exactly the agents, in the same (participant) order
+            self._pops[e].set_actions(bid_price[e], bid_wh[e], ask_price[e], ask_wh[e], battery[e])
+            sim.step()
+            d = self._delivered[e]
+            i = self.c.agent_index
+            self.ledger[e] = np.stack([getattr(d, f)[i] for f in K.LEDGER_COLUMNS], axis=1)
+        self.round += 1
+        self._observe(self.round + self.c.close_steps)
+
+    def end_episode(self) -> None:
+        for sim in self.sims:
+            if sim is not None:
+                sim.end_episode()
+
+    def close(self) -> None:
+        for sim in self.sims:
+            if sim is not None:
+                sim.recorder.close()
+        self.sims = [None] * self.num_envs
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+def make_batch(community: Community, num_envs: int, backend: str = "auto", out_dir=None):
+    """The backend for ``num_envs`` copies; ``auto``: compiled when the config allows it."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    reason = compiled_supported(community.config)
+    if backend == "compiled" and reason is not None:
+        raise ValueError(f"the compiled backend cannot run this config: {reason} (use backend='simulation')")
+    if backend == "simulation" or (backend == "auto" and (reason is not None or out_dir is not None)):
+        return SimulationBatch(community, num_envs, out_dir)
+    return CompiledBatch(community, num_envs)
