@@ -227,6 +227,70 @@ def plot(run_dir: Path = typer.Argument(..., help="A run's output folder.")) -> 
 
 
 @app.command()
+def train(
+    config: Path = typer.Argument(..., help="Training config (JSON, // comments allowed), e.g. examples/ppo_battery/train.json."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: the config's out_dir, else runs/<name>)."),
+    timesteps: Optional[int] = typer.Option(None, "--timesteps", "-n", min=1, help="Train this many environment steps instead of total_timesteps."),
+) -> None:
+    """Train a deep-RL agent (PPO) in a community, then evaluate it against the rule-based battery on held-out days."""
+    from trexsim.training.config import load_training_config
+
+    try:
+        cfg = load_training_config(config)
+    except TrexsimError as exc:
+        _fail(exc)
+        return
+    try:
+        import stable_baselines3  # noqa: F401
+        import tensorboard  # noqa: F401
+        import torch  # noqa: F401
+    except ModuleNotFoundError as exc:
+        _fail(TrexsimError(f"{exc.name} is not installed; training needs the rl extra: pip install 'trexsim[rl]'"))
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from trexsim.training.train import train as run_training
+
+    total = timesteps or cfg.total_timesteps
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                  TextColumn("{task.fields[ret]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task(cfg.name, total=total, ret="")
+
+        def on_progress(steps: int, mean_return: float | None) -> None:
+            progress.update(task, completed=min(steps, total),
+                            ret="" if mean_return is None else f"episode return {mean_return:+.3f}")
+
+        def on_phase(phase: str) -> None:
+            if phase == "evaluate":
+                progress.update(task, completed=total, description=f"{cfg.name}: evaluating on {len(cfg.eval.days)} held-out days")
+
+        try:
+            result = run_training(cfg, out, timesteps, on_progress=on_progress, on_phase=on_phase)
+        except TrexsimError as exc:
+            progress.stop()
+            _fail(exc)
+            return
+    rep = result.report
+    table = Table(title=f"{cfg.learner} on {len(rep['days'])} held-out days after {result.timesteps:,} steps "
+                        f"({result.train_seconds / 60:.1f} min)")
+    for col in ("policy", "bill\n$", "bill adj.\n$", "self-\nsuff.", "cycles", "grid in\nkWh", "grid out\nkWh", "bought\nkWh", "sold\nkWh"):
+        table.add_column(col, justify="right" if col != "policy" else "left", no_wrap=True)
+    for name, m in rep["totals"].items():
+        table.add_row(name.replace("_", "-"), f"{m['bill_usd']:.2f}", f"{m['bill_adjusted_usd']:.2f}",
+                      "-" if m["self_sufficiency"] is None else f"{m['self_sufficiency']:.0%}", f"{m['battery_cycles']:.1f}",
+                      *(f"{m[k] / 1000:.1f}" for k in ("grid_import_wh", "grid_export_wh", "market_bought_wh", "market_sold_wh")))
+    console.print(table)
+    v = rep["verdict"]
+    pct = "" if v["agent_minus_rule_bill_pct"] is None else f" ({v['agent_minus_rule_bill_pct']:+.1f} % of the rule's bill)"
+    console.print(f"agent vs rule: {v['agent_minus_rule_bill_usd']:+.3f} ${pct}, cheaper on "
+                  f"{v['days_agent_cheaper_than_rule']} of {v['days']} days: the agent "
+                  f"{'[bold green]beats[/]' if v['agent_beats_rule'] else '[bold red]does not beat[/]'} the rule "
+                  f"({'beats' if v['agent_beats_rule_adjusted'] else 'does not beat'} it with the batteries' end-of-day energy valued)")
+    console.print(f"model {result.model_path}; report {result.out_dir / 'report.json'}; figures {result.out_dir / 'figures'}; "
+                  f"TensorBoard: tensorboard --logdir {result.out_dir / 'tensorboard'}")
+
+
+@app.command()
 def powerflow(
     run_dir: Path = typer.Argument(..., help="A run's output folder."),
     feeder: Optional[Path] = typer.Option(None, "--feeder", help="A .dss circuit, or a .json of feeder-generator parameters (default: a generated feeder for the run's households)."),
