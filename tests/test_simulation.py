@@ -73,6 +73,11 @@ def test_database_holds_every_record(tmp_path, two_houses):
     bad = count("SELECT count(*) FROM (SELECT round, sum(load_wh + battery_charge_wh - generation_wh - battery_discharge_wh "
                 "- grid_import_wh + grid_export_wh) AS e FROM deliveries GROUP BY round) WHERE e <> 0")
     assert bad == 0
+    # each round's row: its grid prices, and totals that agree with the settlements and deliveries
+    rows = con.execute("SELECT round, start_utc_s, grid_buy_price, grid_sell_price, market_wh, grid_import_wh, "
+                       "grid_export_wh, auctioneer_surplus_usd FROM rounds ORDER BY round").fetchall()
+    assert rows[0] == (0, rows[0][1], 0.1449, 0.069, 0, 1000, 600, 0.0)
+    assert rows[5] == (5, rows[0][1] + 5 * 60, 0.1449, 0.069, 600, 400, 0, 0.0)
 
 
 def ledger_hash(db):

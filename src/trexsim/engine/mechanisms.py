@@ -21,7 +21,7 @@ from typing import ClassVar
 import numba
 import numpy as np
 
-from trexsim.engine.matching import Matches, match_book, match_pairwise
+from trexsim.engine.matching import Matches, _clear_book, match_book, match_pairwise
 
 
 class Mechanism(ABC):
@@ -175,3 +175,97 @@ class ExactPrice(RulePricedMechanism):
     paper_name = "M3"
     budget_balance = "weak"
     price_rule = EACH_OWN_PRICE
+
+
+@numba.njit(cache=True, nogil=True)
+def _clear_round(participant, side, pool, price, quantity_wh, order_id, placed_round, n_participants, rule,
+                 equal_prices, n_pools):
+    """One delivery round's book, cleared and totalled in one compiled call.
+
+    The book is first put in submission order — round placed, then roster position, then the
+    order within its batch (a stable sort) — so the result does not depend on how the
+    participants were split over modules. Then every pool is matched (:func:`_clear_book`), each
+    pair priced by ``rule`` (:func:`pair_prices`) and the contracts summed per participant.
+    """
+    key = placed_round * n_participants + participant
+    order = np.argsort(key, kind="mergesort")
+    p = participant[order]
+    s = side[order]
+    po = pool[order]
+    pr = price[order]
+    q_book = quantity_wh[order]
+    ids = order_id[order]
+    bi, ai, q, pools = _clear_book(p, s, po, pr, q_book, equal_prices, n_pools)
+    k = q.size
+    buyer = np.empty(k, dtype=np.int64)
+    seller = np.empty(k, dtype=np.int64)
+    buyer_price = np.empty(k)
+    seller_price = np.empty(k)
+    bid_id = np.empty(k, dtype=np.int64)
+    ask_id = np.empty(k, dtype=np.int64)
+    bought = np.zeros(n_participants, dtype=np.int64)
+    sold = np.zeros(n_participants, dtype=np.int64)
+    cost = np.zeros(n_participants)
+    revenue = np.zeros(n_participants)
+    for t in range(k):
+        b = p[bi[t]]
+        a = p[ai[t]]
+        buyer[t] = b
+        seller[t] = a
+        bp, sp = pair_prices(rule, pr[bi[t]], pr[ai[t]])
+        buyer_price[t] = bp
+        seller_price[t] = sp
+        bid_id[t] = ids[bi[t]]
+        ask_id[t] = ids[ai[t]]
+        bought[b] += q[t]
+        sold[a] += q[t]
+        cost[b] += q[t] * bp / 1000.0
+        revenue[a] += q[t] * sp / 1000.0
+    return pools, buyer, seller, q, buyer_price, seller_price, bid_id, ask_id, bought, sold, cost, revenue
+
+
+def compiled_price_rule(mechanism: Mechanism) -> int | None:
+    """The mechanism's compiled price rule if it clears exactly as the built-in pairwise path does.
+
+    A subclass that overrides ``clear_book`` or ``settlement_prices`` gets ``None`` and is
+    cleared through its own methods.
+    """
+    cls = type(mechanism)
+    if (isinstance(mechanism, RulePricedMechanism) and cls.clear_book is PairwiseMechanism.clear_book
+            and cls.settlement_prices is RulePricedMechanism.settlement_prices):
+        return int(mechanism.price_rule)
+    return None
+
+
+def clear_round(mechanism: Mechanism, participant, side, pool, price, quantity_wh, order_id, placed_round,
+                n_participants: int, n_pools: int = 2):
+    """Clear one delivery round's whole book and total the contracts per participant.
+
+    Arrays are the book in any order (``placed_round``: the round each order was placed in);
+    submission order is restored here. Returns ``(pool, buyer, seller, quantity_wh, buyer_price,
+    seller_price, bid_id, ask_id, bought_wh, sold_wh, cost_usd, revenue_usd)``: the matches in
+    matching order, then per participant the energy bought and sold [Wh] and the money paid and
+    received [$]. Mechanisms with a compiled price rule run as one compiled call.
+    """
+    participant = np.ascontiguousarray(participant, dtype=np.int64)
+    side = np.ascontiguousarray(side, dtype=np.int64)
+    pool = np.ascontiguousarray(pool, dtype=np.int64)
+    price = np.ascontiguousarray(price, dtype=np.float64)
+    quantity_wh = np.ascontiguousarray(quantity_wh, dtype=np.int64)
+    order_id = np.ascontiguousarray(order_id, dtype=np.int64)
+    placed_round = np.ascontiguousarray(placed_round, dtype=np.int64)
+    rule = compiled_price_rule(mechanism)
+    if rule is not None:
+        return _clear_round(participant, side, pool, price, quantity_wh, order_id, placed_round, int(n_participants),
+                            rule, bool(getattr(mechanism, "equal_prices", False)), int(n_pools))
+    order = np.lexsort((participant, placed_round))
+    participant, side, pool, price, quantity_wh, order_id = (a[order] for a in (participant, side, pool, price, quantity_wh, order_id))
+    m, pools = mechanism.clear_book(participant, side, pool, price, quantity_wh, n_pools)
+    bi, ai, q = m.bid_index, m.ask_index, np.asarray(m.quantity_wh, dtype=np.int64)
+    buyer, seller, bp, sp = participant[bi], participant[ai], np.asarray(m.buyer_price, dtype=np.float64), np.asarray(m.seller_price, dtype=np.float64)
+    n = int(n_participants)
+    bought = np.bincount(buyer, weights=q, minlength=n).astype(np.int64)
+    sold = np.bincount(seller, weights=q, minlength=n).astype(np.int64)
+    cost = np.bincount(buyer, weights=q * bp / 1000.0, minlength=n)
+    revenue = np.bincount(seller, weights=q * sp / 1000.0, minlength=n)
+    return pools, buyer, seller, q, bp, sp, order_id[bi], order_id[ai], bought, sold, cost, revenue

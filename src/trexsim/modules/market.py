@@ -21,7 +21,7 @@ import numpy as np
 from trexsim.config.schema import MarketConfig
 from trexsim.engine.delivery import energy_balance_error_wh, settle_delivery
 from trexsim.engine.intake import REASONS, reject_codes
-from trexsim.engine.mechanisms import get_mechanism
+from trexsim.engine.mechanisms import clear_round, get_mechanism
 from trexsim.errors import ConservationError
 from trexsim.fabric import topics
 from trexsim.fabric.messages import (
@@ -250,20 +250,10 @@ class Market:
             empty_f = np.zeros(0)
             self._contracts[delivery_round] = (np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), 0.0)
             return Cleared(self.episode, self.round, delivery_round, empty_i, empty_i, empty_i, empty_i, empty_f, empty_f, empty_i, empty_i)
-        participant, side, pool, price, qty, order_id = book.arrays()
         # "submission order" is by round placed, then place in the roster, then order within the batch,
         # never by arrival time: the same book however the participants are split over processes
-        order = np.lexsort((participant, book.rounds()))
-        participant, side, pool, price, qty, order_id = (a[order] for a in (participant, side, pool, price, qty, order_id))
-        # the dispatchable pool clears first, as in T-REX; each pool on its own
-        m, pool_c = self.mechanism.clear_book(participant, side, pool, price, qty)
-        bi, ai = m.bid_index, m.ask_index
-        buyer, seller, q, bp, sp = participant[bi], participant[ai], m.quantity_wh, m.buyer_price, m.seller_price
-        bid_id, ask_id = order_id[bi], order_id[ai]
-        bought = np.bincount(buyer, weights=q, minlength=n).astype(np.int64)
-        sold = np.bincount(seller, weights=q, minlength=n).astype(np.int64)
-        cost = np.bincount(buyer, weights=q * bp / 1000.0, minlength=n)
-        revenue = np.bincount(seller, weights=q * sp / 1000.0, minlength=n)
+        (pool_c, buyer, seller, q, bp, sp, bid_id, ask_id, bought, sold, cost, revenue) = clear_round(
+            self.mechanism, *book.arrays(), book.rounds(), n)
         surplus = float(cost.sum() - revenue.sum())
         self._contracts[delivery_round] = (bought, sold, cost, revenue, surplus)
         return Cleared(self.episode, self.round, delivery_round, pool_c, buyer, seller, q, bp, sp, bid_id, ask_id)

@@ -205,36 +205,25 @@ class Recorder:
         self._meter.append(msg)
 
     def on_delivered(self, msg: Delivered) -> None:
+        # copied row by row into reused buffers: keeping the messages until a flush instead would
+        # hold ~17 MB a row group of fresh memory, whose page faults cost more than the copies
         parts = self._meter
         b = self._dbuf
         i = self._dfill
         if parts and parts[0].round == msg.round and parts[0].episode == msg.episode:
             meter = merge_meter_readings(parts, self.n)
-            b["load_wh"][i] = meter.load_wh
-            b["generation_wh"][i] = meter.generation_wh
-            b["battery_charge_wh"][i] = meter.battery_charge_wh
-            b["battery_discharge_wh"][i] = meter.battery_discharge_wh
-            b["battery_stored_wh"][i] = meter.battery_stored_wh
+            for field in _METER_FIELDS:
+                b[field][i] = getattr(meter, field)
         else:  # no readings for this round: recorded as zero, as the market settled it
-            for c in ("load_wh", "generation_wh", "battery_charge_wh", "battery_discharge_wh", "battery_stored_wh"):
-                b[c][i] = 0
+            for field in _METER_FIELDS:
+                b[field][i] = 0
+        for field in _DELIVERED_FIELDS:
+            b[field][i] = getattr(msg, field)
         self.totals.surplus_usd[msg.episode] = self.totals.surplus_usd.get(msg.episode, 0.0) + msg.auctioneer_surplus_usd
-        self._rows["rounds"].append((msg.episode, msg.round, self._round_start.pop(msg.round, 0), msg.grid_buy_price,
-                                     msg.grid_sell_price, int(msg.bought_wh.sum()), int(msg.grid_import_wh.sum()),
-                                     int(msg.grid_export_wh.sum()), msg.auctioneer_surplus_usd))
+        # the round's row; its energy totals are summed from the delivery buffer at the flush
+        self._rows["rounds"].append((self._round_start.pop(msg.round, 0), msg.grid_buy_price, msg.grid_sell_price,
+                                     msg.auctioneer_surplus_usd))
         self._dkeys[i] = (msg.episode, msg.round)
-        b["bought_wh"][i] = msg.bought_wh
-        b["sold_wh"][i] = msg.sold_wh
-        b["grid_import_wh"][i] = msg.grid_import_wh
-        b["grid_export_wh"][i] = msg.grid_export_wh
-        b["shortfall_wh"][i] = msg.shortfall_wh
-        b["unused_wh"][i] = msg.unused_wh
-        b["battery_cover_wh"][i] = msg.battery_cover_wh
-        b["market_cost_usd"][i] = msg.market_cost_usd
-        b["market_revenue_usd"][i] = msg.market_revenue_usd
-        b["grid_cost_usd"][i] = msg.grid_cost_usd
-        b["grid_revenue_usd"][i] = msg.grid_revenue_usd
-        b["grid_only_cost_usd"][i] = msg.grid_only_cost_usd
         self._dfill = i + 1
         self._since_complete += 1
         if self._since_complete >= self.batch_rounds:
@@ -324,11 +313,15 @@ class Recorder:
     def _flush(self, complete: bool) -> None:
         batch: list = []
         rows = self._rows["rounds"]
-        if rows:
-            cols = list(zip(*rows))
-            names = ["episode", "round", "start_utc_s", "grid_buy_price", "grid_sell_price", "market_wh",
-                     "grid_import_wh", "grid_export_wh", "auctioneer_surplus_usd"]
-            batch.append(("rounds", pa.table(dict(zip(names, [pa.array(c) for c in cols]))), None))
+        k = self._dfill
+        if rows:  # one per delivered round, in the order of the delivery buffer's k rows
+            start, buy, sell, surplus = (np.array(c) for c in zip(*rows))
+            buf = self._dbuf
+            batch.append(("rounds", pa.table({
+                "episode": self._dkeys[:k, 0].astype(np.int32), "round": self._dkeys[:k, 1].astype(np.int32), "start_utc_s": start,
+                "grid_buy_price": buy, "grid_sell_price": sell, "market_wh": buf["bought_wh"][:k].sum(axis=1),
+                "grid_import_wh": buf["grid_import_wh"][:k].sum(axis=1),
+                "grid_export_wh": buf["grid_export_wh"][:k].sum(axis=1), "auctioneer_surplus_usd": surplus}), None))
             rows.clear()
         for name, fields in (("orders", _ORDER_FIELDS), ("settlements", _SETTLEMENT_FIELDS)):
             messages = self._rows[name]
@@ -363,7 +356,6 @@ class Recorder:
                 arrays[column] = pa.array(list(values), type=pa.string()) if values.dtype == object else pa.array(values)
             batch.append(("rejections", pa.table(arrays), None))
             parts.clear()
-        k = self._dfill
         if k:
             self._add_totals(k)
             if self.full:
@@ -389,6 +381,10 @@ class Recorder:
             raise self._writer_error
 
 
+_DELIVERED_FIELDS = ("bought_wh", "sold_wh", "grid_import_wh", "grid_export_wh", "shortfall_wh", "unused_wh",
+                     "battery_cover_wh", "market_cost_usd", "market_revenue_usd", "grid_cost_usd", "grid_revenue_usd",
+                     "grid_only_cost_usd")
+_METER_FIELDS = ("load_wh", "generation_wh", "battery_charge_wh", "battery_discharge_wh", "battery_stored_wh")
 _ORDER_FIELDS = {"order_id": "order_id", "participant": "participant", "side": "side", "pool": "pool",
                  "price": "price", "quantity_wh": "quantity_wh"}
 _SETTLEMENT_FIELDS = {"pool": "pool", "buyer": "buyer", "seller": "seller", "quantity_wh": "quantity_wh",
