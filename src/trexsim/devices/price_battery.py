@@ -1,0 +1,127 @@
+"""A price-reactive battery behind each household's meter, as arrays: charge when cheap, discharge when dear.
+
+Given one published price schedule (one price per round of a horizon), each battery sets two thresholds
+from the schedule and its own size:
+
+- ``n_dis`` = rounds it takes to empty a full battery at full discharge power; it may discharge in a round
+  whose price is among the ``n_dis`` highest of the horizon (``price >= p_dis``) and above the horizon's
+  lowest price;
+- ``n_ch`` = rounds it takes to fill an empty battery at full charge power; it charges from the grid at full
+  power in a round whose price is among the ``n_ch`` lowest (``price <= p_ch``), below the horizon's highest,
+  and low enough to pay for the round trip (``price < p_dis * efficiency**2``).
+
+Then, round by round: in a discharge round it covers the household's net import (load - PV) up to its
+power and energy, never exporting; in a charge round it charges at full power; in any other round it
+stores surplus PV, and covers net import only from energy above a reserve: what the discharge rounds
+still ahead in the horizon will draw (their net import, up to the power limit). A horizon whose prices
+are all equal gives no signal, and the battery runs plain self-consumption (cover net import, store surplus).
+
+Limits, per round: charge <= ``charge_limit_wh``, discharge <= ``discharge_limit_wh``, never both, stored
+energy within ``[0, capacity_wh]``; same physics as ``trexsim.devices.battery`` (one-way efficiency on the
+stored energy, self-discharge as a retention factor per round). Energies in Wh per round (floats).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from trexsim.devices.battery import BatteryBank
+
+PRICE_TOL = 1e-12
+
+
+@numba.njit(cache=True, nogil=True)
+def _dispatch(net_wh, price, stored0, capacity_wh, charge_limit_wh, discharge_limit_wh, efficiency, retention, active):
+    R, N = net_wh.shape
+    charge = np.zeros((R, N))
+    discharge = np.zeros((R, N))
+    stored_after = np.zeros((R, N))
+    asc = np.sort(price)
+    pmin, pmax = asc[0], asc[R - 1]
+    flat = pmax - pmin <= PRICE_TOL
+    for i in range(N):
+        s = stored0[i]
+        eta = efficiency[i]
+        cap = capacity_wh[i]
+        if not active[i] or cap <= 0.0:
+            for r in range(R):
+                s = s * retention[i]
+                stored_after[r, i] = s
+            continue
+        n_dis = R if discharge_limit_wh[i] <= 0 else min(R, max(1, int(math.ceil(cap * eta / discharge_limit_wh[i] - 1e-9))))
+        n_ch = R if charge_limit_wh[i] <= 0 else min(R, max(1, int(math.ceil(cap / eta / charge_limit_wh[i] - 1e-9))))
+        p_dis = asc[R - n_dis]
+        p_ch = asc[n_ch - 1]
+        # energy to keep for the discharge rounds still ahead: what they will need, from round r + 1 on
+        reserve = np.zeros(R)
+        ahead = 0.0
+        for r in range(R - 1, -1, -1):
+            reserve[r] = min(ahead, cap)
+            p = price[r]
+            if not flat and p >= p_dis - PRICE_TOL and p > pmin + PRICE_TOL and net_wh[r, i] > 0.0:
+                ahead += min(net_wh[r, i], discharge_limit_wh[i]) / eta
+        for r in range(R):
+            p = price[r]
+            need = net_wh[r, i]
+            c = 0.0
+            d = 0.0
+            max_c = min(charge_limit_wh[i], max(cap - s, 0.0) / eta)
+            max_d = min(discharge_limit_wh[i], s * eta)
+            if flat:
+                if need > 0.0:
+                    d = min(need, max_d)
+                else:
+                    c = min(-need, max_c)
+            elif p >= p_dis - PRICE_TOL and p > pmin + PRICE_TOL and need > 0.0:
+                d = min(need, max_d)
+            elif p <= p_ch + PRICE_TOL and p < pmax - PRICE_TOL and p < p_dis * eta * eta - PRICE_TOL:
+                c = max_c
+            elif need < 0.0:
+                c = min(-need, max_c)
+            elif need > 0.0 and s > reserve[r]:  # cover the load from what the dear rounds ahead do not need
+                d = min(need, max_d, (s - reserve[r]) * eta)
+            s = (s + c * eta - d / eta) * retention[i]
+            if s < 0.0:
+                s = 0.0
+            elif s > cap:
+                s = cap
+            charge[r, i] = c
+            discharge[r, i] = d
+            stored_after[r, i] = s
+    return charge, discharge, stored_after
+
+
+def price_battery_dispatch(net_wh: np.ndarray, price_per_kwh: np.ndarray, stored_wh: np.ndarray, capacity_wh,
+                           charge_limit_wh, discharge_limit_wh, efficiency, retention, active=None):
+    """``(charge_wh, discharge_wh, stored_after_wh)``, each (rounds, households), over one horizon.
+
+    net_wh: (rounds, households) load - generation before the battery, Wh per round; price_per_kwh: the
+    horizon's schedule, one per round; stored_wh: energy stored at the horizon's start; the rest per battery.
+    """
+    net = np.ascontiguousarray(net_wh, dtype=np.float64)
+    price = np.ascontiguousarray(price_per_kwh, dtype=np.float64)
+    if net.ndim != 2 or price.shape != (net.shape[0],):
+        raise ValueError("net_wh must be (rounds, households) and price_per_kwh one price per round")
+    n = net.shape[1]
+
+    def arr(x):
+        return np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=np.float64), (n,)))
+
+    act = np.ones(n, dtype=np.bool_) if active is None else np.ascontiguousarray(np.broadcast_to(active, (n,)), dtype=np.bool_)
+    if net.shape[0] == 0:
+        z = np.zeros((0, n))
+        return z, z.copy(), z.copy()
+    return _dispatch(net, price, arr(stored_wh), arr(capacity_wh), arr(charge_limit_wh), arr(discharge_limit_wh),
+                     arr(efficiency), arr(retention), act)
+
+
+def dispatch_bank(bank: BatteryBank, net_wh: np.ndarray, price_per_kwh: np.ndarray, stored_wh: np.ndarray | None = None,
+                  active: np.ndarray | None = None):
+    """``price_battery_dispatch`` with the sizes of a ``BatteryBank`` (as configured from ``storage``)."""
+    stored = bank.stored_wh if stored_wh is None else stored_wh
+    return price_battery_dispatch(net_wh, price_per_kwh, stored, bank.capacity_wh, bank.charge_limit_wh,
+                                  bank.discharge_limit_wh, bank.efficiency, bank.retention,
+                                  bank.has_battery if active is None else active)
