@@ -1,9 +1,11 @@
 """RL environments over the ALEX market (optional extra: ``pip install "trexsim[rl]"``).
 
 ``parallel_env(config)`` is a PettingZoo ParallelEnv whose agents are the participants with an
-``external`` trader; ``gym_env(config, agent=ID)`` is a single-agent Gymnasium env. Both drive
-the ordinary simulation one market round per step. ``config`` is a SimulationConfig, a dict, or a
-path to a config file. See docs/envs.md.
+``external`` trader; ``gym_env(config, agent=ID)`` is a single-agent Gymnasium env;
+``vector_env(config, num_envs=N)`` steps N independent copies of the community as one batch of
+arrays. Each step is one market round, run by the engine's compiled kernels (``backend="compiled"``)
+or by the ordinary simulation (``backend="simulation"``); ``"auto"`` picks the compiled one when the
+config allows. ``config`` is a SimulationConfig, a dict, or a path to a config file. See docs/envs.md.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from trexsim.config import load_config, parse_config
 from trexsim.config.schema import SimulationConfig
 
-__all__ = ["gym_env", "parallel_env"]
+__all__ = ["gym_env", "parallel_env", "vector_env"]
 
 
 def _config(config) -> SimulationConfig:
@@ -24,18 +26,33 @@ def _config(config) -> SimulationConfig:
     return load_config(Path(config))
 
 
-def parallel_env(config, out_dir=None):
-    """A PettingZoo ParallelEnv (``trexsim_alex_v0``) for the config's external agents."""
+def parallel_env(config, out_dir=None, backend: str = "auto"):
+    """A PettingZoo ParallelEnv (``trexsim_alex_v0``) for the config's external agents.
+
+    ``out_dir``: keep the run database there (uses the simulation backend).
+    """
     from trexsim.envs.parallel import TrexParallelEnv
 
-    return TrexParallelEnv(_config(config), out_dir)
+    return TrexParallelEnv(_config(config), out_dir, backend)
 
 
-def gym_env(config, agent: str | None = None, out_dir=None):
+def gym_env(config, agent: str | None = None, out_dir=None, backend: str = "auto"):
     """A Gymnasium env for one external agent (``agent``; optional if there is only one)."""
     from trexsim.envs.gym import TrexGymEnv
 
-    return TrexGymEnv(_config(config), agent, out_dir)
+    return TrexGymEnv(_config(config), agent, out_dir, backend)
+
+
+def vector_env(config, num_envs: int = 8, backend: str = "auto", reseed: bool = True):
+    """``num_envs`` copies of the community stepped as one batch (:class:`~trexsim.envs.vector.TrexVectorEnv`).
+
+    Copy ``i`` uses seed ``s + i`` (``s``: ``reset(seed=...)`` or the config's seed); actions
+    ``(num_envs, n_agents, 5)``; observations ``(num_envs, n_agents, 13)``; same-step auto-reset.
+    ``.as_gymnasium(agent=None)`` gives a ``gymnasium.vector.VectorEnv`` view for one learner.
+    """
+    from trexsim.envs.vector import TrexVectorEnv
+
+    return TrexVectorEnv(_config(config), num_envs, backend, reseed)
 
 
 try:  # register with Gymnasium when it is installed: gymnasium.make("trexsim/ALEX-v0", config=..., agent=...)

@@ -13,8 +13,8 @@ class TrexGymEnv(gymnasium.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, config: SimulationConfig, agent: str | None = None, out_dir=None):
-        self._env = TrexParallelEnv(config, out_dir)
+    def __init__(self, config: SimulationConfig, agent: str | None = None, out_dir=None, backend: str = "auto"):
+        self._env = TrexParallelEnv(config, out_dir, backend)
         agents = self._env.possible_agents
         if agent is None:
             if len(agents) != 1:

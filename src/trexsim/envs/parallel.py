@@ -89,7 +89,8 @@ class TrexParallelEnv(ParallelEnv):
         self._round = 0
         self.agents = list(self.possible_agents)
         d = self._community.close_steps
-        return {a: obs[j].copy() for j, a in enumerate(self.agents)}, {a: {"delivery_round": d} for a in self.agents}
+        obs = obs.copy()
+        return {a: obs[j] for j, a in enumerate(self.agents)}, {a: {"delivery_round": d} for a in self.agents}
 
     def close(self) -> None:
         self._batch.close()
@@ -144,7 +145,8 @@ class TrexParallelEnv(ParallelEnv):
                 infos[agent]["clipped"] = info
             for j in np.flatnonzero(batch.rejected[0]):
                 infos[agents[j]]["rejected_orders"] = int(batch.rejected[0, j])
-        observations = {a: obs[j].copy() for j, a in enumerate(agents)}
+        obs = obs.copy()  # one copy; the agents get rows of it
+        observations = {a: obs[j] for j, a in enumerate(agents)}
         if done:
             if isinstance(batch, SimulationBatch):
                 batch.end_episode()

@@ -1,0 +1,208 @@
+"""Vectorised environment: ``num_envs`` independent copies of the community stepped as one batch.
+
+Every copy is the same community (the config) with its own seed, so its own households' profiles:
+copy ``i`` of the first episode after ``reset(seed=s)`` uses seed ``s + i`` (``s`` defaults to the
+config's ``study.seed``) — exactly what ``parallel_env(config).reset(seed=s + i)`` gives. All
+copies step in lockstep, one market round per step, and all end together after the study's
+``rounds_per_episode`` rounds.
+
+Arrays, agents in ``agents`` order (the participants with an external trader, config order):
+
+- ``reset() -> obs, infos``; ``step(actions) -> obs, rewards, terminations, truncations, infos``
+- ``actions``: ``(num_envs, n_agents, 5)`` (continuous values or discrete levels, as in
+  :mod:`trexsim.envs.parallel`); out-of-range values and NaN are clipped, and
+  ``infos["clipped"]`` ``(num_envs, n_agents)`` says whose; never an exception mid-episode.
+- ``obs``: ``(num_envs, n_agents, 13)`` float32; ``rewards``: ``(num_envs, n_agents)`` float64 (the
+  reward of the delivery round settled in this step, see docs/envs.md "Timing");
+  ``terminations``/``truncations``: ``(num_envs, n_agents)`` bool.
+- ``infos``: ``delivered_round`` and ``delivery_round`` (ints), per agent arrays
+  ``net_profit_usd``, ``bought_wh``, ``sold_wh``, ``grid_import_wh``, ``grid_export_wh``,
+  ``clipped``, ``rejected_orders``, and ``seeds`` (the copies' seeds of the episode).
+
+Auto-reset (Gymnasium's "same-step" mode): the step that ends the episode returns
+``terminations`` all True, ``infos["final_obs"]`` (the last observations) and ``infos["final_seeds"]``,
+and already the first observations of the next episode in ``obs``. With ``reseed=True`` (default)
+the next episode's copy ``i`` uses seed ``s + e * num_envs + i`` for episode ``e`` (new days,
+profiles generated again: about 50 ms per copy of 200 households); ``reseed=False`` replays the
+same seeds (no regeneration).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from gymnasium import spaces
+
+from trexsim.config.schema import SimulationConfig
+from trexsim.envs import _kernels as K
+from trexsim.envs._core import ACTION_SIZE, OBS_HIGH, OBS_SIZE, Community, SimulationBatch, make_batch
+
+__all__ = ["TrexVectorEnv"]
+
+
+class TrexVectorEnv:
+    """``num_envs`` copies of the community as arrays; see the module docstring."""
+
+    metadata = {"name": "trexsim_alex_vector_v0", "autoreset_mode": "SameStep", "render_modes": []}
+
+    def __init__(self, config: SimulationConfig, num_envs: int = 8, backend: str = "auto", reseed: bool = True):
+        if int(num_envs) < 1:
+            raise ValueError(f"num_envs must be at least 1, not {num_envs}")
+        self._config = config
+        self._community = c = Community(config)
+        self.num_envs = int(num_envs)
+        self.agents = list(c.agents)
+        self.n_agents = len(self.agents)
+        self.obs_dim, self.action_dim = OBS_SIZE, ACTION_SIZE
+        self._batch = make_batch(c, self.num_envs, backend)
+        self.backend = "simulation" if isinstance(self._batch, SimulationBatch) else "compiled"
+        self.reseed = bool(reseed)
+        self.single_observation_space = spaces.Box(-1.0, OBS_HIGH, (OBS_SIZE,), np.float32)
+        self.observation_space = spaces.Box(-1.0, OBS_HIGH, (self.num_envs, self.n_agents, OBS_SIZE), np.float32)
+        self.single_action_spaces = c.action_spaces
+        if not c.discrete.any():
+            self.action_space = spaces.Box(-1.0, 1.0, (self.num_envs, self.n_agents, ACTION_SIZE), np.float32)
+        elif c.discrete.all():
+            self.action_space = spaces.MultiDiscrete(np.broadcast_to(c.levels.astype(np.int64),
+                                                                     (self.num_envs, self.n_agents, ACTION_SIZE)))
+        else:  # a mix: the array holds each agent's own kind of value
+            self.action_space = None
+        self._noop = np.broadcast_to(c.noop, (self.num_envs, self.n_agents, ACTION_SIZE)).copy()
+        self._base_seed = config.study.seed
+        self._episode = 0
+        self._round = 0
+        self.seeds = np.zeros(self.num_envs, dtype=np.int64)
+
+    def observation_space_of(self, agent: str) -> spaces.Space:
+        return self._community.observation_spaces[agent]
+
+    def action_space_of(self, agent: str) -> spaces.Space:
+        return self._community.action_spaces[agent]
+
+    # ------------------------------------------------------------------ episodes
+    def _start(self) -> np.ndarray:
+        step = self.num_envs if self.reseed else 0
+        self.seeds = self._base_seed + self._episode * step + np.arange(self.num_envs, dtype=np.int64)
+        self._round = 0
+        return self._batch.reset(self.seeds.tolist()).copy()
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        """Start every copy: copy ``i`` with seed ``seed + i`` (``seed`` defaults to the config's)."""
+        self._base_seed = self._config.study.seed if seed is None else int(seed)
+        self._episode = 0
+        obs = self._start()
+        return obs, {"seeds": self.seeds.copy(), "delivery_round": self._community.close_steps}
+
+    def close(self) -> None:
+        self._batch.close()
+
+    # ------------------------------------------------------------------ steps
+    def step(self, actions):
+        c = self._community
+        raw = np.asarray(actions, dtype=np.float64)
+        want = (self.num_envs, self.n_agents, ACTION_SIZE)
+        if raw.shape != want:
+            if raw.size != self._noop.size:
+                raise ValueError(f"actions must have shape {want} (num_envs, agents, 5), not {raw.shape}")
+            raw = raw.reshape(want)
+        orders, changed, _ = c.decode(raw)
+        batch = self._batch
+        batch.step(orders)
+        k = self._round
+        self._round = k + 1
+        led = batch.ledger
+        profit = (led[..., K.L_MARKET_REVENUE] - led[..., K.L_MARKET_COST]) + (led[..., K.L_GRID_REVENUE] - led[..., K.L_GRID_COST])
+        rewards = np.where(c.savings, led[..., K.L_GRID_ONLY_COST] + profit, profit)
+        done = self._round >= c.rounds
+        shape = (self.num_envs, self.n_agents)
+        terminations = np.full(shape, done)
+        truncations = np.zeros(shape, dtype=bool)
+        infos = {"delivered_round": k, "delivery_round": self._round + c.close_steps, "net_profit_usd": profit,
+                 "bought_wh": led[..., K.L_BOUGHT].astype(np.int64), "sold_wh": led[..., K.L_SOLD].astype(np.int64),
+                 "grid_import_wh": led[..., K.L_IMPORT].astype(np.int64),
+                 "grid_export_wh": led[..., K.L_EXPORT].astype(np.int64), "clipped": changed,
+                 "rejected_orders": batch.rejected.copy(), "seeds": self.seeds.copy()}
+        obs = batch.obs.copy()
+        if done:
+            if isinstance(batch, SimulationBatch):
+                batch.end_episode()
+            infos["final_obs"] = obs
+            infos["_final_obs"] = np.ones(self.num_envs, dtype=bool)
+            infos["final_seeds"] = self.seeds.copy()
+            self._episode += 1
+            obs = self._start()
+            infos["seeds"] = self.seeds.copy()
+        return obs, rewards, terminations, truncations, infos
+
+    def as_gymnasium(self, agent: str | None = None):
+        """A :class:`gymnasium.vector.VectorEnv` view for one learner (see :class:`GymnasiumVectorView`)."""
+        return GymnasiumVectorView(self, agent)
+
+
+def _gym_vector_base():
+    import gymnasium
+
+    return gymnasium.vector.VectorEnv
+
+
+class GymnasiumVectorView(_gym_vector_base()):
+    """This vector env as a Gymnasium ``VectorEnv`` with flat batches, for a single learner.
+
+    ``agent=None``: every (copy, agent) pair is one sub-environment (``num_envs = copies x agents``,
+    row ``i * n_agents + j`` is agent ``j`` of copy ``i``): one shared policy drives them all.
+    ``agent=ID``: one sub-environment per copy, that agent learning; the other external agents
+    place nothing. Autoreset mode "same-step": the final observations are in
+    ``infos["final_obs"]``.
+    """
+
+    def __init__(self, env: TrexVectorEnv, agent: str | None = None):
+        from gymnasium.vector import AutoresetMode
+        from gymnasium.vector.utils import batch_space
+
+        self.env = env
+        if agent is not None and agent not in env.agents:
+            raise ValueError(f"{agent!r} is not an external agent; external agents: {env.agents}")
+        self.agent = agent
+        self._j = None if agent is None else env.agents.index(agent)
+        spaces_ = {str(s) for s in env.single_action_spaces.values()}
+        if agent is None and len(spaces_) > 1:
+            raise ValueError("the agents have different action spaces: name one learner with agent=")
+        self.num_envs = env.num_envs * (env.n_agents if agent is None else 1)
+        self.single_observation_space = env.single_observation_space
+        self.single_action_space = env.single_action_spaces[agent or env.agents[0]]
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+        self.render_mode = None
+        self.closed = False
+
+    def _flat(self, x):
+        return x.reshape(self.num_envs, *x.shape[2:]) if self._j is None else x[:, self._j]
+
+    def _infos(self, infos: dict) -> dict:
+        out = {}
+        for key, value in infos.items():
+            if isinstance(value, np.ndarray) and value.ndim >= 2 and value.shape[1] == self.env.n_agents:
+                out[key] = self._flat(value)
+            elif isinstance(value, np.ndarray) and value.ndim >= 1 and value.shape[0] == self.env.num_envs and self._j is None:
+                out[key] = np.repeat(value, self.env.n_agents, axis=0)
+            else:
+                out[key] = value
+        return out
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, infos = self.env.reset(seed=seed, options=options)
+        return self._flat(obs), self._infos(infos)
+
+    def step(self, actions):
+        env = self.env
+        a = np.asarray(actions, dtype=np.float64)
+        if self._j is None:
+            full = a.reshape(env.num_envs, env.n_agents, ACTION_SIZE)
+        else:
+            full = env._noop.copy()
+            full[:, self._j] = a.reshape(env.num_envs, ACTION_SIZE)
+        obs, rewards, terms, truncs, infos = env.step(full)
+        return self._flat(obs), self._flat(rewards), self._flat(terms), self._flat(truncs), self._infos(infos)
+
+    def close_extras(self, **kwargs) -> None:
+        self.env.close()

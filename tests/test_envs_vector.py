@@ -1,0 +1,238 @@
+"""The vectorised environment and the compiled backend: the same market as the ordinary simulation.
+
+Every copy of ``vector_env`` must follow, step for step, the ordinary simulation (``Simulation.step``
+through ``parallel_env(..., backend="simulation")``) with the same seed and the same actions:
+identical per-agent ledger, rewards, observations, rejections and every household's battery.
+That is what shows the compiled round calls the same rules in the same order.
+"""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pettingzoo", reason="the rl extra (pettingzoo, gymnasium) is not installed")
+
+from trexsim import parse_config  # noqa: E402
+from trexsim.envs import _kernels as K  # noqa: E402
+from trexsim.envs import parallel_env, vector_env  # noqa: E402
+from trexsim.envs._core import compiled_supported  # noqa: E402
+from trexsim.simulation import Simulation  # noqa: E402
+
+ROUNDS = 40
+
+
+def community(settlement="average_price", action="continuous", close_steps=2, rounds=ROUNDS):
+    """Every path of the compiled round: fixed-price traders with a battery offered in the dispatch pool
+    and dispatch-pool bids, self-consumption and external batteries, a grid-only household, time-of-use
+    grid prices, agents whose price window reaches beyond the market's (some orders are rejected)."""
+    participants = {
+        "pv": {"count": 2, "profile": {"type": "realistic", "pv_capacity_kw": 8},
+               "storage": {"capacity_wh": 5000, "power_w": 3000, "initial_soc": 0.8},
+               "trader": {"type": "fixed_price", "bid_price": 0.12, "ask_price": 0.08, "battery_ask_price": 0.11}},
+        "home": {"count": 2, "profile": {"type": "realistic", "pv_capacity_kw": 0},
+                 "trader": {"type": "fixed_price", "bid_price": 0.13, "ask_price": 0.09, "bid_pool": "dispatch"}},
+        "idle": {"profile": {"type": "realistic", "pv_capacity_kw": 3},
+                 "storage": {"capacity_wh": 8000, "power_w": 4000}, "trader": {"type": "grid_only"}},
+        "rl_a": {"profile": {"type": "realistic", "pv_capacity_kw": 6},
+                 "storage": {"capacity_wh": 10000, "power_w": 5000, "policy": "external"},
+                 "trader": {"type": "external", "action": action, "max_price": 0.3, "max_quantity_wh": 150}},
+        "rl_b": {"profile": {"type": "realistic", "pv_capacity_kw": 0},
+                 "trader": {"type": "external", "action": action, "max_price": 0.3, "max_quantity_wh": 150,
+                            "reward": "savings"}},
+    }
+    return parse_config({
+        "study": {"days": rounds / 1440, "seed": 11, "start_datetime": "2021-07-01 11:00:00"},
+        "market": {"settlement": settlement, "close_steps": close_steps, "max_price": 0.25,
+                   "grid": {"buy_price": 0.14, "sell_price": 0.06,
+                            "tou": [{"hours": [11], "buy_price": 0.2, "sell_price": 0.05}]}},
+        "participants": participants,
+    })
+
+
+def random_actions(rng, steps, num_envs, agents, discrete=False):
+    if discrete:
+        a = rng.integers(-1, 22, (steps, num_envs, agents, 5)).astype(np.float64)
+    else:
+        a = rng.uniform(-1.2, 1.2, (steps, num_envs, agents, 5))
+    a[rng.random(a.shape) < 0.02] = np.nan  # invalid values are clipped, never raised
+    return a
+
+
+@pytest.mark.parametrize("settlement,action,close_steps", [("average_price", "continuous", 2),
+                                                           ("exact_price", "discrete", 1),
+                                                           ("exact_match", "continuous", 3)])
+def test_every_copy_equals_the_ordinary_simulation(settlement, action, close_steps):
+    config = community(settlement, action, close_steps)
+    assert compiled_supported(config) is None
+    num_envs = 3
+    vec = vector_env(config, num_envs=num_envs)
+    assert vec.backend == "compiled"
+    actions = random_actions(np.random.default_rng(4), ROUNDS, num_envs, 2, discrete=action == "discrete")
+    obs, _ = vec.reset(seed=20)
+    singles = [parallel_env(config, backend="simulation") for _ in range(num_envs)]
+    for i, env in enumerate(singles):
+        o, _ = env.reset(seed=20 + i)  # copy i runs seed 20 + i
+        assert np.array_equal(obs[i], np.stack([o["rl_a"], o["rl_b"]]))
+    rejected = settled = 0
+    for t in range(ROUNDS):
+        obs, rewards, terms, _, infos = vec.step(actions[t])
+        final = infos.get("final_obs", obs)
+        for i, env in enumerate(singles):
+            o, r, _, _, inf = env.step({"rl_a": actions[t, i, 0], "rl_b": actions[t, i, 1]})
+            for j, agent in enumerate(("rl_a", "rl_b")):
+                assert r[agent] == rewards[i, j]
+                assert np.array_equal(o[agent], final[i, j]), (t, i, agent)
+                for key in ("bought_wh", "sold_wh", "grid_import_wh", "grid_export_wh", "net_profit_usd"):
+                    assert inf[agent][key] == infos[key][i, j], (t, key)
+                assert inf[agent].get("rejected_orders", 0) == infos["rejected_orders"][i, j]
+                assert ("clipped" in inf[agent]) == infos["clipped"][i, j]
+                rejected += infos["rejected_orders"][i, j]
+                settled += infos["bought_wh"][i, j] + infos["sold_wh"][i, j]
+            if t < ROUNDS - 1:  # (the last step already reset the vector env for its next episode)
+                # every household's battery, not only the agents'
+                assert np.array_equal(env._sim.participants.battery.stored_wh, vec._batch.stored[i])
+                assert np.array_equal(env._sim.participants.shadow_stored_wh, vec._batch.shadow[i])
+        assert terms.all() == (t == ROUNDS - 1)
+    assert rejected > 0 and settled > 0  # the comparison covered intake refusals and real trades
+    for env in singles:
+        env.close()
+
+
+def test_single_env_backends_agree_and_match_a_fixed_price_run(tmp_path, two_houses):
+    # the issue's two houses, the buyer an external agent bidding its 1000 Wh at 0.12 $/kWh (action 0, 0 in
+    # a [0, 0.24] $/kWh, 2000 Wh window): each round it buys the seller's 600 Wh at (0.12 + 0.10) / 2 = 0.11
+    # $/kWh (0.066 $) and imports the other 400 Wh from the grid at 0.1449 $/kWh (0.05796 $)
+    two_houses["study"]["days"] = 20 / 1440
+    fixed = Simulation(parse_config(two_houses), tmp_path / "fixed").run(plots=False)
+    two_houses["participants"]["buyer"]["trader"] = {"type": "external", "min_price": 0.0, "max_price": 0.24,
+                                                     "max_quantity_wh": 2000}
+    env = parallel_env(two_houses)
+    assert env.backend == "compiled"
+    env.reset()
+    action = {"buyer": np.array([0.0, 0.0, -1.0, -1.0, 0.0], dtype=np.float32)}
+    rewards, bought = [], []
+    while env.agents:
+        _, r, _, _, info = env.step(action)
+        rewards.append(r["buyer"])
+        bought.append(info["buyer"]["bought_wh"])
+    assert bought == [0] + [600] * 19  # round 0 has no contracts (close_steps = 1)
+    assert rewards[0] == pytest.approx(-1000 * 0.1449 / 1000)
+    assert rewards[1:] == pytest.approx([-(600 * 0.11 / 1000 + 400 * 0.1449 / 1000)] * 19)
+    assert sum(rewards) == pytest.approx(-fixed.summary["participants"]["buyer"]["net_cost"], abs=1e-9)
+
+
+def test_same_seed_same_batch_trajectory_and_copies_differ():
+    config = community()
+    actions = random_actions(np.random.default_rng(1), 15, 2, 2)
+
+    def run(seed):
+        vec = vector_env(config, num_envs=2)
+        out = [vec.reset(seed=seed)[0]]
+        for t in range(15):
+            obs, rewards, _, _, _ = vec.step(actions[t])
+            out += [obs, rewards]
+        return out
+
+    a, b, c = run(3), run(3), run(4)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    assert not np.array_equal(a[0][0], a[0][1])  # the two copies are different households (seeds 3 and 4)
+    assert np.array_equal(c[0][0], a[0][1])  # seed 4 is copy 1 of seed 3
+
+
+def test_shapes_dtypes_and_clipping_reported():
+    vec = vector_env(community(), num_envs=3)
+    obs, infos = vec.reset(seed=0)
+    assert obs.shape == (3, 2, 13) and obs.dtype == np.float32
+    assert infos["seeds"].tolist() == [0, 1, 2]
+    actions = np.zeros((3, 2, 5))
+    actions[1, 0] = [5.0, np.nan, -3.0, 0.5, 2.0]
+    obs, rewards, terms, truncs, infos = vec.step(actions)
+    assert obs.shape == (3, 2, 13) and obs.dtype == np.float32
+    assert rewards.shape == (3, 2) and rewards.dtype == np.float64
+    assert terms.shape == truncs.shape == (3, 2) and terms.dtype == bool and not truncs.any()
+    assert infos["clipped"].tolist() == [[False, False], [True, False], [False, False]]
+    assert infos["bought_wh"].dtype == np.int64 and infos["delivered_round"] == 0
+    # its bid at 0.3 $/kWh is above the market's max_price 0.25: refused at intake, reported, not raised
+    assert infos["rejected_orders"].tolist() == [[0, 0], [1, 0], [0, 0]]
+    # the used action is the clipped one: [1, 0, -1, 0.5, 1] = a bid at 0.3 $/kWh for 75 Wh (NaN -> 0, the
+    # middle of [0, 150] Wh), an ask at 0 $/kWh for 112 Wh (0.75 x 150 = 112.5, half to even), full charge
+    # 5000 W x 60 s = 83.3 -> 83 Wh
+    orders, changed, used = vec._community.decode(actions)
+    assert used[1, 0].tolist() == [1.0, 0.0, -1.0, 0.5, 1.0]
+    bid_price, _, bid_wh, ask_price, _, ask_wh, battery_wh = (x[1, 0] for x in orders)
+    assert (bid_price, bid_wh, ask_price, ask_wh, battery_wh) == (pytest.approx(0.3), 75, 0.0, 112, 83)
+    with pytest.raises(ValueError, match=r"actions must have shape \(3, 2, 5\)"):
+        vec.step(np.zeros((3, 5)))
+
+
+def test_auto_reset_starts_the_next_episode_with_new_seeds():
+    config = community(rounds=12)
+    vec = vector_env(config, num_envs=2)
+    vec.reset(seed=5)
+    zeros = np.zeros((2, 2, 5))
+    for t in range(12):
+        obs, _, terms, _, infos = vec.step(zeros)
+        assert terms.all() == (t == 11)
+    # the step that ended the episode gave the next episode's first observations: seeds 5 + 2 + i
+    assert infos["final_seeds"].tolist() == [5, 6] and infos["seeds"].tolist() == [7, 8]
+    assert infos["_final_obs"].all() and not np.array_equal(infos["final_obs"], obs)
+    fresh, _ = vector_env(config, num_envs=2).reset(seed=7)
+    assert np.array_equal(obs, fresh)
+    # and it continues like a fresh env with those seeds
+    obs, rewards, _, _, _ = vec.step(zeros)
+    fresh_env = vector_env(config, num_envs=2)
+    fresh_env.reset(seed=7)
+    obs2, rewards2, _, _, _ = fresh_env.step(zeros)
+    assert np.array_equal(obs, obs2) and np.array_equal(rewards, rewards2)
+    # reseed=False replays the same days
+    same = vector_env(config, num_envs=2, reseed=False)
+    first, _ = same.reset(seed=5)
+    for _ in range(12):
+        obs, _, _, _, infos = same.step(zeros)
+    assert infos["seeds"].tolist() == [5, 6] and np.array_equal(obs, first)
+
+
+def test_simulation_backend_and_unsupported_configs():
+    config = community()
+    sim_vec = vector_env(config, num_envs=2, backend="simulation")
+    comp_vec = vector_env(config, num_envs=2)
+    actions = random_actions(np.random.default_rng(2), 10, 2, 2)
+    a, _ = sim_vec.reset(seed=1)
+    b, _ = comp_vec.reset(seed=1)
+    assert np.array_equal(a, b)
+    for t in range(10):
+        ra = sim_vec.step(actions[t])
+        rb = comp_vec.step(actions[t])
+        assert np.array_equal(ra[0], rb[0]) and np.array_equal(ra[1], rb[1])
+    sim_vec.close()
+    q = community().model_dump(by_alias=True)
+    q["participants"]["home"]["trader"] = {"type": "q_learning"}
+    q = parse_config(q)
+    assert "q_learning" in compiled_supported(q)
+    assert vector_env(q, num_envs=1).backend == "simulation"
+    with pytest.raises(ValueError, match="compiled backend cannot run this config"):
+        vector_env(q, num_envs=1, backend="compiled")
+
+
+def test_gymnasium_vector_view():
+    import gymnasium
+
+    vec = vector_env(community(), num_envs=3)
+    shared = vec.as_gymnasium()  # every (copy, agent) pair a sub-environment, one shared policy
+    assert isinstance(shared, gymnasium.vector.VectorEnv) and shared.num_envs == 6
+    obs, _ = shared.reset(seed=0)
+    assert obs.shape == (6, 13) and shared.action_space.shape == (6, 5)
+    obs, rewards, terms, truncs, infos = shared.step(shared.action_space.sample())
+    assert rewards.shape == terms.shape == (6,) and infos["bought_wh"].shape == (6,)
+    one = vector_env(community(), num_envs=3).as_gymnasium(agent="rl_a")
+    obs, _ = one.reset(seed=0)
+    assert obs.shape == (3, 13) and one.single_action_space.shape == (5,)
+    assert np.array_equal(obs, vec.reset(seed=0)[0][:, 0])
+    with pytest.raises(ValueError, match="not an external agent"):
+        vec.as_gymnasium(agent="pv-1")
+
+
+def test_ledger_columns_are_the_delivered_fields():
+    from trexsim.fabric.messages import Delivered
+
+    assert set(K.LEDGER_COLUMNS) <= set(Delivered.__struct_fields__)
