@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from trexsim.config.schema import MarketConfig
-from trexsim.engine.delivery import energy_balance_error_wh, settle_delivery
+from trexsim.engine.delivery import settle_round
 from trexsim.engine.intake import REASONS, reject_codes
 from trexsim.engine.mechanisms import clear_round, get_mechanism
 from trexsim.errors import ConservationError
@@ -271,18 +271,17 @@ class Market:
             charge, discharge = meter.battery_charge_wh, meter.battery_discharge_wh
             baseline = meter.grid_only_net_wh
         buy_p, sell_p = float(self._buy[round_index]), float(self._sell[round_index])
-        res = settle_delivery(load, gen, charge, discharge, bought, sold, buy_p, sell_p)
-        grid_only_cost = np.where(baseline > 0, baseline * (buy_p / 1000.0), baseline * (sell_p / 1000.0))
-        self._check_conservation(load, gen, charge, discharge, bought, sold, res, cost, revenue, surplus)
+        res, grid_only_cost, energy_error, traded_error = settle_round(load, gen, charge, discharge, bought, sold, baseline,
+                                                                       buy_p, sell_p)
+        self._check_conservation(energy_error, traded_error, cost, revenue, surplus)
         return Delivered(
             self.episode, round_index, buy_p, sell_p, res.net_meter_wh, bought, sold,
             res.grid_import_wh, res.grid_export_wh, res.shortfall_wh, res.unused_wh, res.battery_cover_wh,
             cost, revenue, res.grid_cost_usd, res.grid_revenue_usd, grid_only_cost, surplus)
 
-    def _check_conservation(self, load, gen, charge, discharge, bought, sold, res, cost, revenue, surplus) -> None:
-        # energy: what was consumed (load + charging) came from generation, discharge or the grid
-        energy_error = int(energy_balance_error_wh(load, gen, charge, discharge, res.grid_import_wh, res.grid_export_wh))
-        traded_error = int(bought.sum() - sold.sum())
+    def _check_conservation(self, energy_error: int, traded_error: int, cost, revenue, surplus: float) -> None:
+        # energy (checked in the settlement kernel): what was consumed (load + charging) came from
+        # generation, discharge or the grid, and every Wh bought was sold
         # money: buyers paid sellers plus the auctioneer; participants' grid bills are the grid's revenue
         money_error = abs(float(cost.sum()) - float(revenue.sum()) - surplus)
         self.max_energy_error_wh = max(self.max_energy_error_wh, abs(energy_error), abs(traded_error))
