@@ -314,6 +314,50 @@ def powerflow(
     console.print(f"results and figures: [bold]{report.out_dir}[/]")
 
 
+@app.command()
+def compare(
+    config: Path = typer.Argument(..., help="Config file of the community (its traders run the ALEX market; its 'tc' section, if any, sets TC)."),
+    feeder: Optional[Path] = typer.Option(None, "--feeder", help="A .dss circuit, or a .json of feeder-generator parameters (default: a generated feeder, one house per participant)."),
+    mapping: Optional[Path] = typer.Option(None, "--mapping", help="JSON participant id -> load name (with a .dss circuit)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default runs/<study name>-compare)."),
+    every: int = typer.Option(1, "--every", min=1, help="Solve the powerflow every k-th round."),
+    v_min_pu: float = typer.Option(0.95, help="Lowest acceptable voltage, p.u."),
+    v_max_pu: float = typer.Option(1.05, help="Highest acceptable voltage, p.u."),
+    max_loading_pct: float = typer.Option(100.0, help="Highest acceptable line/transformer loading, %."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Skip the figures."),
+) -> None:
+    """Run one community three ways (grid only, transactive control, ALEX) on one feeder, side by side."""
+    try:
+        from trexsim.tc.compare import LABELS, MODES, compare_command
+
+        result = compare_command(config, feeder=feeder, mapping=mapping, out=out, every=every, v_min_pu=v_min_pu,
+                                 v_max_pu=v_max_pu, max_loading_pct=max_loading_pct, plots=not no_plots)
+    except TrexsimError as exc:
+        _fail(exc)
+        return
+    modes = result.report["modes"]
+    table = Table(title=f"{result.report['study']}: three ways on one feeder")
+    table.add_column("")
+    for m in MODES:
+        table.add_column(LABELS[m], justify="right")
+    rows = [("peak transformer loading (%)", "peak_transformer_loading_pct", "{:.1f}"),
+            ("hours over limits", "hours_over_limit", "{:.2f}"),
+            ("hours transformer overloaded", "hours_transformer_overloaded", "{:.2f}"),
+            ("lowest voltage (p.u.)", "min_voltage_pu", "{:.4f}"), ("highest voltage (p.u.)", "max_voltage_pu", "{:.4f}"),
+            ("losses (kWh)", "losses_kwh", "{:.2f}"), ("violations", "violations", "{}"), ("bills, total ($)", "total_bill", "{:.2f}")]
+    for label, key, fmt in rows:
+        table.add_row(label, *[fmt.format(modes[m][key]) if modes[m][key] is not None else "-" for m in MODES])
+    console.print(table)
+    bills = Table(title="bills per participant ($; negative: earned)")
+    bills.add_column("participant")
+    for m in MODES:
+        bills.add_column(LABELS[m], justify="right")
+    for pid in result.report["participants"]:
+        bills.add_row(pid, *[f"{modes[m]['bills'][pid]:.3f}" for m in MODES])
+    console.print(bills)
+    console.print(f"report, figures and each mode's run: [bold]{result.out_dir}[/]")
+
+
 node_app = typer.Typer(no_args_is_help=True, help="Run one module of a networked simulation.")
 app.add_typer(node_app, name="node")
 
