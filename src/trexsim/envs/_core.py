@@ -74,7 +74,7 @@ class Community:
         self.low = np.where(disc, 0.0, -1.0) * np.ones((a_n, ACTION_SIZE))
         self.high = np.where(disc, self.levels - 1, 1.0)
         self.scale = np.where(disc, 1.0 / np.maximum(self.levels - 1, 1), 0.5)  # action -> [0, 1] fraction
-        self.shift = np.where(disc, 0.0, 1.0)
+        self.shift = np.where(disc, 0.0, 1.0) * np.ones((a_n, ACTION_SIZE))
         # an agent without an action places nothing and holds its battery
         self.noop = np.where(disc, 0.0, -1.0) * np.ones((a_n, ACTION_SIZE))
         self.noop[:, 4] = np.where(self.discrete, (self.levels[:, 4] - 1) / 2, 0.0)
@@ -131,23 +131,19 @@ class Community:
         """Actions ``(N, agents, 5)`` -> (orders and set-points as ``(N, agents)`` arrays, clipped mask, used actions).
 
         Out-of-range values and NaN are clipped (NaN to 0: the lowest discrete level, the middle of a
-        continuous range); the mask says which agents' actions were changed.
+        continuous range); the mask says which agents' actions were changed
+        (:func:`trexsim.envs._kernels.decode_actions`).
         """
-        bad = ~np.isfinite(raw)
-        fixed = np.clip(np.where(bad, 0.0, raw) if bad.any() else raw, self.low, self.high)
-        if self.any_discrete:
-            fixed = np.where(self.discrete[:, None], np.rint(fixed), fixed)
-        changed = (fixed != raw).any(axis=-1)  # NaN != NaN: a NaN is a change too
-        frac = (fixed + self.shift) * self.scale  # to [0, 1] fractions, then to physical units
-        span = self.max_price - self.min_price
-        bid_price = self.min_price + frac[..., 0] * span
-        ask_price = self.min_price + frac[..., 2] * span
-        bid_wh = np.rint(frac[..., 1] * self.max_q).astype(np.int64)
-        ask_wh = np.rint(frac[..., 3] * self.max_q).astype(np.int64)
-        setpoint = 2 * frac[..., 4] - 1  # [-1, 1]
-        battery = np.rint(np.where(setpoint >= 0, setpoint * self.charge_limit, setpoint * self.discharge_limit)).astype(np.int64)
-        orders = (bid_price, self.booked(bid_price), bid_wh, ask_price, self.booked(ask_price), ask_wh, battery)
-        return orders, changed, fixed
+        raw = np.ascontiguousarray(raw, dtype=np.float64)
+        shape = raw.shape[:2]
+        used = np.empty(raw.shape)
+        changed = np.empty(shape, dtype=np.bool_)
+        bid_price, bid_booked, ask_price, ask_booked = (np.empty(shape) for _ in range(4))
+        bid_wh, ask_wh, battery = (np.empty(shape, dtype=np.int64) for _ in range(3))
+        K.decode_actions(raw, self.low, self.high, self.discrete, self.shift, self.scale, self.min_price,
+                         self.max_price, self.max_q, self.charge_limit, self.discharge_limit, float(self.tick), used,
+                         changed, bid_price, bid_booked, bid_wh, ask_price, ask_booked, ask_wh, battery)
+        return (bid_price, bid_booked, bid_wh, ask_price, ask_booked, ask_wh, battery), changed, used
 
 
 class CompiledBatch:

@@ -315,3 +315,51 @@ def step_copies(k, rounds, close_steps,
         ns = sell_price[nd] if nd < rounds else 0.0
         observe(obs[e], nd, rounds, time_features, a_load, a_gen, a_stored, a_cap, nb, ns, cleared[e, 0],
                 cleared[e, 1], cleared[e, 2:2 + a_n], cleared[e, 2 + a_n:], max_quantity_wh, obs_max_price, n)
+
+
+@numba.njit(cache=True, nogil=True)
+def decode_actions(raw, low, high, discrete, shift, scale, min_price, max_price, max_quantity_wh, charge_limit_wh,
+                   discharge_limit_wh, tick, used, changed, bid_price, bid_booked, bid_wh, ask_price, ask_booked,
+                   ask_wh, battery_wh):
+    """Agents' actions ``raw`` (N, agents, 5) -> orders and set-points (N, agents), in one pass.
+
+    Each value is clipped to its bounds (NaN -> 0: the lowest discrete level, the middle of a
+    continuous range), discrete levels rounded; ``used`` gets the values acted on and ``changed``
+    marks the agents whose action had to be changed. Then, per agent: a price maps linearly onto
+    [min_price, max_price] and is booked at the market's tick (``rint(price / tick) * tick``, what
+    ``Market._snap_price`` computes), a quantity onto [0, max_quantity_wh] in whole Wh (half to
+    even), the set-point onto [-discharge limit, +charge limit] in whole Wh.
+    """
+    n_copies, a_n, width = raw.shape
+    for e in range(n_copies):
+        for j in range(a_n):
+            ch = False
+            for t in range(width):
+                x = raw[e, j, t]
+                v = x if np.isfinite(x) else 0.0
+                if v < low[j, t]:
+                    v = low[j, t]
+                elif v > high[j, t]:
+                    v = high[j, t]
+                if discrete[j]:
+                    v = np.rint(v)
+                if not v == x:  # NaN compares unequal: a change too
+                    ch = True
+                used[e, j, t] = v
+            changed[e, j] = ch
+            span = max_price[j] - min_price[j]
+            f0 = (used[e, j, 0] + shift[j, 0]) * scale[j, 0]
+            f1 = (used[e, j, 1] + shift[j, 1]) * scale[j, 1]
+            f2 = (used[e, j, 2] + shift[j, 2]) * scale[j, 2]
+            f3 = (used[e, j, 3] + shift[j, 3]) * scale[j, 3]
+            f4 = (used[e, j, 4] + shift[j, 4]) * scale[j, 4]
+            bp = min_price[j] + f0 * span
+            ap = min_price[j] + f2 * span
+            bid_price[e, j] = bp
+            ask_price[e, j] = ap
+            bid_booked[e, j] = np.rint(bp / tick) * tick
+            ask_booked[e, j] = np.rint(ap / tick) * tick
+            bid_wh[e, j] = np.int64(np.rint(f1 * max_quantity_wh[j]))
+            ask_wh[e, j] = np.int64(np.rint(f3 * max_quantity_wh[j]))
+            s = 2 * f4 - 1  # [-1, 1]
+            battery_wh[e, j] = np.int64(np.rint(s * charge_limit_wh[j] if s >= 0 else s * discharge_limit_wh[j]))
