@@ -48,9 +48,12 @@ def run(
     example: Optional[str] = typer.Option(None, help=f"Run a bundled example instead: {', '.join(EXAMPLES)}."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the figures."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
-    fabric: Optional[str] = typer.Option(None, "--fabric", help="Carry every message through an MQTT broker: mqtt://HOST:PORT."),
+    fabric: Optional[str] = typer.Option(None, "--fabric", help="Run over a networked fabric: mqtt://[USER:PASS@]HOST:PORT, mqtts://..., socketio://HOST:PORT."),
     participant_processes: int = typer.Option(0, "--participant-processes", min=0,
                                               help="With --fabric: run the households in this many separate processes."),
+    credentials: Optional[Path] = typer.Option(None, "--credentials", help="With --fabric: credentials.json from `trexsim broker` (this process logs in as 'coordinator')."),
+    barrier_timeout: float = typer.Option(10.0, "--barrier-timeout", min=0.01, help="With --fabric: seconds a round waits for a participant process before going on without it."),
+    ca_file: Optional[Path] = typer.Option(None, "--ca-file", help="With an mqtts:// fabric: CA certificate to verify the broker."),
 ) -> None:
     """Run a simulation; write its database, summary.json and figures."""
     from trexsim.config import load_config
@@ -65,17 +68,21 @@ def run(
         if participant_processes and fabric is None:
             raise TrexsimError("--participant-processes needs --fabric mqtt://HOST:PORT")
         if fabric is not None:
-            from trexsim.fabric.mqtt import MqttFabric
+            from trexsim.fabric import open_fabric
+            from trexsim.node import fabric_options
 
-            namespace = f"trexsim/{cfg.study.name.replace(' ', '_')}"
-            network = MqttFabric(fabric, namespace=namespace)
+            options = fabric_options(cfg, fabric, role="coordinator", credentials=credentials,
+                                     participant_ids=[pid for pid, _ in cfg.expanded_participants()],
+                                     barrier_timeout_s=barrier_timeout, **({"ca_file": str(ca_file)} if ca_file else {}))
+            namespace = options["namespace"]
+            network = open_fabric(fabric, **options)
         sim = Simulation(cfg, out, fabric=network, local_participants=not participant_processes)
         if participant_processes:
-            from trexsim.node import spawn_participant_nodes
+            from trexsim.node import profile_meter_fallback, spawn_participant_nodes
 
-            nodes = spawn_participant_nodes(path, fabric, namespace, participant_processes)
+            network.meter_fallback = profile_meter_fallback(cfg)
+            nodes = spawn_participant_nodes(path, fabric, namespace, participant_processes, credentials)
             network.wait_for_hellos(participant_processes, timeout_s=120)
-            network.expect_acks_from(participant_processes)
         try:
             result = _run_with_progress(sim, quiet, plots=False if no_plots else None)
         finally:
@@ -84,6 +91,12 @@ def run(
                     node.wait(timeout=30)
                 except Exception:  # a node that does not stop by itself is stopped
                     node.kill()
+        if getattr(network, "events", None):
+            from trexsim.node import record_fabric_events
+
+            record_fabric_events(result.database, network.events)
+            if not quiet:
+                console.print(f"fabric events (table fabric_events): {len(network.events)}")
     except TrexsimError as exc:
         _fail(exc)
         return
@@ -365,28 +378,153 @@ app.add_typer(node_app, name="node")
 @node_app.command("participants")
 def node_participants(
     config: Path = typer.Argument(..., help="The simulation's config file."),
-    fabric: str = typer.Option(..., "--fabric", help="mqtt://HOST:PORT of the broker."),
-    namespace: Optional[str] = typer.Option(None, "--namespace", help="Bus namespace (default trexsim/<study name>)."),
+    fabric: str = typer.Option(..., "--fabric", help=_FABRIC_HELP),
+    namespace: Optional[str] = typer.Option(None, "--namespace", help="Topic namespace (default trexsim/<study name>)."),
     group: int = typer.Option(0, "--group", min=0, help="Which group of households this process holds (from 0)."),
     groups: int = typer.Option(1, "--groups", min=1, help="How many groups the households are split into."),
+    credentials: Optional[Path] = typer.Option(None, "--credentials", help=_CREDENTIALS_HELP),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Give up after this many seconds without a message."),
+    ca_file: Optional[Path] = typer.Option(None, "--ca-file", help="CA certificate for an mqtts:// broker."),
 ) -> None:
-    """Hold a group of households on the bus until the simulation ends."""
-    from trexsim.config import load_config
-    from trexsim.fabric.mqtt import MqttFabric
-    from trexsim.node import serve_participants
+    """Hold a group of households (account grp-<g>-of-<G>, or the household's id) until the simulation ends."""
+    def body():
+        from trexsim.config import load_config
+        from trexsim.node import hold_participants, participants_account
 
-    network = None
-    try:
-        if group >= groups:
-            raise TrexsimError(f"--group {group} must be below --groups {groups}")
         cfg = load_config(config)
-        network = MqttFabric(fabric, namespace=namespace or f"trexsim/{cfg.study.name.replace(' ', '_')}")
-        serve_participants(config, network, group, groups)
+        account, index = participants_account(cfg, group, groups)
+        network = _node_fabric(cfg, fabric, "participants", account, namespace, credentials, timeout, ca_file,
+                               roster_size=len(cfg.expanded_participants()))
+        try:
+            hold_participants(cfg, network, index)
+            network.serve("participants")
+        finally:
+            network.close()
+
+    _serve_node(body)
+
+
+@node_app.command("participant")
+def node_participant(
+    config: Path = typer.Argument(..., help="The simulation's config file."),
+    participant_id: str = typer.Option(..., "--id", help="The household's participant id (its account)."),
+    fabric: str = typer.Option(..., "--fabric", help=_FABRIC_HELP),
+    namespace: Optional[str] = typer.Option(None, "--namespace", help="Topic namespace (default trexsim/<study name>)."),
+    credentials: Optional[Path] = typer.Option(None, "--credentials", help=_CREDENTIALS_HELP),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Give up after this many seconds without a message."),
+    ca_file: Optional[Path] = typer.Option(None, "--ca-file", help="CA certificate for an mqtts:// broker."),
+) -> None:
+    """Hold one household, logged in as its own account, until the simulation ends."""
+    def body():
+        from trexsim.config import load_config
+        from trexsim.node import hold_participants, participant_account
+
+        cfg = load_config(config)
+        account, index = participant_account(cfg, participant_id)
+        network = _node_fabric(cfg, fabric, "participants", account, namespace, credentials, timeout, ca_file,
+                               roster_size=len(cfg.expanded_participants()))
+        try:
+            hold_participants(cfg, network, index)
+            network.serve("participants")
+        finally:
+            network.close()
+
+    _serve_node(body)
+
+
+@node_app.command("market")
+def node_market(
+    config: Path = typer.Argument(..., help="The simulation's config file."),
+    fabric: str = typer.Option(..., "--fabric", help=_FABRIC_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder of the run's database (default runs/<study name>)."),
+    namespace: Optional[str] = typer.Option(None, "--namespace", help="Topic namespace (default trexsim/<study name>)."),
+    credentials: Optional[Path] = typer.Option(None, "--credentials", help=_CREDENTIALS_HELP),
+    timeout: float = typer.Option(300.0, "--timeout", min=0.1, help="Give up after this many seconds without a message."),
+    ca_file: Optional[Path] = typer.Option(None, "--ca-file", help="CA certificate for an mqtts:// broker."),
+) -> None:
+    """Run the market, the grid and the recorder (the run's database) until the simulation ends."""
+    def body():
+        from trexsim.config import load_config
+        from trexsim.node import serve_market
+
+        cfg = load_config(config)
+        network = _node_fabric(cfg, fabric, "market", "market", namespace, credentials, timeout, ca_file,
+                               participant_ids=[pid for pid, _ in cfg.expanded_participants()])
+        try:
+            out_dir, summary = serve_market(cfg, network, out)
+        finally:
+            network.close()
+        console.print(f"market done: settled {summary['market']['settled_wh']:,} Wh, rejected orders "
+                      f"{summary['market']['rejected_orders']}; results in [bold]{out_dir}[/]")
+
+    _serve_node(body)
+
+
+@node_app.command("controller")
+def node_controller(
+    config: Path = typer.Argument(..., help="The simulation's config file."),
+    fabric: str = typer.Option(..., "--fabric", help=_FABRIC_HELP),
+    expect: int = typer.Option(..., "--expect", min=1, help="Module processes to wait for before the first round (the market + participant processes)."),
+    namespace: Optional[str] = typer.Option(None, "--namespace", help="Topic namespace (default trexsim/<study name>)."),
+    credentials: Optional[Path] = typer.Option(None, "--credentials", help=_CREDENTIALS_HELP),
+    barrier_timeout: float = typer.Option(10.0, "--barrier-timeout", min=0.01, help="Seconds a round waits for a participant process."),
+    timeout: float = typer.Option(120.0, "--timeout", min=0.1, help="Seconds to wait for the modules to join, and for the market each round."),
+    ca_file: Optional[Path] = typer.Option(None, "--ca-file", help="CA certificate for an mqtts:// broker."),
+) -> None:
+    """Drive the clock: episodes and rounds, with the barrier, once the other modules have joined."""
+    def body():
+        from trexsim.config import load_config
+        from trexsim.node import run_controller
+
+        cfg = load_config(config)
+        network = _node_fabric(cfg, fabric, "controller", "controller", namespace, credentials, timeout, ca_file,
+                               barrier_timeout_s=barrier_timeout)
+        try:
+            run_controller(cfg, network, expect, wait_s=timeout)
+        finally:
+            network.close()
+        console.print(f"controller done: {cfg.study.episodes} episode(s) of {cfg.study.rounds_per_episode} rounds; "
+                      f"{len(network.events)} fabric event(s)")
+        for e in network.events:
+            console.print(f"  episode {e['episode']} round {e['round']}: {e['account']} {e['event']}")
+
+    _serve_node(body)
+
+
+@app.command()
+def broker(
+    config: Path = typer.Argument(..., help="The simulation's config file (its participants get accounts)."),
+    port: int = typer.Option(1883, "--port", min=1, max=65535, help="TCP port of the listener."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Listen address (0.0.0.0 for every interface; then use TLS or a private network)."),
+    directory: Optional[Path] = typer.Option(None, "--dir", help="Folder for the files (default runs/broker-<study name>)."),
+    groups: list[int] = typer.Option([], "--groups", help="Also make accounts for a split of the households into G processes (repeatable)."),
+    namespace: Optional[str] = typer.Option(None, "--namespace", help="Topic namespace (default trexsim/<study name>)."),
+    no_start: bool = typer.Option(False, "--no-start", help="Write the files only."),
+) -> None:
+    """Write a Mosquitto config with per-participant accounts and ACLs, then run Mosquitto on it (Ctrl-C stops it)."""
+    from trexsim.config import load_config
+    from trexsim.fabric.broker import default_namespace, start_broker, write_broker_files
+
+    try:
+        cfg = load_config(config)
+        files = write_broker_files([pid for pid, _ in cfg.expanded_participants()],
+                                   directory or Path("runs") / f"broker-{cfg.study.name.replace(' ', '_')}",
+                                   namespace or default_namespace(cfg.study.name), port=port, host=host, groups=groups)
+        console.print(f"wrote {files.conf}, {files.passwd.name}, {files.acl.name}, {files.credentials.name} (0600) "
+                      f"in {files.directory}")
+        console.print(f"namespace {files.namespace}; modules: --fabric {files.url} --credentials {files.credentials}")
+        if no_start:
+            return
+        proc = start_broker(files, stdout=None, stderr=None)
     except TrexsimError as exc:
         _fail(exc)
-    finally:
-        if network is not None:
-            network.close()
+        return
+    console.print(f"mosquitto running on [bold]{files.url}[/] (pid {proc.pid}); Ctrl-C stops it")
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 study_app = typer.Typer(no_args_is_help=True, help="Reproducible studies.")

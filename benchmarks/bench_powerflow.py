@@ -1,0 +1,143 @@
+#!/usr/bin/env python
+"""Powerflow speed: OpenDSS solves per second, and what a live powerflow module adds to a one-day ALEX run.
+
+    python benchmarks/bench_powerflow.py                     # feeders of 10, 50, 200 houses; runs of 10 and 50
+    python benchmarks/bench_powerflow.py --houses 50 --runs 50 --repeat 3
+    python benchmarks/bench_powerflow.py --json bench_powerflow.json
+
+1. Solves per second on the generated feeder (one lateral per 10 houses), 1,440 rounds of random net loads
+   (-5..+5 kW per house, every load new every round):
+   - ``live``: what the live module does per round: set every load (``Loads.kW``/``kvar``), solve a snapshot,
+     read every node voltage, element loading and the losses (``trexsim.powerflow.bench.bench_setters``);
+   - ``replay``: the replay's way on plain circuits: each load follows a LoadShape of all rounds, OpenDSS steps
+     through them in yearly mode (``bench_loadshape``).
+2. A one-day ALEX run (1,440 one-minute rounds, fixed-price traders, realistic profiles, 60 % with PV, half
+   with a battery, full records, no figures) with and without ``"powerflow": {}`` in its config (a generated
+   feeder, a solve every round), best of ``--repeat``, after a warm-up run that compiles and caches.
+3. The TC co-simulation of the same community for a day (``run_tc``, hourly prices, 4 passes), best of ``--repeat``.
+
+Targets (issue 6, this 2-core machine): 1,440 solves of a 50-house feeder in under 15 s; a live powerflow
+module slowing a one-day ALEX run by less than 2x. Prints PASS/MISS; never fails on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROUNDS = 1440
+
+
+def community(n: int, powerflow: bool, days: float = 1.0) -> dict:
+    pv_bat, pv = round(0.5 * n), round(0.6 * n) - round(0.5 * n)
+    trader = {"type": "fixed_price", "bid_price": 0.12, "ask_price": 0.10}
+    parts = {
+        "prosumer": {"count": pv_bat, "profile": {"type": "realistic", "annual_load_kwh": 5500, "pv_capacity_kw": 7.0},
+                     "storage": {"capacity_wh": 13500, "power_w": 5000}, "trader": trader},
+        "pv": {"count": pv, "profile": {"type": "realistic", "annual_load_kwh": 5000, "pv_capacity_kw": 5.0}, "trader": trader},
+        "consumer": {"count": n - pv_bat - pv, "profile": {"type": "realistic", "annual_load_kwh": 4500, "pv_capacity_kw": 0},
+                     "trader": trader},
+    }
+    cfg = {"study": {"name": f"bench-pf-{n}", "start_datetime": "2021-07-01 00:00:00", "timezone": "America/Edmonton",
+                     "days": days, "seed": 42, "interval_s": 60},
+           "participants": {k: v for k, v in parts.items() if v["count"] > 0},
+           "records": {"level": "full", "plots": False}}
+    if powerflow:
+        cfg["powerflow"] = {}
+    return cfg
+
+
+def solves(houses: list[int], rounds: int) -> list[dict]:
+    from trexsim.powerflow.bench import bench_loadshape, bench_setters
+
+    rng = np.random.default_rng(1)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for h in houses:
+            p = rng.uniform(-5000, 5000, (rounds, h)).round()
+            q = np.abs(p) * 0.3287
+            t_live, v_live = bench_setters(h, p, q, Path(tmp))
+            t_replay, v_replay = bench_loadshape(h, p, q, 60, Path(tmp))
+            rows.append({"houses": h, "rounds": rounds, "live_s": round(t_live, 3), "live_per_s": round(rounds / t_live),
+                         "replay_s": round(t_replay, 3), "replay_per_s": round(rounds / t_replay),
+                         "max_dv_pu": float(np.abs(v_live - v_replay).max())})
+            print(f"{h:>6} houses: live {rounds / t_live:>7.0f} solves/s ({t_live:.2f} s for {rounds}), "
+                  f"replay {rounds / t_replay:>7.0f} solves/s ({t_replay:.2f} s)", flush=True)
+    return rows
+
+
+def run_once(n: int, powerflow: bool, folder: Path) -> tuple[float, dict]:
+    from trexsim import parse_config
+    from trexsim.simulation import Simulation
+
+    cfg = parse_config(community(n, powerflow))
+    t0 = time.perf_counter()
+    sim = Simulation(cfg, folder)
+    result = sim.run(plots=False)
+    return time.perf_counter() - t0, result.summary.get("powerflow", {})
+
+
+def runs(sizes: list[int], repeat: int) -> list[dict]:
+    from trexsim import parse_config
+    from trexsim.simulation import Simulation
+    from trexsim.tc.cosim import run_tc
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        warm = community(2, True, days=60 / 86400 * 10)
+        Simulation(parse_config(warm), tmp / "warm").run(plots=False)  # JIT, imports, OpenDSS loaded
+        run_tc(parse_config(community(2, False, days=1 / 24)), out_dir=tmp / "warm-tc", plots=False)
+        for n in sizes:
+            base = min(run_once(n, False, tmp / f"base-{n}-{r}")[0] for r in range(repeat))
+            live = [run_once(n, True, tmp / f"live-{n}-{r}") for r in range(repeat)]
+            t_live = min(t for t, _ in live)
+            solve_s = min(s["solve_s"] for _, s in live)
+            t_tc = []
+            for r in range(repeat):
+                t0 = time.perf_counter()
+                res = run_tc(parse_config(community(n, False)), out_dir=tmp / f"tc-{n}-{r}", plots=False)
+                t_tc.append(time.perf_counter() - t0)
+            ratio = t_live / base
+            rows.append({"households": n, "alex_s": round(base, 3), "alex_with_powerflow_s": round(t_live, 3),
+                         "slowdown": round(ratio, 3), "powerflow_solve_s": solve_s, "tc_day_s": round(min(t_tc), 3),
+                         "tc_market_s": res.summary["market_s"]})
+            print(f"{n:>6} households, one day: ALEX {base:.2f} s, with live powerflow {t_live:.2f} s "
+                  f"(x{ratio:.2f}; {solve_s:.2f} s in OpenDSS) {'PASS' if ratio < 2 else 'MISS'} (< 2x); "
+                  f"TC co-simulation {min(t_tc):.2f} s", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--houses", default="10,50,200", help="feeder sizes for solves per second")
+    parser.add_argument("--runs", default="10,50", help="community sizes for the one-day runs")
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    import opendssdirect
+
+    machine = {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
+               "opendssdirect": getattr(opendssdirect, "__version__", "?")}
+    print(f"machine: {machine}")
+    rows = solves([int(h) for h in args.houses.split(",") if h], args.rounds)
+    for r in rows:
+        if r["houses"] == 50 and r["rounds"] == ROUNDS:
+            print(f"target: 1,440 solves of 50 houses in under 15 s: {r['live_s']:.2f} s live, {r['replay_s']:.2f} s "
+                  f"replay -> {'PASS' if max(r['live_s'], r['replay_s']) < 15 else 'MISS'}")
+    run_rows = runs([int(n) for n in args.runs.split(",") if n], args.repeat)
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "solves": rows, "runs": run_rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
