@@ -87,18 +87,20 @@ def test_same_ledger_over_the_broker_as_in_process(tmp_path, broker):
     assert remote.summary["participants"] == local.summary["participants"]
 
 
-def test_a_malformed_message_on_the_bus_is_dropped_and_counted(broker):
-    fabric = MqttFabric(broker, namespace="test/bad")
+def test_a_malformed_message_is_refused_and_the_next_good_one_goes_through(broker):
+    market = MqttFabric(broker, namespace="test/bad", role="market", participant_ids=["h0", "h1"])
+    house = MqttFabric(broker, namespace="test/bad", role="participants", account="h1")
     seen = []
-    fabric.subscribe(topics.ORDERS, seen.append)
+    market.subscribe(topics.ORDERS, seen.append)
     try:
-        fabric._client.publish(fabric.topic, b"\x93not msgpack at all", qos=1).wait_for_publish(5)
-        ok = Orders(0, 1, 2, np.array([0]), np.array([0]), np.array([0]), np.array([0.1]), np.array([5]), np.array([1]))
-        fabric.publish(topics.ORDERS, ok)
-        fabric.settle()
+        house._client.publish("test/bad/p/h1/orders", b"\x93not msgpack at all", qos=1).wait_for_publish(5)
+        ok = Orders(0, 1, 2, np.array([1]), np.array([0]), np.array([0]), np.array([0.1]), np.array([5]), np.array([1]))
+        house.publish(topics.ORDERS, ok)
+        market.poll(1.0)
     finally:
-        fabric.close()
-    assert fabric.rejected == 1
+        market.close()
+        house.close()
+    assert market.rejected == 1 and market.last_rejection.startswith("malformed")
     assert len(seen) == 1 and seen[0].quantity_wh.tolist() == [5]
 
 

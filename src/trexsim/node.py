@@ -1,12 +1,15 @@
-"""Module processes of a networked run: ``trexsim node participants ...``.
+"""Module processes of a networked run: ``trexsim node participants|participant|market|controller``.
 
-The coordinating process (``trexsim run CONFIG --fabric URL --participant-processes K``) runs the
-controller, grid, market and recorder; each node process holds a contiguous group of the
-households and serves the bus until the simulation ends.
+``trexsim run CONFIG --fabric URL --participant-processes K`` runs the controller, grid, market and
+recorder in one process (the coordinator) and starts K ``trexsim node participants`` processes, each
+holding a contiguous group of the households. For a simulation across hosts, start the modules by
+hand: ``node market`` (market, grid, recorder: writes the run's database), ``node participants`` /
+``node participant`` anywhere, and ``node controller`` once they are up (docs/fabric.md).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,32 +18,160 @@ import numpy as np
 
 from trexsim.config import load_config
 from trexsim.data.profiles import Clock, ProfileSet
-from trexsim.modules.participants import Participants
+from trexsim.errors import TrexsimError
+from trexsim.fabric import topics
+from trexsim.fabric.messages import MeterReadings
+from trexsim.fabric.mqtt import participant_group  # noqa: F401 - part of this module's interface
 from trexsim.seeding import participants_rng
 
+PASSWORD_ENV = "TREXSIM_FABRIC_PASSWORD"
 
-def participant_group(n_participants: int, group: int, groups: int) -> np.ndarray:
-    """Roster indices of group ``group`` of ``groups`` (contiguous blocks, as even as possible)."""
-    return np.array_split(np.arange(n_participants, dtype=np.int64), groups)[group]
+
+def fabric_options(config, fabric_url: str, *, role: str, account: str | None = None, namespace: str | None = None,
+                   credentials: str | Path | None = None, password: str | None = None, **extra) -> dict:
+    """Keyword arguments for :func:`trexsim.fabric.open_fabric`: namespace and credentials resolved.
+
+    The password comes from ``password``, else the credentials file (``trexsim broker``), else
+    ``$TREXSIM_FABRIC_PASSWORD``, else the URL (``mqtt://user:pass@host``); none means anonymous.
+    """
+    from trexsim.fabric.broker import account_password, default_namespace, load_credentials
+
+    account = account or role
+    ns = namespace
+    if credentials is not None:
+        creds = load_credentials(credentials)
+        ns = ns or creds.get("namespace")
+        if password is None:
+            password = account_password(creds, account, str(credentials))
+    if password is None:
+        password = os.environ.get(PASSWORD_ENV)
+    options = {"namespace": ns or default_namespace(config.study.name), "role": role, "account": account, **extra}
+    if password is not None:
+        options["username"] = account
+        options["password"] = password
+    return options
+
+
+def hold_participants(config, fabric, index: np.ndarray):
+    """Participant module of the config's households at roster positions ``index``, on ``fabric``."""
+    from trexsim.modules.participants import Participants
+
+    study = config.study
+    members = config.expanded_participants()
+    ids = [members[i][0] for i in index]
+    specs = [members[i][1] for i in index]
+    clock = Clock(study.start_utc_s, study.interval_s, study.rounds_per_episode, study.timezone)
+    profiles = ProfileSet(ids, [s.profile for s in specs], clock, study.seed, chunk_rounds=min(1440, study.rounds_per_episode))
+    return Participants(fabric, ids, specs, profiles, study.interval_s, study.rounds_per_episode, config.market.close_steps,
+                        participants_rng(study.seed), roster_index=np.asarray(index, dtype=np.int64), roster_size=len(members))
+
+
+def participants_account(config, group: int, groups: int) -> tuple[str, np.ndarray]:
+    """(account, roster indices) of group ``group`` of ``groups``: a household's own id when a group is one household."""
+    ids = [pid for pid, _ in config.expanded_participants()]
+    if not 0 <= group < groups:
+        raise TrexsimError(f"--group {group} must be in 0 .. {groups - 1}")
+    index = participant_group(len(ids), group, groups)
+    if index.size == 1:
+        return ids[int(index[0])], index
+    if index.size == 0:
+        raise TrexsimError(f"group {group} of {groups} holds no household ({len(ids)} in the config)")
+    return topics.group_account(group, groups), index
+
+
+def participant_account(config, participant_id: str) -> tuple[str, np.ndarray]:
+    ids = [pid for pid, _ in config.expanded_participants()]
+    if participant_id not in ids:
+        raise TrexsimError(f"no participant {participant_id!r} in the config (ids: {', '.join(ids[:10])}"
+                           f"{' ...' if len(ids) > 10 else ''})")
+    return participant_id, np.array([ids.index(participant_id)], dtype=np.int64)
 
 
 def serve_participants(config_path: str | Path, fabric, group: int, groups: int) -> None:
     """Hold one group of the config's households on ``fabric`` until the simulation ends."""
     config = load_config(config_path)
+    _, index = participants_account(config, group, groups)
+    hold_participants(config, fabric, index)
+    fabric.serve("participants")
+
+
+def profile_meter_fallback(config):
+    """For the market's process: meter readings of absent households from their profiles, battery idle."""
     study = config.study
     members = config.expanded_participants()
-    index = participant_group(len(members), group, groups)
-    ids = [members[i][0] for i in index]
-    specs = [members[i][1] for i in index]
     clock = Clock(study.start_utc_s, study.interval_s, study.rounds_per_episode, study.timezone)
-    profiles = ProfileSet(ids, [s.profile for s in specs], clock, study.seed, chunk_rounds=min(1440, study.rounds_per_episode))
-    Participants(fabric, ids, specs, profiles, study.interval_s, study.rounds_per_episode, config.market.close_steps,
-                 participants_rng(study.seed), roster_index=index, roster_size=len(members))
-    fabric.serve(f"participants {group + 1}/{groups}")
+    cache: dict[tuple, ProfileSet] = {}
+
+    def fallback(episode: int, round_index: int, missing: np.ndarray) -> MeterReadings:
+        key = tuple(missing.tolist())
+        profiles = cache.get(key)
+        if profiles is None:
+            if len(cache) > 8:
+                cache.clear()
+            profiles = cache[key] = ProfileSet([members[i][0] for i in missing], [members[i][1].profile for i in missing],
+                                               clock, study.seed, chunk_rounds=min(1440, study.rounds_per_episode))
+        load, gen = profiles.round_wh(round_index)
+        zero = np.zeros(missing.size, dtype=np.int64)
+        return MeterReadings(episode, round_index, missing.astype(np.int64), load, gen, zero, zero,
+                             np.zeros(missing.size), load - gen)
+
+    return fallback
 
 
-def spawn_participant_nodes(config_path: str | Path, url: str, namespace: str, groups: int) -> list[subprocess.Popen]:
+def record_fabric_events(db_path: str | Path, events: list[dict]) -> None:
+    """Write the barrier's events (late, left, joined, rejoined) to the run database's ``fabric_events`` table."""
+    import duckdb
+
+    con = duckdb.connect(str(db_path))
+    try:
+        con.execute("CREATE TABLE IF NOT EXISTS fabric_events (episode INTEGER, round INTEGER, event VARCHAR, "
+                    "account VARCHAR, sender VARCHAR)")
+        if events:
+            con.executemany("INSERT INTO fabric_events VALUES (?, ?, ?, ?, ?)",
+                            [(e["episode"], e["round"], e["event"], e["account"], e["sender"]) for e in events])
+    finally:
+        con.close()
+
+
+def serve_market(config, fabric, out_dir: str | Path | None = None):
+    """Market, grid and recorder in this process until the simulation ends; writes the run's results."""
+    from trexsim.simulation import Simulation
+
+    sim = Simulation(config, out_dir, fabric=fabric, local_participants=False)
+    fabric.meter_fallback = profile_meter_fallback(config)
+    status = "failed"
+    try:
+        fabric.serve("market")
+        status = "finished"
+    finally:
+        sim.recorder.flush()
+        sim.recorder.finish_meta(status)
+        if status != "finished":
+            sim.recorder.close()
+    summary = sim.write_summary()
+    sim.recorder.close()
+    return sim.out_dir, summary
+
+
+def run_controller(config, fabric, expect: int, wait_s: float = 120.0) -> None:
+    """Drive the rounds once ``expect`` module processes (the market and the participants) have joined."""
+    from trexsim.modules.controller import Controller
+
+    study = config.study
+    ids = [pid for pid, _ in config.expanded_participants()]
+    fabric.wait_for_hellos(expect, timeout_s=wait_s)
+    if not any(h.role == "market" for h in fabric.hellos):
+        raise TrexsimError("no market joined: start `trexsim node market` before the controller")
+    Controller(fabric, ids, study.start_utc_s, study.interval_s, study.rounds_per_episode, study.episodes,
+               config.market.close_steps).run()
+
+
+def spawn_participant_nodes(config_path: str | Path, url: str, namespace: str, groups: int,
+                            credentials: str | Path | None = None, timeout_s: float | None = None) -> list[subprocess.Popen]:
     """Start ``groups`` participant processes of this config on the broker at ``url``."""
+    extra = ["--credentials", str(credentials)] if credentials is not None else []
+    if timeout_s is not None:
+        extra += ["--timeout", str(timeout_s)]
     return [subprocess.Popen([sys.executable, "-m", "trexsim", "node", "participants", str(config_path), "--fabric", url,
-                              "--namespace", namespace, "--group", str(g), "--groups", str(groups)])
+                              "--namespace", namespace, "--group", str(g), "--groups", str(groups), *extra])
             for g in range(groups)]

@@ -169,11 +169,50 @@ class Delivered(_Msg):
     auctioneer_surplus_usd: float
 
 
+class DeliveredRows(Delivered):
+    """A :class:`Delivered` cut to some participants' rows (what a networked fabric sends each participant
+    account): ``participant`` holds their roster indices, every other array one entry per listed participant.
+    The receiving fabric hands its modules a roster-length Delivered (other rows zero)."""
+
+    participant: np.ndarray
+
+
 class Hello(_Msg):
-    """A module process joined the bus (networked fabrics)."""
+    """A module process joined the bus (networked fabrics). ``account``: the name its topics carry."""
 
     sender: str
     role: str
+    account: str = ""
+
+
+class Goodbye(_Msg):
+    """A module process left the bus (its MQTT last will: the broker sends it when the connection drops)."""
+
+    sender: str
+    account: str = ""
+
+
+class Error(_Msg):
+    """The market refused a whole message from this module (see docs/fabric.md, "Rejections")."""
+
+    episode: int
+    round: int
+    reason: str
+    detail: str
+
+
+class MarketResults(_Msg):
+    """Public result of one clearing: ``trades`` contracts for ``delivery_round``, ``quantity_wh`` in all,
+    at buyer prices from ``min_price`` to ``max_price`` [$/kWh] (quantity-weighted mean ``mean_price``; NaN if none)."""
+
+    episode: int
+    round: int
+    delivery_round: int
+    trades: int
+    quantity_wh: int
+    min_price: float
+    max_price: float
+    mean_price: float
 
 
 class Ack(_Msg):
@@ -204,7 +243,7 @@ def merge_meter_readings(parts: list["MeterReadings"], n_participants: int) -> "
 
 Message = Union[
     Roster, EpisodeStart, EpisodeEnd, SimulationEnd, RoundStart, RoundEnd, GridPrices,
-    Orders, Accepted, Rejected, Cleared, MeterReadings, Delivered, Hello, Ack,
+    Orders, Accepted, Rejected, Cleared, MeterReadings, Delivered, DeliveredRows, Hello, Ack, Goodbye, Error, MarketResults,
 ]
 
 
@@ -226,8 +265,16 @@ def _dec_hook(kind: type, obj: Any) -> Any:
             raise ValueError("an array must be {dtype, shape, data}")
         if obj["dtype"] not in _ALLOWED_DTYPES:
             raise ValueError(f"array dtype {obj['dtype']!r} not allowed")
+        shape = obj["shape"]
+        # every array of the protocol is one-dimensional (one entry per order, participant or round)
+        if not isinstance(shape, list) or len(shape) != 1 or not isinstance(shape[0], int):
+            raise ValueError(f"an array's shape must be [length], got {shape!r}")
+        if not isinstance(obj["data"], (bytes, bytearray, memoryview)):
+            raise ValueError("an array's data must be bytes")
         arr = np.frombuffer(obj["data"], dtype=np.dtype(obj["dtype"]))
-        return arr.reshape(obj["shape"])
+        if arr.size != shape[0]:
+            raise ValueError(f"array of shape {shape} has {arr.size} values")
+        return arr
     raise NotImplementedError(f"cannot decode {kind}")
 
 

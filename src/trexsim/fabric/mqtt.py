@@ -1,19 +1,39 @@
-"""The MQTT fabric: every message goes through a real broker (e.g. Mosquitto), MQTT v5.
+"""The MQTT fabric: modules in separate processes (or hosts) through a real MQTT v5 broker.
 
-All of a simulation's messages travel on one topic, ``<namespace>/bus`` (QoS 1), each framed as
-``[topic, sender, sequence, message]`` and encoded by :func:`trexsim.fabric.messages.encode`
-(msgpack; arrays as raw bytes; every field type-checked on decoding). One topic gives every
-subscriber the broker's single order of messages, and one publishing client's messages keep
-their order, so a run whose modules share one MQTT client sees exactly the message order of the
-in-process fabric — and records the identical ledger (tested against a real broker).
+Each process holds some modules and one MQTT client with a *role*:
 
-Handlers run on the caller's thread inside :meth:`MqttFabric.settle`, which the controller calls
-after each of its messages: it dispatches arriving messages, in broker order, until every message
-this client published has come back and been handled (quiescence). A message that cannot be
-decoded is counted in :attr:`MqttFabric.rejected` and dropped; it never stops the run.
+=============== ============================================ ==========================================
+role            modules in the process                       reads (MQTT topics under ``<ns>/``)
+=============== ============================================ ==========================================
+``coordinator`` controller, grid, market, recorder            ``fabric/hello/+``, ``fabric/ack/+``,
+                (and the households, if none run elsewhere)  ``p/+/orders``, ``p/+/meter``
+``controller``  controller                                   ``fabric/hello/+``, ``fabric/ack/+``,
+                                                             ``grid/+``
+``market``      market, grid, recorder                       ``sim/+``, ``p/+/orders``, ``p/+/meter``
+``participants`` a group of households (one or more)          ``sim/+``, ``grid/+``, ``p/<account>/settlements``
+=============== ============================================ ==========================================
 
-This is the first slice of the networked fabric: modules in separate processes or hosts (a
-distributed barrier), per-participant credentials and ACLs, and Socket.IO come next.
+Messages between modules of one process are handed over in process, exactly as on
+:class:`~trexsim.fabric.inprocess.InProcessFabric` (FIFO); what another process needs goes to the
+broker on the topics of :mod:`trexsim.fabric.topics` (QoS 1), each payload a msgpack array
+``[sender, sequence, message]``. The market's outputs go to each participant account as its own
+rows only (``p/<account>/settlements``), plus a public :class:`MarketResults` per clearing.
+
+Synchronisation (the barrier): after each controller message, :meth:`settle` dispatches arriving
+messages until every live module process has acknowledged it (``fabric/ack/<account>``, published
+after the process's reactions; one broker keeps one client's messages in order, so the reactions
+arrive first). A participant process that has not answered within ``barrier_timeout_s``, or whose
+connection dropped (its last will, :class:`Goodbye`), is marked absent and no longer waited for;
+the event is logged in :attr:`events`. It rejoins with its next acknowledgement, or, if it
+restarted, with its :class:`Hello`: the controller then sends it the roster, the episode and the
+grid prices (catch-up). A market process is never dropped: without it the run stops with an error.
+
+Every message from a participant is checked (:class:`_Gate`) before any module sees it: size,
+schema, the topic's account holding the participants it names, the round, replayed order ids,
+duplicate and out-of-range meter readings. A refused message is answered on the sender's
+``settlements`` topic (``Rejected`` / ``Error``) and recorded (``rejections`` table, reasons in
+:data:`FABRIC_REJECT_REASONS`); it never stops the market. Households that sent no valid meter
+reading by the end of a round are settled from their profiles (``meter_fallback``).
 """
 
 from __future__ import annotations
@@ -22,24 +42,68 @@ import itertools
 import queue
 import socket
 import threading
+import time
 import uuid
+from collections import deque
 from typing import Any, Callable
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import msgspec
+import numpy as np
 
-from trexsim.errors import MessageError, TrexsimError
-from trexsim.fabric.messages import Ack, Hello, Message, SimulationEnd, _dec_hook, _enc_hook
-
-ACK = "fabric/ack"
-HELLO = "fabric/hello"
-CONTROL_PREFIX = "sim/"  # the controller's messages: remote module processes acknowledge each one
+from trexsim.errors import TrexsimError
+from trexsim.fabric import topics
+from trexsim.fabric.messages import (
+    Accepted,
+    Ack,
+    Cleared,
+    Delivered,
+    DeliveredRows,
+    EpisodeEnd,
+    EpisodeStart,
+    Error,
+    Goodbye,
+    GridPrices,
+    Hello,
+    MarketResults,
+    Message,
+    MeterReadings,
+    Orders,
+    Rejected,
+    Roster,
+    RoundEnd,
+    RoundStart,
+    SimulationEnd,
+    _dec_hook,
+    _enc_hook,
+)
 
 Handler = Callable[[Any], None]
+ROLES = ("coordinator", "controller", "market", "participants")
+
+FABRIC_REJECT_REASONS = {
+    "oversized": "the payload is larger than the fabric's max_message_bytes",
+    "malformed": "the payload is not a message of the protocol (bad msgpack, unknown type, wrong field types, "
+                 "arrays of different lengths, or a message kind that does not belong on that topic)",
+    "unknown_account": "the topic names an account that is neither a participant id nor a group of this simulation",
+    "participant_not_sender": "the message names a participant that the account on its topic does not hold",
+    "wrong_round": "a meter reading for another round than the current one (stale or early)",
+    "duplicate_order_id": "an order id not above the last one this participant used in the episode (a replay)",
+    "duplicate_meter": "a second meter reading for the same participant in the same round",
+    "meter_out_of_range": "a meter reading with a negative energy, or a non-finite stored energy",
+    "meter_missing": "no valid meter reading by the end of the round (late, crashed or disconnected): "
+                     "settled from the participant's profile with its battery idle, the grid covering its contracts",
+}
+
+_CONTROL = (Roster, EpisodeStart, RoundStart, RoundEnd, EpisodeEnd, SimulationEnd)
+_MARKET_OUT = (Accepted, Rejected, Cleared, Delivered)
+_SIM_LEAF = {Roster: "roster", EpisodeStart: "episode_start", RoundStart: "round_start", RoundEnd: "round_end",
+             EpisodeEnd: "episode_end", SimulationEnd: "end"}
+_INBOX_KINDS = (Accepted, Rejected, Cleared, DeliveredRows, Error, Roster, EpisodeStart, GridPrices)
+_METER_INT_FIELDS = ("load_wh", "generation_wh", "battery_charge_wh", "battery_discharge_wh", "grid_only_net_wh")
 
 
 class _Envelope(msgspec.Struct, array_like=True):
-    topic: str
     sender: str
     sequence: int
     message: Message
@@ -50,69 +114,164 @@ _DECODER = msgspec.msgpack.Decoder(_Envelope, dec_hook=_dec_hook)
 
 
 def parse_mqtt_url(url: str) -> tuple[str, int, bool]:
-    """``mqtt://host:port`` (or ``mqtts://`` for TLS) -> (host, port, tls)."""
+    """``mqtt://[user:pass@]host:port`` (or ``mqtts://`` for TLS) -> (host, port, tls)."""
     parsed = urlparse(url)
     if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
         raise TrexsimError(f"fabric URL {url!r}: expected mqtt://HOST:PORT or mqtts://HOST:PORT")
     tls = parsed.scheme == "mqtts"
-    return parsed.hostname, parsed.port or (8883 if tls else 1883), tls
+    try:
+        port = parsed.port or (8883 if tls else 1883)
+    except ValueError:
+        raise TrexsimError(f"fabric URL {url!r}: the port is not a number") from None
+    return parsed.hostname, port, tls
+
+
+def url_credentials(url: str) -> tuple[str | None, str | None]:
+    """The ``user:pass@`` part of a fabric URL (percent-decoded), or (None, None)."""
+    parsed = urlparse(url)
+    return (unquote(parsed.username) if parsed.username else None,
+            unquote(parsed.password) if parsed.password is not None else None)
+
+
+def account_members(account: str, participant_ids: list[str], index_of: dict[str, int]) -> np.ndarray | None:
+    """Roster indices an account may speak for: a participant id -> [its index]; ``grp-g-of-G`` -> its
+    group; anything else -> None."""
+    if account in index_of:
+        return np.array([index_of[account]], dtype=np.int64)
+    group = topics.parse_group_account(account)
+    if group is not None:
+        return participant_group(len(participant_ids), *group)
+    return None
+
+
+def participant_group(n_participants: int, group: int, groups: int) -> np.ndarray:
+    """Roster indices of group ``group`` of ``groups`` (contiguous blocks, as even as possible)."""
+    return np.array_split(np.arange(n_participants, dtype=np.int64), groups)[group]
+
+
+class _Node:
+    __slots__ = ("sender", "account", "role", "live")
+
+    def __init__(self, sender: str, account: str, role: str) -> None:
+        self.sender, self.account, self.role, self.live = sender, account, role, True
 
 
 class MqttFabric:
-    """A fabric over an MQTT broker. ``url`` like ``mqtt://127.0.0.1:1883``."""
+    """A fabric over an MQTT v5 broker. ``url`` like ``mqtt://127.0.0.1:1883`` or ``mqtts://user:pass@host:8883``.
 
-    def __init__(self, url: str, namespace: str = "trexsim", username: str | None = None,
-                 password: str | None = None, timeout_s: float = 30.0, client_id: str | None = None):
+    ``role``: what this process holds (see the module doc). ``account``: the name on its topics and, with
+    a password, its broker user name (default: the role's name; required for ``participants``).
+    ``participant_ids``: the roster, needed where the market runs (coordinator, market) to check who
+    may speak for whom. ``timeout_s``: the longest wait for the broker or for an essential module;
+    ``barrier_timeout_s``: how long a round waits for a participant process.
+    """
+
+    def __init__(self, url: str, namespace: str = "trexsim", *, role: str = "coordinator", account: str | None = None,
+                 username: str | None = None, password: str | None = None, participant_ids: list[str] | None = None,
+                 timeout_s: float = 30.0, barrier_timeout_s: float = 10.0, max_message_bytes: int = 1 << 20,
+                 ca_file: str | None = None, client_id: str | None = None, roster_size: int = 0):
         import paho.mqtt.client as mqtt
-        from paho.mqtt.properties import Properties
         from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+        from paho.mqtt.subscribeoptions import SubscribeOptions
 
+        if role not in ROLES:
+            raise TrexsimError(f"fabric role {role!r}: expected one of {', '.join(ROLES)}")
         host, port, tls = parse_mqtt_url(url)
-        self.topic = f"{namespace}/bus"
-        self.timeout_s = timeout_s
-        self.sender = client_id or f"trexsim-{uuid.uuid4().hex[:12]}"
-        self.rejected = 0
-        self._serving = False
-        self._finished = False
+        url_user, url_password = url_credentials(url)
+        username = username or url_user
+        password = password if password is not None else url_password
+        self.role = role
+        self.account = account or (username if role == "participants" else None) or role
+        if role == "participants" and self.account == role:
+            raise TrexsimError("a participants process needs an account: a participant id or grp-<g>-of-<G>")
+        if set(self.account) & topics.FORBIDDEN_IN_ACCOUNT:
+            raise TrexsimError(f"account {self.account!r} may not contain '/', '+' or '#'")
+        self.ns = namespace.rstrip("/")
+        self.timeout_s = float(timeout_s)
+        self.barrier_timeout_s = float(barrier_timeout_s)
+        self.max_message_bytes = int(max_message_bytes)
+        self.sender = client_id or f"{self.account}-{uuid.uuid4().hex[:10]}"
+        self.rejected = 0  # messages refused (any reason), this process
+        self.last_rejection = ""
+        self.refused_publishes: list[tuple[str, str]] = []  # (MQTT topic, broker's reason) of publishes the broker refused
+        self.events: list[dict] = []  # barrier events: late, left, rejoined, joined
+        self.hellos: list[Hello] = []
+        self.meter_fallback: Callable[[int, int, np.ndarray], MeterReadings] | None = None
         self._subscribers: dict[str, list[Handler]] = {}
+        self._queue: deque[tuple[str, Any]] = deque()
+        self._draining = False
         self._inbox: queue.Queue = queue.Queue()
         self._sequence = itertools.count()
-        self._in_flight = 0
-        self._acks_needed = 0  # remote module processes that acknowledge each controller message
-        self._pending_acks: dict[int, int] = {}  # our sequence -> acknowledgements still missing
-        self.hellos: list[Hello] = []
+        self._serving = False
+        self._finished = False
+        self._nodes: dict[str, _Node] = {}
+        self._pending: dict[int, set[str]] = {}  # our control message's sequence -> senders still to acknowledge
+        self._catch_up: list[Any] = []  # what a module joining mid-run needs: roster, episode, grid prices
+        self._episode = -1
+        self._round = -1
+        self._roster_size = int(roster_size)
+        self._order_id_offset = 0
+        self._mid_topic: dict[int, str] = {}
+        self._gate = _Gate(self, participant_ids) if role in ("coordinator", "market") and participant_ids is not None else None
+        self._remote_accounts: dict[str, np.ndarray] = {}  # participant accounts heard from -> their roster indices
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._error: str | None = None
         self._mqtt = mqtt
+
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.sender, protocol=mqtt.MQTTv5)
-        if username is not None:
-            client.username_pw_set(username, password)
+        if username is not None or password is not None:
+            client.username_pw_set(username or self.account, password)
         if tls:
-            client.tls_set()
+            client.tls_set(ca_certs=ca_file)
+        elif ca_file:
+            raise TrexsimError(f"a CA file ({ca_file}) needs a TLS URL: mqtts://HOST:PORT")
+        client.max_inflight_messages_set(1000)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        if role in ("participants", "market"):
+            # the broker announces our departure if the connection drops (crash, kill, network)
+            client.will_set(self._mqtt_topic_hello(), _ENCODER.encode(_Envelope(self.sender, -1, Goodbye(self.sender, self.account))), qos=1)
         self._client = client
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 0
         try:
             client.connect(host, port, keepalive=30, clean_start=True, properties=props)
         except OSError as exc:
-            raise TrexsimError(f"cannot reach the MQTT broker at {url}: {exc}") from None
+            raise TrexsimError(f"cannot reach the MQTT broker at {host}:{port}: {exc}") from None
         # every round is a chain of small dependent messages: Nagle's algorithm would hold each one
         # back waiting for an ACK (≈ 40 ms a message here; TREX-Core lost most of its speed to this)
         sock = client.socket()
-        if sock is not None:
+        if sock is not None and hasattr(sock, "setsockopt"):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.loop_start()
-        if not self._connected.wait(timeout_s) or self._error:
+        if not self._connected.wait(self.timeout_s) or self._error:
             client.loop_stop()
-            raise TrexsimError(f"MQTT broker at {url} refused the connection: {self._error or 'timed out'}")
-        client.subscribe(self.topic, qos=1)
-        if not self._subscribed.wait(timeout_s) or self._error:
-            raise TrexsimError(f"MQTT broker at {url} refused the subscription to {self.topic}: {self._error or 'timed out'}")
+            raise TrexsimError(f"MQTT broker at {host}:{port} refused the connection of {self.account!r}: "
+                               f"{self._error or 'timed out'}")
+        subscriptions = [(t, SubscribeOptions(qos=1, noLocal=True)) for t in self._subscriptions()]
+        client.subscribe(subscriptions)
+        if not self._subscribed.wait(self.timeout_s) or self._error:
+            client.loop_stop()
+            raise TrexsimError(f"MQTT broker at {host}:{port} refused the subscriptions of {self.account!r} "
+                               f"({', '.join(t for t, _ in subscriptions)}): {self._error or 'timed out'}")
+
+    # ------------------------------------------------------------------ topics
+    def _mqtt_topic_hello(self) -> str:
+        return f"{self.ns}/fabric/hello/{self.account}"
+
+    def _subscriptions(self) -> list[str]:
+        ns = self.ns
+        return {
+            "coordinator": [f"{ns}/fabric/hello/+", f"{ns}/fabric/ack/+", f"{ns}/p/+/orders", f"{ns}/p/+/meter"],
+            "controller": [f"{ns}/fabric/hello/+", f"{ns}/fabric/ack/+", f"{ns}/grid/+"],
+            "market": [f"{ns}/sim/+", f"{ns}/p/+/orders", f"{ns}/p/+/meter"],
+            "participants": [f"{ns}/sim/+", f"{ns}/grid/+", f"{ns}/p/{self.account}/settlements"],
+        }[self.role]
 
     # ------------------------------------------------------------------ paho callbacks (network thread)
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -130,95 +289,466 @@ class MqttFabric:
         if reason_code.is_failure:
             self._error = f"disconnected: {reason_code}"
 
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        topic = self._mid_topic.pop(mid, "?")
+        if reason_code.is_failure:  # MQTT v5: the broker says why (e.g. "Not authorized")
+            self.refused_publishes.append((topic, str(reason_code)))
+
     def _on_message(self, client, userdata, msg) -> None:
-        self._inbox.put(msg.payload)
+        self._inbox.put((msg.topic, msg.payload))
 
     # ------------------------------------------------------------------ fabric API
     def subscribe(self, topic: str, handler: Handler) -> None:
         self._subscribers.setdefault(topic, []).append(handler)
 
-    def expect_acks_from(self, n_processes: int) -> None:
-        """From now on every controller message waits for ``n_processes`` remote acknowledgements."""
-        self._acks_needed = int(n_processes)
+    def publish(self, topic: str, message: Any) -> None:
+        """Hand ``message`` to this process's subscribers and send what other processes need to the broker."""
+        kind = type(message)
+        if kind in _CONTROL:
+            self._track_control(message)
+            if self.role in ("coordinator", "controller"):
+                if kind is RoundEnd and self._gate is not None:
+                    self._gate.before_round_end(message)
+                sequence = self._send(f"{self.ns}/sim/{_SIM_LEAF[kind]}", message)
+                live = {s for s, node in self._nodes.items() if node.live}
+                if live:
+                    self._pending[sequence] = live
+        elif kind is GridPrices:
+            self._track_control(message)
+            if self.role in ("coordinator", "market"):
+                self._send(f"{self.ns}/grid/prices", message)
+        elif kind is Orders or kind is MeterReadings:
+            if self.role == "participants":
+                if kind is Orders and self._order_id_offset:
+                    message = msgspec.structs.replace(message, order_id=message.order_id + self._order_id_offset)
+                self._send(f"{self.ns}/p/{self.account}/{'orders' if kind is Orders else 'meter'}", message)
+            elif kind is MeterReadings and self._gate is not None:
+                self._gate.note_meter(message)
+        elif kind in _MARKET_OUT and self.role in ("coordinator", "market"):
+            self._project(message)
+        self._queue.append((topic, message))
+        if not self._draining:
+            self._drain()
+
+    def settle(self) -> None:
+        """Dispatch arriving messages until every live module process has acknowledged our control messages.
+
+        A participant process still silent after ``barrier_timeout_s`` is marked absent (see the module doc);
+        an essential one (the market) after ``timeout_s`` stops the run with an error.
+        """
+        if not self._pending:
+            return
+        start = time.monotonic()
+        barrier_deadline = start + self.barrier_timeout_s
+        hard_deadline = start + self.timeout_s
+        while self._pending:
+            now = time.monotonic()
+            essential = any(self._nodes[s].role != "participants" for left in self._pending.values() for s in left)
+            wait = (hard_deadline if essential and now >= barrier_deadline else barrier_deadline) - now
+            try:
+                mqtt_topic, payload = self._inbox.get(timeout=max(0.0, wait))
+            except queue.Empty:
+                now = time.monotonic()
+                if now >= barrier_deadline:
+                    self._drop_late()
+                if self._pending and now >= hard_deadline:
+                    missing = sorted({self._nodes[s].account for left in self._pending.values() for s in left})
+                    raise TrexsimError(f"no acknowledgement from {', '.join(missing)} for {self.timeout_s} s"
+                                       f"{': ' + self._error if self._error else ''}") from None
+                continue
+            self._receive(mqtt_topic, payload)
 
     def wait_for_hellos(self, n: int, timeout_s: float | None = None) -> list[Hello]:
         """Dispatch until ``n`` module processes have announced themselves."""
-        import time
-
         deadline = time.monotonic() + (timeout_s or self.timeout_s)
         while len(self.hellos) < n:
             try:
-                payload = self._inbox.get(timeout=max(0.01, deadline - time.monotonic()))
+                mqtt_topic, payload = self._inbox.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
                 raise TrexsimError(f"{len(self.hellos)} of {n} module processes joined within the time limit") from None
-            self._dispatch(payload)
+            self._receive(mqtt_topic, payload)
         return self.hellos
 
-    def publish(self, topic: str, message: Any) -> None:
-        sequence = next(self._sequence)
-        payload = _ENCODER.encode(_Envelope(topic, self.sender, sequence, message))
-        if self._acks_needed and topic.startswith(CONTROL_PREFIX):
-            self._pending_acks[sequence] = self._acks_needed
-        counted = topic not in (ACK, HELLO)  # nobody waits for acks and hellos to come back
-        if counted:
-            self._in_flight += 1
-        info = self._client.publish(self.topic, payload, qos=1)
-        if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
-            self._in_flight -= counted
-            raise TrexsimError(f"MQTT publish on {self.topic} failed: {self._mqtt.error_string(info.rc)}")
+    def expect_acks_from(self, n_processes: int) -> None:
+        """Compatibility: the module processes to wait for are those that said hello."""
 
-    def settle(self) -> None:
-        """Dispatch arriving messages until everything this client published has been handled."""
-        while self._in_flight > 0 or self._pending_acks:
+    def poll(self, duration_s: float) -> None:
+        """Handle whatever arrives for ``duration_s`` (between rounds, e.g. to let a module rejoin)."""
+        deadline = time.monotonic() + duration_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
             try:
-                payload = self._inbox.get(timeout=self.timeout_s)
+                mqtt_topic, payload = self._inbox.get(timeout=left)
             except queue.Empty:
-                raise TrexsimError(f"no message from the broker for {self.timeout_s} s with {self._in_flight} "
-                                   f"in flight{': ' + self._error if self._error else ''}") from None
-            self._dispatch(payload)
+                return
+            self._receive(mqtt_topic, payload)
 
-    def _dispatch(self, payload: bytes) -> None:
-        try:
-            envelope = _DECODER.decode(payload)
-        except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
-            self.rejected += 1
-            self.last_rejection = str(MessageError(str(exc)))
-            return
-        if envelope.sender == self.sender and envelope.topic not in (ACK, HELLO):
-            self._in_flight -= 1
-        if envelope.topic == ACK:
-            ack = envelope.message
-            if ack.acked_sender == self.sender and ack.acked_sequence in self._pending_acks:
-                left = self._pending_acks[ack.acked_sequence] - 1
-                if left:
-                    self._pending_acks[ack.acked_sequence] = left
-                else:
-                    del self._pending_acks[ack.acked_sequence]
-            return
-        if envelope.topic == HELLO:
-            if envelope.sender != self.sender:
-                self.hellos.append(envelope.message)
-            return
-        for handler in self._subscribers.get(envelope.topic, ()):
-            handler(envelope.message)
-        if self._serving and envelope.sender != self.sender and envelope.topic.startswith(CONTROL_PREFIX):
-            # published after every reaction: the broker's single order puts the reactions first
-            self.publish(ACK, Ack(self.sender, envelope.sender, envelope.sequence))
-            if isinstance(envelope.message, SimulationEnd):
-                self._finished = True
-
-    def serve(self, role: str) -> None:
+    def serve(self, role: str = "") -> None:
         """Run as a module process: announce, then handle and acknowledge messages until SimulationEnd."""
         self._serving = True
         self._finished = False
-        self.publish(HELLO, Hello(self.sender, role))
+        self._send(self._mqtt_topic_hello(), Hello(self.sender, role or self.role, self.account))
         while not self._finished:
             try:
-                payload = self._inbox.get(timeout=self.timeout_s)
+                mqtt_topic, payload = self._inbox.get(timeout=self.timeout_s)
             except queue.Empty:
-                raise TrexsimError(f"{role}: nothing from the controller for {self.timeout_s} s") from None
-            self._dispatch(payload)
+                raise TrexsimError(f"{self.account}: nothing from the controller for {self.timeout_s} s"
+                                   f"{': ' + self._error if self._error else ''}") from None
+            self._receive(mqtt_topic, payload)
 
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+
+    # ------------------------------------------------------------------ sending
+    def _send(self, mqtt_topic: str, message: Any) -> int:
+        sequence = next(self._sequence)
+        payload = _ENCODER.encode(_Envelope(self.sender, sequence, message))
+        info = self._client.publish(mqtt_topic, payload, qos=1)
+        if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
+            raise TrexsimError(f"MQTT publish on {mqtt_topic} failed: {self._mqtt.error_string(info.rc)}"
+                               f"{': ' + self._error if self._error else ''}")
+        self._mid_topic[info.mid] = mqtt_topic
+        return sequence
+
+    def _project(self, message: Any) -> None:
+        """The market's output, cut to each participant account's own rows, to its ``settlements`` topic."""
+        kind = type(message)
+        if kind is Cleared:
+            q = np.asarray(message.quantity_wh)
+            total = int(q.sum())
+            prices = np.asarray(message.buyer_price, dtype=np.float64)
+            self._send(f"{self.ns}/market/results", MarketResults(
+                message.episode, message.round, message.delivery_round, int(q.size), total,
+                float(prices.min()) if q.size else float("nan"), float(prices.max()) if q.size else float("nan"),
+                float((prices * q).sum() / total) if total else float("nan")))
+        for account, members in self._remote_accounts.items():
+            if kind is Delivered:
+                part = DeliveredRows(participant=members, **{
+                    f: (value[members] if isinstance(value, np.ndarray) else value)
+                    for f in message.__struct_fields__ for value in (getattr(message, f),)})
+            elif kind is Cleared:
+                rows = np.isin(message.buyer, members) | np.isin(message.seller, members)
+                if not rows.any():
+                    continue
+                part = _rows(message, rows)
+            else:  # Accepted, Rejected
+                rows = np.isin(message.participant, members)
+                if not rows.any():
+                    continue
+                part = _rows(message, rows)
+            self._send(f"{self.ns}/p/{account}/settlements", part)
+
+    # ------------------------------------------------------------------ receiving
+    def _drain(self) -> None:
+        self._draining = True
+        try:
+            queue_, subscribers = self._queue, self._subscribers
+            while queue_:
+                topic, message = queue_.popleft()
+                for handler in subscribers.get(topic, ()):
+                    handler(message)
+        finally:
+            self._draining = False
+            self._queue.clear()
+
+    def _dispatch_local(self, message: Any) -> None:
+        self._queue.append((topics.TOPIC_OF_KIND[type(message).__name__], message))
+        if not self._draining:
+            self._drain()
+
+    def _track_control(self, message: Any) -> None:
+        kind = type(message)
+        if kind is Roster:
+            self._roster_size = len(message.participant_ids)
+            self._catch_up = [message]
+        elif kind is EpisodeStart:
+            self._episode = message.episode
+            self._round = -1
+            self._catch_up = [m for m in self._catch_up if type(m) is Roster] + [message]
+            if self._gate is not None:
+                self._gate.on_episode_start(message)
+        elif kind is GridPrices:
+            if self.role in ("coordinator", "controller") and message.episode == self._episode:
+                self._catch_up.append(message)
+        elif kind is RoundStart:
+            self._round = message.round
+            if self._gate is not None:
+                self._gate.on_round_start(message)
+
+    def _refuse(self, account: str | None, reason: str, detail: str, message: Any = None) -> None:
+        """Record a refused message from ``account`` and tell its sender why."""
+        self.rejected += 1
+        self.last_rejection = f"{reason}: {detail}"
+        if self._gate is not None:
+            self._gate.record(account, reason, message)
+        if account is not None and self.role in ("coordinator", "market"):
+            self._send(f"{self.ns}/p/{account}/settlements", Error(self._episode, self._round, reason, detail[:500]))
+
+    def _receive(self, mqtt_topic: str, payload: bytes) -> None:
+        """Check one message from the broker and hand it to this process's modules."""
+        rest = mqtt_topic[len(self.ns) + 1:] if mqtt_topic.startswith(self.ns + "/") else ""
+        parts = rest.split("/")
+        account = parts[1] if len(parts) == 3 and parts[0] == "p" else None
+        if len(payload) > self.max_message_bytes:
+            return self._refuse(account, "oversized", f"{len(payload)} bytes on {mqtt_topic} (limit {self.max_message_bytes})")
+        try:
+            envelope = _DECODER.decode(payload)
+        except (msgspec.ValidationError, msgspec.DecodeError, ValueError, TypeError) as exc:
+            return self._refuse(account, "malformed", f"on {mqtt_topic}: {exc}")
+        if envelope.sender == self.sender:
+            return
+        message = envelope.message
+        kind = type(message)
+        allowed = _allowed_kinds(parts)
+        if kind not in allowed:
+            return self._refuse(account, "malformed", f"a {kind.__name__} does not belong on {mqtt_topic}")
+        if parts[0] == "fabric":
+            return self._on_fabric(parts[2], message)
+        if account is not None and parts[2] in ("orders", "meter"):
+            if self._gate is None:
+                return
+            message = self._gate.admit(account, message)
+            if message is None:
+                return
+        elif kind is DeliveredRows:
+            message = _expand(message, self._roster_size)
+        elif account is not None and kind in (Roster, EpisodeStart) and self._serving:
+            # a catch-up after rejoining: order ids continue above the ones the lost process used
+            self._order_id_offset = (1 << 38) + (time.time_ns() // 1_000_000) % (1 << 38)
+        if kind in _CONTROL or kind is GridPrices:
+            self._track_control(message)
+            if kind is RoundEnd and self._gate is not None:
+                self._gate.before_round_end(message)
+        self._dispatch_local(message)
+        if self._serving and parts[0] == "sim":
+            # published after every reaction: the broker's order puts the reactions first
+            self._send(f"{self.ns}/fabric/ack/{self.account}", Ack(self.sender, envelope.sender, envelope.sequence))
+            if kind is SimulationEnd:
+                self._finished = True
+
+    def _on_fabric(self, account: str, message: Any) -> None:
+        """Hello, Goodbye and Ack from module processes (controller side)."""
+        if self.role not in ("coordinator", "controller"):
+            return
+        kind = type(message)
+        node = self._nodes.get(message.sender)
+        where = {"episode": self._episode, "round": self._round, "account": account, "sender": message.sender}
+        if kind is Hello:
+            if node is None:
+                self._nodes[message.sender] = _Node(message.sender, account, message.role)
+                self.hellos.append(message)
+                if self._catch_up:  # joining mid-run: what it missed, on its own topic
+                    self.events.append({**where, "event": "joined"})
+                    for m in self._catch_up:
+                        self._send(f"{self.ns}/p/{account}/settlements", m)
+        elif kind is Goodbye:
+            if node is not None and node.live:
+                node.live = False
+                self.events.append({**where, "event": "left"})
+                self._forget(message.sender)
+        elif kind is Ack and node is not None:
+            if not node.live:
+                node.live = True
+                self.events.append({**where, "event": "rejoined"})
+            left = self._pending.get(message.acked_sequence)
+            if left is not None and message.acked_sender == self.sender:
+                left.discard(message.sender)
+                if not left:
+                    del self._pending[message.acked_sequence]
+
+    def _drop_late(self) -> None:
+        late = {s for left in self._pending.values() for s in left if self._nodes[s].role == "participants"}
+        for sender in late:
+            node = self._nodes[sender]
+            node.live = False
+            self.events.append({"episode": self._episode, "round": self._round, "account": node.account,
+                                "sender": sender, "event": "late"})
+            self._forget(sender)
+
+    def _forget(self, sender: str) -> None:
+        for sequence in list(self._pending):
+            left = self._pending[sequence]
+            left.discard(sender)
+            if not left:
+                del self._pending[sequence]
+
+
+def _allowed_kinds(parts: list[str]) -> tuple:
+    if len(parts) == 2 and parts[0] == "sim":
+        return _CONTROL
+    if parts == ["grid", "prices"]:
+        return (GridPrices,)
+    if parts == ["market", "results"]:
+        return (MarketResults,)
+    if len(parts) == 3 and parts[0] == "p":
+        return {"orders": (Orders,), "meter": (MeterReadings,), "settlements": _INBOX_KINDS}.get(parts[2], ())
+    if len(parts) == 3 and parts[0] == "fabric":
+        return {"hello": (Hello, Goodbye), "ack": (Ack,)}.get(parts[1], ())
+    return ()
+
+
+def _rows(message: Any, rows: np.ndarray) -> Any:
+    """The message with only ``rows`` of its per-row arrays (and of a ``reason`` list)."""
+    changes = {f: getattr(message, f)[rows] for f in message.__struct_fields__ if isinstance(getattr(message, f), np.ndarray)}
+    if isinstance(message, Rejected):
+        changes["reason"] = [r for r, keep in zip(message.reason, rows) if keep]
+    return msgspec.structs.replace(message, **changes)
+
+
+def _expand(message: DeliveredRows, n: int) -> Delivered:
+    """A participant module's rows of a Delivered back to roster length (others' rows zero)."""
+    idx = np.asarray(message.participant, dtype=np.int64)
+    n = max(n, int(idx.max()) + 1 if idx.size else 0)
+    fields = {}
+    for f in Delivered.__struct_fields__:
+        value = getattr(message, f)
+        if isinstance(value, np.ndarray):
+            full = np.zeros(n, dtype=value.dtype)
+            full[idx] = value
+            value = full
+        fields[f] = value
+    return Delivered(**fields)
+
+
+class _Gate:
+    """Checks every message from a participant account before the market and the recorder see it."""
+
+    def __init__(self, fabric: MqttFabric, participant_ids: list[str]) -> None:
+        self.fabric = fabric
+        self.ids = list(participant_ids)
+        self.n = len(self.ids)
+        self.index_of = {pid: i for i, pid in enumerate(self.ids)}
+        self.members: dict[str, np.ndarray | None] = {}
+        self.last_order_id = np.full(self.n, -1, dtype=np.int64)
+        self.reported = np.zeros(self.n, dtype=bool)
+
+    def on_episode_start(self, msg: EpisodeStart) -> None:
+        self.last_order_id[:] = -1
+
+    def on_round_start(self, msg: RoundStart) -> None:
+        self.reported[:] = False
+
+    def note_meter(self, msg: MeterReadings) -> None:
+        self.reported[np.asarray(msg.participant, dtype=np.int64)] = True
+
+    def before_round_end(self, msg: RoundEnd) -> None:
+        """Settle households with no valid reading this round from their profiles (and record it)."""
+        fabric = self.fabric
+        if fabric.meter_fallback is None or msg.round != fabric._round or self.reported.all():
+            return
+        missing = np.flatnonzero(~self.reported).astype(np.int64)
+        self.record_rows(missing, "meter_missing")
+        reading = fabric.meter_fallback(msg.episode, msg.round, missing)
+        self.reported[missing] = True
+        fabric._dispatch_local(reading)
+
+    def account_members(self, account: str) -> np.ndarray | None:
+        if account not in self.members:
+            self.members[account] = account_members(account, self.ids, self.index_of)
+        return self.members[account]
+
+    def admit(self, account: str, msg: Any) -> Any:
+        """The message, or its acceptable part; None if nothing of it may go on."""
+        fabric = self.fabric
+        members = self.account_members(account)
+        if members is None:
+            fabric._refuse(account, "unknown_account", f"account {account!r} is not in this simulation", msg)
+            return None
+        participant = np.asarray(msg.participant)
+        if participant.dtype.kind not in "iu":
+            fabric._refuse(account, "malformed", f"participant indices of dtype {participant.dtype}", msg)
+            return None
+        if not np.isin(participant, members).all():
+            fabric._refuse(account, "participant_not_sender",
+                           f"{account!r} may speak only for roster indices {members.tolist()[:20]}", msg)
+            return None
+        fabric._remote_accounts.setdefault(account, members)
+        if isinstance(msg, Orders):
+            return self._admit_orders(account, msg)
+        return self._admit_meter(account, msg)
+
+    def _admit_orders(self, account: str, msg: Orders) -> Orders | None:
+        n = len(msg.participant)
+        ids = np.asarray(msg.order_id)
+        if len(ids) != n or ids.dtype.kind not in "iu":
+            return msg  # the market rejects it as malformed, with its own reason
+        participant = np.asarray(msg.participant, dtype=np.int64)
+        ids = ids.astype(np.int64)
+        # ids of a participant must rise: the first above the last one it used, each above the one before it
+        order = np.lexsort((np.arange(n), participant))
+        p_sorted, id_sorted = participant[order], ids[order]
+        first = np.ones(n, dtype=bool)
+        first[1:] = p_sorted[1:] != p_sorted[:-1]
+        rising = np.empty(n, dtype=bool)
+        rising[first] = id_sorted[first] > self.last_order_id[p_sorted[first]]
+        later = np.flatnonzero(~first)
+        rising[later] = id_sorted[later] > id_sorted[later - 1]
+        ok = np.empty(n, dtype=bool)
+        ok[order] = rising
+        if ok.any():
+            np.maximum.at(self.last_order_id, participant[ok], ids[ok])
+        if ok.all():
+            return msg
+        bad = _rows(msg, ~ok)
+        self.fabric._refuse(account, "duplicate_order_id", f"order ids {np.asarray(bad.order_id).tolist()[:20]} "
+                                                           "not above the last ones used", bad)
+        return _rows(msg, ok) if ok.any() else None
+
+    def _admit_meter(self, account: str, msg: MeterReadings) -> MeterReadings | None:
+        fabric = self.fabric
+        participant = np.asarray(msg.participant, dtype=np.int64)
+        n = participant.size
+        arrays = [np.asarray(getattr(msg, f)) for f in _METER_INT_FIELDS]
+        stored = np.asarray(msg.battery_stored_wh)
+        if any(a.size != n for a in arrays) or stored.size != n or any(a.dtype.kind not in "iu" for a in arrays):
+            fabric._refuse(account, "malformed", "meter arrays of different lengths or not whole Wh", msg)
+            return None
+        if msg.episode != fabric._episode or msg.round != fabric._round:
+            fabric._refuse(account, "wrong_round", f"reading for episode {msg.episode} round {msg.round} during "
+                                                   f"episode {fabric._episode} round {fabric._round}", msg)
+            return None
+        if any((a < 0).any() for a in arrays[:4]) or not np.isfinite(stored).all() or (stored < 0).any():
+            fabric._refuse(account, "meter_out_of_range", "negative energy or non-finite stored energy", msg)
+            return None
+        if self.reported[participant].any() or np.unique(participant).size != n:
+            fabric._refuse(account, "duplicate_meter", f"round {msg.round} already has a reading for these participants", msg)
+            return None
+        self.reported[participant] = True
+        return msg
+
+    # ------------------------------------------------------------------ recording
+    def record(self, account: str | None, reason: str, msg: Any = None) -> None:
+        """A refusal as Rejected rows (recorded in the ``rejections`` table, sent back to the account)."""
+        participant = None
+        if isinstance(msg, (Orders, Rejected)):
+            try:
+                cols = [np.asarray(getattr(msg, f)).astype(dt).ravel() for f, dt in
+                        (("participant", np.int64), ("side", np.int64), ("pool", np.int64), ("price", np.float64),
+                         ("quantity_wh", np.float64), ("order_id", np.int64))]
+                if len({c.size for c in cols}) == 1 and cols[0].size:
+                    return self._publish(msg.episode, msg.round, msg.delivery_round, cols, reason)
+            except (TypeError, ValueError):
+                pass
+        if isinstance(msg, MeterReadings):
+            try:
+                participant = np.asarray(msg.participant).astype(np.int64).ravel()
+            except (TypeError, ValueError):
+                participant = None
+        if participant is None or participant.size == 0:
+            members = self.account_members(account) if account is not None else None
+            participant = members if members is not None and members.size == 1 else np.array([-1], dtype=np.int64)
+        self.record_rows(participant, reason)
+
+    def record_rows(self, participant: np.ndarray, reason: str) -> None:
+        fabric = self.fabric
+        k = participant.size
+        minus = np.full(k, -1, dtype=np.int64)
+        nan = np.full(k, np.nan)
+        self._publish(fabric._episode, fabric._round, fabric._round, [participant, minus, minus, nan, nan, minus], reason)
+
+    def _publish(self, episode: int, round_: int, delivery_round: int, cols: list[np.ndarray], reason: str) -> None:
+        # to this process's recorder only: the sender hears of it as an Error on its own topic
+        self.fabric._dispatch_local(Rejected(int(episode), int(round_), int(delivery_round), *cols, [reason] * cols[0].size))
