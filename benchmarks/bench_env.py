@@ -1,16 +1,30 @@
-"""Environment steps per second of trexsim's PettingZoo env (issue 7's benchmark).
+"""Environment steps per second of trexsim's RL environments (issue 7's benchmark).
 
-    python benchmarks/bench_env.py --agents 10,100 --steps 2000
+    python benchmarks/bench_env.py                       # 10 and 100 agents, every case, 5 repeats
+    python benchmarks/bench_env.py --agents 100 --num-envs 16 --repeats 7
 
 Each case: a community of ``agents`` external agents (realistic profiles, half with PV and an
-externally driven battery) plus as many fixed-price households, one day; random actions drawn
-up front; the clock covers ``env.step`` only. Reports env steps/s and agent-steps/s.
+externally driven battery) plus as many fixed-price households with PV, one day of one-minute
+rounds (1,440 steps an episode); random actions drawn up front. Cases:
+
+- ``single``: ``parallel_env`` (PettingZoo, dict actions built in the loop as a policy would),
+  compiled backend (the default) and, for reference, the ``simulation`` backend;
+- ``vector``: ``vector_env(num_envs=N)`` stepped with ``(N, agents, 5)`` arrays, steady state;
+- ``vector+reset``: whole episodes of ``vector_env`` including the automatic reset with new
+  seeds (profiles generated again for every copy), i.e. what a training loop sees.
+
+The clock covers the steps only (construction, JIT loading and the first reset are outside it,
+except the automatic resets of ``vector+reset``). Reports the median of the repeats, and their
+range, in agent-steps/s (env steps/s x agents x copies).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import statistics
+import subprocess
 import time
 
 import numpy as np
@@ -31,33 +45,92 @@ def community(agents: int) -> dict:
     return {"study": {"days": 1, "seed": 1}, "participants": participants}
 
 
+def bench_single(agents: int, steps: int, backend: str) -> float:
+    from trexsim.envs import parallel_env
+
+    env = parallel_env(community(agents), backend=backend)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    steps = min(steps, 1400)
+    actions = rng.uniform(-1, 1, (steps, len(env.possible_agents), 5)).astype(np.float32)
+    for _ in range(20):  # warm-up (JIT cache loads)
+        env.step({a: actions[0, j] for j, a in enumerate(env.agents)})
+    start = time.perf_counter()
+    done = 0
+    for t in range(steps):
+        if not env.agents:
+            break
+        env.step({a: actions[t, j] for j, a in enumerate(env.agents)})
+        done += 1
+    elapsed = time.perf_counter() - start
+    env.close()
+    return done * agents / elapsed
+
+
+def bench_vector(agents: int, num_envs: int, steps: int, episodes: int = 0) -> float:
+    from trexsim.envs import vector_env
+
+    env = vector_env(community(agents), num_envs=num_envs)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (16, num_envs, agents, 5)).astype(np.float32)
+    env.step(actions[0])  # warm-up
+    if episodes:  # whole episodes from the start, automatic resets included
+        env.reset(seed=0)
+        steps = episodes * env._community.rounds
+    else:
+        steps = min(steps, env._community.rounds - 2)
+    start = time.perf_counter()
+    for t in range(steps):
+        env.step(actions[t % 16])
+    elapsed = time.perf_counter() - start
+    env.close()
+    return steps * num_envs * agents / elapsed
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    except OSError:
+        commit = "?"
+    return f"{cpu}, {os.cpu_count()} cores, python {platform.python_version()}, commit {commit or '?'}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agents", default="10,100")
-    parser.add_argument("--steps", type=int, default=1400)
+    parser.add_argument("--num-envs", type=int, default=16, help="copies of the vectorised env")
+    parser.add_argument("--steps", type=int, default=1000, help="steps per repeat (single and vector cases)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cases", default="single,single-simulation,vector,vector+reset")
     args = parser.parse_args()
-    from trexsim.envs import parallel_env
-
-    print(f"# {platform.processor() or platform.machine()}, python {platform.python_version()}")
-    print(f"{'agents':>6} {'steps':>6} {'env steps/s':>12} {'agent-steps/s':>14}")
+    cases = args.cases.split(",")
+    print(f"# {machine()}")
+    print(f"{'agents':>6} {'case':<18} {'copies':>6} {'agent-steps/s (median)':>23} {'range':>23}")
     for n in (int(x) for x in args.agents.split(",")):
-        env = parallel_env(community(n))
-        obs, _ = env.reset(seed=0)
-        rng = np.random.default_rng(0)
-        steps = min(args.steps, 1400)
-        actions = rng.uniform(-1, 1, (steps, len(env.possible_agents), 5)).astype(np.float32)
-        for _ in range(20):  # warm-up (JIT cache loads, first profile chunk)
-            env.step({a: actions[0, j] for j, a in enumerate(env.agents)})
-        start = time.perf_counter()
-        done = 0
-        for t in range(steps):
-            if not env.agents:
-                break
-            env.step({a: actions[t, j] for j, a in enumerate(env.agents)})
-            done += 1
-        elapsed = time.perf_counter() - start
-        env.close()
-        print(f"{n:>6} {done:>6} {done / elapsed:>12,.0f} {done * n / elapsed:>14,.0f}")
+        for case in cases:
+            if case == "single":
+                run, copies = (lambda: bench_single(n, args.steps, "compiled")), 1
+            elif case == "single-simulation":
+                run, copies = (lambda: bench_single(n, args.steps, "simulation")), 1
+            elif case == "vector":
+                run, copies = (lambda: bench_vector(n, args.num_envs, args.steps)), args.num_envs
+            elif case == "vector+reset":
+                run, copies = (lambda: bench_vector(n, args.num_envs, 0, episodes=2)), args.num_envs
+            else:
+                raise SystemExit(f"unknown case {case!r}")
+            repeats = args.repeats if case != "vector+reset" else max(1, args.repeats // 2)
+            rates = [run() for _ in range(repeats)]
+            lo, hi = min(rates), max(rates)
+            print(f"{n:>6} {case:<18} {copies:>6} {statistics.median(rates):>23,.0f} {f'{lo:,.0f} - {hi:,.0f}':>23}",
+                  flush=True)
 
 
 if __name__ == "__main__":
