@@ -244,6 +244,7 @@ def train(
     config: Path = typer.Argument(..., help="Training config (JSON, // comments allowed), e.g. examples/ppo_battery/train.json."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: the config's out_dir, else runs/<name>)."),
     timesteps: Optional[int] = typer.Option(None, "--timesteps", "-n", min=1, help="Train this many environment steps instead of total_timesteps."),
+    eval_only: bool = typer.Option(False, "--eval-only", help="Do not train: evaluate the model already in the output folder again."),
 ) -> None:
     """Train a deep-RL agent (PPO) in a community, then evaluate it against the rule-based battery on held-out days."""
     from trexsim.training.config import load_training_config
@@ -258,7 +259,7 @@ def train(
         import tensorboard  # noqa: F401
         import torch  # noqa: F401
     except ModuleNotFoundError as exc:
-        _fail(TrexsimError(f"{exc.name} is not installed; training needs the rl extra: pip install 'trexsim[rl]'"))
+        _fail(TrexsimError(f"{exc.name} is not installed; training needs the rl extra: pip install 'trexsim\\[rl]'"))  # \[: not rich markup
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -278,7 +279,7 @@ def train(
                 progress.update(task, completed=total, description=f"{cfg.name}: evaluating on {len(cfg.eval.days)} held-out days")
 
         try:
-            result = run_training(cfg, out, timesteps, on_progress=on_progress, on_phase=on_phase)
+            result = run_training(cfg, out, timesteps, on_progress=on_progress, on_phase=on_phase, evaluate_only=eval_only)
         except TrexsimError as exc:
             progress.stop()
             _fail(exc)
@@ -294,11 +295,11 @@ def train(
                       *(f"{m[k] / 1000:.1f}" for k in ("grid_import_wh", "grid_export_wh", "market_bought_wh", "market_sold_wh")))
     console.print(table)
     v = rep["verdict"]
-    pct = "" if v["agent_minus_rule_bill_pct"] is None else f" ({v['agent_minus_rule_bill_pct']:+.1f} % of the rule's bill)"
-    console.print(f"agent vs rule: {v['agent_minus_rule_bill_usd']:+.3f} ${pct}, cheaper on "
-                  f"{v['days_agent_cheaper_than_rule']} of {v['days']} days: the agent "
-                  f"{'[bold green]beats[/]' if v['agent_beats_rule'] else '[bold red]does not beat[/]'} the rule "
-                  f"({'beats' if v['agent_beats_rule_adjusted'] else 'does not beat'} it with the batteries' end-of-day energy valued)")
+    pct = "" if v["agent_minus_rule_bill_adjusted_pct"] is None else f" ({v['agent_minus_rule_bill_adjusted_pct']:+.1f} %)"
+    console.print(f"agent vs rule, adjusted bill (battery energy left at the end of a day valued at {v['value_per_kwh']:.4f} $/kWh): "
+                  f"{v['agent_minus_rule_bill_adjusted_usd']:+.3f} ${pct}, cheaper on {v['days_agent_cheaper_than_rule']} of "
+                  f"{v['days']} days: the agent {'[bold green]beats[/]' if v['agent_beats_rule'] else '[bold red]does not beat[/]'} "
+                  f"the rule (plain bill: {v['agent_minus_rule_bill_usd']:+.3f} $)")
     console.print(f"model {result.model_path}; report {result.out_dir / 'report.json'}; figures {result.out_dir / 'figures'}; "
                   f"TensorBoard: tensorboard --logdir {result.out_dir / 'tensorboard'}")
 

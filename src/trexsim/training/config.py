@@ -95,6 +95,13 @@ class PPOConfig(_Model):
         return v
 
 
+class NormalizeConfig(_Model):
+    """SB3 VecNormalize: running mean/std scaling of observations and rewards (saved as vecnormalize.pkl)."""
+
+    observations: bool = True
+    rewards: bool = True
+
+
 class TrainingConfig(_Model):
     name: str = Field("trexsim-training", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
                       description="Names the output folder runs/<name> (letters, digits, _ . -).")
@@ -107,11 +114,22 @@ class TrainingConfig(_Model):
     train_dates: DateRange = Field(description="Dates training episodes may start on (held-out days excluded).")
     eval: EvalConfig
     ppo: PPOConfig = Field(default_factory=PPOConfig)
+    normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
+    energy_value_per_kwh: float | None = Field(
+        None, ge=0, le=10, description="$/kWh of the energy left in the battery at the end of an episode (added to the last "
+                                       "reward and used for the adjusted bill); null: the mean of the grid's buy and sell prices.")
     checkpoint_every_steps: int = Field(10_000, ge=1, description="Save the model every this many environment steps.")
     out_dir: str | None = Field(None, description="Output folder (default runs/<name>); relative to the current directory.")
 
     # filled by the loader: the validated community, and the folder relative paths start from
     _simulation: SimulationConfig | None = None
+
+    @property
+    def energy_value(self) -> float:
+        """$/kWh of the battery's end-of-episode energy (see ``energy_value_per_kwh``)."""
+        from trexsim.training.env import default_energy_value_per_kwh
+
+        return default_energy_value_per_kwh(self.simulation_config) if self.energy_value_per_kwh is None else self.energy_value_per_kwh
 
     @property
     def simulation_config(self) -> SimulationConfig:
@@ -185,22 +203,29 @@ def parse_training_config(data: Any, source: str | None = None, base_dir: str | 
     problems = []
     members = dict(sim.expanded_participants())
     spec = members.get(cfg.learner)
-    if spec is None:
-        problems.append(("learner", f"{cfg.learner!r} is not a participant of the simulation; participants: {', '.join(members)}"))
-    elif spec.trader.type != "external":
-        problems.append(("learner", f"participant {cfg.learner!r} needs trader type 'external' (it has {spec.trader.type!r})"))
     if cfg.ppo.batch_size > cfg.ppo.n_steps * cfg.n_envs:
         problems.append(("ppo.batch_size", f"must not exceed n_steps x n_envs = {cfg.ppo.n_steps * cfg.n_envs}"))
-    try:
-        from trexsim.config.schema import ParticipantConfig
-
-        ParticipantConfig.model_validate({"profile": {"type": "flat"}, "trader": cfg.eval.rule_trader})
-    except ValidationError as exc:
-        for e in exc.errors():
-            problems.append(("eval.rule_trader" + "".join(f".{x}" for x in e["loc"][2:] if x not in ("fixed_price", "grid_only",
-                             "q_learning", "external", "basic_trader", "baseline_agent", "qlearn_bandit")), _message(e)))
-    if cfg.eval.rule_trader.get("type") == "external":
+    if spec is None:
+        problems.append(("learner", f"{cfg.learner!r} is not a participant of the simulation; participants: {', '.join(members)}"))
+    elif cfg.learner not in sim.participants:
+        problems.append(("learner", f"{cfg.learner!r} is one of the copies of a 'count' entry: give the learner an entry of its own"))
+    elif spec.trader.type != "external":
+        problems.append(("learner", f"participant {cfg.learner!r} needs trader type 'external' (it has {spec.trader.type!r})"))
+    if spec is None or cfg.learner not in sim.participants:
+        pass
+    elif cfg.eval.rule_trader.get("type") == "external":
         problems.append(("eval.rule_trader.type", "the rule-based baseline cannot be 'external'"))
+    else:  # the baseline community must be a valid config too: its trader's problems are named under eval.rule_trader
+        data = sim.model_dump(mode="json", by_alias=False)
+        data["participants"][cfg.learner]["trader"] = cfg.eval.rule_trader
+        if data["participants"][cfg.learner].get("storage"):
+            data["participants"][cfg.learner]["storage"]["policy"] = "self_consumption"
+        prefix = f"participants.{cfg.learner}.trader"
+        try:
+            parse_config(data)
+        except ConfigError as exc:
+            problems.extend(("eval.rule_trader" + p[len(prefix):] if p.startswith(prefix) else f"simulation.{p}", m)
+                            for p, m in exc.problems)
     cfg._simulation = sim
     if not problems and not cfg.train_start_dates():
         problems.append(("train_dates", "no training date left once the held-out eval.days are taken out"))

@@ -14,7 +14,13 @@ import numpy as np
 
 from trexsim.config.schema import SimulationConfig
 
-__all__ = ["DatedEnv", "config_on_date"]
+__all__ = ["DatedEnv", "config_on_date", "default_energy_value_per_kwh"]
+
+
+def default_energy_value_per_kwh(config: SimulationConfig) -> float:
+    """What a kWh left in the battery at the end of an episode is worth: the mean flat grid price, $/kWh."""
+    grid = config.market.grid
+    return (grid.buy_price + grid.sell_price) / 2.0
 
 
 def config_on_date(config: SimulationConfig, date: _dt.date | str) -> SimulationConfig:
@@ -30,16 +36,25 @@ class DatedEnv(gymnasium.Env):
 
     The draws come from the generator seeded by ``reset(seed=...)`` (Gymnasium's ``np_random``),
     so a seeded run sees the same sequence of days.
+
+    Every episode starts with the battery at ``initial_soc`` and nothing values what is left in it at
+    the end, so a policy could "earn" by emptying it on the last day. The last step's reward
+    therefore also gets ``energy_value_per_kwh x (stored at the end - stored at the start) / 1000``
+    (in ``info["terminal_energy_value_usd"]``); 0 turns this off.
     """
 
     metadata = {"render_modes": []}
 
-    def __init__(self, config: SimulationConfig, agent: str, dates: list[_dt.date]):
+    def __init__(self, config: SimulationConfig, agent: str, dates: list[_dt.date], energy_value_per_kwh: float | None = None):
         from trexsim.envs import gym_env
 
         if not dates:
             raise ValueError("DatedEnv needs at least one date")
         self._config, self._agent, self._dates = config, agent, list(dates)
+        storage = dict(config.expanded_participants())[agent].storage
+        self._capacity_wh = storage.capacity_wh if storage is not None else 0.0
+        self._initial_wh = storage.capacity_wh * storage.initial_soc if storage is not None else 0.0
+        self._value = default_energy_value_per_kwh(config) if energy_value_per_kwh is None else float(energy_value_per_kwh)
         self._make = gym_env
         self._env = gym_env(config_on_date(config, self._dates[0]), agent=agent)
         self.observation_space = self._env.observation_space
@@ -55,7 +70,12 @@ class DatedEnv(gymnasium.Env):
         return obs, {**info, "date": self.date.isoformat()}
 
     def step(self, action):
-        return self._env.step(action)
+        obs, reward, term, trunc, info = self._env.step(action)
+        if (term or trunc) and self._capacity_wh:
+            bonus = self._value * (float(obs[6]) * self._capacity_wh - self._initial_wh) / 1000.0
+            reward = float(reward) + bonus
+            info = {**info, "terminal_energy_value_usd": bonus}
+        return obs, reward, term, trunc, info
 
     def close(self) -> None:
         self._env.close()

@@ -20,7 +20,8 @@ Metrics per household and day (all from integer-Wh meter data):
 * ``stored_change_wh``: stored energy at the end of the day less at its start (every episode starts
   at ``initial_soc``). A policy can lower its bill by leaving its battery emptier than the rule
   does, so ``bill_adjusted_usd`` also charges the energy taken out of (or credits the energy left
-  in) the battery at ``value_per_kwh`` = the mean of the flat grid buy and sell prices.
+  in) the battery at ``value_per_kwh`` (default: the mean of the flat grid buy and sell prices; the
+  same value training adds to an episode's last reward).
 
 For the agent, the battery's energy at the meter of round k is what its meter netted beyond its
 load and generation: ``(bought - sold + grid_import - grid_export) - load + generation``; the
@@ -112,7 +113,8 @@ def baseline_config(config: SimulationConfig, learner: str, trader: dict) -> Sim
     return parse_config(data)
 
 
-def run_rule(config: SimulationConfig, learner: str, date, trader: dict, policy: str = "rule") -> Trace:
+def run_rule(config: SimulationConfig, learner: str, date, trader: dict, policy: str = "rule",
+             value_per_kwh: float | None = None) -> Trace:
     """Run the day with the learner's household on a rule (a plain simulation, as ``trexsim run``)."""
     from trexsim.fabric import topics
     from trexsim.simulation import Simulation
@@ -141,7 +143,7 @@ def run_rule(config: SimulationConfig, learner: str, date, trader: dict, policy:
         result = sim.run(plots=False)
     spec = cfg.participants[learner]
     capacity, initial = _battery(cfg, learner)
-    trace = Trace(policy, str(date), capacity, initial, _value_per_kwh(cfg), **{k: np.asarray(v) for k, v in rows.items()})
+    trace = Trace(policy, str(date), capacity, initial, _value(cfg, value_per_kwh), **{k: np.asarray(v) for k, v in rows.items()})
     trace.extra["summary_net_cost_usd"] = result.summary["participants"][learner]["net_cost"]
     return trace
 
@@ -152,9 +154,10 @@ def _battery(config: SimulationConfig, learner: str) -> tuple[float, float]:
     return (storage.capacity_wh, storage.capacity_wh * storage.initial_soc) if storage else (0.0, 0.0)
 
 
-def _value_per_kwh(config: SimulationConfig) -> float:
-    grid = config.market.grid
-    return (grid.buy_price + grid.sell_price) / 2.0
+def _value(config: SimulationConfig, value_per_kwh: float | None) -> float:
+    from trexsim.training.env import default_energy_value_per_kwh
+
+    return default_energy_value_per_kwh(config) if value_per_kwh is None else float(value_per_kwh)
 
 
 def _profile_wh(config: SimulationConfig, learner: str) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +172,8 @@ def _profile_wh(config: SimulationConfig, learner: str) -> tuple[np.ndarray, np.
     return load[:, 0], gen[:, 0]
 
 
-def run_agent(config: SimulationConfig, learner: str, date, policy: Callable[[np.ndarray], np.ndarray]) -> Trace:
+def run_agent(config: SimulationConfig, learner: str, date, policy: Callable[[np.ndarray], np.ndarray],
+              value_per_kwh: float | None = None) -> Trace:
     """Run the day with ``policy(observation) -> action`` driving the learner through the Gymnasium env."""
     from trexsim.envs import gym_env
 
@@ -198,28 +202,23 @@ def run_agent(config: SimulationConfig, learner: str, date, policy: Callable[[np
     finally:
         env.close()
     battery_wh = cols["bought_wh"] - cols["sold_wh"] + cols["grid_import_wh"] - cols["grid_export_wh"] - load + gen
-    trace = Trace("agent", str(date), capacity, initial, _value_per_kwh(cfg), load, gen, np.maximum(battery_wh, 0), np.maximum(-battery_wh, 0), stored,
+    trace = Trace("agent", str(date), capacity, initial, _value(cfg, value_per_kwh), load, gen, np.maximum(battery_wh, 0), np.maximum(-battery_wh, 0), stored,
                   cols["bought_wh"], cols["sold_wh"], cols["grid_import_wh"], cols["grid_export_wh"], cost)
     trace.extra["clipped_actions"] = int(clipped)
     return trace
 
 
-def sb3_policy(model, deterministic: bool = True) -> Callable[[np.ndarray], np.ndarray]:
-    def act(obs: np.ndarray) -> np.ndarray:
-        action, _ = model.predict(obs, deterministic=deterministic)
-        return action
-
-    return act
-
-
 def evaluate(config: SimulationConfig, learner: str, days: list[str], policy: Callable[[np.ndarray], np.ndarray],
-             rule_trader: dict) -> tuple[dict, list[Trace]]:
-    """Every policy on every held-out day: the report (per day and in total) and the traces."""
+             rule_trader: dict, value_per_kwh: float | None = None) -> tuple[dict, list[Trace]]:
+    """Every policy on every held-out day: the report (per day and in total) and the traces.
+
+    The verdict compares the adjusted bills (end-of-day battery energy valued); the plain bills too.
+    """
     traces: list[Trace] = []
     for day in days:
-        traces.append(run_rule(config, learner, day, {"type": "grid_only"}, policy="grid_only"))
-        traces.append(run_rule(config, learner, day, rule_trader, policy="rule"))
-        traces.append(run_agent(config, learner, day, policy))
+        traces.append(run_rule(config, learner, day, {"type": "grid_only"}, policy="grid_only", value_per_kwh=value_per_kwh))
+        traces.append(run_rule(config, learner, day, rule_trader, policy="rule", value_per_kwh=value_per_kwh))
+        traces.append(run_agent(config, learner, day, policy, value_per_kwh=value_per_kwh))
     per_day = {day: {t.policy: metrics(t) for t in traces if t.date == day} for day in days}
     totals = {}
     for p in POLICIES:
@@ -229,18 +228,19 @@ def evaluate(config: SimulationConfig, learner: str, days: list[str], policy: Ca
             "grid_import_wh", "grid_export_wh", "net_cost_usd")])
         merged.extra["stored_change_wh"] = sum(float(t.stored_wh[-1] - t.initial_stored_wh) for t in ts)
         totals[p] = metrics(merged)
-    agent, rule, grid = totals["agent"]["bill_usd"], totals["rule"]["bill_usd"], totals["grid_only"]["bill_usd"]
-    wins = sum(per_day[d]["agent"]["bill_usd"] < per_day[d]["rule"]["bill_usd"] for d in days)
-    adj_agent, adj_rule = totals["agent"]["bill_adjusted_usd"], totals["rule"]["bill_adjusted_usd"]
+    agent, rule, grid = (totals[p]["bill_adjusted_usd"] for p in ("agent", "rule", "grid_only"))
+    raw_agent, raw_rule = totals["agent"]["bill_usd"], totals["rule"]["bill_usd"]
+    wins = sum(per_day[d]["agent"]["bill_adjusted_usd"] < per_day[d]["rule"]["bill_adjusted_usd"] for d in days)
     verdict = {
-        "agent_minus_rule_bill_usd": round(agent - rule, 6),
-        "agent_minus_rule_bill_pct": round(100 * (agent - rule) / abs(rule), 3) if rule else None,
-        "rule_minus_grid_only_bill_usd": round(rule - grid, 6),
+        "value_per_kwh": traces[0].value_per_kwh,
+        "agent_minus_rule_bill_adjusted_usd": round(agent - rule, 6),
+        "agent_minus_rule_bill_adjusted_pct": round(100 * (agent - rule) / abs(rule), 3) if rule else None,
+        "rule_minus_grid_only_bill_adjusted_usd": round(rule - grid, 6),
         "days_agent_cheaper_than_rule": int(wins),
         "days": len(days),
         "agent_beats_rule": bool(agent < rule),
-        "agent_minus_rule_bill_adjusted_usd": round(adj_agent - adj_rule, 6),
-        "agent_beats_rule_adjusted": bool(adj_agent < adj_rule),
+        "agent_minus_rule_bill_usd": round(raw_agent - raw_rule, 6),
+        "agent_beats_rule_unadjusted": bool(raw_agent < raw_rule),
         "clipped_actions": int(sum(t.extra.get("clipped_actions", 0) for t in traces)),
     }
     return {"days": list(days), "totals": totals, "per_day": per_day, "verdict": verdict}, traces
@@ -276,12 +276,12 @@ def plot_report(out_dir: Path, report: dict, traces: list[Trace], monitor_dir: P
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(days) + 2), 3.4))
     width = 0.27
     for j, p in enumerate(POLICIES):
-        ax.bar(np.arange(len(days)) + (j - 1) * width, [report["per_day"][d][p]["bill_usd"] for d in days], width,
+        ax.bar(np.arange(len(days)) + (j - 1) * width, [report["per_day"][d][p]["bill_adjusted_usd"] for d in days], width,
                label=p.replace("_", "-"), color=colors[p])
     ax.set_xticks(np.arange(len(days)), [d[5:] for d in days])
     ax.axhline(0, color="black", lw=0.6)
     ax.set_ylabel("bill of the day, $")
-    ax.set_title("Learner's household on held-out days")
+    ax.set_title("Learner's household on held-out days\n(adjusted bill: battery energy left at the end valued)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     paths.append(figs / "bills.png")

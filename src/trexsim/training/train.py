@@ -5,6 +5,7 @@ Output folder (``runs/<name>`` unless ``out_dir`` / ``--out``)::
     training.json          the training config as run (with the community inline)
     checkpoints/ppo_<steps>_steps.zip   every ``checkpoint_every_steps``
     model.zip              the final policy (``stable_baselines3.PPO.load``)
+    vecnormalize.pkl       the observation/reward scaling it was trained with (``VecNormalize.load``)
     tensorboard/PPO_1/     TensorBoard event files (``tensorboard --logdir OUT/tensorboard``)
     monitor/               SB3 Monitor files: return and length of every training episode
     report.json, eval_traces.csv, figures/*.png   the evaluation on the held-out days
@@ -52,53 +53,83 @@ def _progress_callback(total: int, on_progress: Callable[[int, float | None], No
 
 
 def train(cfg: TrainingConfig, out_dir: str | Path | None = None, timesteps: int | None = None,
-          on_progress: Callable[[int, float | None], None] | None = None, on_phase: Callable[[str], None] | None = None) -> TrainingResult:
-    """Train, save checkpoints and the final model, evaluate on the held-out days, write the report."""
+          on_progress: Callable[[int, float | None], None] | None = None, on_phase: Callable[[str], None] | None = None,
+          evaluate_only: bool = False) -> TrainingResult:
+    """Train, save checkpoints and the final model, evaluate on the held-out days, write the report.
+
+    ``evaluate_only``: skip training; load ``OUT/model.zip`` (and ``OUT/vecnormalize.pkl``) and evaluate it.
+    """
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
     from stable_baselines3.common.monitor import Monitor
-    from stable_baselines3.common.vec_env import DummyVecEnv
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
+    from trexsim.errors import TrexsimError
     from trexsim.training.env import DatedEnv
-    from trexsim.training.evaluate import evaluate, sb3_policy, write_report
+    from trexsim.training.evaluate import evaluate, write_report
 
     total = int(timesteps if timesteps is not None else cfg.total_timesteps)
     out = Path(out_dir if out_dir is not None else (cfg.out_dir or Path("runs") / cfg.name))
-    out.mkdir(parents=True, exist_ok=True)
     sim = cfg.simulation_config
-    record = cfg.model_dump(mode="json")
-    record["simulation"] = sim.model_dump(mode="json", by_alias=False)
-    record["total_timesteps"] = total
-    (out / "training.json").write_text(json.dumps(record, indent=2))
-    (out / "monitor").mkdir(exist_ok=True)
     torch.set_num_threads(1)  # small networks: one thread is fastest and leaves the other cores alone
     dates = cfg.train_start_dates()
+    model_path, stats_path = out / "model.zip", out / "vecnormalize.pkl"
 
     def make(i: int):
-        return lambda: Monitor(DatedEnv(sim, cfg.learner, dates), str(out / "monitor" / f"env{i}"))
+        return lambda: Monitor(DatedEnv(sim, cfg.learner, dates, cfg.energy_value), str(out / "monitor" / f"env{i}"))
 
-    venv = DummyVecEnv([make(i) for i in range(cfg.n_envs)])
-    venv.seed(cfg.seed)
-    p = cfg.ppo
-    model = PPO("MlpPolicy", venv, learning_rate=p.learning_rate, n_steps=p.n_steps, batch_size=p.batch_size,
-                n_epochs=p.n_epochs, gamma=p.gamma, gae_lambda=p.gae_lambda, clip_range=p.clip_range, ent_coef=p.ent_coef,
-                vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm, seed=cfg.seed, device="cpu", verbose=0,
-                tensorboard_log=str(out / "tensorboard"),
-                policy_kwargs={"net_arch": list(p.net_arch), "log_std_init": p.log_std_init})
-    checkpoints = CheckpointCallback(save_freq=max(1, cfg.checkpoint_every_steps // cfg.n_envs),
-                                     save_path=str(out / "checkpoints"), name_prefix="ppo")
-    if on_phase:
-        on_phase("train")
-    start = time.perf_counter()
-    model.learn(total_timesteps=total, callback=CallbackList([checkpoints, _progress_callback(total, on_progress)]))
-    seconds = time.perf_counter() - start
-    model_path = out / "model.zip"
-    model.save(model_path)
-    venv.close()
+    seconds = 0.0
+    if evaluate_only:
+        if not model_path.exists():
+            raise TrexsimError(f"no trained model to evaluate: {model_path} does not exist")
+        model = PPO.load(model_path, device="cpu")
+        norm = VecNormalize.load(str(stats_path), DummyVecEnv([lambda: DatedEnv(sim, cfg.learner, dates)])) if stats_path.exists() else None
+        previous = out / "report.json"
+        if previous.exists():
+            seconds = json.loads(previous.read_text()).get("train_seconds", 0.0)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        record = cfg.model_dump(mode="json")
+        record["simulation"] = sim.model_dump(mode="json", by_alias=False)
+        record["total_timesteps"] = total
+        (out / "training.json").write_text(json.dumps(record, indent=2))
+        (out / "monitor").mkdir(exist_ok=True)
+        venv = DummyVecEnv([make(i) for i in range(cfg.n_envs)])
+        venv.seed(cfg.seed)
+        norm = None
+        if cfg.normalize.observations or cfg.normalize.rewards:
+            # running mean/std of observations and of the discounted return: the inputs (a few % of
+            # max_quantity_wh) and the rewards (cents) are far from unit scale
+            venv = norm = VecNormalize(venv, norm_obs=cfg.normalize.observations, norm_reward=cfg.normalize.rewards,
+                                       gamma=cfg.ppo.gamma)
+        p = cfg.ppo
+        model = PPO("MlpPolicy", venv, learning_rate=p.learning_rate, n_steps=p.n_steps, batch_size=p.batch_size,
+                    n_epochs=p.n_epochs, gamma=p.gamma, gae_lambda=p.gae_lambda, clip_range=p.clip_range, ent_coef=p.ent_coef,
+                    vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm, seed=cfg.seed, device="cpu", verbose=0,
+                    tensorboard_log=str(out / "tensorboard"),
+                    policy_kwargs={"net_arch": list(p.net_arch), "log_std_init": p.log_std_init})
+        checkpoints = CheckpointCallback(save_freq=max(1, cfg.checkpoint_every_steps // cfg.n_envs),
+                                         save_path=str(out / "checkpoints"), name_prefix="ppo",
+                                         save_vecnormalize=norm is not None)
+        if on_phase:
+            on_phase("train")
+        start = time.perf_counter()
+        model.learn(total_timesteps=total, callback=CallbackList([checkpoints, _progress_callback(total, on_progress)]))
+        seconds = time.perf_counter() - start
+        model.save(model_path)
+        if norm is not None:
+            norm.save(str(stats_path))
+        venv.close()
     if on_phase:
         on_phase("evaluate")
-    report, traces = evaluate(sim, cfg.learner, cfg.eval.days, sb3_policy(model, cfg.eval.deterministic), cfg.eval.rule_trader)
+
+    def policy(obs):
+        x = norm.normalize_obs(obs) if norm is not None else obs  # the statistics as trained, frozen
+        action, _ = model.predict(x, deterministic=cfg.eval.deterministic)
+        return action
+
+    report, traces = evaluate(sim, cfg.learner, cfg.eval.days, policy, cfg.eval.rule_trader, cfg.energy_value)
     report = {"name": cfg.name, "algorithm": cfg.algorithm, "learner": cfg.learner, "timesteps": int(model.num_timesteps),
               "train_seconds": round(seconds, 1), "seed": cfg.seed, **report}
     figures = write_report(out, report, traces, out / "monitor")
