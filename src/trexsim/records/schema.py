@@ -7,8 +7,8 @@ exceed that, the recorder widens the affected table's ``WIDENABLE`` columns to B
 Sums over participants or rounds (``rounds``; any query) are BIGINT.
 
 Per participant and round, the meter and the settlement are stored in ``delivery_rows``; the
-``deliveries`` view adds the two columns that are plain sums of stored ones (see ``DERIVED``), so
-they cost neither ingest time nor disk.
+``deliveries`` view adds the columns that follow from stored ones by the delivery rule and the
+round's grid prices (see ``DERIVED``), so they cost neither ingest time nor disk.
 """
 
 # enumerations, created before the tables
@@ -42,9 +42,8 @@ TABLES: dict[str, str] = {
         episode INTEGER, round INTEGER, participant INTEGER,
         load_wh INTEGER, generation_wh INTEGER, battery_charge_wh INTEGER, battery_discharge_wh INTEGER,
         battery_stored_wh DOUBLE, bought_wh INTEGER, sold_wh INTEGER,
-        grid_import_wh INTEGER, grid_export_wh INTEGER, shortfall_wh INTEGER, unused_wh INTEGER,
-        battery_cover_wh INTEGER, market_cost_usd DOUBLE, market_revenue_usd DOUBLE,
-        grid_cost_usd DOUBLE, grid_revenue_usd DOUBLE, grid_only_cost_usd DOUBLE""",
+        grid_import_wh INTEGER, grid_export_wh INTEGER, market_cost_usd DOUBLE, market_revenue_usd DOUBLE,
+        grid_only_net_wh INTEGER""",
     # written by the live powerflow module (trexsim.modules.powerflow) when the config has a ``powerflow``
     # section; empty otherwise. One row per solved round; voltages p.u., loadings % of rating, powers W.
     "powerflow_rounds": """
@@ -69,23 +68,39 @@ WIDENABLE: dict[str, list[str]] = {
     "orders": ["quantity_wh"],
     "settlements": ["quantity_wh"],
     "delivery_rows": ["load_wh", "generation_wh", "battery_charge_wh", "battery_discharge_wh", "bought_wh", "sold_wh",
-                      "grid_import_wh", "grid_export_wh", "shortfall_wh", "unused_wh", "battery_cover_wh"],
+                      "grid_import_wh", "grid_export_wh", "grid_only_net_wh"],
 }
 
-# columns of ``deliveries`` that are definitions, not records: the meter's net energy (+ import) and the
-# participant's net bill (+ pays). Evaluated left to right in doubles, exactly as numpy did when they were stored.
+# columns of ``deliveries`` that are definitions, not records. Each is the delivery rule of
+# :func:`trexsim.engine.delivery._settle` (or the grid-only bill) applied to stored columns and the
+# round's grid prices (table ``rounds``), evaluated in doubles exactly as the kernel does, so the
+# values are identical to the ones the market computed; storing them would cost ingest time and disk.
+# ``d``: delivery_rows, ``r``: rounds. The imbalance with the grid is grid_import_wh - grid_export_wh.
 DERIVED: dict[str, str] = {
-    "net_meter_wh": "CAST(load_wh AS BIGINT) - generation_wh + battery_charge_wh - battery_discharge_wh",
-    "net_cost_usd": "market_cost_usd - market_revenue_usd + grid_cost_usd - grid_revenue_usd",
+    "net_meter_wh": "CAST(d.load_wh AS BIGINT) - d.generation_wh + d.battery_charge_wh - d.battery_discharge_wh",
+    # sold energy not delivered, bought from the grid instead (paper rule 8)
+    "shortfall_wh": "least(d.sold_wh, d.grid_import_wh)",
+    # bought energy not used, exported to the grid (paper rule 9)
+    "unused_wh": "least(d.bought_wh, d.grid_export_wh)",
+    # shortfall there would have been without the battery's discharge, less the one there is
+    "battery_cover_wh": ("least(d.sold_wh, greatest(CAST(d.grid_import_wh AS BIGINT) - d.grid_export_wh + d.battery_discharge_wh, 0))"
+                         " - least(d.sold_wh, d.grid_import_wh)"),
+    "grid_cost_usd": "d.grid_import_wh * (r.grid_buy_price / 1000.0)",
+    "grid_revenue_usd": "d.grid_export_wh * (r.grid_sell_price / 1000.0)",
+    "grid_only_cost_usd": ("CASE WHEN d.grid_only_net_wh > 0 THEN d.grid_only_net_wh * (r.grid_buy_price / 1000.0) "
+                           "ELSE d.grid_only_net_wh * (r.grid_sell_price / 1000.0) END"),
 }
+_DELIVERY_COLUMNS = ", ".join(f"{expr} AS {name}" for name, expr in DERIVED.items() if name != "net_meter_wh")
 
 # views, created in this order: ``deliveries`` first (the others read it), then conveniences
 VIEWS: dict[str, str] = {
     "deliveries": f"""SELECT episode, round, participant, load_wh, generation_wh, battery_charge_wh,
-        battery_discharge_wh, battery_stored_wh, {DERIVED["net_meter_wh"]} AS net_meter_wh, bought_wh, sold_wh,
-        grid_import_wh, grid_export_wh, shortfall_wh, unused_wh, battery_cover_wh, market_cost_usd,
-        market_revenue_usd, grid_cost_usd, grid_revenue_usd, {DERIVED["net_cost_usd"]} AS net_cost_usd,
-        grid_only_cost_usd FROM delivery_rows""",
+        battery_discharge_wh, battery_stored_wh, net_meter_wh, bought_wh, sold_wh, grid_import_wh, grid_export_wh,
+        shortfall_wh, unused_wh, battery_cover_wh, market_cost_usd, market_revenue_usd, grid_cost_usd,
+        grid_revenue_usd, market_cost_usd - market_revenue_usd + grid_cost_usd - grid_revenue_usd AS net_cost_usd,
+        grid_only_cost_usd, grid_only_net_wh
+        FROM (SELECT d.*, {DERIVED["net_meter_wh"]} AS net_meter_wh, {_DELIVERY_COLUMNS}
+              FROM delivery_rows d LEFT JOIN rounds r ON r.episode = d.episode AND r.round = d.round)""",
     "meter_readings": """SELECT d.episode, d.round, p.participant_id, d.load_wh, d.generation_wh,
         d.battery_charge_wh, d.battery_discharge_wh, d.net_meter_wh
         FROM deliveries d JOIN participants p USING (participant)""",

@@ -136,7 +136,7 @@ class Recorder:
 
     # ------------------------------------------------------------------ buffers
     _INTS = ("load_wh", "generation_wh", "battery_charge_wh", "battery_discharge_wh", "bought_wh", "sold_wh",
-             "grid_import_wh", "grid_export_wh", "shortfall_wh", "unused_wh", "battery_cover_wh")
+             "grid_import_wh", "grid_export_wh", "shortfall_wh", "unused_wh", "battery_cover_wh", "grid_only_net_wh")
     _FLOATS = ("battery_stored_wh", "market_cost_usd", "market_revenue_usd", "grid_cost_usd", "grid_revenue_usd",
                "grid_only_cost_usd")
 
@@ -384,7 +384,8 @@ class Recorder:
 _DELIVERED_FIELDS = ("bought_wh", "sold_wh", "grid_import_wh", "grid_export_wh", "shortfall_wh", "unused_wh",
                      "battery_cover_wh", "market_cost_usd", "market_revenue_usd", "grid_cost_usd", "grid_revenue_usd",
                      "grid_only_cost_usd")
-_METER_FIELDS = ("load_wh", "generation_wh", "battery_charge_wh", "battery_discharge_wh", "battery_stored_wh")
+_METER_FIELDS = ("load_wh", "generation_wh", "battery_charge_wh", "battery_discharge_wh", "battery_stored_wh",
+                 "grid_only_net_wh")
 _ORDER_FIELDS = {"order_id": "order_id", "participant": "participant", "side": "side", "pool": "pool",
                  "price": "price", "quantity_wh": "quantity_wh"}
 _SETTLEMENT_FIELDS = {"pool": "pool", "buyer": "buyer", "seller": "seller", "quantity_wh": "quantity_wh",
