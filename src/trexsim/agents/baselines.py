@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from trexsim.agents.base import OrderBatch, TraderObservation, TraderPopulation
-from trexsim.fabric.messages import ASK, DISPATCH, NON_DISPATCH
+from trexsim.fabric.messages import ASK, BID, DISPATCH, NON_DISPATCH
 
 
 class GridOnlyTraders(TraderPopulation):
@@ -37,6 +38,9 @@ class FixedPriceTraders(TraderPopulation):
 
     def act(self, obs: TraderObservation) -> OrderBatch:
         net = obs.planned_net_wh
+        if not self._offers_battery:
+            return OrderBatch(*_residual_orders(np.ascontiguousarray(net, dtype=np.int64), self.bid_price, self.ask_price,
+                                                self.bid_pool))
         member = np.flatnonzero(net)
         side = (net[member] < 0).astype(np.int64)  # BID = 0 for a need, ASK = 1 for a surplus
         is_ask = side.astype(bool)
@@ -51,3 +55,39 @@ class FixedPriceTraders(TraderPopulation):
             price = np.concatenate([price, self.battery_ask_price[sellers]])
             qty = np.concatenate([qty, obs.spare_discharge_wh[sellers]])
         return OrderBatch(member.astype(np.int64), side.astype(np.int64), pool.astype(np.int64), price, qty.astype(np.int64))
+
+
+@numba.njit(cache=True, nogil=True)
+def _residual_orders(net_wh, bid_price, ask_price, bid_pool):
+    """A bid for each positive net energy and an ask for each negative one, in member order.
+
+    Returns ``(member, side, pool, price, quantity_wh)``; asks go to the non-dispatchable pool.
+    """
+    n = net_wh.size
+    count = 0
+    for i in range(n):
+        if net_wh[i] != 0:
+            count += 1
+    member = np.empty(count, dtype=np.int64)
+    side = np.empty(count, dtype=np.int64)
+    pool = np.empty(count, dtype=np.int64)
+    price = np.empty(count)
+    quantity = np.empty(count, dtype=np.int64)
+    j = 0
+    for i in range(n):
+        v = net_wh[i]
+        if v == 0:
+            continue
+        member[j] = i
+        if v > 0:
+            side[j] = BID
+            pool[j] = bid_pool[i]
+            price[j] = bid_price[i]
+            quantity[j] = v
+        else:
+            side[j] = ASK
+            pool[j] = NON_DISPATCH
+            price[j] = ask_price[i]
+            quantity[j] = -v
+        j += 1
+    return member, side, pool, price, quantity
