@@ -28,15 +28,18 @@ def community(rounds=60, action="continuous", agents=2):
             "participants": participants}
 
 
-@pytest.mark.parametrize("action", ["continuous", "discrete"])
-def test_pettingzoo_parallel_api(action):
-    env = parallel_env(community(action=action))
+@pytest.mark.parametrize("action,backend", [("continuous", "compiled"), ("discrete", "compiled"),
+                                            ("continuous", "simulation")])
+def test_pettingzoo_parallel_api(action, backend):
+    env = parallel_env(community(action=action), backend=backend)
+    assert env.backend == backend
     parallel_api_test(env, num_cycles=50)
     assert env.observation_space("rl0") is env.observation_space("rl0")
 
 
-def test_gymnasium_check_env():
-    env = gym_env(community(agents=1))
+@pytest.mark.parametrize("backend", ["compiled", "simulation"])
+def test_gymnasium_check_env(backend):
+    env = gym_env(community(agents=1), backend=backend)
     check_env(env, skip_render_check=True)
 
 
