@@ -179,8 +179,10 @@ class CompiledBatch:
         m = c.config.market
         self.market = (float(m.min_price), float(m.max_price), float(m.max_order_wh))
         R = c.rounds
-        self.load = np.zeros((N, R, n), dtype=np.int64)
-        self.gen = np.zeros((N, R, n), dtype=np.int64)
+        # every copy's whole episode of profiles, int32 Wh (8 bytes a household-round a copy) unless a
+        # value needs more
+        self.load = np.zeros((N, R, n), dtype=np.int32)
+        self.gen = np.zeros((N, R, n), dtype=np.int32)
         self.seeds: list[int | None] = [None] * N
         self.stored = np.zeros((N, n))
         self.shadow = np.zeros((N, n))
@@ -204,7 +206,10 @@ class CompiledBatch:
         c = self.c
         for e, seed in enumerate(seeds):
             if self.seeds[e] != seed:  # profiles depend only on the seed: regenerate only when it changes
-                self.load[e], self.gen[e] = c.profiles(int(seed)).energy_wh(0, c.rounds)
+                load, gen = c.profiles(int(seed)).energy_wh(0, c.rounds)
+                if self.load.dtype != np.int64 and max(int(load.max(initial=0)), int(gen.max(initial=0))) > np.iinfo(np.int32).max:
+                    self.load, self.gen = self.load.astype(np.int64), self.gen.astype(np.int64)
+                self.load[e], self.gen[e] = load, gen
                 self.seeds[e] = seed
         self.stored[:] = self.bank.initial_soc * self.bank.capacity_wh
         self.shadow[:] = self.stored
