@@ -91,6 +91,51 @@ def dispatch_and_step(residual_wh, stored_wh, capacity_wh, charge_limit_wh, disc
     return charge, discharge, after
 
 
+@numba.njit(cache=True, nogil=True)
+def meter_round(load_wh, generation_wh, bought_wh, sold_wh, stored_wh, shadow_stored_wh, capacity_wh, charge_limit_wh,
+                discharge_limit_wh, efficiency, retention, active):
+    """One round of a population's batteries and meters, with no set-points from outside.
+
+    The battery covers the need beyond own PV and the contracted position (load - generation -
+    (bought - sold)); a shadow battery runs the same policy with no market at all, for the
+    grid-only bill. Both through :func:`dispatch_and_step`. Returns ``(charge_wh, discharge_wh,
+    stored_after_wh, shadow_after_wh, grid_only_net_wh)``.
+    """
+    n = load_wh.size
+    need = np.empty(n, dtype=np.int64)
+    residual = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        residual[i] = load_wh[i] - generation_wh[i]
+        need[i] = residual[i] - (bought_wh[i] - sold_wh[i])
+    charge, discharge, after = dispatch_and_step(need, stored_wh, capacity_wh, charge_limit_wh, discharge_limit_wh,
+                                                 efficiency, retention, active)
+    c0, d0, shadow_after = dispatch_and_step(residual, shadow_stored_wh, capacity_wh, charge_limit_wh,
+                                             discharge_limit_wh, efficiency, retention, active)
+    grid_only_net = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        grid_only_net[i] = residual[i] + c0[i] - d0[i]
+    return charge, discharge, after, shadow_after, grid_only_net
+
+
+@numba.njit(cache=True, nogil=True)
+def plan_round(load_wh, generation_wh, stored_wh, capacity_wh, charge_limit_wh, discharge_limit_wh, efficiency,
+               retention, active):
+    """The self-consumption plan for a delivery round from forecasts and the expected stored energy.
+
+    Returns ``(planned_battery_wh, planned_net_wh, stored_after_wh)``: the battery's planned energy
+    at the meter (+ charge), the household's planned net energy (+ import) and the stored energy
+    the plan leaves.
+    """
+    n = load_wh.size
+    residual = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        residual[i] = load_wh[i] - generation_wh[i]
+    charge, discharge, after = dispatch_and_step(residual, stored_wh, capacity_wh, charge_limit_wh, discharge_limit_wh,
+                                                 efficiency, retention, active)
+    planned_battery = charge - discharge
+    return planned_battery, residual + planned_battery, after
+
+
 class BatteryBank:
     """All batteries of a population; members without a battery have zero capacity."""
 

@@ -22,7 +22,7 @@ import numpy as np
 from trexsim.agents.base import OrderBatch, TraderObservation, build_trader_populations, population_kinds
 from trexsim.config.schema import ParticipantConfig
 from trexsim.data.profiles import ProfileSet
-from trexsim.devices.battery import BatteryBank
+from trexsim.devices.battery import BatteryBank, meter_round, plan_round
 from trexsim.fabric import topics
 from trexsim.seeding import population_rngs
 from trexsim.fabric.messages import Cleared, Delivered, EpisodeStart, GridPrices, MeterReadings, Orders, RoundStart
@@ -134,6 +134,15 @@ class Participants:
         zero = np.zeros(self.n, dtype=np.int64)
         bought, sold = self._contracts.pop(k, (zero, zero))
         battery = self.battery
+        if not self._setpoint_sources:  # every battery on its policy: one compiled call
+            charge, discharge, battery.stored_wh, self.shadow_stored_wh, grid_only_net = meter_round(
+                load, gen, bought, sold, battery.stored_wh, self.shadow_stored_wh, battery.capacity_wh,
+                battery.charge_limit_wh, battery.discharge_limit_wh, battery.efficiency, battery.retention,
+                battery.self_consumption)
+            self._plan_delta.pop(k, None)
+            self.fabric.publish(topics.METER, MeterReadings(
+                self.episode, k, self.index, load, gen, charge, discharge, battery.stored_wh.copy(), grid_only_net))
+            return
         # the battery tracks the contracted position: cover need beyond PV and purchases, store what is left
         need = load - gen - (bought - sold)
         for pop, positions in self._setpoint_sources:
@@ -154,17 +163,17 @@ class Participants:
             delta = self._plan_delta.get(r)
             if delta is not None:
                 stored = np.clip(stored + delta, 0.0, battery.capacity_wh)
-        residual = load_f - gen_f
-        c_plan, d_plan, after = battery.dispatch_step(residual, stored)
+        planned_battery, planned_net, after = plan_round(
+            load_f, gen_f, stored, battery.capacity_wh, battery.charge_limit_wh, battery.discharge_limit_wh,
+            battery.efficiency, battery.retention, battery.self_consumption)
         self._plan_delta[d] = after - stored
-        planned_battery = c_plan - d_plan
         if self._offers_battery:
             _, max_d = battery.limits(stored)
+            d_plan = np.maximum(-planned_battery, 0)
             spare = np.where(battery.self_consumption, max_d - d_plan, 0)
         else:
             spare = self._zeros
         parts = []
-        planned_net = residual + planned_battery
         buy, sell = float(self._buy[d]), float(self._sell[d])
         for pop in self.traders:
             m = pop.members
