@@ -82,11 +82,16 @@ def run(
 
             network.meter_fallback = profile_meter_fallback(cfg)
             nodes = spawn_participant_nodes(path, fabric, namespace, participant_processes, credentials)
-            network.wait_for_hellos(participant_processes, timeout_s=120)
+        finished = False
         try:
+            if nodes:
+                _wait_for_nodes(network, nodes, timeout_s=120)
             result = _run_with_progress(sim, quiet, plots=False if no_plots else None)
+            finished = True
         finally:
             for node in nodes:
+                if not finished:  # the run failed: its module processes have nothing left to wait for
+                    node.kill()
                 try:
                     node.wait(timeout=30)
                 except Exception:  # a node that does not stop by itself is stopped
@@ -111,6 +116,21 @@ def run(
         console.print(f"\nresults: [bold]{result.out_dir}[/]  (database {result.database.name}, summary.json)")
         if result.figures:
             console.print(f"figures: [bold]{result.figures[0].parent}[/]  ({', '.join(f.name for f in result.figures)})")
+
+
+def _wait_for_nodes(network, nodes, timeout_s: float) -> None:
+    """Wait until every started module process has joined; stop early if one of them exits."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while len(network.hellos) < len(nodes):
+        dead = [n for n in nodes if n.poll() is not None]
+        if dead:
+            raise TrexsimError(f"{len(dead)} participant process(es) stopped before joining (exit status "
+                               f"{', '.join(str(n.returncode) for n in dead)}; their error is printed above)")
+        if time.monotonic() > deadline:
+            raise TrexsimError(f"{len(network.hellos)} of {len(nodes)} participant processes joined within {timeout_s} s")
+        network.poll(0.2)
 
 
 def _run_with_progress(sim, quiet: bool, plots):
@@ -328,6 +348,29 @@ def powerflow(
     console.print(f"results and figures: [bold]{report.out_dir}[/]")
 
 
+@app.command("fabric-server")
+def fabric_server(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for every interface)."),
+    port: int = typer.Option(5000, "--port", min=0, max=65535, help="TCP port (0: any free port, printed)."),
+    max_message_mb: float = typer.Option(16.0, "--max-message-mb", min=0.001, help="Largest event relayed [MiB]."),
+) -> None:
+    """Start the Socket.IO relay that modules connect to with --fabric socketio://HOST:PORT (Ctrl-C stops it)."""
+    try:
+        from trexsim.fabric.socketio_server import run_server
+
+        def ready(actual_port: int, stats) -> None:
+            console.print(f"Socket.IO fabric server on [bold]socketio://{host}:{actual_port}[/] (Ctrl-C stops it)")
+
+        stats = run_server(host, port, int(max_message_mb * 1024 * 1024), on_ready=ready)
+    except ModuleNotFoundError as exc:
+        _fail(TrexsimError(f"{exc.name} is not installed: pip install \"trexsim[net]\""))
+        return
+    except OSError as exc:
+        _fail(TrexsimError(f"cannot listen on {host}:{port}: {exc.strerror or exc}"))
+        return
+    console.print(f"stopped: relayed {stats.relayed:,} events, refused {stats.refused:,}")
+
+
 @app.command()
 def compare(
     config: Path = typer.Argument(..., help="Config file of the community (its traders run the ALEX market; its 'tc' section, if any, sets TC)."),
@@ -374,6 +417,32 @@ def compare(
 
 node_app = typer.Typer(no_args_is_help=True, help="Run one module of a networked simulation.")
 app.add_typer(node_app, name="node")
+
+
+_FABRIC_HELP = "Broker URL: mqtt://[USER:PASS@]HOST:PORT or mqtts://... (or socketio://HOST:PORT)."
+_CREDENTIALS_HELP = "credentials.json from `trexsim broker` (else the password comes from $TREXSIM_FABRIC_PASSWORD or the URL)."
+
+
+def _node_fabric(cfg, fabric: str, role: str, account: Optional[str], namespace: Optional[str], credentials: Optional[Path],
+                 timeout: float, ca_file: Optional[Path], **extra):
+    from trexsim.fabric import open_fabric
+    from trexsim.node import fabric_options
+
+    options = fabric_options(cfg, fabric, role=role, account=account, namespace=namespace, credentials=credentials,
+                             timeout_s=timeout, **({"ca_file": str(ca_file)} if ca_file else {}), **extra)
+    return open_fabric(fabric, **options)
+
+
+def _serve_node(body) -> None:
+    network = None
+    try:
+        network = body()
+    except TrexsimError as exc:
+        _fail(exc)
+    except ModuleNotFoundError as exc:
+        _fail(TrexsimError(f"{exc.name} is not installed: pip install \"trexsim[net]\""))
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
 
 
 @node_app.command("participants")
