@@ -36,7 +36,7 @@ import numpy as np
 ROUNDS = 1440
 
 
-def community(n: int, powerflow: bool, days: float = 1.0) -> dict:
+def community(n: int, powerflow: bool | str, days: float = 1.0) -> dict:
     pv_bat, pv = round(0.5 * n), round(0.6 * n) - round(0.5 * n)
     trader = {"type": "fixed_price", "bid_price": 0.12, "ask_price": 0.10}
     parts = {
@@ -51,7 +51,7 @@ def community(n: int, powerflow: bool, days: float = 1.0) -> dict:
            "participants": {k: v for k, v in parts.items() if v["count"] > 0},
            "records": {"level": "full", "plots": False}}
     if powerflow:
-        cfg["powerflow"] = {}
+        cfg["powerflow"] = {} if powerflow is True else {"solver": powerflow}
     return cfg
 
 
@@ -96,9 +96,15 @@ def runs(sizes: list[int], repeat: int) -> list[dict]:
         warm = community(2, True, days=60 / 86400 * 10)
         Simulation(parse_config(warm), tmp / "warm").run(plots=False)  # JIT, imports, OpenDSS loaded
         run_tc(parse_config(community(2, False, days=1 / 24)), out_dir=tmp / "warm-tc", plots=False)
+        for n in sizes:  # the profiles of every size once (weather and PV model caches)
+            run_once(n, False, tmp / f"warm-{n}")
         for n in sizes:
-            base = min(run_once(n, False, tmp / f"base-{n}-{r}")[0] for r in range(repeat))
-            live = [run_once(n, True, tmp / f"live-{n}-{r}") for r in range(repeat)]
+            # alternated, best of each: this machine is shared, so a slow moment hits both alike
+            bases, live = [], []
+            for r in range(repeat):
+                bases.append(run_once(n, False, tmp / f"base-{n}-{r}")[0])
+                live.append(run_once(n, True, tmp / f"live-{n}-{r}"))
+            base = min(bases)
             t_live = min(t for t, _ in live)
             solve_s = min(s["solve_s"] for _, s in live)
             t_tc = []
@@ -121,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--houses", default="10,50,200", help="feeder sizes for solves per second")
     parser.add_argument("--runs", default="10,50", help="community sizes for the one-day runs")
     parser.add_argument("--rounds", type=int, default=ROUNDS)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     import opendssdirect

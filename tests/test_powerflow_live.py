@@ -126,3 +126,21 @@ def test_runtime_errors_name_the_section(tmp_path):
         mapping = {"p-1": "house_001", "p-2": "house_002", "p-3": "house_003", "p-4": "house_004",
                    "c-1": "house_005", "c-2": "house_099"}
         Simulation(parse_config(_config({"mapping": mapping})), tmp_path / "b")
+
+
+def test_solver_process_gives_the_thread_results(live_run, tmp_path):
+    out, _ = live_run
+    pf = {"feeder": FEEDER, "every": 5, "limits": {"v_min_pu": 0.95}, "solver": "process"}
+    Simulation(parse_config(_config(pf)), tmp_path / "run").run(plots=False)
+    tables = []
+    for folder in (out, tmp_path / "run"):
+        con = duckdb.connect(str(folder / "run.duckdb"), read_only=True)
+        tables.append(con.execute("SELECT * EXCLUDE (max_line) FROM powerflow_rounds ORDER BY round").df())
+        con.close()
+    thread, process = tables
+    assert thread.columns.tolist() == process.columns.tolist() and len(thread) == 5
+    for col in thread.columns:
+        if thread[col].dtype.kind == "f":
+            assert np.allclose(thread[col], process[col], rtol=1e-9, atol=1e-9), col
+        else:
+            assert thread[col].tolist() == process[col].tolist(), col

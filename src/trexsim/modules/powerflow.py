@@ -5,8 +5,10 @@ Enabled by a ``powerflow`` section in the simulation config (docs/powerflow.md).
 - ``market/meter`` (``MeterReadings``, one message per participant module): the round's net energy per
   participant, ``load - generation + battery charge - battery discharge`` Wh (positive = import);
 - ``sim/round_end``: every ``every``-th round (0, k, 2k, ...) it turns that energy into an average power
-  ``P = net_wh * 3600 / interval_s`` W (reactive power from the power factors), sets the circuit's loads,
-  solves one OpenDSS snapshot and keeps node voltages and element loadings;
+  ``P = net_wh * 3600 / interval_s`` W (reactive power from the power factors). Batches of ``BATCH`` such
+  rounds go to a solver thread (OpenDSS releases the GIL while it solves, so the solves overlap the round
+  loop), which solves one snapshot per round, in order (``engine.solve_series``: LoadShapes on plain
+  circuits such as the generated feeder, else setting each load), and keeps node voltages and loadings;
 - ``sim/episode_end`` / ``sim/end``: reduces what it holds (``RoundReducer``, the replay's rules) and
   appends it to the run's DuckDB: ``powerflow_rounds``, ``powerflow_violations``, ``powerflow_episodes``
   and, with ``detail``, ``powerflow_bus_voltages`` and ``powerflow_element_loading``. Solved rounds are
@@ -19,7 +21,10 @@ give the same numbers (tested), to OpenDSS' solution tolerance.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,48 @@ from trexsim.fabric import topics
 from trexsim.fabric.messages import EpisodeEnd, EpisodeStart, MeterReadings, RoundEnd, RoundStart, merge_meter_readings
 
 CHUNK = 1440  # solved rounds reduced and written at a time
+BATCH = 60    # solved rounds handed to the solver thread at a time
+MAX_PENDING = 4  # batches queued for the solver thread before the round loop waits for it
+
+
+# the engine the solver (thread or process) uses
+_WORKER = threading.local()
+
+
+def _thread_init(engine) -> None:
+    _WORKER.engine = engine
+
+
+def _worker_init(engine_name: str, circuit: str, load_names: list[str]) -> None:
+    from trexsim.powerflow.engine import create_engine
+
+    engine = create_engine(engine_name)
+    engine.load_circuit(circuit)
+    engine.bind_loads(load_names)
+    _WORKER.engine = engine
+
+
+def _worker_ready() -> bool:
+    return True
+
+
+def _solve_arrays(p_load: np.ndarray, q_load: np.ndarray):
+    """Solve one snapshot per row, in order; (converged, node p.u., loading %, [source P, Q, losses], seconds)."""
+    t0 = time.perf_counter()
+    engine = _WORKER.engine
+    n = len(p_load)
+    converged = np.zeros(n, dtype=bool)
+    scalars = np.zeros((n, 3))
+    node_pu = loading = None
+    for j, snap in enumerate(engine.solve_series(p_load, q_load, "auto")):
+        if node_pu is None:
+            node_pu = np.empty((n, snap.node_pu.size))
+            loading = np.empty((n, snap.loading_pct.size))
+        converged[j] = snap.converged
+        node_pu[j] = snap.node_pu
+        loading[j] = snap.loading_pct
+        scalars[j] = (snap.source_p_w, snap.source_q_var, snap.losses_w)
+    return converged, node_pu, loading, scalars, time.perf_counter() - t0
 
 
 def _feeder_argument(feeder):
@@ -82,6 +129,11 @@ class PowerflowModule:
         self._keys = np.zeros((CHUNK, 3), dtype=np.int64)  # round, start_utc_s, rounds represented
         self._converged = np.zeros(CHUNK, dtype=bool)
         self._fill = 0
+        self._batch_net = np.zeros((BATCH, self.n))   # metered net energy per participant, Wh
+        self._batch_keys = np.zeros((BATCH, 3), dtype=np.int64)  # round, start_utc_s, rounds represented
+        self._batch_fill = 0
+        self._pending: deque = deque()
+        self._start_solver(config.solver)
         self._meter: list[MeterReadings] = []
         self._start_utc_s: dict[int, int] = {}
         self.episode = -1
@@ -95,6 +147,25 @@ class PowerflowModule:
         fabric.subscribe(topics.ROUND_END, self.on_round_end)
         fabric.subscribe(topics.EPISODE_END, self.on_episode_end)
         fabric.subscribe(topics.SIMULATION_END, self.on_simulation_end)
+
+    def _start_solver(self, solver: str) -> None:
+        """The solver runs beside the round loop: a thread (OpenDSS releases the GIL while it solves, so
+        part of the work overlaps) or a process of its own (forked now, while the run's threads are idle;
+        it loads the same circuit into its own OpenDSS)."""
+        if solver == "process":
+            import multiprocessing
+
+            if "fork" not in multiprocessing.get_all_start_methods():
+                solver = "thread"
+        if solver == "process":
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"),
+                                             initializer=_worker_init,
+                                             initargs=(self.config.engine, self.feeder_info["path"], self.mapping.load_names))
+            self._pool.submit(_worker_ready).result()  # start it now, not in the middle of the round loop
+        else:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trexsim-powerflow",
+                                            initializer=_thread_init, initargs=(self.engine,))
+        self.solver = solver
 
     # ------------------------------------------------------------------ handlers
     def on_episode_start(self, msg: EpisodeStart) -> None:
@@ -128,29 +199,63 @@ class PowerflowModule:
             net_wh = m.load_wh - m.generation_wh + m.battery_charge_wh - m.battery_discharge_wh
         else:  # no readings: nothing flowed (as the market settles it)
             net_wh = np.zeros(self.n, dtype=np.int64)
+        b = self._batch_fill
+        self._batch_net[b] = net_wh
+        self._batch_keys[b] = (k, self._start_utc_s.pop(k, 0), min(self.every, self.rounds - k))
+        self._batch_fill = b + 1
+        if self._batch_fill == BATCH:
+            self._submit()
+
+    def _submit(self) -> None:
+        """Hand the batch to the solver (copies: the buffers are refilled at once); store what it has done."""
+        n = self._batch_fill
+        if n == 0:
+            return
+        self._batch_fill = 0
         cfg = self.config
-        p, q = self._net_powers(net_wh.astype(float), self.interval_s, cfg.pf_import, cfg.pf_export)
-        t0 = time.perf_counter()
-        self.engine.set_loads(self.mapping.expand(p), self.mapping.expand(q))
-        ok = self.engine.solve()
-        snap = self.engine.results()
-        self.solve_s += time.perf_counter() - t0
-        i = self._fill
-        self._converged[i] = ok and snap.converged
-        self._node_pu[i] = snap.node_pu
-        self._loading[i] = snap.loading_pct
-        self._scalars[i] = (p.sum(), snap.source_p_w, snap.source_q_var, snap.losses_w)
-        self._keys[i] = (k, self._start_utc_s.pop(k, 0), min(self.every, self.rounds - k))
-        self._fill = i + 1
-        if self._fill == CHUNK:
-            self._reduce_and_write()
+        p, q = self._net_powers(self._batch_net[:n], self.interval_s, cfg.pf_import, cfg.pf_export)
+        job = self._pool.submit(_solve_arrays, self.mapping.expand(p), self.mapping.expand(q))
+        self._pending.append((job, self._batch_keys[:n].copy(), p.sum(axis=1)))
+        self._collect(block=len(self._pending) > MAX_PENDING)
+
+    def _collect(self, block: bool = False) -> None:
+        """Store finished batches in order (all of them, and the oldest one at least if ``block``)."""
+        while self._pending and (block or self._pending[0][0].done()):
+            job, keys, net_w = self._pending.popleft()
+            block = False
+            converged, node_pu, loading, scalars, solve_s = job.result()  # a solver error is raised here
+            self.solve_s += solve_s
+            done = 0
+            while done < len(keys):
+                i = self._fill
+                m = min(len(keys) - done, CHUNK - i)
+                rows = slice(done, done + m)
+                self._converged[i:i + m] = converged[rows]
+                self._node_pu[i:i + m] = node_pu[rows]
+                self._loading[i:i + m] = loading[rows]
+                self._scalars[i:i + m, 0] = net_w[rows]
+                self._scalars[i:i + m, 1:] = scalars[rows]
+                self._keys[i:i + m] = keys[rows]
+                self._fill = i + m
+                done += m
+                if self._fill == CHUNK:
+                    self._reduce_and_write()
+
+    def _wait(self) -> None:
+        """Everything submitted is solved, reduced and written."""
+        self._submit()
+        while self._pending:
+            self._collect(block=True)
 
     def on_episode_end(self, msg: EpisodeEnd) -> None:
+        self._wait()
         self._reduce_and_write()
         self._summarise()
 
     def on_simulation_end(self, msg) -> None:
+        self._wait()
         self._reduce_and_write()
+        self._pool.shutdown(wait=False)
 
     # ------------------------------------------------------------------ reducing and writing
     def _reduce_and_write(self) -> None:
@@ -243,4 +348,5 @@ class PowerflowModule:
         return s
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         self.engine.close()
