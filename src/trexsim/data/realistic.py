@@ -296,6 +296,7 @@ class RealisticProfiles(ProfileSource):
             key = (si, float(s.tilt_deg), float(s.azimuth_deg), float(s.cloudiness))
             self._pv_group[i] = groups.setdefault(key, len(groups))
         self._sites = list(sites)
+        self._turbidity: dict[_Site, tuple[np.ndarray, np.ndarray]] = {}  # per site: (non-leap, leap) days
         self._groups = list(groups)
         self._pv_rated_w_per_kw = self._pv_kw * self._pv_factor * self._gen_scale  # [kW], scales applied
         self._has_pv = bool(np.any(self._pv_rated_w_per_kw > 0))
@@ -408,6 +409,28 @@ class RealisticProfiles(ProfileSource):
         gen *= self._pv_rated_w_per_kw[rows][:, None]
         return gen
 
+    def _linke_turbidity(self, site: _Site, times: pd.DatetimeIndex) -> pd.Series:
+        """pvlib's Linke turbidity at ``times``, read from its climatology file once per site.
+
+        pvlib interpolates the monthly values to the UTC day of the year (leap years apart), so
+        the values of a non-leap and a leap year's days are every value there is; looking them up
+        once spares reading the file for every day of a run. Same numbers as
+        ``pvlib.clearsky.lookup_linke_turbidity(times, ...)``.
+        """
+        import pvlib
+
+        cache = self._turbidity
+        days = cache.get(site)
+        if days is None:
+            noons = pd.date_range("2015-01-01 12:00", periods=365, freq="D", tz="UTC").append(
+                pd.date_range("2016-01-01 12:00", periods=366, freq="D", tz="UTC"))
+            values = pvlib.clearsky.lookup_linke_turbidity(noons, site.latitude, site.longitude).to_numpy()
+            days = cache[site] = (values[:365], values[365:])
+        utc = times.tz_convert("UTC")
+        doy = utc.dayofyear.to_numpy() - 1
+        leap = utc.is_leap_year
+        return pd.Series(np.where(leap, days[1][np.minimum(doy, 365)], days[0][np.minimum(doy, 364)]), index=times)
+
     def _pv_table(self, start_s: int, block_key: int) -> np.ndarray:
         """Per-kW DC power of every PV group for one block, ``(n_groups, 4 + 1440)`` [W per kW]."""
         import pvlib
@@ -422,7 +445,8 @@ class RealisticProfiles(ProfileSource):
             # solar geometry once per site, vectorised over the orientations there
             loc = pvlib.location.Location(site.latitude, site.longitude, altitude=site.altitude_m)
             solpos = loc.get_solarposition(times)
-            clear = loc.get_clearsky(times, model="ineichen", solar_position=solpos)
+            clear = loc.get_clearsky(times, model="ineichen", solar_position=solpos,
+                                     linke_turbidity=self._linke_turbidity(site, times))
             tilt = np.array([self._groups[gi][1] for gi in members])[None, :]
             azim = np.array([self._groups[gi][2] for gi in members])[None, :]
             poa = pvlib.irradiance.get_total_irradiance(
