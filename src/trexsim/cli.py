@@ -590,6 +590,9 @@ def broker(
         _fail(exc)
         return
     console.print(f"mosquitto running on [bold]{files.url}[/] (pid {proc.pid}); Ctrl-C stops it")
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())  # stopping this command stops the broker too
     try:
         proc.wait()
     except KeyboardInterrupt:

@@ -64,10 +64,11 @@ def mosquitto_hash(password: str, iterations: int = 101) -> str:
 
 
 def participant_accounts(participant_ids: list[str], groups: list[int]) -> list[str]:
-    """Every participant id, then the group accounts of each split into G processes (G in ``groups``, G > 1)."""
+    """Every participant id, then the group accounts of all households in one process (``grp-0-of-1``) and of
+    each split into G processes (G in ``groups``; with G = the number of households each has its own id)."""
     out = list(participant_ids)
-    for n_groups in sorted(set(groups)):
-        if n_groups > 1 and n_groups != len(participant_ids):
+    for n_groups in sorted({1, *groups}):
+        if 1 <= n_groups < len(participant_ids):
             out.extend(topics.group_account(g, n_groups) for g in range(min(n_groups, len(participant_ids))))
     return out
 

@@ -286,8 +286,9 @@ class MqttFabric:
         self._subscribed.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
+        if reason_code.is_failure and self._error is None:  # keep the first reason (e.g. the CONNACK's)
             self._error = f"disconnected: {reason_code}"
+        self._connected.set()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         topic = self._mid_topic.pop(mid, "?")

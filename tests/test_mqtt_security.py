@@ -1,0 +1,177 @@
+"""`trexsim broker`'s accounts and ACLs, enforced by a real Mosquitto started on 127.0.0.1 by the test."""
+
+import json
+import os
+import shutil
+import stat
+import tempfile
+import time
+
+import duckdb
+import numpy as np
+import pytest
+
+from test_mqtt_fabric import MOSQUITTO, community, free_port
+
+pytest.importorskip("paho.mqtt", reason="paho-mqtt is not installed")
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)")
+
+from trexsim.errors import TrexsimError  # noqa: E402
+from trexsim.fabric import topics  # noqa: E402
+from trexsim.fabric.broker import acl_rules, start_broker, write_broker_files  # noqa: E402
+from trexsim.fabric.messages import Orders, Rejected, decode  # noqa: E402
+from trexsim.fabric.mqtt import MqttFabric  # noqa: E402
+
+IDS = ["pro-1", "pro-2", "pro-3", "con-1", "con-2"]  # community()'s households, in roster order
+NS = "trexsim/sec"
+
+
+@pytest.fixture(scope="module")
+def secured():
+    # under /tmp: mosquitto reads its password and ACL files as user 'mosquitto' when started as root
+    directory = tempfile.mkdtemp(prefix="trexsim-broker-")
+    files = write_broker_files(IDS, directory, NS, port=free_port(), groups=[2])
+    proc = start_broker(files)
+    creds = json.loads(files.credentials.read_text())
+    yield files, creds["accounts"]
+    proc.terminate()
+    proc.wait(timeout=10)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def login(files, passwords, account, role="participants", **kw):
+    return MqttFabric(files.url, NS, role=role, account=account, username=account, password=passwords[account], **kw)
+
+
+def orders_for(participant: int, order_id: int = 1) -> Orders:
+    return Orders(0, 0, 1, np.array([participant]), np.array([0]), np.array([0]), np.array([0.12]), np.array([100]),
+                  np.array([order_id]))
+
+
+def test_the_generated_files(secured):
+    files, passwords = secured
+    conf = files.conf.read_text()
+    assert f"listener {files.port} 127.0.0.1" in conf and "allow_anonymous false" in conf
+    assert f"password_file {files.passwd}" in conf and f"acl_file {files.acl}" in conf
+    # one account per household, all households in one process, each half of a split into 2, and the modules
+    assert set(passwords) == {*IDS, "grp-0-of-1", "grp-0-of-2", "grp-1-of-2", "coordinator", "controller", "market", "observer"}
+    assert stat.S_IMODE(os.stat(files.credentials).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(files.passwd).st_mode) == 0o600
+    if os.geteuid() == 0:  # readable by the user mosquitto drops to
+        import pwd
+
+        assert os.stat(files.passwd).st_uid == pwd.getpwnam("mosquitto").pw_uid
+    lines = [line.split(":")[0] for line in files.passwd.read_text().splitlines()]
+    assert sorted(lines) == sorted(passwords) and all(":$7$101$" in line for line in files.passwd.read_text().splitlines())
+    acl = files.acl.read_text()
+    block = acl.split("user pro-2\n")[1].split("\n\n")[0].splitlines()
+    assert block == acl_rules("pro-2", NS) == [
+        f"topic write {NS}/p/pro-2/orders", f"topic write {NS}/p/pro-2/meter", f"topic read {NS}/p/pro-2/settlements",
+        f"topic read {NS}/sim/#", f"topic read {NS}/grid/#", f"topic read {NS}/market/#",
+        f"topic write {NS}/fabric/hello/pro-2", f"topic write {NS}/fabric/ack/pro-2"]
+
+
+def test_a_wrong_password_and_no_password_are_refused(secured):
+    files, passwords = secured
+    with pytest.raises(TrexsimError, match="Not authorized"):
+        MqttFabric(files.url, NS, role="participants", account="pro-1", username="pro-1", password="guess", timeout_s=5)
+    with pytest.raises(TrexsimError, match="Not authorized"):
+        MqttFabric(files.url, NS, role="participants", account="pro-1", timeout_s=5)
+
+
+def test_bidding_as_another_participant_is_refused(secured):
+    files, passwords = secured
+    market = login(files, passwords, "market", role="market", participant_ids=IDS)
+    mallory = login(files, passwords, "pro-1")
+    seen = []
+    market.subscribe(topics.ORDERS, seen.append)
+    try:
+        # on pro-2's topic: the broker refuses it and, over MQTT v5, says so
+        mallory._send(f"{NS}/p/pro-2/orders", orders_for(1))
+        # on its own topic naming pro-2 (index 1): the broker lets it through, the market's gate does not
+        mallory._send(f"{NS}/p/pro-1/orders", orders_for(1))
+        # its own order goes through
+        mallory._send(f"{NS}/p/pro-1/orders", orders_for(0))
+        market.poll(1.0)
+    finally:
+        market.close()
+        mallory.close()
+    assert mallory.refused_publishes == [(f"{NS}/p/pro-2/orders", "Not authorized")]
+    assert [m.participant.tolist() for m in seen] == [[0]]
+    assert market.rejected == 1 and market.last_rejection.startswith("participant_not_sender")
+
+
+def test_reading_another_participants_settlements_gets_nothing(secured):
+    files, passwords = secured
+    coordinator = login(files, passwords, "coordinator", role="coordinator")
+    owner = login(files, passwords, "pro-2")
+    snoop = login(files, passwords, "pro-1")
+    got = {"owner": [], "snoop": []}
+    owner._client.message_callback_add(f"{NS}/p/pro-2/settlements", lambda c, u, m: got["owner"].append(m.payload))
+    snoop._client.message_callback_add(f"{NS}/p/pro-2/settlements", lambda c, u, m: got["snoop"].append(m.payload))
+    snoop._client.message_callback_add(f"{NS}/#", lambda c, u, m: got["snoop"].append(m.payload))
+    try:
+        snoop._client.subscribe(f"{NS}/p/pro-2/settlements", qos=1)
+        snoop._client.subscribe(f"{NS}/#", qos=1)
+        time.sleep(0.3)
+        secret = Rejected(0, 0, 1, np.array([1]), np.array([0]), np.array([0]), np.array([0.5]), np.array([7.0]),
+                          np.array([3]), ["price_out_of_range"])
+        coordinator._send(f"{NS}/p/pro-2/settlements", secret)
+        deadline = time.monotonic() + 3
+        while not got["owner"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+    finally:
+        for f in (coordinator, owner, snoop):
+            f.close()
+    assert len(got["owner"]) == 1
+    assert got["snoop"] == []
+
+
+def test_a_run_over_the_secured_broker_gives_the_in_process_ledger(tmp_path, secured):
+    from typer.testing import CliRunner
+
+    from trexsim import parse_config
+    from trexsim.cli import app
+    from trexsim.simulation import Simulation
+
+    files, _ = secured
+    cfg = community().model_dump(mode="json", by_alias=True)
+    cfg["study"].update(days=30 / 1440, name="sec")
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    local = Simulation(parse_config(cfg), tmp_path / "local").run(plots=False)
+    r = CliRunner().invoke(app, ["run", str(path), "--fabric", files.url, "--credentials", str(files.credentials),
+                                 "--participant-processes", "2", "--out", str(tmp_path / "net"), "--no-plots", "--quiet"])
+    assert r.exit_code == 0, r.output
+
+    def book(db):
+        con = duckdb.connect(str(db), read_only=True)
+        rows = (con.execute("SELECT delivery_round, pool, buyer, seller, quantity_wh, buyer_price, seller_price "
+                            "FROM settlements ORDER BY ALL").fetchall(),
+                con.execute("SELECT * EXCLUDE (episode) FROM deliveries ORDER BY round, participant").fetchall(),
+                con.execute("SELECT count(*) FROM rejections").fetchone()[0])
+        con.close()
+        return rows
+
+    net = book(tmp_path / "net" / "run.duckdb")
+    assert len(net[0]) > 0 and len(net[1]) == 30 * 5 and net[2] == 0
+    assert net == book(local.database)
+
+
+def test_decode_refuses_arrays_that_are_not_one_dimensional():
+    import msgspec
+
+    from trexsim.errors import MessageError
+
+    bad = msgspec.msgpack.encode({"type": "Roster", "participant_ids": ["a"]})
+    assert decode(bad).participant_ids == ["a"]
+    arr = {"dtype": "<i8", "shape": [1, 1], "data": np.zeros(1, dtype=np.int64).tobytes()}
+    two_d = msgspec.msgpack.encode({"type": "EpisodeEnd", "episode": 0}) and msgspec.msgpack.encode(
+        {"type": "GridPrices", "episode": 0, "first_round": 0, "buy_price": arr, "sell_price": arr})
+    with pytest.raises(MessageError, match="shape"):
+        decode(two_d)
+    short = {"dtype": "<i8", "shape": [3], "data": np.zeros(1, dtype=np.int64).tobytes()}
+    with pytest.raises(MessageError, match="3"):
+        decode(msgspec.msgpack.encode({"type": "GridPrices", "episode": 0, "first_round": 0, "buy_price": short,
+                                       "sell_price": short}))
