@@ -98,7 +98,8 @@ class Community:
         self.charge_limit = np.where(has, np.floor(bank.charge_limit_wh[self.agent_index]), 0.0)
         self.discharge_limit = np.where(has, np.floor(bank.discharge_limit_wh[self.agent_index]), 0.0)
         self.capacity = bank.capacity_wh[self.agent_index].copy()
-        self.tick = config.market.price_tick
+        self.tick = float(config.market.price_tick)
+        self._decode_buffers: dict[tuple, tuple] = {}
         # normalised values lie in [-1, a few]; the bound is generous, not a clip
         self.observation_spaces = {a: spaces.Box(-1.0, OBS_HIGH, (OBS_SIZE,), np.float32) for a in self.agents}
         self.action_spaces = {a: self._action_space(x) for a, x in zip(self.agents, t)}
@@ -132,18 +133,22 @@ class Community:
 
         Out-of-range values and NaN are clipped (NaN to 0: the lowest discrete level, the middle of a
         continuous range); the mask says which agents' actions were changed
-        (:func:`trexsim.envs._kernels.decode_actions`).
+        (:func:`trexsim.envs._kernels.decode_actions`). The returned arrays are overwritten by the
+        next call: copy what must outlive it.
         """
         raw = np.ascontiguousarray(raw, dtype=np.float64)
-        shape = raw.shape[:2]
-        used = np.empty(raw.shape)
-        changed = np.empty(shape, dtype=np.bool_)
-        bid_price, bid_booked, ask_price, ask_booked = (np.empty(shape) for _ in range(4))
-        bid_wh, ask_wh, battery = (np.empty(shape, dtype=np.int64) for _ in range(3))
+        buffers = self._decode_buffers.get(raw.shape)
+        if buffers is None:  # reused from step to step: the results are consumed before the next decode
+            shape = raw.shape[:2]
+            buffers = self._decode_buffers[raw.shape] = (
+                np.empty(raw.shape), np.empty(shape, dtype=np.bool_),
+                (np.empty(shape), np.empty(shape), np.empty(shape, dtype=np.int64), np.empty(shape),
+                 np.empty(shape), np.empty(shape, dtype=np.int64), np.empty(shape, dtype=np.int64)))
+        used, changed, orders = buffers
         K.decode_actions(raw, self.low, self.high, self.discrete, self.shift, self.scale, self.min_price,
-                         self.max_price, self.max_q, self.charge_limit, self.discharge_limit, float(self.tick), used,
-                         changed, bid_price, bid_booked, bid_wh, ask_price, ask_booked, ask_wh, battery)
-        return (bid_price, bid_booked, bid_wh, ask_price, ask_booked, ask_wh, battery), changed, used
+                         self.max_price, self.max_q, self.charge_limit, self.discharge_limit, self.tick, used,
+                         changed, *orders)
+        return orders, changed, used
 
 
 class CompiledBatch:

@@ -363,3 +363,16 @@ def decode_actions(raw, low, high, discrete, shift, scale, min_price, max_price,
             ask_wh[e, j] = np.int64(np.rint(f3 * max_quantity_wh[j]))
             s = 2 * f4 - 1  # [-1, 1]
             battery_wh[e, j] = np.int64(np.rint(s * charge_limit_wh[j] if s >= 0 else s * discharge_limit_wh[j]))
+
+
+@numba.njit(cache=True, nogil=True)
+def agent_rewards(ledger, savings, profit, reward):
+    """Net profit [$] of the settled delivery round per agent, and the reward (``savings``: plus the
+    grid-only cost, i.e. what the market and battery saved against the grid-only bill)."""
+    n_copies, a_n, _ = ledger.shape
+    for e in range(n_copies):
+        for j in range(a_n):
+            row = ledger[e, j]
+            p = (row[L_MARKET_REVENUE] - row[L_MARKET_COST]) + (row[L_GRID_REVENUE] - row[L_GRID_COST])
+            profit[e, j] = p
+            reward[e, j] = row[L_GRID_ONLY_COST] + p if savings[j] else p

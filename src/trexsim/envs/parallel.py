@@ -68,6 +68,8 @@ class TrexParallelEnv(ParallelEnv):
         self._obs_spaces = c.observation_spaces
         self._act_spaces = c.action_spaces
         self._noop = c.noop[None].copy()
+        self._profit = np.zeros((1, len(c.agents)))
+        self._reward = np.zeros((1, len(c.agents)))
         self.agents: list[str] = []
         self._round = 0
 
@@ -97,10 +99,16 @@ class TrexParallelEnv(ParallelEnv):
 
     # ------------------------------------------------------------------ steps
     def _gather(self, actions: dict) -> tuple[np.ndarray, dict]:
+        agents = self.possible_agents
+        if len(actions) == len(agents):
+            try:  # the usual case: one well-formed action per agent, stacked in one call
+                return np.array([actions[a] for a in agents], dtype=np.float64)[None], {}
+            except (KeyError, ValueError, TypeError):
+                pass
         raw = self._noop.copy()  # an agent without an action places nothing and holds its battery
         row = raw[0]
         clipped: dict[str, dict] = {}
-        for j, agent in enumerate(self.possible_agents):
+        for j, agent in enumerate(agents):
             a = actions.get(agent)
             if a is None:
                 continue
@@ -126,8 +134,9 @@ class TrexParallelEnv(ParallelEnv):
         k = self._round
         self._round = k + 1
         led = batch.ledger[0]
-        profit = (led[:, K.L_MARKET_REVENUE] - led[:, K.L_MARKET_COST]) + (led[:, K.L_GRID_REVENUE] - led[:, K.L_GRID_COST])
-        reward = np.where(c.savings, led[:, K.L_GRID_ONLY_COST] + profit, profit)
+        profit, reward = self._profit, self._reward
+        K.agent_rewards(batch.ledger, c.savings, profit, reward)
+        profit, reward = profit[0], reward[0]
         done = self._round >= c.rounds
         next_delivery = self._round + c.close_steps
         obs = batch.obs[0]

@@ -110,8 +110,9 @@ class TrexVectorEnv:
         k = self._round
         self._round = k + 1
         led = batch.ledger
-        profit = (led[..., K.L_MARKET_REVENUE] - led[..., K.L_MARKET_COST]) + (led[..., K.L_GRID_REVENUE] - led[..., K.L_GRID_COST])
-        rewards = np.where(c.savings, led[..., K.L_GRID_ONLY_COST] + profit, profit)
+        profit = np.empty(led.shape[:2])
+        rewards = np.empty(led.shape[:2])
+        K.agent_rewards(led, c.savings, profit, rewards)
         done = self._round >= c.rounds
         shape = (self.num_envs, self.n_agents)
         terminations = np.full(shape, done)
@@ -119,7 +120,7 @@ class TrexVectorEnv:
         infos = {"delivered_round": k, "delivery_round": self._round + c.close_steps, "net_profit_usd": profit,
                  "bought_wh": led[..., K.L_BOUGHT].astype(np.int64), "sold_wh": led[..., K.L_SOLD].astype(np.int64),
                  "grid_import_wh": led[..., K.L_IMPORT].astype(np.int64),
-                 "grid_export_wh": led[..., K.L_EXPORT].astype(np.int64), "clipped": changed,
+                 "grid_export_wh": led[..., K.L_EXPORT].astype(np.int64), "clipped": changed.copy(),
                  "rejected_orders": batch.rejected.copy(), "seeds": self.seeds.copy()}
         obs = batch.obs.copy()
         if done:
