@@ -1,60 +1,48 @@
-"""The Socket.IO fabric: every message goes through a Socket.IO server, as in the original T-REX.
+"""The Socket.IO fabric: modules in separate processes (or hosts) as clients of one Socket.IO server.
 
-Each module process is a Socket.IO client (websocket transport) of one relay,
-``trexsim fabric-server`` (:mod:`trexsim.fabric.socketio_server`). A client joins the room named by
-its ``namespace`` (one simulation's bus) and sends every message as a ``bus`` event with one binary
-argument; the server relays each one to every client in the room, the sender included, in one
-global order.
+As in the original T-REX, every module process is a Socket.IO client (websocket transport) of one
+relay, ``trexsim fabric-server`` (:mod:`trexsim.fabric.socketio_server`). The fabric is the MQTT
+fabric with another transport: the same roles, topics, payloads, checks, barrier and catch-up
+(:class:`~trexsim.fabric.mqtt.MqttFabric` and docs/fabric.md), so a run over Socket.IO records
+the identical ledger to an in-process run (tested). Only the carriage differs:
 
-The payload is exactly the MQTT fabric's: a msgpack array ``[topic, sender, sequence, message]``
-(:mod:`trexsim.fabric.messages` encoding, arrays as raw bytes, every field type-checked on
-decoding). The synchronisation is also the MQTT fabric's: :meth:`SocketIOFabric.settle`
-dispatches arriving messages, in server order, until every message this client published has
-come back and been handled, and until every module process has acknowledged each controller
-message (``fabric/ack``); module processes announce themselves with ``fabric/hello`` and run
-:meth:`SocketIOFabric.serve`. So a run over Socket.IO records the identical ledger to an
-in-process run (tested). A payload that does not decode is counted in
-:attr:`SocketIOFabric.rejected` and dropped; it never stops the run.
+- a message is a ``bus`` event with two arguments, the MQTT topic (``<ns>/sim/round_start``,
+  ``<ns>/p/<account>/orders``, ...) and the binary payload ``[sender, sequence, message]``;
+- a client states its topic filters and its last will (a ``Goodbye``) in its connection's auth
+  payload; the server relays each ``bus`` event to the other clients whose filters match, in one
+  global order, and the will of a client whose connection drops;
+- an event the server will not relay is answered with ``fabric_error`` ``(topic, reason)``,
+  kept in :attr:`SocketIOFabric.refused_publishes` (the broker's refusals on MQTT).
+
+The bundled server checks no credentials (``username``/``password`` are sent in the auth payload
+for a server that does): per-participant authentication and ACLs need the MQTT fabric.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import queue
 import threading
-import time
 import uuid
+from collections import deque
 from typing import Any, Callable
 from urllib.parse import urlparse
 
-import msgspec
+import numpy as np
 
-from trexsim.errors import MessageError, TrexsimError
-from trexsim.fabric.messages import Ack, Hello, Message, SimulationEnd, _dec_hook, _enc_hook
+from trexsim.errors import TrexsimError
+from trexsim.fabric import topics
+from trexsim.fabric.messages import Goodbye, Hello, MeterReadings
+from trexsim.fabric.mqtt import _ENCODER, ROLES, MqttFabric, _Envelope, _Gate, url_credentials
 
-# the same logical topics and envelope as the MQTT fabric: one protocol, two transports
-ACK = "fabric/ack"
-HELLO = "fabric/hello"
-CONTROL_PREFIX = "sim/"  # the controller's messages: remote module processes acknowledge each one
-BUS_EVENT = "bus"  # the Socket.IO event that carries every message
-ERROR_EVENT = "fabric_error"  # the server's answer to an event it did not relay
-
-Handler = Callable[[Any], None]
-
-
-class _Envelope(msgspec.Struct, array_like=True):
-    topic: str
-    sender: str
-    sequence: int
-    message: Message
-
-
-_ENCODER = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
-_DECODER = msgspec.msgpack.Decoder(_Envelope, dec_hook=_dec_hook)
+BUS_EVENT = "bus"  # the Socket.IO event that carries every message: (MQTT topic, payload)
+ERROR_EVENT = "fabric_error"  # the server's answer to an event it did not relay: (topic or event, reason)
+LEAVE_EVENT = "fabric_leave"  # a clean departure: the server forgets the client's will
 
 
 def parse_socketio_url(url: str) -> str:
-    """``socketio://host:port`` (``socketios://`` for TLS) -> the server's ``http(s)://host:port``."""
+    """``socketio://[user:pass@]host:port`` (``socketios://`` for TLS) -> the server's ``http(s)://host:port``."""
     parsed = urlparse(url)
     if parsed.scheme not in ("socketio", "socketios") or not parsed.hostname:
         raise TrexsimError(f"fabric URL {url!r}: expected socketio://HOST:PORT or socketios://HOST:PORT")
@@ -62,7 +50,7 @@ def parse_socketio_url(url: str) -> str:
     try:
         port = parsed.port or (443 if tls else 5000)
     except ValueError:
-        raise TrexsimError(f"fabric URL {url!r}: the port is not a number from 0 to 65535") from None
+        raise TrexsimError(f"fabric URL {url!r}: the port is not a number") from None
     host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
     return f"{'https' if tls else 'http'}://{host}:{port}"
 
@@ -73,10 +61,10 @@ _CLIENT_CLASS = None
 def _client_class():
     """socketio.Client whose arriving messages are handled in arrival order.
 
-    python-socketio's threaded client hands each arriving Engine.IO message to a new thread, so
-    two messages can be handled out of order (and a binary event's attachment can race its
-    header). The bus needs the server's order; handling each message on the read thread as it
-    arrives keeps it, and costs nothing here because the handler only queues the payload.
+    python-socketio's threaded client hands each arriving Engine.IO message to a new thread, so two
+    messages can be handled out of order (and a binary event's attachment can race its header).
+    The fabric needs the server's order; handling each message on the read thread as it arrives
+    keeps it, and costs nothing because the handler only queues the payload.
     """
     global _CLIENT_CLASS
     if _CLIENT_CLASS is None:
@@ -96,153 +84,136 @@ def _client_class():
     return _CLIENT_CLASS
 
 
-class SocketIOFabric:
+class SocketIOFabric(MqttFabric):
     """A fabric over a Socket.IO relay. ``url`` like ``socketio://127.0.0.1:5000``.
 
-    The arguments are the MQTT fabric's. ``namespace`` names the room (the simulation's bus);
-    ``username``/``password`` are sent in the connection's auth payload (the bundled relay does not
-    check them); ``client_id`` is this client's sender name on the bus (default: random).
+    The arguments are :class:`~trexsim.fabric.mqtt.MqttFabric`'s (``role``, ``account``,
+    ``participant_ids``, ``timeout_s``, ``barrier_timeout_s``, ...); ``ca_file`` verifies a
+    ``socketios://`` server (behind a TLS proxy).
     """
 
-    def __init__(self, url: str, namespace: str = "trexsim", username: str | None = None,
-                 password: str | None = None, timeout_s: float = 30.0, client_id: str | None = None):
+    def __init__(self, url: str, namespace: str = "trexsim", *, role: str = "coordinator", account: str | None = None,
+                 username: str | None = None, password: str | None = None, participant_ids: list[str] | None = None,
+                 timeout_s: float = 30.0, barrier_timeout_s: float = 10.0, max_message_bytes: int = 1 << 20,
+                 ca_file: str | None = None, client_id: str | None = None, roster_size: int = 0):
         import socketio
 
+        if role not in ROLES:
+            raise TrexsimError(f"fabric role {role!r}: expected one of {', '.join(ROLES)}")
         base_url = parse_socketio_url(url)
-        self.url = url
-        self.room = namespace
-        self.timeout_s = timeout_s
-        self.sender = client_id or f"trexsim-{uuid.uuid4().hex[:12]}"
+        url_user, url_password = url_credentials(url)
+        username = username or url_user
+        password = password if password is not None else url_password
+        # the state of MqttFabric.__init__ (this class changes only how messages travel)
+        self.role = role
+        self.account = account or (username if role == "participants" else None) or role
+        if role == "participants" and self.account == role:
+            raise TrexsimError("a participants process needs an account: a participant id or grp-<g>-of-<G>")
+        if set(self.account) & topics.FORBIDDEN_IN_ACCOUNT:
+            raise TrexsimError(f"account {self.account!r} may not contain '/', '+' or '#'")
+        self.ns = namespace.rstrip("/")
+        self.timeout_s = float(timeout_s)
+        self.barrier_timeout_s = float(barrier_timeout_s)
+        self.max_message_bytes = int(max_message_bytes)
+        self.sender = client_id or f"{self.account}-{uuid.uuid4().hex[:10]}"
         self.rejected = 0
-        self.last_rejection: str | None = None
-        self.server_errors: list[str] = []  # fabric_error answers from the server (events it refused)
-        self._serving = False
-        self._finished = False
-        self._subscribers: dict[str, list[Handler]] = {}
+        self.last_rejection = ""
+        self.refused_publishes: list[tuple[str, str]] = []  # (topic, the server's reason) of events it did not relay
+        self.events: list[dict] = []
+        self.hellos: list[Hello] = []
+        self.meter_fallback: Callable[[int, int, np.ndarray], MeterReadings] | None = None
+        self._subscribers: dict[str, list[Callable[[Any], None]]] = {}
+        self._queue: deque[tuple[str, Any]] = deque()
+        self._draining = False
         self._inbox: queue.Queue = queue.Queue()
         self._sequence = itertools.count()
-        self._in_flight = 0
-        self._acks_needed = 0  # remote module processes that acknowledge each controller message
-        self._pending_acks: dict[int, int] = {}  # our sequence -> acknowledgements still missing
-        self.hellos: list[Hello] = []
+        self._serving = False
+        self._finished = False
+        self._nodes: dict = {}
+        self._pending: dict[int, set[str]] = {}
+        self._catch_up: list[Any] = []
+        self._episode = -1
+        self._round = -1
+        self._roster_size = int(roster_size)
+        self._order_id_offset = 0
+        self._mid_topic: dict[int, str] = {}
+        self._gate = _Gate(self, participant_ids) if role in ("coordinator", "market") and participant_ids is not None else None
+        self._remote_accounts: dict[str, np.ndarray] = {}
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
         self._error: str | None = None
-        self._closed = threading.Event()
-        client = _client_class()(reconnection=False, handle_sigint=False, logger=False, engineio_logger=False)
+        self._closing = False
+
+        # the transport
+        will = None
+        if role in ("participants", "market"):
+            # the server announces our departure if the connection drops (crash, kill, network)
+            # (base64: a Socket.IO connection's auth payload cannot carry binary)
+            goodbye = _ENCODER.encode(_Envelope(self.sender, -1, Goodbye(self.sender, self.account)))
+            will = [self._mqtt_topic_hello(), base64.b64encode(goodbye).decode("ascii")]
+        auth = {"room": self.ns, "client_id": self.sender, "subscriptions": self._subscriptions(), "will": will}
+        if username is not None or password is not None:
+            auth.update(username=username or self.account, password=password)
+        options = {}
+        if ca_file:
+            if not url.startswith("socketios://"):
+                raise TrexsimError(f"a CA file ({ca_file}) needs a TLS URL: socketios://HOST:PORT")
+            options["websocket_extra_options"] = {"sslopt": {"ca_certs": ca_file}}
+        client = _client_class()(reconnection=False, handle_sigint=False, logger=False, engineio_logger=False, **options)
         client.on(BUS_EVENT, self._on_bus)
         client.on(ERROR_EVENT, self._on_server_error)
-        client.on("disconnect", self._on_disconnect)
+        client.on("disconnect", self._on_socket_disconnect)
         self._client = client
-        auth = {"room": namespace, "client_id": self.sender}
-        if username is not None:
-            auth.update(username=username, password=password)
         try:
-            client.connect(base_url, auth=auth, transports=["websocket"], wait_timeout=timeout_s)
+            client.connect(base_url, auth=auth, transports=["websocket"], wait_timeout=self.timeout_s)
         except socketio.exceptions.ConnectionError as exc:
-            detail = str(exc) or "refused"
-            raise TrexsimError(f"cannot reach the Socket.IO server at {url} ({base_url}): {detail}") from None
+            raise TrexsimError(f"cannot reach the Socket.IO server at {base_url} as {self.account!r}: "
+                               f"{exc or 'refused'}") from None
+        self._connected.set()
+        self._subscribed.set()
 
     # ------------------------------------------------------------------ socketio callbacks (read thread)
     def _on_bus(self, *args) -> None:
-        self._inbox.put(args[0] if len(args) == 1 else args)
+        if len(args) == 2 and isinstance(args[0], str) and isinstance(args[1], (bytes, bytearray)):
+            self._inbox.put((args[0], bytes(args[1])))
+        else:  # not from the bundled server: refused as malformed when dispatched
+            self._inbox.put(("", b""))
 
-    def _on_server_error(self, reason=None, *rest) -> None:
-        self.server_errors.append(str(reason))
+    def _on_server_error(self, *args) -> None:
+        what, reason = (args + ("", ""))[:2] if len(args) != 1 else ("", args[0])
+        self.refused_publishes.append((str(what), str(reason)))
 
-    def _on_disconnect(self, reason=None) -> None:
-        if not self._closed.is_set():
+    def _on_socket_disconnect(self, reason=None) -> None:
+        if not self._closing and self._error is None:
             self._error = f"disconnected from the Socket.IO server ({reason})"
-            self._inbox.put(None)  # wakes a waiting settle() so that it can say so at once
 
-    # ------------------------------------------------------------------ fabric API
-    def subscribe(self, topic: str, handler: Handler) -> None:
-        self._subscribers.setdefault(topic, []).append(handler)
-
-    def expect_acks_from(self, n_processes: int) -> None:
-        """From now on every controller message waits for ``n_processes`` remote acknowledgements."""
-        self._acks_needed = int(n_processes)
-
-    def wait_for_hellos(self, n: int, timeout_s: float | None = None) -> list[Hello]:
-        """Dispatch until ``n`` module processes have announced themselves."""
-        deadline = time.monotonic() + (timeout_s or self.timeout_s)
-        while len(self.hellos) < n:
-            payload = self._next(max(0.01, deadline - time.monotonic()),
-                                 f"{len(self.hellos)} of {n} module processes joined within the time limit")
-            self._dispatch(payload)
-        return self.hellos
-
-    def publish(self, topic: str, message: Any) -> None:
+    # ------------------------------------------------------------------ transport
+    def _send(self, mqtt_topic: str, message: Any) -> int:
         import socketio
 
         sequence = next(self._sequence)
-        payload = _ENCODER.encode(_Envelope(topic, self.sender, sequence, message))
-        if self._acks_needed and topic.startswith(CONTROL_PREFIX):
-            self._pending_acks[sequence] = self._acks_needed
-        counted = topic not in (ACK, HELLO)  # nobody waits for acks and hellos to come back
-        if counted:
-            self._in_flight += 1
+        payload = _ENCODER.encode(_Envelope(self.sender, sequence, message))
         try:
-            self._client.emit(BUS_EVENT, payload)
+            self._client.emit(BUS_EVENT, (mqtt_topic, payload))
         except socketio.exceptions.SocketIOError as exc:
-            self._in_flight -= counted
-            raise TrexsimError(f"Socket.IO publish to {self.url} failed: {self._error or exc}") from None
-
-    def settle(self) -> None:
-        """Dispatch arriving messages until everything this client published has been handled."""
-        while self._in_flight > 0 or self._pending_acks:
-            payload = self._next(self.timeout_s, f"no message from the Socket.IO server for {self.timeout_s} s "
-                                                 f"with {self._in_flight} in flight")
-            self._dispatch(payload)
-
-    def _next(self, timeout_s: float, what: str):
-        try:
-            payload = self._inbox.get(timeout=timeout_s)
-        except queue.Empty:
-            raise TrexsimError(what + (f": {self._error}" if self._error else "")) from None
-        if payload is None:
-            raise TrexsimError(self._error or "disconnected from the Socket.IO server")
-        return payload
-
-    def _dispatch(self, payload) -> None:
-        try:
-            if not isinstance(payload, (bytes, bytearray)):
-                raise MessageError(f"a {BUS_EVENT!r} event must carry one binary payload, got {type(payload).__name__}")
-            envelope = _DECODER.decode(payload)
-        except (msgspec.ValidationError, msgspec.DecodeError, ValueError, MessageError) as exc:
-            self.rejected += 1
-            self.last_rejection = str(exc if isinstance(exc, MessageError) else MessageError(str(exc)))
-            return
-        if envelope.sender == self.sender and envelope.topic not in (ACK, HELLO):
-            self._in_flight -= 1
-        if envelope.topic == ACK:
-            ack = envelope.message
-            if isinstance(ack, Ack) and ack.acked_sender == self.sender and ack.acked_sequence in self._pending_acks:
-                left = self._pending_acks[ack.acked_sequence] - 1
-                if left:
-                    self._pending_acks[ack.acked_sequence] = left
-                else:
-                    del self._pending_acks[ack.acked_sequence]
-            return
-        if envelope.topic == HELLO:
-            if envelope.sender != self.sender and isinstance(envelope.message, Hello):
-                self.hellos.append(envelope.message)
-            return
-        for handler in self._subscribers.get(envelope.topic, ()):
-            handler(envelope.message)
-        if self._serving and envelope.sender != self.sender and envelope.topic.startswith(CONTROL_PREFIX):
-            # published after every reaction: the server's single order puts the reactions first
-            self.publish(ACK, Ack(self.sender, envelope.sender, envelope.sequence))
-            if isinstance(envelope.message, SimulationEnd):
-                self._finished = True
-
-    def serve(self, role: str) -> None:
-        """Run as a module process: announce, then handle and acknowledge messages until SimulationEnd."""
-        self._serving = True
-        self._finished = False
-        self.publish(HELLO, Hello(self.sender, role))
-        while not self._finished:
-            self._dispatch(self._next(self.timeout_s, f"{role}: nothing from the controller for {self.timeout_s} s"))
+            raise TrexsimError(f"Socket.IO send on {mqtt_topic} failed: {self._error or exc}") from None
+        return sequence
 
     def close(self) -> None:
-        self._closed.set()
-        # the write thread sends what is queued (the last acknowledgements) before it closes the socket
+        """Leave cleanly: withdraw the will, let the write thread send what is queued, then disconnect."""
+        import time
+
+        self._closing = True
+        if not self._client.connected:
+            return
+        try:
+            self._client.emit(LEAVE_EVENT)
+        except Exception:  # noqa: BLE001 - already cut off: the server relays the will, as it should
+            pass
+        # python-socketio's disconnect closes the websocket at once, dropping whatever the write thread has
+        # not sent yet (here: the last acknowledgements); wait until it has sent everything (bounded)
+        eio = self._client.eio
+        deadline = time.monotonic() + min(self.timeout_s, 5.0)
+        while eio.queue.unfinished_tasks and eio.write_loop_task is not None and time.monotonic() < deadline:
+            time.sleep(0.001)
         self._client.disconnect()

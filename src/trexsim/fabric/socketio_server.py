@@ -1,43 +1,94 @@
 """The Socket.IO relay: ``trexsim fabric-server``, the hub the Socket.IO fabric's modules connect to.
 
 As in the original T-REX, every module is a Socket.IO client of one server. The server is a
-relay and nothing else: it does not decode the simulation's messages (the modules do, and reject
-what does not decode), so it is as protocol-agnostic as an MQTT broker.
+relay with MQTT's routing and nothing else: it does not decode the simulation's messages (the
+modules do, and refuse what does not decode or does not belong), so the Socket.IO fabric carries
+exactly the MQTT fabric's topics and payloads (docs/fabric.md).
 
-- A client connects with the auth payload ``{"room": NAMESPACE, "client_id": ID}``; the room is
-  the simulation's bus (several simulations can share one server, one room each). A connection
-  without a room is refused.
-- A ``bus`` event with one binary argument is relayed to every client in the sender's room,
-  the sender included (its own message coming back tells it that everything before it has been
-  delivered: the fabric's quiescence rule). Relays are serialised, so every client of a room sees
-  one global order of messages, like subscribers of one MQTT topic.
-- Anything else (another event name, a non-binary or missing argument, extra arguments, an event
-  over ``max_message_bytes``) is not relayed; the sender gets a ``fabric_error`` event with the
-  reason, and the server counts it. It never stops the server.
+- A client connects with the auth payload ``{"room": NAMESPACE, "subscriptions": [FILTER, ...],
+  "will": [TOPIC, BASE64 PAYLOAD] or null, "client_id": ID}``. The room is the simulation's namespace
+  (several simulations can share one server); filters are MQTT topic filters under it (``+`` one
+  level, ``#`` the rest), e.g. ``trexsim/demo/sim/+``. A connection without a valid room or
+  filters is refused with the reason.
+- A ``bus`` event with arguments ``(topic, payload)`` (a topic under the room without wildcards, a
+  binary payload) is relayed as the same ``bus`` event to every *other* client of the room with a
+  matching filter. Relays are serialised: every client sees the messages it gets in one global
+  order (stronger than MQTT's per-publisher order, which the fabric needs).
+- When a client's connection drops before it has sent ``fabric_leave`` (crash, kill, network),
+  its will is relayed as if it had sent it (MQTT's last will: the fabric announces a
+  ``Goodbye``). ``fabric_leave`` (no arguments) withdraws the will before a clean disconnect.
+- Anything else (another event name, wrong argument types, a topic outside the room, a payload
+  over ``max_message_bytes``) is not relayed; the sender gets a ``fabric_error`` event
+  ``(topic or event, reason)``, and the server counts it. It never stops the server.
 
-Built on python-socketio's asyncio server with aiohttp (websocket transport; HTTP long-polling
-works too but is slower).
+The relay checks no credentials and no ACLs: a client can subscribe to any topic of a room. For
+per-participant authentication and ACLs use the MQTT fabric with ``trexsim broker``.
+
+Built on python-socketio's asyncio server with aiohttp (websocket transport).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 from dataclasses import dataclass, field
 
 BUS_EVENT = "bus"
 ERROR_EVENT = "fabric_error"
+LEAVE_EVENT = "fabric_leave"
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # a Delivered message of 100,000 households is ~11 MB
+MAX_SUBSCRIPTIONS = 64
 
 
 @dataclass
 class RelayStats:
-    """What the relay has done since it started (read them from the server's thread or after it stops)."""
+    """What the relay has done since it started (read from the server's thread, or after it stops)."""
 
-    relayed: int = 0  # bus events received and relayed
+    relayed: int = 0  # bus events received and relayed (to zero or more clients)
+    deliveries: int = 0  # copies sent to clients
+    wills: int = 0  # last wills relayed for dropped connections
     refused: int = 0  # events not relayed (answered with fabric_error)
     clients: int = 0  # clients connected now
     reasons: list[str] = field(default_factory=list)  # the last refusals' reasons (at most 100)
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT filter matching: ``+`` matches one level, a final ``#`` the rest (including nothing)."""
+    f_parts, t_parts = topic_filter.split("/"), topic.split("/")
+    for i, f in enumerate(f_parts):
+        if f == "#":
+            return True
+        if i >= len(t_parts) or (f != "+" and f != t_parts[i]):
+            return False
+    return len(f_parts) == len(t_parts)
+
+
+def _check_auth(auth) -> tuple[str, list[str], tuple[str, bytes] | None]:
+    """(room, filters, will) from a client's auth payload; ValueError with the reason if it is not valid."""
+    if not isinstance(auth, dict):
+        raise ValueError("connect with auth {'room': NAMESPACE, 'subscriptions': [FILTER, ...]}")
+    room = auth.get("room")
+    if not isinstance(room, str) or not room or len(room) > 256 or set(room) & set("+#\x00"):
+        raise ValueError("auth 'room' must be a namespace of 1 to 256 characters without '+' or '#'")
+    filters = auth.get("subscriptions", [])
+    if (not isinstance(filters, list) or len(filters) > MAX_SUBSCRIPTIONS
+            or not all(isinstance(f, str) and f.startswith(room + "/") and len(f) <= 512 for f in filters)):
+        raise ValueError(f"auth 'subscriptions' must be at most {MAX_SUBSCRIPTIONS} topic filters under {room + '/'!r}")
+    for f in filters:
+        parts = f.split("/")
+        if any(("+" in p or "#" in p) and p not in ("+", "#") for p in parts) or "#" in parts[:-1]:
+            raise ValueError(f"topic filter {f!r}: '+' must be a whole level and '#' the last one")
+    will = auth.get("will")
+    if will is not None:
+        try:
+            if (not isinstance(will, (list, tuple)) or len(will) != 2 or not isinstance(will[0], str)
+                    or not will[0].startswith(room + "/") or set(will[0]) & set("+#") or not isinstance(will[1], str)):
+                raise ValueError
+            will = (will[0], base64.b64decode(will[1], validate=True))
+        except ValueError:  # binascii.Error is a ValueError
+            raise ValueError(f"auth 'will' must be [TOPIC under {room + '/'!r}, base64 payload]") from None
+    return room, filters, will
 
 
 def create_app(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
@@ -49,64 +100,95 @@ def create_app(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
 
     # async_handlers=False: each client's events are handled in the order they arrived, inline
     sio = socketio.AsyncServer(async_mode="aiohttp", async_handlers=False, cors_allowed_origins="*",
-                               max_http_buffer_size=max_message_bytes, logger=False, engineio_logger=False)
-    app = web.Application(client_max_size=max_message_bytes)
+                               max_http_buffer_size=max_message_bytes + 4096, logger=False, engineio_logger=False)
+    app = web.Application(client_max_size=max_message_bytes + 4096)
     sio.attach(app)
     stats = RelayStats()
-    room_of: dict[str, str] = {}  # sid -> room
-    members: dict[str, dict[str, str]] = {}  # room -> {sid: engine.io sid}, in joining order
+    clients: dict[str, tuple[str, list[str], tuple[str, bytes] | None, str]] = {}  # sid -> (room, filters, will, eio sid)
+    routes: dict[str, dict[str, list[tuple[str, str]]]] = {}  # room -> topic -> [(sid, eio sid)] (a cache)
     relay_lock = asyncio.Lock()
 
-    async def refuse(sid: str, reason: str) -> None:
+    async def refuse(sid: str, what: str, reason: str) -> None:
         stats.refused += 1
         stats.reasons.append(reason)
         del stats.reasons[:-100]
-        await sio.emit(ERROR_EVENT, reason, to=sid)
+        await sio.emit(ERROR_EVENT, (what, reason), to=sid)
 
-    @sio.event
-    async def connect(sid, environ, auth):
-        room = auth.get("room") if isinstance(auth, dict) else None
-        if not isinstance(room, str) or not room or len(room) > 256:
-            raise socketio.exceptions.ConnectionRefusedError(
-                "connect with auth {'room': NAMESPACE} (a name of 1 to 256 characters)")
-        room_of[sid] = room
-        members.setdefault(room, {})[sid] = sio.manager.eio_sid_from_sid(sid, "/")
-        stats.clients += 1
+    def recipients(room: str, topic: str) -> list[tuple[str, str]]:
+        cache = routes.setdefault(room, {})
+        found = cache.get(topic)
+        if found is None:
+            found = [(sid, eio_sid) for sid, (r, filters, _, eio_sid) in clients.items()
+                     if r == room and any(topic_matches(f, topic) for f in filters)]
+            if len(cache) < 100_000:  # topics are few (per account and kind); bounded all the same
+                cache[topic] = found
+        return found
 
-    @sio.event
-    async def disconnect(sid, reason=None):
-        room = room_of.pop(sid, None)
-        if room is not None:
-            stats.clients -= 1
-            members[room].pop(sid, None)
-            if not members[room]:
-                del members[room]
-
-    @sio.on(BUS_EVENT)
-    async def bus(sid, *args):
-        if len(args) != 1 or not isinstance(args[0], (bytes, bytearray)):
-            await refuse(sid, f"a {BUS_EVENT!r} event carries exactly one binary payload "
-                              f"(got {len(args)} argument(s){': ' + type(args[0]).__name__ if args else ''})")
-            return
-        room = room_of.get(sid)
-        if room is None:
-            return
-        # encode once, send the same Engine.IO packets to everyone (python-socketio's emit would start
-        # one asyncio task per recipient and packet); under the lock no other relay can interleave,
-        # so all clients of the room see one order
-        encoded = sio.packet_class(sio_packet.EVENT, namespace="/", data=[BUS_EVENT, bytes(args[0])]).encode()
+    async def relay(sender_sid: str, room: str, topic: str, payload: bytes) -> None:
+        # encode once, send the same Engine.IO packets to every recipient (python-socketio's emit would
+        # start one asyncio task per recipient and packet); under the lock no other relay interleaves
+        encoded = sio.packet_class(sio_packet.EVENT, namespace="/", data=[BUS_EVENT, topic, payload]).encode()
         if not isinstance(encoded, list):
             encoded = [encoded]
         frames = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in encoded]
         async with relay_lock:
             stats.relayed += 1
-            for eio_sid in list(members.get(room, {}).values()):
-                for frame in frames:
-                    await sio.eio.send_packet(eio_sid, frame)
+            for sid, eio_sid in recipients(room, topic):
+                if sid != sender_sid:
+                    stats.deliveries += 1
+                    for frame in frames:
+                        await sio.eio.send_packet(eio_sid, frame)
+
+    @sio.event
+    async def connect(sid, environ, auth):
+        try:
+            room, filters, will = _check_auth(auth)
+        except ValueError as exc:
+            raise socketio.exceptions.ConnectionRefusedError(str(exc)) from None
+        clients[sid] = (room, filters, will, sio.manager.eio_sid_from_sid(sid, "/"))
+        routes.pop(room, None)
+        stats.clients += 1
+
+    @sio.event
+    async def disconnect(sid, reason=None):
+        entry = clients.pop(sid, None)
+        if entry is None:
+            return
+        room, _, will, _ = entry
+        routes.pop(room, None)
+        stats.clients -= 1
+        if will is not None:
+            stats.wills += 1
+            await relay(sid, room, *will)
+
+    @sio.on(BUS_EVENT)
+    async def bus(sid, *args):
+        entry = clients.get(sid)
+        if entry is None:
+            return
+        room = entry[0]
+        if len(args) != 2 or not isinstance(args[0], str) or not isinstance(args[1], (bytes, bytearray)):
+            kinds = ", ".join(type(a).__name__ for a in args)
+            await refuse(sid, BUS_EVENT, f"a {BUS_EVENT!r} event carries (topic, binary payload), got ({kinds})")
+            return
+        topic, payload = args
+        if not topic.startswith(room + "/") or set(topic) & set("+#"):
+            await refuse(sid, topic, f"topic {topic!r} is not a topic under this client's room {room + '/'!r}")
+            return
+        if len(payload) > max_message_bytes:
+            await refuse(sid, topic, f"{len(payload)} bytes is over the server's limit of {max_message_bytes}")
+            return
+        await relay(sid, room, topic, bytes(payload))
+
+    @sio.on(LEAVE_EVENT)
+    async def leave(sid, *args):
+        entry = clients.get(sid)
+        if entry is not None:
+            clients[sid] = (entry[0], entry[1], None, entry[3])
 
     @sio.on("*")
     async def other(event, sid, *args):
-        await refuse(sid, f"unknown event {event!r}: this server relays only {BUS_EVENT!r} events")
+        await refuse(sid, str(event), f"unknown event {event!r}: this server relays only {BUS_EVENT!r} events")
 
     return app, sio, stats
 
