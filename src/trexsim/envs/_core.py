@@ -306,11 +306,11 @@ class SimulationBatch:
     def _on_cleared(self, e: int, msg) -> None:
         c = self.c
         q = msg.quantity_wh
-        volume = float(q.sum())
         a_n = len(c.agents)
         row = self.cleared[e]
-        row[0] = float((q * (msg.buyer_price + msg.seller_price) / 2).sum() / volume) if volume else 0.0
-        row[1] = volume
+        row[0], row[1] = K.settled_price_and_volume(np.ascontiguousarray(q, dtype=np.int64),
+                                                    np.ascontiguousarray(msg.buyer_price, dtype=np.float64),
+                                                    np.ascontiguousarray(msg.seller_price, dtype=np.float64))
         row[2:2 + a_n] = np.bincount(msg.buyer, weights=q, minlength=c.n)[c.agent_index]
         row[2 + a_n:] = np.bincount(msg.seller, weights=q, minlength=c.n)[c.agent_index]
 

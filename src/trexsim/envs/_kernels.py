@@ -376,3 +376,15 @@ def agent_rewards(ledger, savings, profit, reward):
             p = (row[L_MARKET_REVENUE] - row[L_MARKET_COST]) + (row[L_GRID_REVENUE] - row[L_GRID_COST])
             profit[e, j] = p
             reward[e, j] = row[L_GRID_ONLY_COST] + p if savings[j] else p
+
+
+@numba.njit(cache=True, nogil=True)
+def settled_price_and_volume(quantity_wh, buyer_price, seller_price):
+    """Mean settlement price [$/kWh] (weighted by energy, at the pair's mid price) and energy [Wh] of a
+    cleared round, summed in matching order (as :func:`step_copies` sums them)."""
+    volume = 0
+    value = 0.0
+    for t in range(quantity_wh.size):
+        volume += quantity_wh[t]
+        value += quantity_wh[t] * (buyer_price[t] + seller_price[t]) / 2
+    return (value / volume if volume > 0 else 0.0), volume
