@@ -230,6 +230,10 @@ def test_gymnasium_vector_view():
     assert np.array_equal(obs, vec.reset(seed=0)[0][:, 0])
     with pytest.raises(ValueError, match="not an external agent"):
         vec.as_gymnasium(agent="pv-1")
+    # registered: gymnasium.make_vec builds the compiled copies for one learner
+    made = gymnasium.make_vec("trexsim/ALEX-v0", num_envs=3, config=community(), agent="rl_a")
+    obs, _ = made.reset(seed=0)
+    assert made.num_envs == 3 and np.array_equal(obs, vec.reset(seed=0)[0][:, 0])
 
 
 def test_ledger_columns_are_the_delivered_fields():

@@ -15,7 +15,7 @@ from pathlib import Path
 from trexsim.config import load_config, parse_config
 from trexsim.config.schema import SimulationConfig
 
-__all__ = ["gym_env", "parallel_env", "vector_env"]
+__all__ = ["gym_env", "gym_vector_env", "parallel_env", "vector_env"]
 
 
 def _config(config) -> SimulationConfig:
@@ -55,10 +55,23 @@ def vector_env(config, num_envs: int = 8, backend: str = "auto", reseed: bool = 
     return TrexVectorEnv(_config(config), num_envs, backend, reseed)
 
 
-try:  # register with Gymnasium when it is installed: gymnasium.make("trexsim/ALEX-v0", config=..., agent=...)
+def gym_vector_env(config, num_envs: int = 1, agent: str | None = None, backend: str = "auto", reseed: bool = True):
+    """``num_envs`` copies for one learner ``agent`` (optional if there is only one) as a
+    ``gymnasium.vector.VectorEnv`` (same-step auto-reset); what ``gymnasium.make_vec`` builds."""
+    vec = vector_env(config, num_envs, backend, reseed)
+    if agent is None:
+        if len(vec.agents) != 1:
+            raise ValueError(f"several external agents {vec.agents}: name the learner with agent=")
+        agent = vec.agents[0]
+    return vec.as_gymnasium(agent)
+
+
+try:  # register with Gymnasium when it is installed: gymnasium.make("trexsim/ALEX-v0", config=..., agent=...),
+    # gymnasium.make_vec("trexsim/ALEX-v0", num_envs=N, config=..., agent=...)
     import gymnasium
 
     if "trexsim/ALEX-v0" not in gymnasium.registry:
-        gymnasium.register(id="trexsim/ALEX-v0", entry_point="trexsim.envs:gym_env")
+        gymnasium.register(id="trexsim/ALEX-v0", entry_point="trexsim.envs:gym_env",
+                           vector_entry_point="trexsim.envs:gym_vector_env")
 except ImportError:  # pragma: no cover - the rl extra is not installed
     pass
