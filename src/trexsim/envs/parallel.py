@@ -4,10 +4,10 @@ The agents are the participants whose trader is ``{"type": "external"}``; the ot
 configured traders. Two backends run the round (``backend=``): ``"simulation"`` drives the ordinary
 in-process simulation step by step (:meth:`trexsim.simulation.Simulation.step`), ``"compiled"``
 runs the same round through the engine's compiled kernels in one call
-(:mod:`trexsim.envs._kernels`, about ten times faster; fixed-price, grid-only and external
-traders). ``"auto"`` (the default) takes the compiled one when the config allows it and no
-``out_dir`` (run database) is asked for. No market rule is written here; both give the same
-ledger, rewards and observations (tests/test_envs_vector.py).
+(:mod:`trexsim.envs._kernels`; several times faster, see docs/envs.md "Speed"; fixed-price,
+grid-only and external traders). ``"auto"`` (the default) takes the compiled one when the config
+allows it and no ``out_dir`` (run database) is asked for. No market rule is written here; both
+give the same ledger, rewards and observations (tests/test_envs_vector.py).
 
 Timeline of a step (``close_steps = c``): the step taken in round ``k`` places each agent's orders
 (and battery set-point) for delivery round ``k + c``; the market clears them at the end of round
