@@ -246,14 +246,21 @@ def _plot_schedule(out: Path, intervals: list[dict], timezone: str) -> Path:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    t = pd.to_datetime([iv["start_utc_s"] for iv in intervals], unit="s", utc=True).tz_convert(timezone).tz_localize(None)
+    starts = [iv["start_utc_s"] for iv in intervals]
+    starts.append(starts[-1] + (starts[-1] - starts[-2] if len(starts) > 1 else 3600))  # the last interval's end
+    t = pd.to_datetime(starts, unit="s", utc=True).tz_convert(timezone).tz_localize(None)
+
+    def series(key):  # the last value repeated at the end, so the last step is drawn
+        values = [iv[key] for iv in intervals]
+        return values + values[-1:]
+
     fig, ax1 = plt.subplots(figsize=(10, 4))
-    ax1.step(t, [iv["tou_buy_price"] for iv in intervals], where="post", color="tab:gray", label="grid buy price")
-    ax1.step(t, [iv["price"] for iv in intervals], where="post", color="tab:red", label="TC price")
+    ax1.step(t, series("tou_buy_price"), where="post", color="tab:gray", label="grid buy price")
+    ax1.step(t, series("price"), where="post", color="tab:red", label="TC price")
     ax1.set_ylabel("$/kWh")
     ax1.set_xlabel(f"local time ({timezone})")
     ax2 = ax1.twinx()
-    ax2.step(t, [iv["predicted_transformer_loading_pct"] for iv in intervals], where="post", color="tab:purple",
+    ax2.step(t, series("predicted_transformer_loading_pct"), where="post", color="tab:purple",
              lw=0.8, ls="--", label="predicted transformer loading (published schedule)")
     ax2.set_ylabel("% of rating")
     lines = ax1.get_legend_handles_labels()
