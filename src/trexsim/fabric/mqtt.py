@@ -88,7 +88,8 @@ FABRIC_REJECT_REASONS = {
     "unknown_account": "the topic names an account that is neither a participant id nor a group of this simulation",
     "participant_not_sender": "the message names a participant that the account on its topic does not hold",
     "wrong_round": "a meter reading for another round than the current one (stale or early)",
-    "duplicate_order_id": "an order id not above the last one this participant used in the episode (a replay)",
+    "duplicate_order_id": "an order id not above the highest id of this participant's orders booked in the episode, "
+                          "or not above the one before it in the same message (a replay)",
     "duplicate_meter": "a second meter reading for the same participant in the same round",
     "meter_out_of_range": "a meter reading with a negative energy, or a non-finite stored energy",
     "meter_missing": "no valid meter reading by the end of the round (late, crashed or disconnected): "
@@ -625,6 +626,12 @@ class _Gate:
         self.members: dict[str, np.ndarray | None] = {}
         self.last_order_id = np.full(self.n, -1, dtype=np.int64)
         self.reported = np.zeros(self.n, dtype=bool)
+        # an id is used once the market books its order: a refused order's id may be sent again
+        fabric.subscribe(topics.ACCEPTED, self.on_accepted)
+
+    def on_accepted(self, msg: Accepted) -> None:
+        if len(msg.order_id):
+            np.maximum.at(self.last_order_id, np.asarray(msg.participant, dtype=np.int64), np.asarray(msg.order_id, dtype=np.int64))
 
     def on_episode_start(self, msg: EpisodeStart) -> None:
         self.last_order_id[:] = -1
@@ -689,8 +696,6 @@ class _Gate:
         rising[later] = id_sorted[later] > id_sorted[later - 1]
         ok = np.empty(n, dtype=bool)
         ok[order] = rising
-        if ok.any():
-            np.maximum.at(self.last_order_id, participant[ok], ids[ok])
         if ok.all():
             return msg
         bad = _rows(msg, ~ok)

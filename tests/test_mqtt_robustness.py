@@ -1,0 +1,239 @@
+"""Bad messages, a killed participant process, the barrier's timeout and a rejoin — against a real Mosquitto.
+
+The coordinator (controller, grid, market, recorder) runs in the test process; the households run in
+``trexsim node participants`` processes, two groups: grp-0-of-2 = pro-1..pro-3 (indices 0-2),
+grp-1-of-2 = con-1, con-2 (indices 3, 4).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import duckdb
+import msgspec
+import numpy as np
+import pytest
+
+from test_mqtt_fabric import MOSQUITTO, broker, community  # noqa: F401 - broker is a fixture
+
+pytest.importorskip("paho.mqtt", reason="paho-mqtt is not installed")
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)")
+
+from trexsim import parse_config  # noqa: E402
+from trexsim.fabric.messages import Ack, Hello, MeterReadings, Orders  # noqa: E402
+from trexsim.fabric.mqtt import _DECODER, MqttFabric  # noqa: E402
+from trexsim.node import profile_meter_fallback  # noqa: E402
+from trexsim.simulation import Simulation  # noqa: E402
+
+IDS = ["pro-1", "pro-2", "pro-3", "con-1", "con-2"]
+ROUNDS = 30
+
+
+def setup(tmp_path, url, name, barrier_timeout_s=5.0):
+    cfg = community().model_dump(mode="json", by_alias=True)
+    cfg["study"].update(days=ROUNDS / 1440, name=name)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    config = parse_config(cfg)
+    local = Simulation(config, tmp_path / "local").run(plots=False)
+    ns = f"test/{name}"
+    net = MqttFabric(url, ns, role="coordinator", participant_ids=IDS, barrier_timeout_s=barrier_timeout_s, timeout_s=30)
+    sim = Simulation(config, tmp_path / "net", fabric=net, local_participants=False)
+    net.meter_fallback = profile_meter_fallback(config)
+    return path, ns, net, sim, local.database
+
+
+def node(path, url, ns, group):
+    return subprocess.Popen([sys.executable, "-m", "trexsim", "node", "participants", str(path), "--fabric", url,
+                             "--namespace", ns, "--group", str(group), "--groups", "2", "--timeout", "20"])
+
+
+def query(db, sql):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def book(db, where="true"):
+    return (query(db, "SELECT delivery_round, pool, buyer, seller, quantity_wh, buyer_price, seller_price FROM settlements "
+                      f"WHERE {where.replace('round', 'delivery_round')} ORDER BY ALL"),
+            query(db, f"SELECT * EXCLUDE (episode) FROM deliveries WHERE {where} ORDER BY round, participant"))
+
+
+def test_every_kind_of_bad_message_is_refused_recorded_and_answered(tmp_path, broker):  # noqa: F811
+    path, ns, net, sim, local_db = setup(tmp_path, broker, "bad")
+    nodes = [node(path, broker, ns, 0), node(path, broker, ns, 1)]
+    mallory = MqttFabric(broker, ns, role="participants", account="grp-0-of-2")
+    seen_orders = []
+    mallory._client.message_callback_add(f"{ns}/p/grp-0-of-2/orders", lambda c, u, m: seen_orders.append(m.payload))
+    mallory._client.subscribe(f"{ns}/p/grp-0-of-2/orders", qos=1)
+    topic = f"{ns}/p/grp-0-of-2"
+
+    def inject(episode, next_round):
+        if next_round != 6:
+            return
+        k = next_round - 1  # the round the market is in now
+        raw = mallory._client.publish
+        raw(f"{topic}/orders", b"\x93garbage", qos=1)  # malformed
+        raw(f"{topic}/meter", b"\x00" * ((1 << 20) + 1), qos=1)  # oversized
+        big = (1 << 40) - 10  # above every id grp-0-of-2 uses, so only the price is wrong
+        one = lambda v, dt=np.int64: np.array([v], dtype=dt)  # noqa: E731
+        mallory._send(f"{topic}/orders", Orders(0, k, k + 1, one(0), one(0), one(0), one(99.0, float), one(500), one(big)))
+        mallory._send(f"{topic}/orders", Orders(0, k - 3, k - 2, one(1), one(0), one(0), one(0.12, float), one(500), one(big + 1)))
+        mallory._send(f"{topic}/orders", Orders(0, k, k + 1, one(4), one(0), one(0), one(0.12, float), one(500), one(big + 2)))
+        meter = lambda r, load: MeterReadings(0, r, one(2), one(load), one(0), one(0), one(0), one(0.0, float), one(load))  # noqa: E731
+        mallory._send(f"{topic}/meter", meter(k, -5))  # out of range
+        mallory._send(f"{topic}/meter", meter(k - 3, 5))  # stale
+        raw(f"{topic}/orders", seen_orders[0], qos=1)  # a replay of the group's first orders
+        net.poll(1.0)
+
+    try:
+        net.wait_for_hellos(2, timeout_s=60)
+        sim.run(on_round=inject, plots=False)
+        for n in nodes:
+            assert n.wait(timeout=20) == 0
+    finally:
+        for n in nodes:
+            n.kill()
+        net.close()
+    replayed = len(_DECODER.decode(seen_orders[0]).message.order_id)
+    reasons = dict(query(sim.db_path, "SELECT reason, count(*) FROM rejections GROUP BY reason"))
+    assert reasons == {"malformed": 1, "oversized": 1, "price_out_of_range": 1, "wrong_round": 2,
+                       "participant_not_sender": 1, "meter_out_of_range": 1, "duplicate_order_id": replayed}
+    assert query(sim.db_path, "SELECT round, participant, price FROM rejections WHERE reason = 'price_out_of_range'") == [(5, 0, 99.0)]
+    # none of it changed a contract or a bill
+    assert book(sim.db_path) == book(local_db)
+    # each refusal was answered on the sender's own topic
+    answers = []
+    while not mallory._inbox.empty():
+        mqtt_topic, payload = mallory._inbox.get()
+        if mqtt_topic.endswith("/settlements"):
+            msg = _DECODER.decode(payload).message
+            answers.extend([msg.reason] if type(msg).__name__ == "Error" else
+                           msg.reason if type(msg).__name__ == "Rejected" else [])
+    mallory.close()
+    assert sorted(set(answers)) == sorted(reasons)
+
+
+def _rows_of(db, participants, first_round, last_round):
+    return query(db, f"SELECT round, participant, load_wh, generation_wh, battery_charge_wh, battery_discharge_wh, "
+                     f"net_meter_wh, bought_wh, sold_wh, grid_import_wh, grid_export_wh FROM deliveries "
+                     f"WHERE participant IN ({', '.join(map(str, participants))}) AND round BETWEEN {first_round} AND {last_round} "
+                     f"ORDER BY round, participant")
+
+
+def test_a_participant_process_killed_mid_run(tmp_path, broker):  # noqa: F811
+    path, ns, net, sim, local_db = setup(tmp_path, broker, "kill", barrier_timeout_s=2.0)
+    nodes = [node(path, broker, ns, 0), node(path, broker, ns, 1)]
+
+    def kill(episode, next_round):
+        if next_round == 10:
+            nodes[1].send_signal(signal.SIGKILL)
+            nodes[1].wait(timeout=10)
+
+    try:
+        net.wait_for_hellos(2, timeout_s=60)
+        sim.run(on_round=kill, plots=False)
+        assert nodes[0].wait(timeout=20) == 0
+    finally:
+        for n in nodes:
+            n.kill()
+        net.close()
+    assert nodes[1].returncode == -signal.SIGKILL
+    db = sim.db_path
+    # everything before the kill is the in-process ledger
+    assert book(db, "round < 10") == book(local_db, "round < 10")
+    assert query(db, "SELECT count(*) FROM deliveries") == [(ROUNDS * 5,)]
+    # afterwards the lost households are settled from their profiles, battery idle, the grid taking the rest
+    missing = query(db, "SELECT participant, min(round), count(*) FROM rejections WHERE reason = 'meter_missing' GROUP BY ALL ORDER BY 1")
+    assert missing == [(3, 10, ROUNDS - 10), (4, 10, ROUNDS - 10)]
+    after, reference = _rows_of(db, [3, 4], 10, ROUNDS - 1), _rows_of(local_db, [3, 4], 10, ROUNDS - 1)
+    assert [r[:4] for r in after] == [r[:4] for r in reference]  # same load and generation
+    for _, _, load, gen, charge, discharge, net_wh, bought, sold, imp, exp in after:
+        assert charge == discharge == 0 and net_wh == load - gen
+        assert imp - exp == net_wh - bought + sold
+    # orders they placed before the kill were still delivered (round 10's contracts); none after
+    assert query(db, "SELECT count(*) FROM orders WHERE participant IN (3, 4) AND round >= 10") == [(0,)]
+    assert [e["event"] for e in net.events] in (["left"], ["late"], ["late", "left"])
+
+
+def test_the_barrier_goes_on_without_a_silent_process_and_takes_it_back(tmp_path, broker):  # noqa: F811
+    path, ns, net, sim, local_db = setup(tmp_path, broker, "barrier", barrier_timeout_s=10.0)
+    real = node(path, broker, ns, 0)
+    silent = MqttFabric(broker, ns, role="participants", account="grp-1-of-2")
+    waits = []
+
+    def churn(episode, next_round):
+        if next_round == 5:  # joins, then never acknowledges anything
+            net.barrier_timeout_s = 0.5  # the real process is warm now (its first round loads its profiles)
+            silent._send(f"{ns}/fabric/hello/grp-1-of-2", Hello(silent.sender, "participants", "grp-1-of-2"))
+            net.poll(0.3)
+        if next_round == 15:  # one acknowledgement (of anything) brings it back into the barrier
+            silent._send(f"{ns}/fabric/ack/grp-1-of-2", Ack(silent.sender, net.sender, -1))
+            net.poll(0.3)
+        waits.append(time.monotonic())
+
+    try:
+        net.wait_for_hellos(1, timeout_s=60)
+        sim.run(on_round=churn, plots=False)
+        assert real.wait(timeout=20) == 0
+    finally:
+        real.kill()
+        net.close()
+    events = [(e["event"], e["account"], e["round"]) for e in net.events]
+    assert events == [("joined", "grp-1-of-2", 4), ("late", "grp-1-of-2", 5), ("rejoined", "grp-1-of-2", 14),
+                      ("late", "grp-1-of-2", 15)]
+    # it cost the run two waits of 0.5 s (rounds 5 and 15), not one per round
+    gaps = np.diff(waits)
+    assert 0.5 <= gaps[4] < 1.5 and 0.5 <= gaps[14] < 1.5
+    assert sorted(gaps)[-3] < 0.5
+    # it got the catch-up on its own topic: the roster, the episode and the grid's prices
+    kinds = []
+    while not silent._inbox.empty():
+        mqtt_topic, payload = silent._inbox.get()
+        if mqtt_topic.endswith("/settlements"):
+            kinds.append(type(_DECODER.decode(payload).message).__name__)
+    silent.close()
+    assert kinds[:3] == ["Roster", "EpisodeStart", "GridPrices"]
+    db = sim.db_path
+    assert query(db, "SELECT count(*) FROM rejections WHERE reason = 'meter_missing'") == [(ROUNDS * 2,)]
+    # the silent households are settled on the profiles their own process would have read
+    assert [r[:4] for r in _rows_of(db, [3, 4], 0, ROUNDS - 1)] == [r[:4] for r in _rows_of(local_db, [3, 4], 0, ROUNDS - 1)]
+
+
+def test_a_restarted_participant_process_rejoins(tmp_path, broker):  # noqa: F811
+    path, ns, net, sim, local_db = setup(tmp_path, broker, "rejoin", barrier_timeout_s=2.0)
+    nodes = [node(path, broker, ns, 0), node(path, broker, ns, 1)]
+
+    def churn(episode, next_round):
+        if next_round == 8:
+            nodes[1].send_signal(signal.SIGKILL)
+            nodes[1].wait(timeout=10)
+            net.poll(0.3)
+        if next_round == 12:
+            nodes.append(node(path, broker, ns, 1))
+            net.wait_for_hellos(3, timeout_s=60)
+
+    try:
+        net.wait_for_hellos(2, timeout_s=60)
+        sim.run(on_round=churn, plots=False)
+        assert nodes[0].wait(timeout=20) == 0 and nodes[2].wait(timeout=20) == 0
+    finally:
+        for n in nodes:
+            n.kill()
+        net.close()
+    db = sim.db_path
+    assert [e["event"] for e in net.events] == ["left", "joined"]
+    missing = query(db, "SELECT DISTINCT round FROM rejections WHERE reason = 'meter_missing' ORDER BY 1")
+    assert [r[0] for r in missing] == [8, 9, 10, 11]
+    assert query(db, "SELECT count(*) FROM rejections WHERE reason <> 'meter_missing'") == [(0,)]
+    rounds_with_orders = [r[0] for r in query(db, "SELECT DISTINCT round FROM orders WHERE participant IN (3, 4) ORDER BY 1")]
+    assert [r for r in rounds_with_orders if 8 <= r < 12] == []
+    assert set(range(12, ROUNDS - 1)) <= set(rounds_with_orders)
+    # back in: its meter readings are its own again (the profile's load, no fallback rows)
+    assert [r[:4] for r in _rows_of(db, [3, 4], 12, ROUNDS - 1)] == [r[:4] for r in _rows_of(local_db, [3, 4], 12, ROUNDS - 1)]
