@@ -86,6 +86,16 @@ class PPOConfig(_Model):
     max_grad_norm: float = Field(0.5, gt=0, le=100)
     net_arch: list[int] = Field(default_factory=lambda: [64, 64], min_length=1, description="Hidden layer widths.")
     log_std_init: float = Field(0.0, ge=-10, le=2, description="Initial log standard deviation of the action noise.")
+    initial_action: list[float] | None = Field(
+        None, description="Mean action of the untrained policy (the bias of its last layer), e.g. [0, -1, 0, -1, 0]: "
+                          "no orders and a held battery; null: SB3's default (all 0).")
+
+    @field_validator("initial_action")
+    @classmethod
+    def _in_box(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (len(v) != 5 or any(not -1 <= x <= 1 for x in v)):
+            raise ValueError("must be 5 values in [-1, 1]: bid price, bid quantity, ask price, ask quantity, battery set-point")
+        return v
 
     @field_validator("net_arch")
     @classmethod

@@ -109,6 +109,11 @@ def train(cfg: TrainingConfig, out_dir: str | Path | None = None, timesteps: int
                     vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm, seed=cfg.seed, device="cpu", verbose=0,
                     tensorboard_log=str(out / "tensorboard"),
                     policy_kwargs={"net_arch": list(p.net_arch), "log_std_init": p.log_std_init})
+        if p.initial_action is not None:
+            if model.action_space.shape != (len(p.initial_action),):
+                raise TrexsimError(f"ppo.initial_action: the learner's action space is {model.action_space}, not 5 continuous values")
+            with torch.no_grad():  # the last layer's weights start near 0, so its bias is the first mean action
+                model.policy.action_net.bias.copy_(torch.as_tensor(p.initial_action, dtype=torch.float32))
         checkpoints = CheckpointCallback(save_freq=max(1, cfg.checkpoint_every_steps // cfg.n_envs),
                                          save_path=str(out / "checkpoints"), name_prefix="ppo",
                                          save_vecnormalize=norm is not None)
