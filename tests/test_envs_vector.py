@@ -163,6 +163,9 @@ def test_shapes_dtypes_and_clipping_reported():
     assert (bid_price, bid_wh, ask_price, ask_wh, battery_wh) == (pytest.approx(0.3), 75, 0.0, 112, 83)
     with pytest.raises(ValueError, match=r"actions must have shape \(3, 2, 5\)"):
         vec.step(np.zeros((3, 5)))
+    for bad in (-1, 2.5, "x"):
+        with pytest.raises(ValueError, match="reset\\(seed=...\\) needs a non-negative integer"):
+            vec.reset(seed=bad)
 
 
 def test_auto_reset_starts_the_next_episode_with_new_seeds():

@@ -34,6 +34,17 @@ ACTION_SIZE = 5
 BACKENDS = ("auto", "compiled", "simulation")
 
 
+def check_seed(seed) -> int:
+    """A reset seed as an int, or a clear error (seeds are non-negative integers, like ``study.seed``)."""
+    try:
+        value = int(seed)
+    except (TypeError, ValueError):
+        raise ValueError(f"reset(seed=...) needs a non-negative integer, not {seed!r}") from None
+    if value != seed or value < 0:
+        raise ValueError(f"reset(seed=...) needs a non-negative integer, not {seed!r}")
+    return value
+
+
 def compiled_supported(config: SimulationConfig) -> str | None:
     """``None`` if the compiled backend can run this config, else the reason it cannot."""
     mech = get_mechanism(config.market.settlement)

@@ -50,7 +50,7 @@ from pettingzoo import ParallelEnv
 
 from trexsim.config.schema import SimulationConfig
 from trexsim.envs import _kernels as K
-from trexsim.envs._core import OBS_HIGH, OBS_SIZE, Community, SimulationBatch, make_batch
+from trexsim.envs._core import OBS_HIGH, OBS_SIZE, Community, SimulationBatch, check_seed, make_batch
 
 __all__ = ["OBS_HIGH", "OBS_SIZE", "TrexParallelEnv"]
 
@@ -86,7 +86,7 @@ class TrexParallelEnv(ParallelEnv):
 
     # ------------------------------------------------------------------ episodes
     def reset(self, seed: int | None = None, options: dict | None = None):
-        seed = self._config.study.seed if seed is None else int(seed)
+        seed = self._config.study.seed if seed is None else check_seed(seed)
         obs = self._batch.reset([seed])[0]
         self._round = 0
         self.agents = list(self.possible_agents)

@@ -34,7 +34,7 @@ from gymnasium import spaces
 
 from trexsim.config.schema import SimulationConfig
 from trexsim.envs import _kernels as K
-from trexsim.envs._core import ACTION_SIZE, OBS_HIGH, OBS_SIZE, Community, SimulationBatch, make_batch
+from trexsim.envs._core import ACTION_SIZE, OBS_HIGH, OBS_SIZE, Community, SimulationBatch, check_seed, make_batch
 
 __all__ = ["TrexVectorEnv"]
 
@@ -87,7 +87,7 @@ class TrexVectorEnv:
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         """Start every copy: copy ``i`` with seed ``seed + i`` (``seed`` defaults to the config's)."""
-        self._base_seed = self._config.study.seed if seed is None else int(seed)
+        self._base_seed = self._config.study.seed if seed is None else check_seed(seed)
         self._episode = 0
         obs = self._start()
         return obs, {"seeds": self.seeds.copy(), "delivery_round": self._community.close_steps}
