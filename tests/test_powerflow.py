@@ -361,3 +361,48 @@ def test_core_does_not_import_opendss():
             "print('opendssdirect' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- the North American split-phase feeder ---------------------------------------------------------------------
+def test_split_phase_feeder(tmp_path, run_dir):
+    from trexsim.powerflow import SplitPhaseSpec
+
+    spec = FeederSpec.from_dict({"layout": "split_phase", "houses_per_transformer": 5})
+    assert isinstance(spec, SplitPhaseSpec)
+    gen = generate_feeder(spec, 12, tmp_path / "sp.dss")
+    text = gen.path.read_text()
+    assert gen.laterals == 3 and gen.info["service_transformers"] == 3 and gen.transformer is None
+    # service transformers on phases a, b, c in turn; houses are 240 V loads between the two hot legs
+    assert "buses=[p1.1 s1.1.0 s1.0.2]" in text and "buses=[p2.2 " in text and "buses=[p3.3 " in text
+    assert "new load.house_001 phases=1 bus1=h001.1.2 kv=0.24" in text
+    engine = create_engine()
+    layout = engine.load_circuit(gen.path)
+    kv = dict(zip(layout.bus_names, layout.bus_kv_base))
+    assert kv["h001"] == pytest.approx(0.120, abs=2e-4) and kv["p1"] == pytest.approx(25 / math.sqrt(3))
+    assert layout.element_kind.count("transformer") == 3
+
+    # 5 kW at pf 0.95 in each house of the first transformer, nothing elsewhere
+    engine.bind_loads(gen.load_names)
+    p = np.zeros(12)
+    p[:5] = 5000.0
+    engine.set_loads(p, p * math.tan(math.acos(0.95)))
+    assert engine.solve()
+    snap = engine.results()
+    loading = dict(zip(layout.element_names, snap.loading_pct))
+    # by hand: 5 x 5.26 kVA = 26.3 kVA on 50 kVA -> 52.6 %, plus the secondaries' losses
+    assert loading["Transformer.st1"] == pytest.approx(52.6, abs=1.5)
+    assert loading["Transformer.st2"] < 1.0
+    # each secondary carries 5 kW / (0.95 x 240 V x ~0.99) = 22.2 A of its 150 A rating -> ~14.8 %
+    assert loading["Line.secondary_001"] == pytest.approx(14.8, abs=0.4)
+    v = {n: x for n, x in zip(layout.node_names, snap.node_pu)}
+    assert v["h001.1"] == pytest.approx(v["h001.2"], abs=1e-4)          # a 240 V load loads both legs alike
+    assert v["h001.1"] < v["s1.1"] < 1.0 and v["h006.1"] > v["h001.1"]  # drop in the transformer and triplex
+    assert snap.source_p_w == pytest.approx(25_000 + snap.losses_w, abs=1.0)
+
+    # a run's replay on it
+    report = powerflow_command(run_dir, feeder={"layout": "split_phase"}, out=tmp_path / "r", plots=False)
+    assert report.summary["feeder"]["layout"] == "split_phase" and report.summary["not_converged"] == 0
+    with pytest.raises(PowerflowError, match="feeder.layout: must be 'european'"):
+        FeederSpec.from_dict({"layout": "radial"})
+    with pytest.raises(PowerflowError, match="unknown split-phase feeder parameter.*spacing_m"):
+        FeederSpec.from_dict({"layout": "split_phase", "spacing_m": 30})

@@ -11,10 +11,11 @@ from trexsim.powerflow.engine import Layout, PowerflowEngine, Snapshot, create_e
 from trexsim.powerflow.errors import PowerflowError
 from trexsim.powerflow.feeder import CABLES, TRANSFORMERS, FeederSpec, GeneratedFeeder, feeder_text, generate_feeder
 from trexsim.powerflow.mapping import LoadMapping, read_mapping, resolve_mapping
+from trexsim.powerflow.splitphase import SplitPhaseSpec
 from trexsim.powerflow.replay import Ledger, Limits, Report, net_powers, powerflow_command, read_ledger, replay_ledger
 
 __all__ = [
     "CABLES", "TRANSFORMERS", "FeederSpec", "GeneratedFeeder", "Layout", "Ledger", "Limits", "LoadMapping",
-    "PowerflowEngine", "PowerflowError", "Report", "Snapshot", "create_engine", "feeder_text", "generate_feeder",
+    "PowerflowEngine", "PowerflowError", "Report", "Snapshot", "SplitPhaseSpec", "create_engine", "feeder_text", "generate_feeder",
     "net_powers", "powerflow_command", "read_ledger", "read_mapping", "replay_ledger", "resolve_mapping",
 ]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from trexsim.powerflow.errors import PowerflowError
+from trexsim.powerflow.splitphase import SplitPhaseSpec, split_phase_text
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,14 @@ class FeederSpec:
     house_phases: int = 3                 # 3: balanced three-phase houses; 1: single-phase, phases a, b, c in turn
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "feeder") -> "FeederSpec":
+    def from_dict(cls, data: Mapping[str, Any], source: str = "feeder") -> "FeederSpec | SplitPhaseSpec":
+        """The spec of ``data``; ``"layout": "split_phase"`` gives a ``SplitPhaseSpec`` (the NA feeder)."""
+        layout = data.get("layout", "european")
+        if layout == "split_phase":
+            return SplitPhaseSpec.from_dict(data, source)
+        if layout != "european":
+            raise PowerflowError(f"{source}.layout: must be 'european' (default) or 'split_phase', got {layout!r}")
+        data = {k: v for k, v in data.items() if k != "layout"}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -113,7 +121,7 @@ class FeederSpec:
         return spec
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "FeederSpec":
+    def from_file(cls, path: str | Path) -> "FeederSpec | SplitPhaseSpec":
         path = Path(path)
         try:
             import pyjson5
@@ -166,8 +174,8 @@ class GeneratedFeeder:
     load_names: list[str]          # house i (0-based) is load_names[i]
     spec: FeederSpec
     houses: int
-    transformer: TransformerType
-    laterals: int
+    transformer: TransformerType | None   # None: the split-phase feeder (service transformers in info)
+    laterals: int                  # split-phase: service transformers
     info: dict = field(default_factory=dict)
 
 
@@ -230,10 +238,20 @@ def feeder_text(spec: FeederSpec, houses: int) -> tuple[str, list[str], Transfor
     return "\n".join(lines), load_names, trafo, laterals
 
 
-def generate_feeder(spec: FeederSpec | None, houses: int, path: str | Path) -> GeneratedFeeder:
+def generate_feeder(spec: FeederSpec | SplitPhaseSpec | None, houses: int, path: str | Path) -> GeneratedFeeder:
     """Write the feeder's .dss file to ``path``; ``spec.houses`` (if set) overrides ``houses``."""
     spec = spec or FeederSpec()
     n = spec.houses if spec.houses is not None else houses
+    if isinstance(spec, SplitPhaseSpec):
+        text, load_names, n_tx = split_phase_text(spec, n)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        info = {"kind": "generated", "layout": "split_phase", "path": str(path), "houses": n,
+                "service_transformers": n_tx, "houses_per_transformer": spec.houses_per_transformer,
+                "service_transformer_kva": spec.service_transformer_kva,
+                "spec": json.loads(json.dumps(dataclasses.asdict(spec)))}
+        return GeneratedFeeder(path, load_names, spec, n, None, n_tx, info)
     text, load_names, trafo, laterals = feeder_text(spec, n)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from trexsim.powerflow.engine import Layout, PowerflowEngine, create_engine
 from trexsim.powerflow.errors import PowerflowError
 from trexsim.powerflow.feeder import FeederSpec, generate_feeder
+from trexsim.powerflow.splitphase import SplitPhaseSpec
 from trexsim.powerflow.mapping import LoadMapping, default_mapping, read_mapping, resolve_mapping
 
 CHUNK = 1440  # solved rounds held in memory at a time
@@ -447,7 +448,7 @@ def load_feeder(feeder, mapping, participant_ids, engine: PowerflowEngine, out: 
         return info, layout, resolved
     if feeder is None:
         spec = FeederSpec()
-    elif isinstance(feeder, FeederSpec):
+    elif isinstance(feeder, (FeederSpec, SplitPhaseSpec)):
         spec = feeder
     elif isinstance(feeder, Mapping):
         spec = FeederSpec.from_dict(feeder)
