@@ -163,12 +163,13 @@ class SocketIOFabric(MqttFabric):
         client.on(BUS_EVENT, self._on_bus)
         client.on(ERROR_EVENT, self._on_server_error)
         client.on("disconnect", self._on_socket_disconnect)
+        client.on("connect_error", self._on_connect_error)
         self._client = client
         try:
             client.connect(base_url, auth=auth, transports=["websocket"], wait_timeout=self.timeout_s)
         except socketio.exceptions.ConnectionError as exc:
             raise TrexsimError(f"cannot reach the Socket.IO server at {base_url} as {self.account!r}: "
-                               f"{exc or 'refused'}") from None
+                               f"{self._error or exc or 'refused'}") from None
         self._connected.set()
         self._subscribed.set()
 
@@ -182,6 +183,9 @@ class SocketIOFabric(MqttFabric):
     def _on_server_error(self, *args) -> None:
         what, reason = (args + ("", ""))[:2] if len(args) != 1 else ("", args[0])
         self.refused_publishes.append((str(what), str(reason)))
+
+    def _on_connect_error(self, data=None) -> None:
+        self._error = f"the server refused the connection: {data.get('message') if isinstance(data, dict) else data}"
 
     def _on_socket_disconnect(self, reason=None) -> None:
         if not self._closing and self._error is None:
