@@ -61,7 +61,7 @@ def problems(data, **kwargs):
 # ------------------------------------------------------------------ the training config
 def test_config_errors_name_their_keys():
     bad = training(total_timesteps=0, algorithm="dqn")
-    bad["ppo"].update(learning_rate=0, lr=0.1, net_arch=[64, 0])
+    bad["ppo"].update(learning_rate=0, lr=0.1, net_arch=[64, 0], initial_action=[0, 2])
     bad["eval"]["days"] = ["2021-06-31"]
     bad["seeds"] = 3
     assert sorted(problems(bad)) == sorted([
@@ -70,6 +70,7 @@ def test_config_errors_name_their_keys():
         ("ppo.learning_rate", "must be > 0"),
         ("ppo.lr", "unknown key (check its spelling in docs/training.md)"),
         ("ppo.net_arch", "every layer width must be in [1, 4096]"),
+        ("ppo.initial_action", "must be 5 values in [-1, 1]: bid price, bid quantity, ask price, ask quantity, battery set-point"),
         ("eval.days", "'2021-06-31' is not a date like '2021-07-01'"),
         ("seeds", "unknown key (check its spelling in docs/training.md)"),
     ])
