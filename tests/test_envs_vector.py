@@ -141,6 +141,8 @@ def test_same_seed_same_batch_trajectory_and_copies_differ():
 
 def test_shapes_dtypes_and_clipping_reported():
     vec = vector_env(community(), num_envs=3)
+    with pytest.raises(RuntimeError, match="call reset"):
+        vec.step(np.zeros((3, 2, 5)))
     obs, infos = vec.reset(seed=0)
     assert obs.shape == (3, 2, 13) and obs.dtype == np.float32
     assert infos["seeds"].tolist() == [0, 1, 2]

@@ -70,6 +70,7 @@ class TrexVectorEnv:
         self._base_seed = config.study.seed
         self._episode = 0
         self._round = 0
+        self._started = False
         self.seeds = np.zeros(self.num_envs, dtype=np.int64)
 
     def observation_space_of(self, agent: str) -> spaces.Space:
@@ -83,6 +84,7 @@ class TrexVectorEnv:
         step = self.num_envs if self.reseed else 0
         self.seeds = self._base_seed + self._episode * step + np.arange(self.num_envs, dtype=np.int64)
         self._round = 0
+        self._started = True
         return self._batch.reset(self.seeds.tolist()).copy()
 
     def reset(self, seed: int | None = None, options: dict | None = None):
@@ -97,6 +99,8 @@ class TrexVectorEnv:
 
     # ------------------------------------------------------------------ steps
     def step(self, actions):
+        if not self._started:
+            raise RuntimeError("call reset() before the first step")
         c = self._community
         raw = np.asarray(actions, dtype=np.float64)
         want = (self.num_envs, self.n_agents, ACTION_SIZE)
