@@ -106,10 +106,15 @@ def test_same_ledger_over_socketio_as_in_process(tmp_path, server):
     local = Simulation(parse_config(community()), tmp_path / "local").run(plots=False)
     fabric = open_fabric(server, namespace="test/same-ledger", participant_ids=IDS)
     assert isinstance(fabric, SocketIOFabric)
+    heard = []  # what a module of another process would hear of the controller
+    spy = raw_client(server, "test/same-ledger", ["test/same-ledger/sim/round_start"], heard)
     try:
         remote = Simulation(parse_config(community()), tmp_path / "sio", fabric=fabric).run(plots=False)
+        assert wait_until(lambda: len(heard) == 60)
     finally:
         fabric.close()
+        spy.disconnect()
+    assert [_DECODER.decode(p).message.round for _, p in heard] == list(range(60))
     assert remote.summary["market"]["settled_wh"] > 0
     assert book(remote.database) == book(local.database)
     assert remote.summary["participants"] == local.summary["participants"]
