@@ -225,3 +225,21 @@ def test_compare_command_line(tmp_path):
     bad.write_text(json.dumps(dict(COMMUNITY, tc={"damping": 0})))
     result = CliRunner().invoke(app, ["compare", str(bad), "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "tc.damping" in result.output
+
+
+def test_tc_without_congestion_is_the_grid_only_run(tmp_path):
+    """An uncongested feeder: no congestion price, so nothing moves and the batteries run self-consumption;
+    the TC arrays then reproduce trexsim's own grid-only run (integer-Wh meters vs float Wh)."""
+    from trexsim.tc.compare import compare_command
+
+    light = json.loads(json.dumps(COMMUNITY))
+    for spec in light["participants"].values():
+        spec["profile"]["load_scale"] = 1
+    report = compare_command(parse_config(light), feeder={"transformer_kva": 250}, out=tmp_path, plots=False).report
+    grid, tc = report["modes"]["grid_only"], report["modes"]["tc"]
+    assert tc["max_price"] == pytest.approx(0.1449) and tc["shifted_load_kwh"] == 0
+    assert grid["peak_transformer_loading_pct"] < 60
+    for pid in report["participants"]:
+        assert tc["bills"][pid] == pytest.approx(grid["bills"][pid], abs=2e-3)
+    assert tc["peak_transformer_loading_pct"] == pytest.approx(grid["peak_transformer_loading_pct"], rel=1e-3)
+    assert tc["losses_kwh"] == pytest.approx(grid["losses_kwh"], rel=1e-3)
