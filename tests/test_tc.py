@@ -212,6 +212,9 @@ def test_compare_errors(tmp_path):
     ext["participants"]["con"]["trader"] = {"type": "external"}
     with pytest.raises(TrexsimError, match=r"participants.con.trader: an external trader needs an outside driver"):
         compare_command(parse_config(ext), feeder=FEEDER, out=tmp_path / "a")
+    with pytest.raises(TrexsimError, match=r"--feeder .*nowhere.dss: no such file"):
+        compare_command(parse_config(COMMUNITY), feeder=str(tmp_path / "nowhere.dss"), out=tmp_path / "c")
+    assert not (tmp_path / "c" / "grid_only").exists()   # checked before any run
     with pytest.raises(TrexsimError, match=r"tc.price_interval_s: 900 s is not a whole number .* 600 s rounds"):
         run_tc(parse_config(dict(COMMUNITY, tc={"price_interval_s": 900})), feeder=FEEDER, out_dir=tmp_path / "b")
 

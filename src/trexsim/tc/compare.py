@@ -85,6 +85,9 @@ def compare_command(config: SimulationConfig | str | Path, feeder=None, mapping=
     out_dir = Path(out) if out is not None else Path("runs") / f"{cfg.study.name}-compare"
     out_dir.mkdir(parents=True, exist_ok=True)
     feeder_arg = Path(feeder) if isinstance(feeder, str) else feeder
+    for what, path in (("feeder", feeder_arg), ("mapping", mapping)):  # before any run, not after the first
+        if isinstance(path, (str, Path)) and not Path(path).is_file():
+            raise TrexsimError(f"--{what} {path}: no such file")
     limits = {"v_min_pu": v_min_pu, "v_max_pu": v_max_pu, "max_loading_pct": max_loading_pct}
     alex_cfg = _variant(cfg, grid_only=False)  # first: a config ALEX cannot run fails before any work
     modes: dict[str, dict] = {}
