@@ -23,7 +23,6 @@ is measured exactly as an ALEX or grid-only run's ledger is.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
