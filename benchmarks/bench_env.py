@@ -15,7 +15,8 @@ rounds (1,440 steps an episode); random actions drawn up front. Cases:
 
 The clock covers the steps only (construction, JIT loading and the first reset are outside it,
 except the automatic resets of ``vector+reset``). Reports the median of the repeats, and their
-range, in agent-steps/s (env steps/s x agents x copies).
+range, in agent-steps/s (env steps/s x agents x copies) of wall-clock time, and the median per
+CPU-second of the process (less sensitive to other work on a shared machine).
 """
 
 from __future__ import annotations
@@ -55,16 +56,16 @@ def bench_single(agents: int, steps: int, backend: str) -> float:
     actions = rng.uniform(-1, 1, (steps, len(env.possible_agents), 5)).astype(np.float32)
     for _ in range(20):  # warm-up (JIT cache loads)
         env.step({a: actions[0, j] for j, a in enumerate(env.agents)})
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     done = 0
     for t in range(steps):
         if not env.agents:
             break
         env.step({a: actions[t, j] for j, a in enumerate(env.agents)})
         done += 1
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     env.close()
-    return done * agents / elapsed
+    return done * agents / elapsed, done * agents / cpu
 
 
 def bench_vector(agents: int, num_envs: int, steps: int, episodes: int = 0) -> float:
@@ -80,12 +81,12 @@ def bench_vector(agents: int, num_envs: int, steps: int, episodes: int = 0) -> f
         steps = episodes * env._community.rounds
     else:
         steps = min(steps, env._community.rounds - 2)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for t in range(steps):
         env.step(actions[t % 16])
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     env.close()
-    return steps * num_envs * agents / elapsed
+    return steps * num_envs * agents / elapsed, steps * num_envs * agents / cpu
 
 
 def machine() -> str:
@@ -113,7 +114,7 @@ def main() -> None:
     args = parser.parse_args()
     cases = args.cases.split(",")
     print(f"# {machine()}")
-    print(f"{'agents':>6} {'case':<18} {'copies':>6} {'agent-steps/s (median)':>23} {'range':>23}")
+    print(f"{'agents':>6} {'case':<18} {'copies':>6} {'agent-steps/s (median)':>23} {'range':>23} {'per CPU-s':>11}")
     for n in (int(x) for x in args.agents.split(",")):
         for case in cases:
             if case == "single":
@@ -127,10 +128,12 @@ def main() -> None:
             else:
                 raise SystemExit(f"unknown case {case!r}")
             repeats = args.repeats if case != "vector+reset" else max(1, args.repeats // 2)
-            rates = [run() for _ in range(repeats)]
+            results = [run() for _ in range(repeats)]
+            rates = [r[0] for r in results]
             lo, hi = min(rates), max(rates)
-            print(f"{n:>6} {case:<18} {copies:>6} {statistics.median(rates):>23,.0f} {f'{lo:,.0f} - {hi:,.0f}':>23}",
-                  flush=True)
+            per_cpu = statistics.median(r[1] for r in results)
+            print(f"{n:>6} {case:<18} {copies:>6} {statistics.median(rates):>23,.0f} {f'{lo:,.0f} - {hi:,.0f}':>23}"
+                  f" {per_cpu:>11,.0f}", flush=True)
 
 
 if __name__ == "__main__":
