@@ -300,3 +300,30 @@ def test_a_killed_participant_process_leaves_by_its_will_and_the_run_goes_on(tmp
     # con-1 and con-2 (indices 3, 4) settled from their profiles from round 5 on
     assert query(db, "SELECT participant, min(round), count(*) FROM rejections WHERE reason = 'meter_missing' "
                      "GROUP BY ALL ORDER BY 1") == [(3, 5, 15), (4, 5, 15)]
+
+
+def test_every_module_in_its_own_process(tmp_path, server):
+    """The market (with the recorder), the households and the controller: three processes, three Socket.IO clients."""
+    from typer.testing import CliRunner
+
+    from trexsim.cli import app
+
+    cfg = community(20, "split")
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    local = Simulation(parse_config(cfg), tmp_path / "local").run(plots=False)
+    node = [sys.executable, "-m", "trexsim", "node"]
+    procs = [subprocess.Popen([*node, "market", str(path), "--fabric", server, "--out", str(tmp_path / "market"),
+                               "--timeout", "60"])]
+    procs.append(subprocess.Popen([*node, "participants", str(path), "--fabric", server, "--timeout", "60"]))
+    try:
+        r = CliRunner().invoke(app, ["node", "controller", str(path), "--fabric", server, "--expect", "2", "--timeout", "60"])
+        assert r.exit_code == 0, r.output
+        assert "20 rounds; 0 fabric event(s)" in r.output
+        assert [p.wait(timeout=30) for p in procs] == [0, 0]
+    finally:
+        for p in procs:
+            p.kill()
+    net = book(tmp_path / "market" / "run.duckdb")
+    assert len(net[1]) > 0 and len(net[2]) == 20 * 5
+    assert net == book(local.database)
