@@ -103,12 +103,18 @@ def test_scripted_actions_give_the_same_ledger_as_a_fixed_price_run(tmp_path, tw
     assert total == pytest.approx(-fixed.summary["participants"]["buyer"]["net_cost"], abs=1e-9)
 
 
-def test_invalid_actions_are_clipped_and_reported():
-    env = parallel_env(community(agents=1))
+@pytest.mark.parametrize("backend", ["compiled", "simulation"])
+def test_invalid_actions_are_clipped_and_reported(backend):
+    env = parallel_env(community(agents=1), backend=backend)
     env.reset(seed=0)
     _, _, _, _, infos = env.step({"rl0": np.array([5.0, np.nan, -3.0, 0.5, 2.0])})
     clipped = infos["rl0"]["clipped"]["action"]
     assert clipped["used"] == [1.0, 0.0, -1.0, 0.5, 1.0]
+    # a wrongly shaped action is padded/cut to 5 values and reported, never raised
+    _, _, _, _, infos = env.step({"rl0": np.array([[0.1, 0.2, 0.3]])})
+    assert infos["rl0"]["clipped"]["shape"] == "expected 5 values"
+    _, _, _, _, infos = env.step({"rl0": np.zeros((1, 5))})  # a batch of one is taken as the action
+    assert "clipped" not in infos["rl0"]
 
 
 def test_battery_set_point_is_followed_within_limits():

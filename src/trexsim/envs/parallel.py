@@ -102,7 +102,9 @@ class TrexParallelEnv(ParallelEnv):
         agents = self.possible_agents
         if len(actions) == len(agents):
             try:  # the usual case: one well-formed action per agent, stacked in one call
-                return np.array([actions[a] for a in agents], dtype=np.float64)[None], {}
+                raw = np.array([actions[a] for a in agents], dtype=np.float64)
+                if raw.shape == (len(agents), 5):
+                    return raw[None], {}
             except (KeyError, ValueError, TypeError):
                 pass
         raw = self._noop.copy()  # an agent without an action places nothing and holds its battery
