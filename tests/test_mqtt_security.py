@@ -175,3 +175,74 @@ def test_decode_refuses_arrays_that_are_not_one_dimensional():
     with pytest.raises(MessageError, match="3"):
         decode(msgspec.msgpack.encode({"type": "GridPrices", "episode": 0, "first_round": 0, "buy_price": short,
                                        "sell_price": short}))
+
+
+def test_modules_started_one_by_one_as_on_separate_hosts(tmp_path, secured):
+    """Market, controller and households each with its own account, as on separate hosts: the market by
+    `trexsim node market`, con-1 by a `trexsim node participant` process, the controller, con-2 and the
+    other households (grp-0-of-2) through the same functions in threads (to keep the test short)."""
+    import subprocess
+    import sys
+    import threading
+
+    from typer.testing import CliRunner
+
+    from trexsim import parse_config
+    from trexsim.cli import app
+    from trexsim.node import fabric_options, hold_participants, participant_account, participants_account, run_controller
+    from trexsim.simulation import Simulation
+
+    files, _ = secured
+    cfg = community().model_dump(mode="json", by_alias=True)
+    cfg["study"].update(days=20 / 1440, name="sec")
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    config = parse_config(cfg)
+    local = Simulation(config, tmp_path / "local").run(plots=False)
+    common = ["--fabric", files.url, "--credentials", str(files.credentials), "--timeout", "60"]
+    # group 1 of 2 is con-1 and con-2: here one module each, logged in as the household itself
+    procs = [subprocess.Popen([sys.executable, "-m", "trexsim", "node", "participant", str(path), "--id", "con-1", *common])]
+    errors = []
+
+    def module(role, account, body):
+        try:
+            fabric = MqttFabric(files.url, role=role, **{k: v for k, v in fabric_options(
+                config, files.url, role=role, account=account, credentials=files.credentials).items() if k != "role"})
+            try:
+                body(fabric)
+            finally:
+                fabric.close()
+        except Exception as exc:  # reported by the test below
+            errors.append(exc)
+
+    account, index = participants_account(config, 0, 2)
+    threads = [threading.Thread(target=module, args=("participants", account, lambda f: (hold_participants(config, f, index),
+                                                                                          f.serve("participants")))),
+               threading.Thread(target=module, args=("participants", "con-2", lambda f: (
+                   hold_participants(config, f, participant_account(config, "con-2")[1]), f.serve("participants")))),
+               threading.Thread(target=module, args=("controller", "controller", lambda f: run_controller(config, f, 4)))]
+    try:
+        for t in threads:
+            t.start()
+        r = CliRunner().invoke(app, ["node", "market", str(path), "--out", str(tmp_path / "net"), *common])
+        assert r.exit_code == 0, (r.output, errors)
+        for t in threads:
+            t.join(timeout=30)
+        assert errors == []
+        assert [p.wait(timeout=30) for p in procs] == [0]
+    finally:
+        for p in procs:
+            p.kill()
+    db = tmp_path / "net" / "run.duckdb"
+    assert query_book(db) == query_book(local.database)
+    assert len(query_book(db)[1]) == 20 * 5
+
+
+def query_book(db):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return (con.execute("SELECT delivery_round, pool, buyer, seller, quantity_wh, buyer_price, seller_price "
+                            "FROM settlements ORDER BY ALL").fetchall(),
+                con.execute("SELECT * EXCLUDE (episode) FROM deliveries ORDER BY round, participant").fetchall())
+    finally:
+        con.close()

@@ -391,13 +391,21 @@ class MqttFabric:
         """Run as a module process: announce, then handle and acknowledge messages until SimulationEnd."""
         self._serving = True
         self._finished = False
-        self._send(self._mqtt_topic_hello(), Hello(self.sender, role or self.role, self.account))
+        hello = Hello(self.sender, role or self.role, self.account)
+        self._send(self._mqtt_topic_hello(), hello)
+        last_heard = time.monotonic()
         while not self._finished:
             try:
-                mqtt_topic, payload = self._inbox.get(timeout=self.timeout_s)
+                mqtt_topic, payload = self._inbox.get(timeout=1.0)
             except queue.Empty:
-                raise TrexsimError(f"{self.account}: nothing from the controller for {self.timeout_s} s"
-                                   f"{': ' + self._error if self._error else ''}") from None
+                if time.monotonic() - last_heard > self.timeout_s:
+                    raise TrexsimError(f"{self.account}: nothing from the controller for {self.timeout_s} s"
+                                       f"{': ' + self._error if self._error else ''}") from None
+                if self._episode < 0:
+                    # nothing from a controller yet: it may have subscribed after our hello (modules start in any order)
+                    self._send(self._mqtt_topic_hello(), hello)
+                continue
+            last_heard = time.monotonic()
             self._receive(mqtt_topic, payload)
 
     def close(self) -> None:
