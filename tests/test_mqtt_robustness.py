@@ -166,15 +166,24 @@ def test_the_barrier_goes_on_without_a_silent_process_and_takes_it_back(tmp_path
     path, ns, net, sim, local_db = setup(tmp_path, broker, "barrier", barrier_timeout_s=10.0)
     real = node(path, broker, ns, 0)
     silent = MqttFabric(broker, ns, role="participants", account="grp-1-of-2")
-    waits = []
+    waits, kinds = [], []
 
     def churn(episode, next_round):
         if next_round == 5:  # joins, then never acknowledges anything
-            net.barrier_timeout_s = 0.5  # the real process is warm now (its first round loads its profiles)
+            net.barrier_timeout_s = 0.5
+            net.timeout_s = 0.5  # how long a process that never finished a round (loading its profiles) is waited for
             silent._send(f"{ns}/fabric/hello/grp-1-of-2", Hello(silent.sender, "participants", "grp-1-of-2"))
             net.poll(0.3)
-        if next_round == 15:  # one acknowledgement (of anything) brings it back into the barrier
-            silent._send(f"{ns}/fabric/ack/grp-1-of-2", Ack(silent.sender, net.sender, -1))
+        if next_round == 15:  # one acknowledgement (of the latest round start) brings it back into the barrier
+            last = None
+            while not silent._inbox.empty():
+                mqtt_topic, payload = silent._inbox.get()
+                envelope = _DECODER.decode(payload)
+                if mqtt_topic.endswith("/settlements"):
+                    kinds.append(type(envelope.message).__name__)
+                if mqtt_topic.endswith("/round_start"):
+                    last = envelope.sequence
+            silent._send(f"{ns}/fabric/ack/grp-1-of-2", Ack(silent.sender, net.sender, last))
             net.poll(0.3)
         waits.append(time.monotonic())
 
@@ -192,14 +201,9 @@ def test_the_barrier_goes_on_without_a_silent_process_and_takes_it_back(tmp_path
     gaps = np.diff(waits)
     assert 0.5 <= gaps[4] < 1.5 and 0.5 <= gaps[14] < 1.5
     assert sorted(gaps)[-3] < 0.5
-    # it got the catch-up on its own topic: the roster, the episode and the grid's prices
-    kinds = []
-    while not silent._inbox.empty():
-        mqtt_topic, payload = silent._inbox.get()
-        if mqtt_topic.endswith("/settlements"):
-            kinds.append(type(_DECODER.decode(payload).message).__name__)
     silent.close()
-    assert kinds[:3] == ["Roster", "EpisodeStart", "GridPrices"]
+    # it got the catch-up on its own topic: the roster, the episode, the grid's prices
+    assert kinds == ["Roster", "EpisodeStart", "GridPrices"]
     db = sim.db_path
     assert query(db, "SELECT count(*) FROM rejections WHERE reason = 'meter_missing'") == [(ROUNDS * 2,)]
     # the silent households are settled on the profiles their own process would have read

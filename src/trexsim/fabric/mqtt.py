@@ -151,10 +151,11 @@ def participant_group(n_participants: int, group: int, groups: int) -> np.ndarra
 
 
 class _Node:
-    __slots__ = ("sender", "account", "role", "live")
+    __slots__ = ("sender", "account", "role", "live", "warm")
 
     def __init__(self, sender: str, account: str, role: str) -> None:
         self.sender, self.account, self.role, self.live = sender, account, role, True
+        self.warm = False  # has acknowledged a round start: loading its profiles is behind it
 
 
 class MqttFabric:
@@ -208,6 +209,7 @@ class MqttFabric:
         self._finished = False
         self._nodes: dict[str, _Node] = {}
         self._pending: dict[int, set[str]] = {}  # our control message's sequence -> senders still to acknowledge
+        self._first_round_sequence: int | None = None
         self._catch_up: list[Any] = []  # what a module joining mid-run needs: roster, episode, grid prices
         self._episode = -1
         self._round = -1
@@ -312,6 +314,8 @@ class MqttFabric:
                 if kind is RoundEnd and self._gate is not None:
                     self._gate.before_round_end(message)
                 sequence = self._send(f"{self.ns}/sim/{_SIM_LEAF[kind]}", message)
+                if kind is RoundStart and self._first_round_sequence is None:
+                    self._first_round_sequence = sequence
                 live = {s for s, node in self._nodes.items() if node.live}
                 if live:
                     self._pending[sequence] = live
@@ -335,8 +339,9 @@ class MqttFabric:
     def settle(self) -> None:
         """Dispatch arriving messages until every live module process has acknowledged our control messages.
 
-        A participant process still silent after ``barrier_timeout_s`` is marked absent (see the module doc);
-        an essential one (the market) after ``timeout_s`` stops the run with an error.
+        A participant process still silent after ``barrier_timeout_s`` is marked absent (see the module doc) —
+        before its first round start, while it loads its profiles, after ``timeout_s``; an essential one (the
+        market) still silent after ``timeout_s`` stops the run with an error.
         """
         if not self._pending:
             return
@@ -345,14 +350,15 @@ class MqttFabric:
         hard_deadline = start + self.timeout_s
         while self._pending:
             now = time.monotonic()
-            essential = any(self._nodes[s].role != "participants" for left in self._pending.values() for s in left)
-            wait = (hard_deadline if essential and now >= barrier_deadline else barrier_deadline) - now
+            waiting = [self._nodes[s] for left in self._pending.values() for s in left]
+            patient = any(n.role != "participants" or not n.warm for n in waiting)
+            wait = (hard_deadline if patient and now >= barrier_deadline else barrier_deadline) - now
             try:
                 mqtt_topic, payload = self._inbox.get(timeout=max(0.0, wait))
             except queue.Empty:
                 now = time.monotonic()
                 if now >= barrier_deadline:
-                    self._drop_late()
+                    self._drop_late(cold_too=now >= hard_deadline)
                 if self._pending and now >= hard_deadline:
                     missing = sorted({self._nodes[s].account for left in self._pending.values() for s in left})
                     raise TrexsimError(f"no acknowledgement from {', '.join(missing)} for {self.timeout_s} s"
@@ -560,6 +566,9 @@ class MqttFabric:
                 self.events.append({**where, "event": "left"})
                 self._forget(message.sender)
         elif kind is Ack and node is not None:
+            if (message.acked_sender == self.sender and self._first_round_sequence is not None
+                    and message.acked_sequence >= self._first_round_sequence):
+                node.warm = True
             if not node.live:
                 node.live = True
                 self.events.append({**where, "event": "rejoined"})
@@ -569,8 +578,9 @@ class MqttFabric:
                 if not left:
                     del self._pending[message.acked_sequence]
 
-    def _drop_late(self) -> None:
-        late = {s for left in self._pending.values() for s in left if self._nodes[s].role == "participants"}
+    def _drop_late(self, cold_too: bool) -> None:
+        late = {s for left in self._pending.values() for s in left
+                if self._nodes[s].role == "participants" and (cold_too or self._nodes[s].warm)}
         for sender in late:
             node = self._nodes[sender]
             node.live = False
