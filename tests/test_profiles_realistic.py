@@ -179,13 +179,11 @@ def test_linke_turbidity_read_once_per_site_equals_pvlib():
     import pandas as pd
     import pvlib
 
-    from trexsim.data.realistic import RealisticProfiles, _Site
+    from trexsim.data.realistic import _linke_turbidity, _Site
 
     times = pd.DatetimeIndex(pd.date_range("2020-12-30", "2021-01-03", freq="7min", tz="UTC")).append(
         pd.date_range("2024-02-27", "2024-03-02", freq="13min", tz="UTC")).append(
         pd.date_range("2021-06-30", "2021-07-02", freq="1min", tz="America/Edmonton").tz_convert("UTC"))
-    holder = RealisticProfiles.__new__(RealisticProfiles)
-    holder._turbidity = {}
-    got = holder._linke_turbidity(_Site(53.5, -113.5, 668.0), times)
+    got = _linke_turbidity(_Site(53.5, -113.5, 668.0), times)
     want = pvlib.clearsky.lookup_linke_turbidity(times, 53.5, -113.5)
     np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())

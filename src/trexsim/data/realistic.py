@@ -296,7 +296,6 @@ class RealisticProfiles(ProfileSource):
             key = (si, float(s.tilt_deg), float(s.azimuth_deg), float(s.cloudiness))
             self._pv_group[i] = groups.setdefault(key, len(groups))
         self._sites = list(sites)
-        self._turbidity: dict[_Site, tuple[np.ndarray, np.ndarray]] = {}  # per site: (non-leap, leap) days
         self._groups = list(groups)
         self._pv_rated_w_per_kw = self._pv_kw * self._pv_factor * self._gen_scale  # [kW], scales applied
         self._has_pv = bool(np.any(self._pv_rated_w_per_kw > 0))
@@ -409,57 +408,18 @@ class RealisticProfiles(ProfileSource):
         gen *= self._pv_rated_w_per_kw[rows][:, None]
         return gen
 
-    def _linke_turbidity(self, site: _Site, times: pd.DatetimeIndex) -> pd.Series:
-        """pvlib's Linke turbidity at ``times``, read from its climatology file once per site.
-
-        pvlib interpolates the monthly values to the UTC day of the year (leap years apart), so
-        the values of a non-leap and a leap year's days are every value there is; looking them up
-        once spares reading the file for every day of a run. Same numbers as
-        ``pvlib.clearsky.lookup_linke_turbidity(times, ...)``.
-        """
-        import pvlib
-
-        cache = self._turbidity
-        days = cache.get(site)
-        if days is None:
-            noons = pd.date_range("2015-01-01 12:00", periods=365, freq="D", tz="UTC").append(
-                pd.date_range("2016-01-01 12:00", periods=366, freq="D", tz="UTC"))
-            values = pvlib.clearsky.lookup_linke_turbidity(noons, site.latitude, site.longitude).to_numpy()
-            days = cache[site] = (values[:365], values[365:])
-        utc = times.tz_convert("UTC")
-        doy = utc.dayofyear.to_numpy() - 1
-        leap = utc.is_leap_year
-        return pd.Series(np.where(leap, days[1][np.minimum(doy, 365)], days[0][np.minimum(doy, 364)]), index=times)
-
     def _pv_table(self, start_s: int, block_key: int) -> np.ndarray:
         """Per-kW DC power of every PV group for one block, ``(n_groups, 4 + 1440)`` [W per kW]."""
         import pvlib
 
         m, halo = _BLOCK_MIN, _LAG_MAX_MIN
         mid_s = start_s + _GRID_S * np.arange(-halo, m, dtype=np.int64) + _GRID_S // 2
-        times = pd.DatetimeIndex(pd.to_datetime(mid_s, unit="s", utc=True))
         steps = mid_s.size
         table = np.zeros((len(self._groups), steps))
         for si, site in enumerate(self._sites):
             members = [gi for gi, g in enumerate(self._groups) if g[0] == si]
-            # solar geometry once per site, vectorised over the orientations there
-            loc = pvlib.location.Location(site.latitude, site.longitude, altitude=site.altitude_m)
-            solpos = loc.get_solarposition(times)
-            clear = loc.get_clearsky(times, model="ineichen", solar_position=solpos,
-                                     linke_turbidity=self._linke_turbidity(site, times))
-            tilt = np.array([self._groups[gi][1] for gi in members])[None, :]
-            azim = np.array([self._groups[gi][2] for gi in members])[None, :]
-            poa = pvlib.irradiance.get_total_irradiance(
-                tilt,
-                azim,
-                solpos["apparent_zenith"].to_numpy()[:, None],
-                solpos["azimuth"].to_numpy()[:, None],
-                clear["dni"].to_numpy()[:, None],
-                clear["ghi"].to_numpy()[:, None],
-                clear["dhi"].to_numpy()[:, None],
-                model="isotropic",
-            )["poa_global"]
-            poa = np.clip(np.nan_to_num(np.asarray(poa, dtype=np.float64)), 0.0, None)  # (steps, len(members)) [W/m2]
+            orientations = tuple((self._groups[gi][1], self._groups[gi][2]) for gi in members)
+            poa = _clear_sky_poa_w_per_m2(site, int(start_s), orientations).copy()  # (steps, len(members))
 
             # the site's shared cloud process: seeded by study seed, site and day only
             rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(site.key, _TAG_SITE, block_key)))
@@ -473,6 +433,61 @@ class RealisticProfiles(ProfileSource):
             table[members] = np.clip(dc_w, 0.0, None).T * (1.0 - _PV_LOSSES)
         return table
 
+
+@functools.lru_cache(maxsize=8)
+def _site_turbidity(site: _Site) -> tuple[np.ndarray, np.ndarray]:
+    """pvlib's Linke turbidity of every day of a non-leap and of a leap year at ``site``."""
+    import pvlib
+
+    noons = pd.date_range("2015-01-01 12:00", periods=365, freq="D", tz="UTC").append(
+        pd.date_range("2016-01-01 12:00", periods=366, freq="D", tz="UTC"))
+    values = pvlib.clearsky.lookup_linke_turbidity(noons, site.latitude, site.longitude).to_numpy()
+    return values[:365], values[365:]
+
+
+def _linke_turbidity(site: _Site, times: pd.DatetimeIndex) -> pd.Series:
+    """pvlib's Linke turbidity at ``times``, its climatology file read once per site.
+
+    pvlib interpolates the monthly values to the UTC day of the year (leap years apart), so a
+    non-leap and a leap year's days are every value there is; looking them up once spares reading
+    the file for every day of a run. Same numbers as ``pvlib.clearsky.lookup_linke_turbidity``.
+    """
+    normal, leap = _site_turbidity(site)
+    utc = times.tz_convert("UTC")
+    doy = utc.dayofyear.to_numpy() - 1
+    return pd.Series(np.where(utc.is_leap_year, leap[np.minimum(doy, 365)], normal[np.minimum(doy, 364)]), index=times)
+
+
+@functools.lru_cache(maxsize=64)
+def _clear_sky_poa_w_per_m2(site: _Site, start_s: int, orientations: tuple[tuple[float, float], ...]) -> np.ndarray:
+    """Clear-sky plane-of-array irradiance [W/m2] of one day block (with its lag halo) at ``site``.
+
+    ``(steps, len(orientations))`` for (tilt, azimuth) pairs in degrees; read-only. It depends on
+    neither the seed nor the households, so copies of a community (an RL environment's, a study's)
+    share it: solar geometry is most of what generating a day of PV costs.
+    """
+    import pvlib
+
+    mid_s = start_s + _GRID_S * np.arange(-_LAG_MAX_MIN, _BLOCK_MIN, dtype=np.int64) + _GRID_S // 2
+    times = pd.DatetimeIndex(pd.to_datetime(mid_s, unit="s", utc=True))
+    loc = pvlib.location.Location(site.latitude, site.longitude, altitude=site.altitude_m)
+    solpos = loc.get_solarposition(times)
+    clear = loc.get_clearsky(times, model="ineichen", solar_position=solpos, linke_turbidity=_linke_turbidity(site, times))
+    tilt = np.array([o[0] for o in orientations])[None, :]
+    azim = np.array([o[1] for o in orientations])[None, :]
+    poa = pvlib.irradiance.get_total_irradiance(
+        tilt,
+        azim,
+        solpos["apparent_zenith"].to_numpy()[:, None],
+        solpos["azimuth"].to_numpy()[:, None],
+        clear["dni"].to_numpy()[:, None],
+        clear["ghi"].to_numpy()[:, None],
+        clear["dhi"].to_numpy()[:, None],
+        model="isotropic",
+    )["poa_global"]
+    poa = np.clip(np.nan_to_num(np.asarray(poa, dtype=np.float64)), 0.0, None)
+    poa.setflags(write=False)
+    return poa
 
 def _cloud_factor(cloudiness: float, u_day: float, y: np.ndarray) -> np.ndarray:
     """Cloud transmission of one day (fraction of clear-sky POA) from a site's shared draws.
