@@ -14,7 +14,7 @@
      such as the generated feeder.
 2. A one-day ALEX run (1,440 one-minute rounds, fixed-price traders, realistic profiles, 60 % with PV, half
    with a battery, full records, no figures) without and with a ``powerflow`` section (a generated feeder, a
-   solve every round; ``solver`` "thread" and "process"), alternated, best of ``--repeat``, after warm-up runs
+   solve every round; ``solver`` "inline" and "process"), alternated, best of ``--repeat``, after warm-up runs
    that compile and cache.
 3. The TC co-simulation of the same community for a day (``run_tc``, hourly prices, 4 passes), best of ``--repeat``.
 
@@ -102,8 +102,8 @@ def runs(sizes: list[int], repeat: int) -> list[dict]:
             run_once(n, False, tmp / f"warm-{n}")
         for n in sizes:
             # alternated, best of each: this machine is shared, so a slow moment hits all alike
-            times: dict = {False: [], "thread": [], "process": []}
-            solve_s: dict = {"thread": [], "process": []}
+            times: dict = {False: [], "inline": [], "process": []}
+            solve_s: dict = {"inline": [], "process": []}
             for r in range(repeat):
                 for mode in times:
                     t, s = run_once(n, mode, tmp / f"{mode}-{n}-{r}")
@@ -119,7 +119,7 @@ def runs(sizes: list[int], repeat: int) -> list[dict]:
             row = {"households": n, "alex_s": round(base, 3), "tc_day_s": round(min(t_tc), 3),
                    "tc_market_s": res.summary["market_s"]}
             text = []
-            for mode in ("thread", "process"):
+            for mode in ("inline", "process"):
                 t = min(times[mode])
                 row[f"with_powerflow_{mode}_s"] = round(t, 3)
                 row[f"slowdown_{mode}"] = round(t / base, 3)

@@ -128,7 +128,7 @@ def test_runtime_errors_name_the_section(tmp_path):
         Simulation(parse_config(_config({"mapping": mapping})), tmp_path / "b")
 
 
-def test_solver_process_gives_the_thread_results(live_run, tmp_path):
+def test_solver_process_gives_the_inline_results(live_run, tmp_path):
     out, _ = live_run
     pf = {"feeder": FEEDER, "every": 5, "limits": {"v_min_pu": 0.95}, "solver": "process"}
     Simulation(parse_config(_config(pf)), tmp_path / "run").run(plots=False)
@@ -137,10 +137,10 @@ def test_solver_process_gives_the_thread_results(live_run, tmp_path):
         con = duckdb.connect(str(folder / "run.duckdb"), read_only=True)
         tables.append(con.execute("SELECT * EXCLUDE (max_line) FROM powerflow_rounds ORDER BY round").df())
         con.close()
-    thread, process = tables
-    assert thread.columns.tolist() == process.columns.tolist() and len(thread) == 5
-    for col in thread.columns:
-        if thread[col].dtype.kind == "f":
-            assert np.allclose(thread[col], process[col], rtol=1e-9, atol=1e-9), col
+    inline, process = tables
+    assert inline.columns.tolist() == process.columns.tolist() and len(inline) == 5
+    for col in inline.columns:
+        if inline[col].dtype.kind == "f":
+            assert np.allclose(inline[col], process[col], rtol=1e-9, atol=1e-9), col
         else:
-            assert thread[col].tolist() == process[col].tolist(), col
+            assert inline[col].tolist() == process[col].tolist(), col

@@ -388,8 +388,8 @@ class PowerflowConfig(_Model):
     pf_export: float = Field(1.0, gt=0, le=1, description="Power factor of exports (absorbing vars; 1: none).")
     detail: bool = Field(False, description="Also record every bus voltage and element loading of every solved round.")
     engine: Literal["opendss"] = "opendss"
-    solver: Literal["thread", "process"] = Field(
-        "thread", description="Where the solves run beside the round loop: a thread, or a process of its own (forked).")
+    solver: Literal["inline", "process"] = Field(
+        "inline", description="Where the solves run: in the round loop's thread, or beside it in a process of its own (forked).")
 
     @field_validator("feeder")
     @classmethod

@@ -6,9 +6,9 @@ Enabled by a ``powerflow`` section in the simulation config (docs/powerflow.md).
   participant, ``load - generation + battery charge - battery discharge`` Wh (positive = import);
 - ``sim/round_end``: every ``every``-th round (0, k, 2k, ...) it turns that energy into an average power
   ``P = net_wh * 3600 / interval_s`` W (reactive power from the power factors). Batches of ``BATCH`` such
-  rounds go to a solver thread (OpenDSS releases the GIL while it solves, so the solves overlap the round
-  loop), which solves one snapshot per round, in order (``engine.solve_series``: LoadShapes on plain
-  circuits such as the generated feeder, else setting each load), and keeps node voltages and loadings;
+  rounds are solved, one snapshot per round, in order (``engine.solve_series``: LoadShapes on plain
+  circuits such as the generated feeder, else setting each load): in the round loop's thread, or with
+  ``solver: process`` in a process of its own, beside the round loop; node voltages and loadings are kept;
 - ``sim/episode_end`` / ``sim/end``: reduces what it holds (``RoundReducer``, the replay's rules) and
   appends it to the run's DuckDB: ``powerflow_rounds``, ``powerflow_violations``, ``powerflow_episodes``
   and, with ``detail``, ``powerflow_bus_voltages`` and ``powerflow_element_loading``. Solved rounds are
@@ -24,7 +24,7 @@ import json
 import threading
 import time
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +36,30 @@ from trexsim.fabric import topics
 from trexsim.fabric.messages import EpisodeEnd, EpisodeStart, MeterReadings, RoundEnd, RoundStart, merge_meter_readings
 
 CHUNK = 1440  # solved rounds reduced and written at a time
-BATCH = 60    # solved rounds handed to the solver thread at a time
-MAX_PENDING = 4  # batches queued for the solver thread before the round loop waits for it
+BATCH = 60    # solved rounds handed to the solver at a time
+MAX_PENDING = 4  # batches queued for the solver process before the round loop waits for it
 
 
-# the engine the solver (thread or process) uses
+# the solver process's engine
 _WORKER = threading.local()
 
 
-def _thread_init(engine) -> None:
-    _WORKER.engine = engine
+class _Inline:
+    """An executor that runs each job at once, in the calling thread, on the module's own engine."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, engine=self.engine) if fn is _solve_arrays else fn(*args))
+        except BaseException as exc:  # handed to whoever reads the result, as a pool would
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True) -> None:
+        pass
 
 
 def _worker_init(engine_name: str, circuit: str, load_names: list[str]) -> None:
@@ -61,10 +75,11 @@ def _worker_ready() -> bool:
     return True
 
 
-def _solve_arrays(p_load: np.ndarray, q_load: np.ndarray):
-    """Solve one snapshot per row, in order; (converged, node p.u., loading %, [source P, Q, losses], seconds)."""
+def _solve_arrays(p_load: np.ndarray, q_load: np.ndarray, engine=None):
+    """Solve one snapshot per row, in order; (converged, node p.u., loading %, [source P, Q, losses], seconds).
+    ``engine``: the module's own (inline), else the solver process's."""
     t0 = time.perf_counter()
-    engine = _WORKER.engine
+    engine = engine if engine is not None else _WORKER.engine
     n = len(p_load)
     converged = np.zeros(n, dtype=bool)
     scalars = np.zeros((n, 3))
@@ -149,22 +164,22 @@ class PowerflowModule:
         fabric.subscribe(topics.SIMULATION_END, self.on_simulation_end)
 
     def _start_solver(self, solver: str) -> None:
-        """The solver runs beside the round loop: a thread (OpenDSS releases the GIL while it solves, so
-        part of the work overlaps) or a process of its own (forked now, while the run's threads are idle;
-        it loads the same circuit into its own OpenDSS)."""
+        """Where the solves run: in the round loop's thread (``inline``), or beside it in a process of its own
+        (``process``: forked now, while the run's threads are idle; it loads the same circuit into its own
+        OpenDSS). Not in a thread of this process: OpenDSSDirect.py disposes of a DSS context whenever Python's
+        garbage collector frees it, and a context freed while another thread solves crashed the process."""
         if solver == "process":
             import multiprocessing
 
             if "fork" not in multiprocessing.get_all_start_methods():
-                solver = "thread"
+                solver = "inline"
         if solver == "process":
             self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"),
                                              initializer=_worker_init,
                                              initargs=(self.config.engine, self.feeder_info["path"], self.mapping.load_names))
             self._pool.submit(_worker_ready).result()  # start it now, not in the middle of the round loop
         else:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trexsim-powerflow",
-                                            initializer=_thread_init, initargs=(self.engine,))
+            self._pool = _Inline(self.engine)
         self.solver = solver
 
     # ------------------------------------------------------------------ handlers
