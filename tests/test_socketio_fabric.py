@@ -327,3 +327,31 @@ def test_every_module_in_its_own_process(tmp_path, server):
     net = book(tmp_path / "market" / "run.duckdb")
     assert len(net[1]) > 0 and len(net[2]) == 20 * 5
     assert net == book(local.database)
+
+
+def test_the_socketio_fabric_has_every_attribute_of_the_mqtt_fabric():
+    """SocketIOFabric re-creates MqttFabric's state with another transport: the two must not drift apart."""
+    pytest.importorskip("paho.mqtt", reason="paho-mqtt is not installed")
+    from trexsim.fabric.mqtt import MqttFabric
+
+    probe = MqttFabric.__new__(MqttFabric)  # MqttFabric's state is set before it connects; no broker needed
+    with pytest.raises(TrexsimError, match="cannot reach the MQTT broker"):
+        MqttFabric.__init__(probe, f"mqtt://127.0.0.1:{free_port()}", "ns", role="market", participant_ids=IDS, timeout_s=1)
+    with ServerThread() as srv:
+        fabric = SocketIOFabric(srv.url, "ns", role="market", participant_ids=IDS)
+        fabric.close()
+    state = set(vars(probe)) - {"_client", "_mqtt"}  # the paho client and module: the transport
+    assert state - set(vars(fabric)) == set()
+    assert {a: type(getattr(probe, a)) for a in state} == {a: type(getattr(fabric, a)) for a in state}
+
+
+def test_a_stopped_server_is_a_clear_error_not_a_hang():
+    from trexsim.fabric.messages import RoundStart
+
+    srv = ServerThread().start()
+    fabric = SocketIOFabric(srv.url, "ns")
+    srv.stop()  # the server disconnects its clients as it stops
+    assert wait_until(lambda: fabric._error is not None)
+    with pytest.raises(TrexsimError, match=r"disconnected from the Socket.IO server \(server disconnect\)"):
+        fabric.publish(topics.ROUND_START, RoundStart(0, 0, 0, 60, 1))
+    fabric.close()

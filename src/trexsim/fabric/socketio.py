@@ -50,7 +50,7 @@ def parse_socketio_url(url: str) -> str:
     try:
         port = parsed.port or (443 if tls else 5000)
     except ValueError:
-        raise TrexsimError(f"fabric URL {url!r}: the port is not a number") from None
+        raise TrexsimError(f"fabric URL {url!r}: the port is not a number from 0 to 65535") from None
     host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
     return f"{'https' if tls else 'http'}://{host}:{port}"
 
@@ -75,6 +75,12 @@ def _client_class():
             def _trigger_event(self, event, *args, **kwargs):
                 kwargs["run_async"] = False
                 return super()._trigger_event(event, *args, **kwargs)
+
+            def disconnect(self, abort=False, reason=None):
+                # a disconnect the server asked for is now handled on the read thread, which cannot wait for itself
+                if threading.current_thread() is self.read_loop_task:
+                    abort = True
+                return super().disconnect(abort=abort, reason=reason)
 
         class InOrderClient(socketio.Client):
             def _engineio_client_class(self):
@@ -104,7 +110,8 @@ class SocketIOFabric(MqttFabric):
         url_user, url_password = url_credentials(url)
         username = username or url_user
         password = password if password is not None else url_password
-        # the state of MqttFabric.__init__ (this class changes only how messages travel)
+        # the state of MqttFabric.__init__ (this class changes only how messages travel; kept in step with it
+        # by test_socketio_fabric.py::test_the_socketio_fabric_has_every_attribute_of_the_mqtt_fabric)
         self.role = role
         self.account = account or (username if role == "participants" else None) or role
         if role == "participants" and self.account == role:
@@ -131,6 +138,7 @@ class SocketIOFabric(MqttFabric):
         self._finished = False
         self._nodes: dict = {}
         self._pending: dict[int, set[str]] = {}
+        self._first_round_sequence: int | None = None
         self._catch_up: list[Any] = []
         self._episode = -1
         self._round = -1
@@ -185,7 +193,10 @@ class SocketIOFabric(MqttFabric):
         self.refused_publishes.append((str(what), str(reason)))
 
     def _on_connect_error(self, data=None) -> None:
-        self._error = f"the server refused the connection: {data.get('message') if isinstance(data, dict) else data}"
+        if isinstance(data, dict):  # the server's reason
+            self._error = f"the server refused the connection: {data.get('message')}"
+        else:  # the client's own (no server there, a network error)
+            self._error = f"{data or 'connection failed'} (is `trexsim fabric-server` running there?)"
 
     def _on_socket_disconnect(self, reason=None) -> None:
         if not self._closing and self._error is None:

@@ -205,7 +205,10 @@ async def _serve(host: str, port: int, max_message_bytes: int, on_ready, stop: a
         await site.start()
         on_ready(runner.addresses[0][1], stats)
         await stop.wait()
-        await sio.shutdown()  # disconnects the clients and stops the ping tasks
+        # tell every client (their fabric then stops waiting with a clear error), then stop the ping tasks
+        for sid in list(sio.manager.get_participants("/", None)):
+            await sio.disconnect(sid[0])
+        await sio.shutdown()
     finally:
         await runner.cleanup()
 
