@@ -6,6 +6,7 @@ import shutil
 import stat
 import tempfile
 import time
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -246,3 +247,27 @@ def query_book(db):
                 con.execute("SELECT * EXCLUDE (episode) FROM deliveries ORDER BY round, participant").fetchall())
     finally:
         con.close()
+
+
+def test_the_broker_command_writes_its_files_and_refuses_a_folder_mosquitto_cannot_reach(tmp_path):
+    from typer.testing import CliRunner
+
+    from trexsim.cli import app
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(community().model_dump(mode="json", by_alias=True)))
+    target = tempfile.mkdtemp(prefix="trexsim-broker-cli-")
+    try:
+        r = CliRunner().invoke(app, ["broker", str(path), "--dir", target, "--port", "18830", "--groups", "3", "--no-start"])
+        assert r.exit_code == 0, r.output
+        creds = json.loads((Path(target) / "credentials.json").read_text())
+        assert creds["url"] == "mqtt://127.0.0.1:18830" and creds["namespace"] == "trexsim/trexsim-study"
+        assert {"grp-0-of-3", "grp-1-of-3", "grp-2-of-3", "grp-0-of-1", "pro-1", "con-2"} <= set(creds["accounts"])
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+    if os.geteuid() == 0:  # pytest's tmp_path lies under a 0700 folder: mosquitto's own user could not read it
+        hidden = tmp_path / "private"
+        hidden.mkdir(mode=0o700)
+        r = CliRunner().invoke(app, ["broker", str(path), "--dir", str(hidden / "broker"), "--no-start"])
+        assert r.exit_code == 2 and "not traversable by other users" in r.output
+        assert not (hidden / "broker").exists()

@@ -105,6 +105,7 @@ def write_broker_files(participant_ids: list[str], directory: str | Path, namesp
     """Write mosquitto.conf, passwd, acl and credentials.json for these participants into ``directory``."""
     check_account_names(participant_ids)
     directory = Path(directory).resolve()
+    _check_reachable(directory)
     directory.mkdir(parents=True, exist_ok=True)
     ns = namespace.rstrip("/")
     accounts = ["coordinator", "controller", "market", "observer"] + participant_accounts(participant_ids, list(groups))
@@ -161,9 +162,15 @@ def _hand_to_mosquitto_user(files: BrokerFiles) -> None:
     for f in (files.passwd, files.acl):
         os.chown(f, user.pw_uid, user.pw_gid)
     os.chmod(files.directory, os.stat(files.directory).st_mode | stat.S_IXOTH)
-    for parent in files.directory.parents:
-        if not os.stat(parent).st_mode & stat.S_IXOTH:
-            raise TrexsimError(f"mosquitto drops privileges to user 'mosquitto' and cannot reach {files.directory}: "
+
+
+def _check_reachable(directory: Path) -> None:
+    """As root, the folder must be reachable by the user mosquitto drops to (checked before anything is written)."""
+    if os.geteuid() != 0:
+        return
+    for parent in directory.parents:
+        if parent.exists() and not os.stat(parent).st_mode & stat.S_IXOTH:
+            raise TrexsimError(f"mosquitto drops privileges to user 'mosquitto' and cannot reach {directory}: "
                                f"{parent} is not traversable by other users; choose --dir under a path it can reach "
                                f"(e.g. /tmp or /var/lib)")
 
