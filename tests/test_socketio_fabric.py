@@ -85,7 +85,7 @@ def book(db):
 
 def raw_client(url, room, subscriptions=(), received=None, errors=None):
     """A bare Socket.IO client of the relay (what a third-party module would be)."""
-    client = _client_class()(reconnection=False, handle_sigint=False)
+    client = _client_class()(reconnection=False, handle_sigint=False, serializer="msgpack")
     if received is not None:
         client.on("bus", lambda topic, payload: received.append((topic, payload)))
     if errors is not None:
@@ -253,7 +253,7 @@ def test_connections_that_cannot_be_made_are_clear_errors():
                              ({"room": "r", "subscriptions": ["elsewhere/#"]}, "under 'r/'"),
                              ({"room": "r", "subscriptions": ["r/a+/b"]}, "'+' must be a whole level"),
                              ({"room": "r", "will": ["r/x", "not base64!"]}, "base64 payload")]:
-            client = _client_class()(reconnection=False, handle_sigint=False)
+            client = _client_class()(reconnection=False, handle_sigint=False, serializer="msgpack")
             said = []
             client.on("connect_error", said.append)
             with pytest.raises(socketio.exceptions.ConnectionError):

@@ -35,6 +35,7 @@ from trexsim.errors import TrexsimError
 from trexsim.fabric import topics
 from trexsim.fabric.messages import Goodbye, Hello, MeterReadings
 from trexsim.fabric.mqtt import _ENCODER, ROLES, MqttFabric, _Envelope, _Gate, url_credentials
+from trexsim.fabric.socketio_server import SERIALIZER
 
 BUS_EVENT = "bus"  # the Socket.IO event that carries every message: (MQTT topic, payload)
 ERROR_EVENT = "fabric_error"  # the server's answer to an event it did not relay: (topic or event, reason)
@@ -167,7 +168,8 @@ class SocketIOFabric(MqttFabric):
             if not url.startswith("socketios://"):
                 raise TrexsimError(f"a CA file ({ca_file}) needs a TLS URL: socketios://HOST:PORT")
             options["websocket_extra_options"] = {"sslopt": {"ca_certs": ca_file}}
-        client = _client_class()(reconnection=False, handle_sigint=False, logger=False, engineio_logger=False, **options)
+        client = _client_class()(reconnection=False, handle_sigint=False, logger=False, engineio_logger=False,
+                                 serializer=SERIALIZER, **options)
         client.on(BUS_EVENT, self._on_bus)
         client.on(ERROR_EVENT, self._on_server_error)
         client.on("disconnect", self._on_socket_disconnect)
