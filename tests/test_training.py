@@ -70,7 +70,7 @@ def test_config_errors_name_their_keys():
         ("ppo.learning_rate", "must be > 0"),
         ("ppo.lr", "unknown key (check its spelling in docs/training.md)"),
         ("ppo.net_arch", "every layer width must be in [1, 4096]"),
-        ("ppo.initial_action", "must be 5 values in [-1, 1]: bid price, bid quantity, ask price, ask quantity, battery set-point"),
+        ("ppo.initial_action", "every value must be in [-1, 1]"),
         ("eval.days", "'2021-06-31' is not a date like '2021-07-01'"),
         ("seeds", "unknown key (check its spelling in docs/training.md)"),
     ])
@@ -228,6 +228,38 @@ def test_dated_env_draws_training_days_and_values_the_battery_left():
     assert info["terminal_energy_value_usd"] == pytest.approx((end - 6750) * VALUE / 1000, abs=1e-6)
     # savings reward: the grid-only household (battery on self-consumption, discharging into the flat load) minus this one
     assert sum(rewards[:-1]) < 0
+
+
+def test_residual_orders_with_fixed_prices_and_a_held_battery_is_the_fixed_price_trader(tmp_path):
+    """action 'residual': quantities are the forecast residual after the battery, as the fixed_price trader's.
+
+    With the prices at 0.12 / 0.10 and the battery held, the agent must get exactly the bill of the same
+    household with a fixed_price trader and an idle battery.
+    """
+    from trexsim.simulation import Simulation
+    from trexsim.training.env import ResidualOrders, config_on_date
+
+    sim = parse_config(community())
+    idle = community()
+    idle["participants"]["learner"]["storage"]["policy"] = "idle"
+    idle["participants"]["learner"]["trader"] = {"type": "fixed_price", "bid_price": 0.12, "ask_price": 0.10}
+    summary = Simulation(config_on_date(parse_config(idle), "2021-06-03"), tmp_path).run(plots=False).summary
+    expected = summary["participants"]["learner"]
+    price = lambda p: 2 * (p - 0.05) / (0.17 - 0.05) - 1  # noqa: E731 - the learner's price range
+    trace = run_agent(sim, "learner", "2021-06-03", lambda obs: np.array([price(0.12), price(0.10), 0.0], np.float32),
+                      wrap=lambda env: ResidualOrders(env, sim, "learner"))
+    m = metrics(trace)
+    assert expected["market_sold_wh"] > 5000 and expected["grid_bought_wh"] > 1000  # it trades and imports
+    assert m["bill_usd"] == pytest.approx(expected["net_cost"], abs=1e-9)
+    assert (m["market_sold_wh"], m["market_bought_wh"], m["grid_import_wh"], m["grid_export_wh"]) == (
+        expected["market_sold_wh"], expected["market_bought_wh"], expected["grid_bought_wh"], expected["grid_sold_wh"])
+    assert m["battery_cycles"] == 0.0
+    # the wrapper's action space, and its width checked in the training config
+    assert ResidualOrders(DatedEnv(sim, "learner", [parse_training_config(training()).train_start_dates()[0]]), sim,
+                          "learner").action_space.shape == (3,)
+    bad = training(action="residual")
+    bad["ppo"]["initial_action"] = [0, -1, 0, -1, 0]
+    assert problems(bad) == [("ppo.initial_action", "must be 3 values with action 'residual': bid price, ask price, battery set-point")]
 
 
 # ------------------------------------------------------------------ a short PPO run

@@ -93,8 +93,8 @@ class PPOConfig(_Model):
     @field_validator("initial_action")
     @classmethod
     def _in_box(cls, v: list[float] | None) -> list[float] | None:
-        if v is not None and (len(v) != 5 or any(not -1 <= x <= 1 for x in v)):
-            raise ValueError("must be 5 values in [-1, 1]: bid price, bid quantity, ask price, ask quantity, battery set-point")
+        if v is not None and any(not -1 <= x <= 1 for x in v):
+            raise ValueError("every value must be in [-1, 1]")
         return v
 
     @field_validator("net_arch")
@@ -118,6 +118,9 @@ class TrainingConfig(_Model):
     simulation: str | dict = Field(description="The community: a simulation config path (relative to this file) or the config inline.")
     learner: str = Field(min_length=1, description="Participant id of the learning agent (an external trader).")
     algorithm: Literal["ppo"] = "ppo"
+    action: Literal["full", "residual"] = Field(
+        "full", description="full: the env's 5 values (prices, quantities, battery set-point); residual: bid price, ask "
+                            "price and set-point, the quantities being the forecast residual after the battery.")
     total_timesteps: int = Field(100_000, ge=1, le=10**10, description="Environment steps (market rounds) to train.")
     seed: int = Field(0, ge=0, description="Seed of the network initialisation, the exploration and the date draws.")
     n_envs: int = Field(1, ge=1, le=64, description="Environments stepped side by side (SB3 DummyVecEnv).")
@@ -213,6 +216,11 @@ def parse_training_config(data: Any, source: str | None = None, base_dir: str | 
     problems = []
     members = dict(sim.expanded_participants())
     spec = members.get(cfg.learner)
+    width = 5 if cfg.action == "full" else 3
+    if cfg.ppo.initial_action is not None and len(cfg.ppo.initial_action) != width:
+        names = ("bid price, bid quantity, ask price, ask quantity, battery set-point" if width == 5 else
+                 "bid price, ask price, battery set-point")
+        problems.append(("ppo.initial_action", f"must be {width} values with action {cfg.action!r}: {names}"))
     if cfg.ppo.batch_size > cfg.ppo.n_steps * cfg.n_envs:
         problems.append(("ppo.batch_size", f"must not exceed n_steps x n_envs = {cfg.ppo.n_steps * cfg.n_envs}"))
     if spec is None:
@@ -221,6 +229,8 @@ def parse_training_config(data: Any, source: str | None = None, base_dir: str | 
         problems.append(("learner", f"{cfg.learner!r} is one of the copies of a 'count' entry: give the learner an entry of its own"))
     elif spec.trader.type != "external":
         problems.append(("learner", f"participant {cfg.learner!r} needs trader type 'external' (it has {spec.trader.type!r})"))
+    elif cfg.action == "residual" and spec.trader.action != "continuous":
+        problems.append(("action", "'residual' needs the learner's trader to have action 'continuous'"))
     if spec is None or cfg.learner not in sim.participants:
         pass
     elif cfg.eval.rule_trader.get("type") == "external":

@@ -173,8 +173,9 @@ def _profile_wh(config: SimulationConfig, learner: str) -> tuple[np.ndarray, np.
 
 
 def run_agent(config: SimulationConfig, learner: str, date, policy: Callable[[np.ndarray], np.ndarray],
-              value_per_kwh: float | None = None) -> Trace:
-    """Run the day with ``policy(observation) -> action`` driving the learner through the Gymnasium env."""
+              value_per_kwh: float | None = None, wrap: Callable | None = None) -> Trace:
+    """Run the day with ``policy(observation) -> action`` driving the learner through the Gymnasium env
+    (wrapped by ``wrap(env)`` when given, e.g. :class:`trexsim.training.env.ResidualOrders`)."""
     from trexsim.envs import gym_env
 
     cfg = config_on_date(config, date)
@@ -187,6 +188,8 @@ def run_agent(config: SimulationConfig, learner: str, date, policy: Callable[[np
     stored = np.zeros(rounds)
     clipped = 0
     env = gym_env(cfg, agent=learner)
+    if wrap is not None:
+        env = wrap(env)
     try:
         obs, _ = env.reset()
         done = False
@@ -209,7 +212,7 @@ def run_agent(config: SimulationConfig, learner: str, date, policy: Callable[[np
 
 
 def evaluate(config: SimulationConfig, learner: str, days: list[str], policy: Callable[[np.ndarray], np.ndarray],
-             rule_trader: dict, value_per_kwh: float | None = None) -> tuple[dict, list[Trace]]:
+             rule_trader: dict, value_per_kwh: float | None = None, wrap: Callable | None = None) -> tuple[dict, list[Trace]]:
     """Every policy on every held-out day: the report (per day and in total) and the traces.
 
     The verdict compares the adjusted bills (end-of-day battery energy valued); the plain bills too.
@@ -218,7 +221,7 @@ def evaluate(config: SimulationConfig, learner: str, days: list[str], policy: Ca
     for day in days:
         traces.append(run_rule(config, learner, day, {"type": "grid_only"}, policy="grid_only", value_per_kwh=value_per_kwh))
         traces.append(run_rule(config, learner, day, rule_trader, policy="rule", value_per_kwh=value_per_kwh))
-        traces.append(run_agent(config, learner, day, policy, value_per_kwh=value_per_kwh))
+        traces.append(run_agent(config, learner, day, policy, value_per_kwh=value_per_kwh, wrap=wrap))
     per_day = {day: {t.policy: metrics(t) for t in traces if t.date == day} for day in days}
     totals = {}
     for p in POLICIES:
@@ -273,7 +276,7 @@ def plot_report(out_dir: Path, report: dict, traces: list[Trace], monitor_dir: P
     paths = []
     colors = {"grid_only": "#999999", "rule": "#1f77b4", "agent": "#d62728"}
     days = report["days"]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(days) + 2), 3.4))
+    fig, ax = plt.subplots(figsize=(min(10.0, max(5.0, 0.75 * len(days) + 2.5)), 3.4))
     width = 0.27
     for j, p in enumerate(POLICIES):
         ax.bar(np.arange(len(days)) + (j - 1) * width, [report["per_day"][d][p]["bill_adjusted_usd"] for d in days], width,

@@ -66,7 +66,7 @@ def train(cfg: TrainingConfig, out_dir: str | Path | None = None, timesteps: int
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
     from trexsim.errors import TrexsimError
-    from trexsim.training.env import DatedEnv
+    from trexsim.training.env import DatedEnv, ResidualOrders
     from trexsim.training.evaluate import evaluate, write_report
 
     total = int(timesteps if timesteps is not None else cfg.total_timesteps)
@@ -76,15 +76,17 @@ def train(cfg: TrainingConfig, out_dir: str | Path | None = None, timesteps: int
     dates = cfg.train_start_dates()
     model_path, stats_path = out / "model.zip", out / "vecnormalize.pkl"
 
+    wrap = (lambda env: ResidualOrders(env, sim, cfg.learner)) if cfg.action == "residual" else (lambda env: env)
+
     def make(i: int):
-        return lambda: Monitor(DatedEnv(sim, cfg.learner, dates, cfg.energy_value), str(out / "monitor" / f"env{i}"))
+        return lambda: Monitor(wrap(DatedEnv(sim, cfg.learner, dates, cfg.energy_value)), str(out / "monitor" / f"env{i}"))
 
     seconds = 0.0
     if evaluate_only:
         if not model_path.exists():
             raise TrexsimError(f"no trained model to evaluate: {model_path} does not exist")
         model = PPO.load(model_path, device="cpu")
-        norm = VecNormalize.load(str(stats_path), DummyVecEnv([lambda: DatedEnv(sim, cfg.learner, dates)])) if stats_path.exists() else None
+        norm = VecNormalize.load(str(stats_path), DummyVecEnv([lambda: wrap(DatedEnv(sim, cfg.learner, dates))])) if stats_path.exists() else None
         previous = out / "report.json"
         if previous.exists():
             seconds = json.loads(previous.read_text()).get("train_seconds", 0.0)
@@ -111,7 +113,7 @@ def train(cfg: TrainingConfig, out_dir: str | Path | None = None, timesteps: int
                     policy_kwargs={"net_arch": list(p.net_arch), "log_std_init": p.log_std_init})
         if p.initial_action is not None:
             if model.action_space.shape != (len(p.initial_action),):
-                raise TrexsimError(f"ppo.initial_action: the learner's action space is {model.action_space}, not 5 continuous values")
+                raise TrexsimError(f"ppo.initial_action: the learner's action space is {model.action_space}")
             with torch.no_grad():  # the last layer's weights start near 0, so its bias is the first mean action
                 model.policy.action_net.bias.copy_(torch.as_tensor(p.initial_action, dtype=torch.float32))
         checkpoints = CheckpointCallback(save_freq=max(1, cfg.checkpoint_every_steps // cfg.n_envs),
@@ -134,8 +136,9 @@ def train(cfg: TrainingConfig, out_dir: str | Path | None = None, timesteps: int
         action, _ = model.predict(x, deterministic=cfg.eval.deterministic)
         return action
 
-    report, traces = evaluate(sim, cfg.learner, cfg.eval.days, policy, cfg.eval.rule_trader, cfg.energy_value)
-    report = {"name": cfg.name, "algorithm": cfg.algorithm, "learner": cfg.learner, "timesteps": int(model.num_timesteps),
+    report, traces = evaluate(sim, cfg.learner, cfg.eval.days, policy, cfg.eval.rule_trader, cfg.energy_value,
+                              wrap=wrap if cfg.action == "residual" else None)
+    report = {"name": cfg.name, "algorithm": cfg.algorithm, "action": cfg.action, "learner": cfg.learner, "timesteps": int(model.num_timesteps),
               "train_seconds": round(seconds, 1), "seed": cfg.seed, **report}
     figures = write_report(out, report, traces, out / "monitor")
     return TrainingResult(out, model_path, report, figures, int(model.num_timesteps), seconds)
