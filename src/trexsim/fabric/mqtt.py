@@ -273,7 +273,10 @@ class MqttFabric:
             "coordinator": [f"{ns}/fabric/hello/+", f"{ns}/fabric/ack/+", f"{ns}/p/+/orders", f"{ns}/p/+/meter"],
             "controller": [f"{ns}/fabric/hello/+", f"{ns}/fabric/ack/+", f"{ns}/grid/+"],
             "market": [f"{ns}/sim/+", f"{ns}/p/+/orders", f"{ns}/p/+/meter"],
-            "participants": [f"{ns}/sim/+", f"{ns}/grid/+", f"{ns}/p/{self.account}/settlements"],
+            # not sim/round_end: a household has nothing to do then, and every wake-up of every
+            # participant process costs the round time (the market's results come before the next round start)
+            "participants": [f"{ns}/sim/{leaf}" for leaf in _SIM_LEAF.values() if leaf != "round_end"]
+                            + [f"{ns}/grid/+", f"{ns}/p/{self.account}/settlements"],
         }[self.role]
 
     # ------------------------------------------------------------------ paho callbacks (network thread)
@@ -316,7 +319,8 @@ class MqttFabric:
                 sequence = self._send(f"{self.ns}/sim/{_SIM_LEAF[kind]}", message)
                 if kind is RoundStart and self._first_round_sequence is None:
                     self._first_round_sequence = sequence
-                live = {s for s, node in self._nodes.items() if node.live}
+                live = {s for s, node in self._nodes.items()
+                        if node.live and (kind is not RoundEnd or node.role != "participants")}
                 if live:
                     self._pending[sequence] = live
         elif kind is GridPrices:
