@@ -355,3 +355,22 @@ def test_a_stopped_server_is_a_clear_error_not_a_hang():
     with pytest.raises(TrexsimError, match=r"disconnected from the Socket.IO server \(server disconnect\)"):
         fabric.publish(topics.ROUND_START, RoundStart(0, 0, 0, 60, 1))
     fabric.close()
+
+
+def test_oversized_events_are_refused_and_a_huge_one_cuts_its_sender_off():
+    with ServerThread(max_message_bytes=1000) as srv:
+        errors, got = [], []
+        sender = raw_client(srv.url, "r", errors=errors)
+        listener = raw_client(srv.url, "r", ["r/#"], got)
+        sender.emit("bus", ("r/x", b"a" * 1500))  # over the limit: refused, answered
+        assert wait_until(lambda: len(errors) == 1)
+        sender.emit("bus", ("r/x", b"a" * 100_000))  # far over it (past Engine.IO's own bound): disconnected
+        assert wait_until(lambda: not sender.connected)
+        other = raw_client(srv.url, "r")
+        other.emit("bus", ("r/x", b"a" * 900))  # the server goes on serving everyone else
+        assert wait_until(lambda: len(got) == 1)
+        for client in (listener, other):
+            client.disconnect()
+        stats = srv.stats
+    assert errors == [("r/x", "1500 bytes is over the server's limit of 1000")]
+    assert got == [("r/x", b"a" * 900)] and stats.relayed == 1 and stats.refused == 1

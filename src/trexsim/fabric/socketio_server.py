@@ -19,7 +19,8 @@ exactly the MQTT fabric's topics and payloads (docs/fabric.md).
   ``Goodbye``). ``fabric_leave`` (no arguments) withdraws the will before a clean disconnect.
 - Anything else (another event name, wrong argument types, a topic outside the room, a payload
   over ``max_message_bytes``) is not relayed; the sender gets a ``fabric_error`` event
-  ``(topic or event, reason)``, and the server counts it. It never stops the server.
+  ``(topic or event, reason)``, and the server counts it. An event more than 4 KiB over the limit
+  closes the sender's connection instead (Engine.IO's own bound). Neither stops the server.
 
 The relay checks no credentials and no ACLs: a client can subscribe to any topic of a room. For
 per-participant authentication and ACLs use the MQTT fabric with ``trexsim broker``.
