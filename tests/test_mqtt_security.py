@@ -271,3 +271,45 @@ def test_the_broker_command_writes_its_files_and_refuses_a_folder_mosquitto_cann
         r = CliRunner().invoke(app, ["broker", str(path), "--dir", str(hidden / "broker"), "--no-start"])
         assert r.exit_code == 2 and "not traversable by other users" in r.output
         assert not (hidden / "broker").exists()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_a_tls_listener_and_credentials_in_the_url():
+    import subprocess
+
+    directory = Path(tempfile.mkdtemp(prefix="trexsim-tls-"))
+    broker_dir = Path(tempfile.mkdtemp(prefix="trexsim-broker-tls-"))  # a direct child of /tmp: mosquitto's user reaches it
+    try:
+        cert, key = directory / "cert.pem", directory / "key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                        "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True)
+        files = write_broker_files(IDS, broker_dir, NS, port=free_port(), certfile=cert, keyfile=key)
+        assert files.url.startswith("mqtts://127.0.0.1:")
+        proc = start_broker(files)
+        try:
+            passwords = json.loads(files.credentials.read_text())["accounts"]
+            port = files.port
+            market = MqttFabric(f"mqtts://market:{passwords['market']}@127.0.0.1:{port}", NS, role="market",
+                                participant_ids=IDS, ca_file=str(cert))
+            house = MqttFabric(f"mqtts://pro-2:{passwords['pro-2']}@127.0.0.1:{port}", NS, role="participants",
+                               ca_file=str(cert))
+            seen = []
+            market.subscribe(topics.ORDERS, seen.append)
+            try:
+                assert house.account == "pro-2"  # from the URL's user name
+                house.publish(topics.ORDERS, orders_for(1))
+                market.poll(0.5)
+            finally:
+                market.close()
+                house.close()
+            assert [m.participant.tolist() for m in seen] == [[1]] and house.refused_publishes == []
+            # without the CA the broker's certificate is not trusted
+            with pytest.raises(TrexsimError, match="cannot reach|certificate"):
+                MqttFabric(f"mqtts://pro-2:{passwords['pro-2']}@127.0.0.1:{port}", NS, role="participants", timeout_s=3)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(broker_dir, ignore_errors=True)

@@ -570,6 +570,8 @@ def broker(
     groups: list[int] = typer.Option([], "--groups", help="Also make accounts for a split of the households into G processes (repeatable)."),
     namespace: Optional[str] = typer.Option(None, "--namespace", help="Topic namespace (default trexsim/<study name>)."),
     no_start: bool = typer.Option(False, "--no-start", help="Write the files only."),
+    certfile: Optional[Path] = typer.Option(None, "--certfile", help="Server certificate (PEM): the listener speaks TLS (mqtts://)."),
+    keyfile: Optional[Path] = typer.Option(None, "--keyfile", help="The certificate's private key (PEM)."),
 ) -> None:
     """Write a Mosquitto config with per-participant accounts and ACLs, then run Mosquitto on it (Ctrl-C stops it)."""
     from trexsim.config import load_config
@@ -579,7 +581,8 @@ def broker(
         cfg = load_config(config)
         files = write_broker_files([pid for pid, _ in cfg.expanded_participants()],
                                    directory or Path("runs") / f"broker-{cfg.study.name.replace(' ', '_')}",
-                                   namespace or default_namespace(cfg.study.name), port=port, host=host, groups=groups)
+                                   namespace or default_namespace(cfg.study.name), port=port, host=host, groups=groups,
+                                   certfile=certfile, keyfile=keyfile)
         console.print(f"wrote {files.conf}, {files.passwd.name}, {files.acl.name}, {files.credentials.name} (0600) "
                       f"in {files.directory}")
         console.print(f"namespace {files.namespace}; modules: --fabric {files.url} --credentials {files.credentials}")
