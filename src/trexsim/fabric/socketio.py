@@ -24,6 +24,7 @@ import base64
 import itertools
 import queue
 import threading
+import time
 import uuid
 from collections import deque
 from typing import Any, Callable
@@ -190,8 +191,7 @@ class SocketIOFabric(MqttFabric):
         else:  # not from the bundled server: refused as malformed when dispatched
             self._inbox.put(("", b""))
 
-    def _on_server_error(self, *args) -> None:
-        what, reason = (args + ("", ""))[:2] if len(args) != 1 else ("", args[0])
+    def _on_server_error(self, what="", reason="", *rest) -> None:
         self.refused_publishes.append((str(what), str(reason)))
 
     def _on_connect_error(self, data=None) -> None:
@@ -218,8 +218,6 @@ class SocketIOFabric(MqttFabric):
 
     def close(self) -> None:
         """Leave cleanly: withdraw the will, let the write thread send what is queued, then disconnect."""
-        import time
-
         self._closing = True
         if not self._client.connected:
             return
