@@ -241,3 +241,38 @@ def test_a_restarted_participant_process_rejoins(tmp_path, broker):  # noqa: F81
     assert set(range(12, ROUNDS - 1)) <= set(rounds_with_orders)
     # back in: its meter readings are its own again (the profile's load, no fallback rows)
     assert [r[:4] for r in _rows_of(db, [3, 4], 12, ROUNDS - 1)] == [r[:4] for r in _rows_of(local_db, [3, 4], 12, ROUNDS - 1)]
+
+
+def test_the_gate_by_hand(broker):  # noqa: F811
+    """Duplicate ids within one message, a second reading in a round, an unknown account — one message each."""
+    from trexsim.fabric import topics
+    from trexsim.fabric.messages import EpisodeStart, RoundStart
+
+    ns = "test/gate"
+    market = MqttFabric(broker, ns, role="market", participant_ids=IDS)
+    house = MqttFabric(broker, ns, role="participants", account="grp-0-of-2")  # roster indices 0, 1, 2
+    stranger = MqttFabric(broker, ns, role="participants", account="nobody")
+    got = {topic: [] for topic in (topics.ORDERS, topics.METER, topics.REJECTED)}
+    for topic, seen in got.items():
+        market.subscribe(topic, seen.append)
+    market.publish(topics.EPISODE_START, EpisodeStart(0, 0, 10, 60))
+    market.publish(topics.ROUND_START, RoundStart(0, 3, 180, 60, 4))
+    a = lambda *v, dt=np.int64: np.array(v, dtype=dt)  # noqa: E731
+    meter = lambda *p: MeterReadings(0, 3, a(*p), a(*[10] * len(p)), a(*[0] * len(p)), a(*[0] * len(p)),  # noqa: E731
+                                     a(*[0] * len(p)), a(*[0.0] * len(p), dt=float), a(*[10] * len(p)))
+    try:
+        # participant 0 uses id 5 twice: the second is a replay; participant 1's id 5 is its own
+        house.publish(topics.ORDERS, Orders(0, 3, 4, a(0, 0, 1), a(0, 0, 1), a(0, 0, 0), a(0.1, 0.1, 0.1, dt=float),
+                                            a(100, 200, 300), a(5, 5, 5)))
+        house.publish(topics.METER, meter(0, 1))
+        house.publish(topics.METER, meter(1))  # a second reading for participant 1 in round 3
+        stranger.publish(topics.ORDERS, Orders(0, 3, 4, a(3), a(0), a(0), a(0.1, dt=float), a(100), a(1)))
+        market.poll(1.0)
+    finally:
+        for f in (market, house, stranger):
+            f.close()
+    assert [(o.participant.tolist(), o.quantity_wh.tolist()) for o in got[topics.ORDERS]] == [([0, 1], [100, 300])]
+    assert [m.participant.tolist() for m in got[topics.METER]] == [[0, 1]]
+    # (two senders: their messages may arrive in either order)
+    assert sorted((r.reason, r.participant.tolist(), r.order_id.tolist()) for r in got[topics.REJECTED]) == [
+        (["duplicate_meter"], [1], [-1]), (["duplicate_order_id"], [0], [5]), (["unknown_account"], [3], [1])]
