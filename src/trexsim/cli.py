@@ -360,6 +360,10 @@ def fabric_server(
 
         def ready(actual_port: int, stats) -> None:
             console.print(f"Socket.IO fabric server on [bold]socketio://{host}:{actual_port}[/] (Ctrl-C stops it)")
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                # the relay checks no credentials: say so where the port is reachable from elsewhere
+                err_console.print("[yellow]warning:[/] the relay checks no credentials: anyone who reaches this port can "
+                                  "join a simulation (for authentication and ACLs use MQTT with `trexsim broker`)")
 
         stats = run_server(host, port, int(max_message_mb * 1024 * 1024), on_ready=ready)
     except ModuleNotFoundError as exc:
