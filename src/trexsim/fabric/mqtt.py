@@ -530,9 +530,15 @@ class MqttFabric:
         if account is not None and parts[2] in ("orders", "meter"):
             if self._gate is None:
                 return
-            message = self._gate.admit(account, message)
-            if message is None:
-                return
+            try:
+                message = self._gate.admit(account, message)
+                if message is not None:
+                    self._dispatch_local(message)
+            except (ValueError, TypeError, IndexError, OverflowError) as exc:
+                # values no check foresaw: the message is refused, the market goes on
+                self._queue.clear()
+                self._refuse(account, "malformed", f"could not be handled: {exc}")
+            return
         elif kind is DeliveredRows:
             message = _expand(message, self._roster_size)
         elif account is not None and kind in (Roster, EpisodeStart) and self._serving:
@@ -703,7 +709,7 @@ class _Gate:
     def _admit_orders(self, account: str, msg: Orders) -> Orders | None:
         n = len(msg.participant)
         ids = np.asarray(msg.order_id)
-        if len(ids) != n or ids.dtype.kind not in "iu":
+        if {len(msg.side), len(msg.pool), len(msg.price), len(msg.quantity_wh), len(ids)} != {n} or ids.dtype.kind not in "iu":
             return msg  # the market rejects it as malformed, with its own reason
         participant = np.asarray(msg.participant, dtype=np.int64)
         ids = ids.astype(np.int64)
