@@ -276,3 +276,64 @@ def test_the_gate_by_hand(broker):  # noqa: F811
     # (two senders: their messages may arrive in either order)
     assert sorted((r.reason, r.participant.tolist(), r.order_id.tolist()) for r in got[topics.REJECTED]) == [
         (["duplicate_meter"], [1], [-1]), (["duplicate_order_id"], [0], [5]), (["unknown_account"], [3], [1])]
+
+
+def test_random_messages_never_stop_the_gate_or_the_market():
+    """400 orders and readings with random dtypes, lengths, values and rounds, through the gate into a real market."""
+    from trexsim.config.schema import MarketConfig
+    from trexsim.fabric import topics
+    from trexsim.fabric.inprocess import InProcessFabric
+    from trexsim.fabric.messages import EpisodeStart, RoundStart
+    from trexsim.fabric.mqtt import _Gate
+    from trexsim.modules.market import Market
+
+    class Fabric(InProcessFabric):  # the in-process fabric with what the gate asks of a networked one
+        _episode, _round, meter_fallback = 0, 3, None
+
+        def __init__(self):
+            super().__init__()
+            self.refused, self._remote_accounts = [], {}
+
+        def _refuse(self, account, reason, detail, message=None):
+            self.refused.append(reason)
+
+        def _dispatch_local(self, message):
+            self.publish(topics.TOPIC_OF_KIND[type(message).__name__], message)
+
+    fabric = Fabric()
+    market = Market(fabric, MarketConfig(), 5, 10)
+    gate = _Gate(fabric, IDS)
+    booked = []
+    fabric.subscribe(topics.ACCEPTED, booked.append)
+    fabric.publish(topics.EPISODE_START, EpisodeStart(0, 0, 10, 60))
+    fabric.publish(topics.ROUND_START, RoundStart(0, 3, 0, 60, 4))
+    rng = np.random.default_rng(5)
+
+    def arr(n):
+        dtype = rng.choice(["<i8", "<i4", "<f8", "<f4", "|b1", "|u1", "<u8", "|i1"])
+        values = rng.normal(0, 1e6, n) if rng.random() < 0.5 else rng.integers(-3, 6, n)
+        with np.errstate(all="ignore"):
+            return values > 0 if dtype == "|b1" else np.asarray(values).astype(np.dtype(dtype))
+
+    admitted = 0
+    for i in range(400):
+        if i % 4 == 0:  # a valid order among the noise, with a random id (a repeat of one booked is a replay)
+            one = lambda v, dt=np.int64: np.array([v], dtype=dt)  # noqa: E731
+            msg = Orders(0, 3, 4, one(int(rng.integers(0, 3))), one(int(rng.integers(0, 2))), one(0),
+                         one(0.11, float), one(100), one(int(rng.integers(0, 50))))
+            if gate.admit("grp-0-of-2", msg) is not None:
+                fabric.publish(topics.ORDERS, msg)
+        n = int(rng.integers(0, 4))
+        size = lambda: n if rng.random() < 0.8 else int(rng.integers(0, 4))  # noqa: E731
+        for msg in (Orders(0, int(rng.choice([3, 2, 2**40])), int(rng.choice([4, 3, 99])), *[arr(size()) for _ in range(6)]),
+                    MeterReadings(0, int(rng.choice([3, 2])), *[arr(size()) for _ in range(7)])):
+            passed = gate.admit("grp-0-of-2", msg)  # may speak for roster indices 0, 1, 2 only
+            if passed is not None:
+                admitted += 1
+                fabric.publish(topics.ORDERS if isinstance(msg, Orders) else topics.METER, passed)
+    assert admitted > 30 and len(fabric.refused) > 300
+    assert booked and all(set(a.participant.tolist()) <= {0, 1, 2} for a in booked)
+    # no id was booked twice for one participant
+    pairs = [(p, o) for a in booked for p, o in zip(a.participant.tolist(), a.order_id.tolist())]
+    assert len(pairs) == len(set(pairs))
+    assert market.max_energy_error_wh == 0
