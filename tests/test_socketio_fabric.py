@@ -12,6 +12,7 @@ import sys
 import time
 
 import duckdb
+from msgspec.structs import replace as msgspec_replace
 import numpy as np
 import pytest
 
@@ -37,20 +38,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
-    """``trexsim fabric-server`` in its own process, on a free port."""
+def start_server(*extra):
+    """``trexsim fabric-server`` in its own process, on a free port: (url, process)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "trexsim", "fabric-server", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "trexsim", "fabric-server", "--port", str(port), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = proc.stdout.readline()
     if "fabric server on" not in line:
         proc.kill()
         pytest.fail(f"trexsim fabric-server did not start: {line}{proc.stdout.read()}")
-    yield f"socketio://127.0.0.1:{port}"
+    return f"socketio://127.0.0.1:{port}", proc
+
+
+def stop_server(proc):
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=10)[0]
     assert proc.returncode == 0 and "stopped: relayed" in out, out
+
+
+@pytest.fixture(scope="module")
+def server():
+    url, proc = start_server()
+    yield url
+    stop_server(proc)
 
 
 def community(minutes=60, name="community"):
@@ -120,7 +130,7 @@ def test_same_ledger_over_socketio_as_in_process(tmp_path, server):
     assert remote.summary["participants"] == local.summary["participants"]
 
 
-def test_participants_in_separate_processes_give_the_same_ledger(tmp_path, server):
+def test_participants_in_separate_processes_over_a_secured_server_give_the_same_ledger(tmp_path):
     from typer.testing import CliRunner
 
     from trexsim.cli import app
@@ -128,15 +138,63 @@ def test_participants_in_separate_processes_give_the_same_ledger(tmp_path, serve
     cfg = community(30, "processes")
     path = tmp_path / "c.json"
     path.write_text(json.dumps(cfg))
+    creds = tmp_path / "credentials.json"  # as `trexsim broker --no-start --groups 2` writes it
+    creds.write_text(json.dumps({"namespace": "trexsim/processes", "accounts": {
+        "coordinator": "c-secret", "grp-0-of-2": "g0-secret", "grp-1-of-2": "g1-secret"}}))
     local = Simulation(parse_config(cfg), tmp_path / "local").run(plots=False)
-    r = CliRunner().invoke(app, ["run", str(path), "--fabric", server, "--participant-processes", "2",
-                                 "--out", str(tmp_path / "net"), "--no-plots", "--quiet"])
-    assert r.exit_code == 0, r.output
+    url, proc = start_server("--credentials", str(creds))
+    try:
+        r = CliRunner().invoke(app, ["run", str(path), "--fabric", url, "--participant-processes", "2", "--credentials",
+                                     str(creds), "--out", str(tmp_path / "net"), "--no-plots", "--quiet"])
+        assert r.exit_code == 0, r.output
+    finally:
+        stop_server(proc)
     net = book(tmp_path / "net" / "run.duckdb")
     assert len(net[1]) > 0 and len(net[2]) == 30 * 5
     assert net == book(local.database)
     # every household reported its own meter over the relay: nothing was settled from a profile
     assert query(tmp_path / "net" / "run.duckdb", "SELECT count(*) FROM rejections WHERE reason = 'meter_missing'") == [(0,)]
+
+
+def test_a_secured_server_refuses_wrong_logins_and_what_an_account_may_not_write_or_read():
+    ns = "test/sec"
+    creds = {"namespace": ns, "accounts": {"market": "m-secret", "pro-1": "p1-secret", "pro-2": "p2-secret"}}
+    with ServerThread(credentials=creds) as srv:
+        for account, password, reason in [("pro-1", "guess", "unknown account or wrong password"),
+                                          ("pro-1", None, "unknown account or wrong password"),
+                                          ("pro-9", "p1-secret", "unknown account or wrong password")]:
+            with pytest.raises(TrexsimError, match=reason):
+                SocketIOFabric(srv.url, ns, role="participants", account=account, password=password)
+        with pytest.raises(TrexsimError, match="serves the namespace 'test/sec'"):
+            SocketIOFabric(srv.url, "other/ns", role="participants", account="pro-1", password="p1-secret")
+        market = SocketIOFabric(srv.url, ns, role="market", username="market", password="m-secret", participant_ids=IDS)
+        pro1 = SocketIOFabric(srv.url, ns, role="participants", account="pro-1", password="p1-secret")
+        pro2 = SocketIOFabric(srv.url, ns, role="participants", account="pro-2", password="p2-secret")
+        seen, answers_2 = [], []
+        market.subscribe(topics.ORDERS, seen.append)
+        pro2.subscribe(topics.ERROR, answers_2.append)
+        snooped = []  # pro-1's login, asking for pro-2's settlements
+        snoop = _client_class()(reconnection=False, handle_sigint=False, serializer="msgpack")
+        snoop.on("bus", lambda topic, payload: snooped.append(topic))
+        snoop.connect(parse_socketio_url(srv.url), transports=["websocket"], wait_timeout=5, auth={
+            "room": ns, "subscriptions": [f"{ns}/p/pro-2/settlements"], "username": "pro-1", "password": "p1-secret"})
+        try:
+            # pro-1 bids on pro-2's topic, as pro-2 (roster index 1): the server refuses it, the market never sees it
+            bid = Orders(0, 0, 1, np.array([1]), np.array([0]), np.array([0]), np.array([0.12]), np.array([250]), np.array([7]))
+            pro1._send(f"{ns}/p/pro-2/orders", bid)
+            # pro-2 bids for pro-1 (index 0): the market refuses it and answers on pro-2's settlements topic
+            pro2.publish(topics.ORDERS, msgspec_replace(bid, participant=np.array([0])))
+            market.poll(0.5)
+            pro2.poll(0.3)
+            assert wait_until(lambda: len(pro1.refused_publishes) == 1)
+        finally:
+            for f in (market, pro1, pro2):
+                f.close()
+            snoop.disconnect()
+    assert pro1.refused_publishes == [(f"{ns}/p/pro-2/orders", f"not authorized: 'pro-1' may not write '{ns}/p/pro-2/orders'")]
+    assert seen == [] and market.last_rejection.startswith("participant_not_sender")
+    assert [a.reason for a in answers_2] == ["participant_not_sender"]
+    assert snooped == []  # pro-2's answer went to pro-2 only, not to pro-1 asking for it
 
 
 def test_the_relay_routes_by_topic_filter_in_one_global_order():

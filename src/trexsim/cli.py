@@ -353,19 +353,31 @@ def fabric_server(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for every interface)."),
     port: int = typer.Option(5000, "--port", min=0, max=65535, help="TCP port (0: any free port, printed)."),
     max_message_mb: float = typer.Option(16.0, "--max-message-mb", min=0.001, help="Largest event relayed [MiB]."),
+    credentials: Optional[Path] = typer.Option(None, "--credentials", help="credentials.json from `trexsim broker --no-start`: clients log in to its accounts, each limited to its ACL."),
 ) -> None:
     """Start the Socket.IO relay that modules connect to with --fabric socketio://HOST:PORT (Ctrl-C stops it)."""
     try:
         from trexsim.fabric.socketio_server import run_server
 
+        creds = None
+        if credentials is not None:
+            from trexsim.fabric.broker import load_credentials
+
+            creds = load_credentials(credentials)
+
         def ready(actual_port: int, stats) -> None:
             console.print(f"Socket.IO fabric server on [bold]socketio://{host}:{actual_port}[/] (Ctrl-C stops it)")
-            if host not in ("127.0.0.1", "localhost", "::1"):
-                # the relay checks no credentials: say so where the port is reachable from elsewhere
-                err_console.print("[yellow]warning:[/] the relay checks no credentials: anyone who reaches this port can "
-                                  "join a simulation (for authentication and ACLs use MQTT with `trexsim broker`)")
+            if creds is not None:
+                console.print(f"namespace {creds.get('namespace')}: {len(creds['accounts'])} accounts, each limited to its ACL")
+            elif host not in ("127.0.0.1", "localhost", "::1"):
+                # an open relay: say so where the port is reachable from elsewhere
+                err_console.print("[yellow]warning:[/] without --credentials the relay checks no credentials: anyone who "
+                                  "reaches this port can join a simulation")
 
-        stats = run_server(host, port, int(max_message_mb * 1024 * 1024), on_ready=ready)
+        stats = run_server(host, port, int(max_message_mb * 1024 * 1024), on_ready=ready, credentials=creds)
+    except TrexsimError as exc:
+        _fail(exc)
+        return
     except ModuleNotFoundError as exc:
         _fail(TrexsimError(f"{exc.name} is not installed: pip install \"trexsim[net]\""))
         return
@@ -438,9 +450,8 @@ def _node_fabric(cfg, fabric: str, role: str, account: Optional[str], namespace:
 
 
 def _serve_node(body) -> None:
-    network = None
     try:
-        network = body()
+        body()
     except TrexsimError as exc:
         _fail(exc)
     except ModuleNotFoundError as exc:

@@ -22,8 +22,11 @@ exactly the MQTT fabric's topics and payloads (docs/fabric.md).
   ``(topic or event, reason)``, and the server counts it. An event more than 4 KiB over the limit
   closes the sender's connection instead (Engine.IO's own bound). Neither stops the server.
 
-The relay checks no credentials and no ACLs: a client can subscribe to any topic of a room. For
-per-participant authentication and ACLs use the MQTT fabric with ``trexsim broker``.
+Open by default: the relay checks no credentials and no ACLs. Given the ``credentials.json`` of
+``trexsim broker`` (``trexsim fabric-server --credentials FILE``), a client must log in to one of
+its accounts (auth ``username``/``password``), and each account writes and reads only what its
+Mosquitto ACL allows (:func:`account_acl`): a participant publishes only its own orders, meter
+readings, hello and acknowledgements, and receives only its own settlements and the public topics.
 
 Built on python-socketio's asyncio server with aiohttp (websocket transport), with Socket.IO's msgpack
 parser: every packet is one binary websocket frame holding a msgpack map ``{type, nsp, data}``.
@@ -97,20 +100,65 @@ def _check_auth(auth) -> tuple[str, list[str], tuple[str, bytes] | None]:
     return room, filters, will
 
 
-def create_app(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
-    """The relay as an aiohttp application; returns ``(app, sio, stats)``."""
+class _Client:
+    __slots__ = ("room", "filters", "will", "eio_sid", "account", "reads", "writes", "writable")
+
+    def __init__(self, room, filters, will, eio_sid, account=None, reads=None, writes=None):
+        self.room, self.filters, self.will, self.eio_sid = room, filters, will, eio_sid
+        self.account, self.reads, self.writes = account, reads, writes  # reads/writes None: no ACL (open relay)
+        self.writable: dict[str, bool] = {}  # topic -> may this client write it (a cache)
+
+    def may_read(self, topic: str) -> bool:
+        return self.reads is None or any(topic_matches(f, topic) for f in self.reads)
+
+    def may_write(self, topic: str) -> bool:
+        ok = self.writable.get(topic)
+        if ok is None:
+            ok = self.writes is None or any(topic_matches(f, topic) for f in self.writes)
+            if len(self.writable) < 10_000:
+                self.writable[topic] = ok
+        return ok
+
+
+def account_acl(account: str, namespace: str) -> tuple[list[str], list[str]]:
+    """(read filters, write filters) of an account: the ACL ``trexsim broker`` gives Mosquitto."""
+    from trexsim.fabric.broker import acl_rules
+
+    reads, writes = [], []
+    for line in acl_rules(account, namespace):
+        _, access, pattern = line.split(" ", 2)
+        if "read" in access:
+            reads.append(pattern)
+        if "write" in access:
+            writes.append(pattern)
+    return reads, writes
+
+
+def create_app(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, credentials: dict | None = None):
+    """The relay as an aiohttp application; returns ``(app, sio, stats)``.
+
+    ``credentials``: a ``credentials.json`` of ``trexsim broker`` (``{namespace, accounts: {name:
+    password}}``): then a client must log in (auth ``username``/``password``) to one of its accounts,
+    in its namespace, and may write and read only the topics that account's ACL allows (the ones
+    Mosquitto gets); a publish it may not make is refused with ``not authorized``. Without: an open
+    relay.
+    """
+    import secrets
+
     import socketio
     from aiohttp import web
     from engineio import packet as eio_packet
     from socketio import packet as sio_packet
 
+    accounts = None if credentials is None else dict(credentials["accounts"])
+    secured_ns = None if credentials is None else str(credentials.get("namespace") or "").rstrip("/")
     # async_handlers=False: each client's events are handled in the order they arrived, inline
     sio = socketio.AsyncServer(async_mode="aiohttp", async_handlers=False, cors_allowed_origins="*", serializer=SERIALIZER,
                                max_http_buffer_size=max_message_bytes + 4096, logger=False, engineio_logger=False)
     app = web.Application(client_max_size=max_message_bytes + 4096)
     sio.attach(app)
     stats = RelayStats()
-    clients: dict[str, tuple[str, list[str], tuple[str, bytes] | None, str]] = {}  # sid -> (room, filters, will, eio sid)
+    clients: dict[str, _Client] = {}
     routes: dict[str, dict[str, list[tuple[str, str]]]] = {}  # room -> topic -> [(sid, eio sid)] (a cache)
     relay_lock = asyncio.Lock()
 
@@ -124,8 +172,8 @@ def create_app(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
         cache = routes.setdefault(room, {})
         found = cache.get(topic)
         if found is None:
-            found = [(sid, eio_sid) for sid, (r, filters, _, eio_sid) in clients.items()
-                     if r == room and any(topic_matches(f, topic) for f in filters)]
+            found = [(sid, c.eio_sid) for sid, c in clients.items()
+                     if c.room == room and any(topic_matches(f, topic) for f in c.filters) and c.may_read(topic)]
             if len(cache) < 100_000:  # topics are few (per account and kind); bounded all the same
                 cache[topic] = found
         return found
@@ -145,34 +193,50 @@ def create_app(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
                     for frame in frames:
                         await sio.eio.send_packet(eio_sid, frame)
 
+    def login(auth, room: str) -> tuple[str, list[str], list[str]]:
+        user, password = auth.get("username"), auth.get("password")
+        known = accounts.get(user) if isinstance(user, str) else None
+        given = password.encode() if isinstance(password, str) else b""
+        # compared in constant time; an unknown account costs as much as a wrong password
+        matches = secrets.compare_digest((known or "").encode(), given)
+        if known is None or not given or not matches:
+            raise ValueError("not authorized: unknown account or wrong password")
+        if room != secured_ns:
+            raise ValueError(f"not authorized: this server serves the namespace {secured_ns!r}")
+        return (user, *account_acl(user, room))
+
     @sio.event
     async def connect(sid, environ, auth):
         try:
             room, filters, will = _check_auth(auth)
+            client = _Client(room, filters, will, sio.manager.eio_sid_from_sid(sid, "/"))
+            if accounts is not None:
+                client.account, client.reads, client.writes = login(auth, room)
+                if will is not None and not client.may_write(will[0]):
+                    raise ValueError(f"not authorized: {client.account!r} may not write its will's topic {will[0]!r}")
         except ValueError as exc:
             raise socketio.exceptions.ConnectionRefusedError(str(exc)) from None
-        clients[sid] = (room, filters, will, sio.manager.eio_sid_from_sid(sid, "/"))
+        clients[sid] = client
         routes.pop(room, None)
         stats.clients += 1
 
     @sio.event
     async def disconnect(sid, reason=None):
-        entry = clients.pop(sid, None)
-        if entry is None:
+        client = clients.pop(sid, None)
+        if client is None:
             return
-        room, _, will, _ = entry
-        routes.pop(room, None)
+        routes.pop(client.room, None)
         stats.clients -= 1
-        if will is not None:
+        if client.will is not None:
             stats.wills += 1
-            await relay(sid, room, *will)
+            await relay(sid, client.room, *client.will)
 
     @sio.on(BUS_EVENT)
     async def bus(sid, *args):
-        entry = clients.get(sid)
-        if entry is None:
+        client = clients.get(sid)
+        if client is None:
             return
-        room = entry[0]
+        room = client.room
         if len(args) != 2 or not isinstance(args[0], str) or not isinstance(args[1], (bytes, bytearray)):
             kinds = ", ".join(type(a).__name__ for a in args)
             await refuse(sid, BUS_EVENT, f"a {BUS_EVENT!r} event carries (topic, binary payload), got ({kinds})")
@@ -181,6 +245,9 @@ def create_app(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
         if not topic.startswith(room + "/") or set(topic) & set("+#"):
             await refuse(sid, topic, f"topic {topic!r} is not a topic under this client's room {room + '/'!r}")
             return
+        if not client.may_write(topic):
+            await refuse(sid, topic, f"not authorized: {client.account!r} may not write {topic!r}")
+            return
         if len(payload) > max_message_bytes:
             await refuse(sid, topic, f"{len(payload)} bytes is over the server's limit of {max_message_bytes}")
             return
@@ -188,9 +255,9 @@ def create_app(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
 
     @sio.on(LEAVE_EVENT)
     async def leave(sid, *args):
-        entry = clients.get(sid)
-        if entry is not None:
-            clients[sid] = (entry[0], entry[1], None, entry[3])
+        client = clients.get(sid)
+        if client is not None:
+            client.will = None
 
     @sio.on("*")
     async def other(event, sid, *args):
@@ -199,11 +266,12 @@ def create_app(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
     return app, sio, stats
 
 
-async def _serve(host: str, port: int, max_message_bytes: int, on_ready, stop: asyncio.Event) -> None:
+async def _serve(host: str, port: int, max_message_bytes: int, on_ready, stop: asyncio.Event,
+                 credentials: dict | None = None) -> None:
     """Serve until ``stop`` is set; ``on_ready(port, stats)`` once listening (port 0: the OS chose)."""
     from aiohttp import web
 
-    app, sio, stats = create_app(max_message_bytes)
+    app, sio, stats = create_app(max_message_bytes, credentials)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
@@ -220,7 +288,7 @@ async def _serve(host: str, port: int, max_message_bytes: int, on_ready, stop: a
 
 
 def run_server(host: str = "127.0.0.1", port: int = 5000, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-               on_ready=None) -> RelayStats:
+               on_ready=None, credentials: dict | None = None) -> RelayStats:
     """Serve until SIGINT or SIGTERM; ``on_ready(port, stats)`` is called once listening. Returns the counts."""
     import signal
 
@@ -237,7 +305,7 @@ def run_server(host: str = "127.0.0.1", port: int = 5000, max_message_bytes: int
             if on_ready is not None:
                 on_ready(actual_port, stats)
 
-        await _serve(host, port, max_message_bytes, ready, stop)
+        await _serve(host, port, max_message_bytes, ready, stop, credentials)
 
     asyncio.run(main())
     return result[0] if result else RelayStats()
@@ -250,8 +318,9 @@ class ServerThread:
     a free port unless one is given) and stops on leaving the block.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
-        self.host, self.port, self.max_message_bytes = host, port, max_message_bytes
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 credentials: dict | None = None):
+        self.host, self.port, self.max_message_bytes, self.credentials = host, port, max_message_bytes, credentials
         self.stats: RelayStats | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -278,7 +347,7 @@ class ServerThread:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
-            await _serve(self.host, self.port, self.max_message_bytes, ready, self._stop)
+            await _serve(self.host, self.port, self.max_message_bytes, ready, self._stop, self.credentials)
 
         try:
             asyncio.run(main())
