@@ -337,3 +337,41 @@ def test_random_messages_never_stop_the_gate_or_the_market():
     pairs = [(p, o) for a in booked for p, o in zip(a.participant.tolist(), a.order_id.tolist())]
     assert len(pairs) == len(set(pairs))
     assert market.max_energy_error_wh == 0
+
+
+def test_a_lost_market_stops_the_run_with_a_clear_error(broker):  # noqa: F811
+    import threading
+
+    from trexsim.errors import TrexsimError
+    from trexsim.modules.controller import Controller
+
+    ns = "test/lost-market"
+    controller = MqttFabric(broker, ns, role="controller", barrier_timeout_s=0.3, timeout_s=5)
+    market = MqttFabric(broker, ns, role="market", participant_ids=IDS, timeout_s=3)
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(_serve_quietly(market)))
+    thread.start()
+    try:
+        controller.wait_for_hellos(1, timeout_s=10)
+        clock = Controller(controller, IDS, 0, 60, 10, 1, 1)
+        clock.announce()
+        clock.start_episode(0)
+        assert clock.step() and clock.step()  # the market acknowledges every message
+        market._client.socket().close()  # the connection drops without a goodbye: the broker sends the will
+        t0 = time.monotonic()
+        with pytest.raises(TrexsimError, match="market process .* lost its connection"):
+            for _ in range(8):
+                clock.step()
+        assert time.monotonic() - t0 < 4  # told by the will, not by the 5 s timeout
+    finally:
+        thread.join(timeout=10)
+        controller.close()
+    assert outcome and outcome[0] is not None
+
+
+def _serve_quietly(fabric):
+    try:
+        fabric.serve("market")
+    except Exception as exc:  # its connection is gone: it stops with an error of its own
+        return exc
+    return None

@@ -10,7 +10,8 @@ role            modules in the process                       reads (MQTT topics 
 ``controller``  controller                                   ``fabric/hello/+``, ``fabric/ack/+``,
                                                              ``grid/+``
 ``market``      market, grid, recorder                       ``sim/+``, ``p/+/orders``, ``p/+/meter``
-``participants`` a group of households (one or more)          ``sim/+``, ``grid/+``, ``p/<account>/settlements``
+``participants`` a group of households (one or more)          ``sim/*`` but ``sim/round_end``, ``grid/+``,
+                                                             ``p/<account>/settlements``
 =============== ============================================ ==========================================
 
 Messages between modules of one process are handed over in process, exactly as on
@@ -571,6 +572,8 @@ class MqttFabric:
                     for m in self._catch_up:
                         self._send(f"{self.ns}/p/{account}/settlements", m)
         elif kind is Goodbye:
+            if node is not None and node.role != "participants":
+                raise TrexsimError(f"the {node.role} process ({account}) lost its connection: the run cannot go on")
             if node is not None and node.live:
                 node.live = False
                 self.events.append({**where, "event": "left"})
