@@ -432,3 +432,32 @@ def test_oversized_events_are_refused_and_a_huge_one_cuts_its_sender_off():
         stats = srv.stats
     assert errors == [("r/x", "1500 bytes is over the server's limit of 1000")]
     assert got == [("r/x", b"a" * 900)] and stats.relayed == 1 and stats.refused == 1
+
+
+def test_a_client_reconnects_to_a_restarted_server():
+    port = free_port()
+    cmd = [sys.executable, "-m", "trexsim", "fabric-server", "--port", str(port)]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert "fabric server on" in first.stdout.readline()
+    url = f"socketio://127.0.0.1:{port}"
+    house = SocketIOFabric(url, "test/re", role="participants", account="pro-1", timeout_s=20)
+    got = []
+    house.subscribe(topics.ROUND_START, got.append)
+    first.kill()  # the server dies without a word: the connection just drops
+    first.wait(timeout=10)
+    assert wait_until(lambda: house._error is not None)
+    second = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        assert "fabric server on" in second.stdout.readline()
+        assert wait_until(lambda: house._error is None, timeout_s=10)  # reconnected, with its filters and will
+        from trexsim.fabric.messages import RoundStart
+
+        controller = SocketIOFabric(url, "test/re", role="controller")
+        controller.publish(topics.ROUND_START, RoundStart(0, 3, 0, 60, 4))
+        house.poll(1.0)
+        controller.close()
+        house.close()
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=10)
+    assert [m.round for m in got] == [3]

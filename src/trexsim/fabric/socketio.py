@@ -169,12 +169,17 @@ class SocketIOFabric(MqttFabric):
             if not url.startswith("socketios://"):
                 raise TrexsimError(f"a CA file ({ca_file}) needs a TLS URL: socketios://HOST:PORT")
             options["websocket_extra_options"] = {"sslopt": {"ca_certs": ca_file}}
-        client = _client_class()(reconnection=False, handle_sigint=False, logger=False, engineio_logger=False,
-                                 serializer=SERIALIZER, **options)
+        # a dropped connection (a network blip, a restarted server) is retried for about timeout_s, as paho does
+        # for the MQTT fabric; messages in the gap are lost, and the barrier takes the process back when its
+        # acknowledgements resume (a server that says goodbye is not retried)
+        client = _client_class()(reconnection=True, reconnection_delay=0.2, reconnection_delay_max=2.0,
+                                 reconnection_attempts=max(1, int(self.timeout_s / 2.0)), randomization_factor=0.1,
+                                 handle_sigint=False, logger=False, engineio_logger=False, serializer=SERIALIZER, **options)
         client.on(BUS_EVENT, self._on_bus)
         client.on(ERROR_EVENT, self._on_server_error)
         client.on("disconnect", self._on_socket_disconnect)
         client.on("connect_error", self._on_connect_error)
+        client.on("connect", self._on_socket_connect)
         self._client = client
         try:
             client.connect(base_url, auth=auth, transports=["websocket"], wait_timeout=self.timeout_s)
@@ -200,6 +205,9 @@ class SocketIOFabric(MqttFabric):
         else:  # the client's own (no server there, a network error)
             self._error = f"{data or 'connection failed'} (is `trexsim fabric-server` running there?)"
 
+    def _on_socket_connect(self) -> None:
+        self._error = None  # (re)connected
+
     def _on_socket_disconnect(self, reason=None) -> None:
         if not self._closing and self._error is None:
             self._error = f"disconnected from the Socket.IO server ({reason})"
@@ -220,6 +228,7 @@ class SocketIOFabric(MqttFabric):
         """Leave cleanly: withdraw the will, let the write thread send what is queued, then disconnect."""
         self._closing = True
         if not self._client.connected:
+            self._client.shutdown()  # stops a reconnection in progress, if any
             return
         try:
             self._client.emit(LEAVE_EVENT)
