@@ -134,3 +134,22 @@ def test_missing_profile_file_is_named(tmp_path, two_houses):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.problems[0][0] == "participants.buyer.profile.path"
+
+
+def test_powerflow_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
+    import json
+
+    cfg = {"study": {"name": "pf", "days": 1}, "market": {"type": "alex"},
+           "participants": {"a": {"profile": {"type": "flat", "load_w": 100}}},
+           "powerflow": {"feeder": "grid/feeder.dss", "mapping": "grid/map.json"}}
+    folder = tmp_path / "study"
+    (folder / "grid").mkdir(parents=True)
+    (folder / "grid" / "feeder.dss").write_text("clear\n")
+    (folder / "c.json").write_text(json.dumps(cfg))
+    monkeypatch.chdir(tmp_path)  # run from elsewhere
+    with pytest.raises(ConfigError) as err:
+        load_config(folder / "c.json")
+    assert [key for key, _ in err.value.problems] == ["powerflow.mapping"]
+    (folder / "grid" / "map.json").write_text("{}")
+    pf = load_config(folder / "c.json").powerflow
+    assert pf.feeder == str(folder / "grid" / "feeder.dss") and pf.mapping == str(folder / "grid" / "map.json")
