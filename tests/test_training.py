@@ -260,6 +260,8 @@ def test_residual_orders_with_fixed_prices_and_a_held_battery_is_the_fixed_price
     bad = training(action="residual")
     bad["ppo"]["initial_action"] = [0, -1, 0, -1, 0]
     assert problems(bad) == [("ppo.initial_action", "must be 3 values with action 'residual': bid price, ask price, battery set-point")]
+    assert problems(training(warm_start={"rounds": 100})) == [
+        ("warm_start", "needs action 'residual' (the rule is written as a residual action)")]
 
 
 # ------------------------------------------------------------------ a short PPO run
@@ -295,3 +297,22 @@ def test_ppo_smoke_run_writes_checkpoints_tensorboard_and_report(tmp_path):
     assert r.exit_code == 0, r.output
     again = json.loads((out / "report.json").read_text())
     assert again["totals"] == report["totals"] and again["train_seconds"] == report["train_seconds"]
+
+
+def test_warm_start_clones_the_self_consumption_rule(tmp_path):
+    """Fitted to 20 days of the rule (and PPO all but switched off), the policy runs the battery like the rule."""
+    pytest.importorskip("torch", reason="the rl extra's torch is not installed (pip install 'trexsim[rl]')")
+    pytest.importorskip("stable_baselines3", reason="the rl extra's stable-baselines3 is not installed (pip install 'trexsim[rl]')")
+    from trexsim.training import train
+
+    data = training(action="residual", warm_start={"rounds": 1920, "epochs": 20})
+    data["ppo"].update(n_steps=512, batch_size=128, n_epochs=1, learning_rate=1e-6, log_std_init=-1.5)
+    result = train(parse_training_config(data), out_dir=tmp_path, timesteps=512)
+    assert result.report["warm_start"]["rounds"] == 1920 and result.report["warm_start"]["action_mse"] < 0.01
+    t = result.report["totals"]
+    # on the held-out day: it charges and discharges about as much as the rule (0.60 cycles), and is
+    # much closer to the rule's bill than to grid-only's, as an untrained policy never is
+    assert abs(t["agent"]["battery_cycles"] - t["rule"]["battery_cycles"]) < 0.05
+    assert t["agent"]["self_sufficiency"] > 0.9
+    assert t["agent"]["bill_adjusted_usd"] < t["grid_only"]["bill_adjusted_usd"]
+    assert t["agent"]["bill_adjusted_usd"] < 0.9 * t["rule"]["bill_adjusted_usd"]  # bills are negative: within 10 %

@@ -295,7 +295,11 @@ def train(
                             ret="" if mean_return is None else f"episode return {mean_return:+.3f}")
 
         def on_phase(phase: str) -> None:
-            if phase == "evaluate":
+            if phase == "warm_start":
+                progress.update(task, description=f"{cfg.name}: fitting the policy to the self-consumption rule")
+            elif phase == "train":
+                progress.update(task, description=cfg.name)
+            elif phase == "evaluate":
                 progress.update(task, completed=total, description=f"{cfg.name}: evaluating on {len(cfg.eval.days)} held-out days")
 
         try:

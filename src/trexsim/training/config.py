@@ -112,6 +112,13 @@ class NormalizeConfig(_Model):
     rewards: bool = True
 
 
+class WarmStartConfig(_Model):
+    """Fit the policy to the self-consumption rule before PPO (behaviour cloning; action 'residual' only)."""
+
+    rounds: int = Field(20_000, ge=1, le=10**8, description="Environment steps the rule is run for to collect its actions.")
+    epochs: int = Field(10, ge=1, le=1000, description="Passes of the fit over what was collected.")
+
+
 class TrainingConfig(_Model):
     name: str = Field("trexsim-training", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
                       description="Names the output folder runs/<name> (letters, digits, _ . -).")
@@ -128,6 +135,7 @@ class TrainingConfig(_Model):
     eval: EvalConfig
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
+    warm_start: WarmStartConfig | None = Field(None, description="Start from the self-consumption rule (action 'residual').")
     energy_value_per_kwh: float | None = Field(
         None, ge=0, le=10, description="$/kWh of the energy left in the battery at the end of an episode (added to the last "
                                        "reward and used for the adjusted bill); null: the mean of the grid's buy and sell prices.")
@@ -221,6 +229,8 @@ def parse_training_config(data: Any, source: str | None = None, base_dir: str | 
         names = ("bid price, bid quantity, ask price, ask quantity, battery set-point" if width == 5 else
                  "bid price, ask price, battery set-point")
         problems.append(("ppo.initial_action", f"must be {width} values with action {cfg.action!r}: {names}"))
+    if cfg.warm_start is not None and cfg.action != "residual":
+        problems.append(("warm_start", "needs action 'residual' (the rule is written as a residual action)"))
     if cfg.ppo.batch_size > cfg.ppo.n_steps * cfg.n_envs:
         problems.append(("ppo.batch_size", f"must not exceed n_steps x n_envs = {cfg.ppo.n_steps * cfg.n_envs}"))
     if spec is None:

@@ -7,6 +7,7 @@ Output folder (``runs/<name>`` unless ``out_dir`` / ``--out``)::
     model.zip              the final policy (``stable_baselines3.PPO.load``)
     vecnormalize.pkl       the observation/reward scaling it was trained with (``VecNormalize.load``)
     tensorboard/PPO_1/     TensorBoard event files (``tensorboard --logdir OUT/tensorboard``)
+    warm_start.json        with ``warm_start``: the rule's steps and the fit's losses
     monitor/               SB3 Monitor files: return and length of every training episode
     report.json, eval_traces.csv, figures/*.png   the evaluation on the held-out days
 
@@ -116,6 +117,14 @@ def train(cfg: TrainingConfig, out_dir: str | Path | None = None, timesteps: int
                 raise TrexsimError(f"ppo.initial_action: the learner's action space is {model.action_space}")
             with torch.no_grad():  # the last layer's weights start near 0, so its bias is the first mean action
                 model.policy.action_net.bias.copy_(torch.as_tensor(p.initial_action, dtype=torch.float32))
+        (out / "warm_start.json").unlink(missing_ok=True)  # from an earlier run in the same folder
+        if cfg.warm_start is not None:
+            from trexsim.training.warmstart import warm_start
+
+            if on_phase:
+                on_phase("warm_start")
+            fitted = warm_start(model, venv, norm, cfg, cfg.warm_start.rounds, cfg.warm_start.epochs)
+            (out / "warm_start.json").write_text(json.dumps(fitted, indent=2))
         checkpoints = CheckpointCallback(save_freq=max(1, cfg.checkpoint_every_steps // cfg.n_envs),
                                          save_path=str(out / "checkpoints"), name_prefix="ppo",
                                          save_vecnormalize=norm is not None)
@@ -136,9 +145,11 @@ def train(cfg: TrainingConfig, out_dir: str | Path | None = None, timesteps: int
         action, _ = model.predict(x, deterministic=cfg.eval.deterministic)
         return action
 
+    warm_file = out / "warm_start.json"
+    warm = json.loads(warm_file.read_text()) if warm_file.exists() else None
     report, traces = evaluate(sim, cfg.learner, cfg.eval.days, policy, cfg.eval.rule_trader, cfg.energy_value,
                               wrap=wrap if cfg.action == "residual" else None)
     report = {"name": cfg.name, "algorithm": cfg.algorithm, "action": cfg.action, "learner": cfg.learner, "timesteps": int(model.num_timesteps),
-              "train_seconds": round(seconds, 1), "seed": cfg.seed, **report}
+              "train_seconds": round(seconds, 1), "seed": cfg.seed, "warm_start": warm, **report}
     figures = write_report(out, report, traces, out / "monitor")
     return TrainingResult(out, model_path, report, figures, int(model.num_timesteps), seconds)
