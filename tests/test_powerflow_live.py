@@ -144,3 +144,14 @@ def test_solver_process_gives_the_inline_results(live_run, tmp_path):
             assert np.allclose(inline[col], process[col], rtol=1e-9, atol=1e-9), col
         else:
             assert inline[col].tolist() == process[col].tolist(), col
+
+
+def test_export_writes_the_powerflow_tables_that_hold_rows(live_run, tmp_path):
+    from trexsim.records.export import export_run
+
+    out_dir = live_run[0]
+    written = {p.stem: p for p in export_run(out_dir, "csv", tmp_path / "export")}
+    assert {"deliveries", "powerflow_rounds", "powerflow_episodes"} <= set(written)
+    con = duckdb.connect(str(out_dir / "run.duckdb"), read_only=True)
+    rows = con.execute("SELECT count(*) FROM powerflow_rounds").fetchone()[0]
+    assert rows > 0 and len(written["powerflow_rounds"].read_text().splitlines()) == rows + 1
