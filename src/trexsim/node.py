@@ -62,6 +62,9 @@ def hold_participants(config, fabric, index: np.ndarray):
     specs = [members[i][1] for i in index]
     clock = Clock(study.start_utc_s, study.interval_s, study.rounds_per_episode, study.timezone)
     profiles = ProfileSet(ids, [s.profile for s in specs], clock, study.seed, chunk_rounds=min(1440, study.rounds_per_episode))
+    # build the first chunk of profiles now, before joining: otherwise every process does it inside round 0
+    # and the whole run waits for the slowest (seconds each, with many processes on few cores)
+    profiles.round_wh(0)
     return Participants(fabric, ids, specs, profiles, study.interval_s, study.rounds_per_episode, config.market.close_steps,
                         participants_rng(study.seed), roster_index=np.asarray(index, dtype=np.int64), roster_size=len(members))
 

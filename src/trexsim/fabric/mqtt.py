@@ -445,18 +445,25 @@ class MqttFabric:
                 message.episode, message.round, message.delivery_round, int(q.size), total,
                 float(prices.min()) if q.size else float("nan"), float(prices.max()) if q.size else float("nan"),
                 float((prices * q).sum() / total) if total else float("nan")))
+        if kind is Accepted or (kind is Cleared and not len(message.quantity_wh)):
+            return  # an order not refused was booked; no contracts, nothing to tell
+        masks = self.__dict__.setdefault("_account_masks", {})
+        n = self._gate.n if self._gate is not None else self._roster_size
         for account, members in self._remote_accounts.items():
             if kind is Delivered:
                 part = DeliveredRows(participant=members, **{
                     f: (value[members] if isinstance(value, np.ndarray) else value)
                     for f in message.__struct_fields__ for value in (getattr(message, f),)})
-            elif kind is Cleared:
-                rows = np.isin(message.buyer, members) | np.isin(message.seller, members)
-                if not rows.any():
-                    continue
-                part = _rows(message, rows)
-            else:  # Accepted, Rejected
-                rows = np.isin(message.participant, members)
+            else:
+                mask = masks.get(account)
+                if mask is None or mask.size != n:
+                    mask = masks[account] = np.zeros(n, dtype=bool)
+                    mask[members] = True
+                if kind is Cleared:
+                    rows = mask[message.buyer] | mask[message.seller]
+                else:  # Rejected: the rows of this account's participants (indices in the roster)
+                    idx = np.asarray(message.participant, dtype=np.int64)
+                    rows = mask[np.clip(idx, 0, n - 1)] & (idx >= 0) & (idx < n)
                 if not rows.any():
                     continue
                 part = _rows(message, rows)
@@ -655,6 +662,7 @@ class _Gate:
         self.n = len(self.ids)
         self.index_of = {pid: i for i, pid in enumerate(self.ids)}
         self.members: dict[str, np.ndarray | None] = {}
+        self.masks: dict[str, np.ndarray] = {}  # account -> which roster indices it holds
         self.last_order_id = np.full(self.n, -1, dtype=np.int64)
         self.reported = np.zeros(self.n, dtype=bool)
         # an id is used once the market books its order: a refused order's id may be sent again
@@ -700,7 +708,12 @@ class _Gate:
         if participant.dtype.kind not in "iu":
             fabric._refuse(account, "malformed", f"participant indices of dtype {participant.dtype}", msg)
             return None
-        if not np.isin(participant, members).all():
+        mask = self.masks.get(account)
+        if mask is None:
+            mask = self.masks[account] = np.zeros(self.n, dtype=bool)
+            mask[members] = True
+        inside = (participant >= 0) & (participant < self.n)
+        if not (inside.all() and mask[participant].all()):
             fabric._refuse(account, "participant_not_sender",
                            f"{account!r} may speak only for roster indices {members.tolist()[:20]}", msg)
             return None
