@@ -67,6 +67,9 @@ def run(
         nodes = []
         if participant_processes and fabric is None:
             raise TrexsimError("--participant-processes needs --fabric mqtt://HOST:PORT")
+        if participant_processes > len(cfg.expanded_participants()):
+            raise TrexsimError(f"--participant-processes {participant_processes}: the config has only "
+                               f"{len(cfg.expanded_participants())} households")
         if fabric is not None:
             from trexsim.fabric import open_fabric
             from trexsim.node import fabric_options

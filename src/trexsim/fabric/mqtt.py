@@ -382,9 +382,6 @@ class MqttFabric:
             self._receive(mqtt_topic, payload)
         return self.hellos
 
-    def expect_acks_from(self, n_processes: int) -> None:
-        """Compatibility: the module processes to wait for are those that said hello."""
-
     def poll(self, duration_s: float) -> None:
         """Handle whatever arrives for ``duration_s`` (between rounds, e.g. to let a module rejoin)."""
         deadline = time.monotonic() + duration_s
