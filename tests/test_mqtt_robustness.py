@@ -232,7 +232,8 @@ def test_a_restarted_participant_process_rejoins(tmp_path, broker):  # noqa: F81
             n.kill()
         net.close()
     db = sim.db_path
-    assert [e["event"] for e in net.events] == ["left", "joined"]
+    # its connection's drop (the last will) or, if the round came first, the barrier's timeout; then its hello
+    assert [e["event"] for e in net.events] in (["left", "joined"], ["late", "joined"])
     missing = query(db, "SELECT DISTINCT round FROM rejections WHERE reason = 'meter_missing' ORDER BY 1")
     assert [r[0] for r in missing] == [8, 9, 10, 11]
     assert query(db, "SELECT count(*) FROM rejections WHERE reason <> 'meter_missing'") == [(0,)]
