@@ -286,7 +286,7 @@ def train(
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from trexsim.training.train import train as run_training
+    from trexsim.training.trainer import train as run_training
 
     total = timesteps or cfg.total_timesteps
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),

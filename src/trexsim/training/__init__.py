@@ -11,7 +11,7 @@ __all__ = ["TrainingConfig", "load_training_config", "parse_training_config", "t
 
 
 def train(*args, **kwargs):
-    """Train and evaluate (see :func:`trexsim.training.train.train`); needs torch and stable-baselines3."""
-    from trexsim.training.train import train as _train
+    """Train and evaluate (see :func:`trexsim.training.trainer.train`); needs torch and stable-baselines3."""
+    from trexsim.training.trainer import train as _train
 
     return _train(*args, **kwargs)
