@@ -4,6 +4,7 @@ The config and evaluation tests need only the core and Gymnasium; the PPO run ne
 torch and Stable-Baselines3 and is skipped without them.
 """
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from trexsim.cli import app
+from trexsim.config import parse_config
 from trexsim.errors import ConfigError
 from trexsim.training import load_training_config, parse_training_config
 
@@ -144,13 +146,15 @@ def test_core_does_not_import_torch_and_train_says_how_to_install_it(tmp_path):
 
 
 # ------------------------------------------------------------------ the evaluation's numbers
-pytest.importorskip("gymnasium", reason="the rl extra (gymnasium, pettingzoo) is not installed")
+# the tests below drive the Gymnasium env; the config tests above need only the core
+needs_gym = pytest.mark.skipif(importlib.util.find_spec("gymnasium") is None,
+                               reason="the rl extra (gymnasium, pettingzoo) is not installed")
+if importlib.util.find_spec("gymnasium") is not None:
+    from trexsim.training.env import DatedEnv
+    from trexsim.training.evaluate import baseline_config, metrics, run_agent, run_rule
 
-from trexsim.config import parse_config  # noqa: E402
-from trexsim.training.env import DatedEnv  # noqa: E402
-from trexsim.training.evaluate import baseline_config, metrics, run_agent, run_rule  # noqa: E402
 
-
+@needs_gym
 def test_rule_and_grid_only_bills_equal_a_trexsim_run(tmp_path):
     """The baselines are plain simulations: their bills are what `trexsim run` prints for the household."""
     sim = parse_config(community())
@@ -172,6 +176,7 @@ def test_rule_and_grid_only_bills_equal_a_trexsim_run(tmp_path):
         metrics(run_rule(sim, "learner", "2021-06-03", {"type": "grid_only"}))["bill_usd"]
 
 
+@needs_gym
 def test_agent_numbers_worked_by_hand():
     """A flat 4 kW load (1000 Wh per 15-minute round) and no PV: scripted actions, hand-worked results."""
     sim = parse_config(community({"type": "flat", "load_w": 4000}))
@@ -201,6 +206,7 @@ def test_agent_numbers_worked_by_hand():
     assert m["grid_import_wh"] == 96_000 - (m["battery_discharge_wh"] - m["grid_export_wh"])
 
 
+@needs_gym
 def test_dated_env_draws_training_days_and_values_the_battery_left():
     import datetime as dt
 
@@ -230,6 +236,7 @@ def test_dated_env_draws_training_days_and_values_the_battery_left():
     assert sum(rewards[:-1]) < 0
 
 
+@needs_gym
 def test_residual_orders_with_fixed_prices_and_a_held_battery_is_the_fixed_price_trader(tmp_path):
     """action 'residual': quantities are the forecast residual after the battery, as the fixed_price trader's.
 
@@ -265,6 +272,7 @@ def test_residual_orders_with_fixed_prices_and_a_held_battery_is_the_fixed_price
 
 
 # ------------------------------------------------------------------ a short PPO run
+@needs_gym
 def test_ppo_smoke_run_writes_checkpoints_tensorboard_and_report(tmp_path):
     pytest.importorskip("torch", reason="the rl extra's torch is not installed (pip install 'trexsim[rl]')")
     pytest.importorskip("stable_baselines3", reason="the rl extra's stable-baselines3 is not installed (pip install 'trexsim[rl]')")
@@ -299,6 +307,7 @@ def test_ppo_smoke_run_writes_checkpoints_tensorboard_and_report(tmp_path):
     assert again["totals"] == report["totals"] and again["train_seconds"] == report["train_seconds"]
 
 
+@needs_gym
 def test_warm_start_clones_the_self_consumption_rule(tmp_path):
     """Fitted to 20 days of the rule (and PPO all but switched off), the policy runs the battery like the rule."""
     pytest.importorskip("torch", reason="the rl extra's torch is not installed (pip install 'trexsim[rl]')")

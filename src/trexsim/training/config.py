@@ -21,7 +21,13 @@ from trexsim.config.loader import parse_config, read_config_text
 from trexsim.config.schema import SimulationConfig
 from trexsim.errors import ConfigError
 
-__all__ = ["TrainingConfig", "load_training_config", "parse_training_config"]
+__all__ = ["TrainingConfig", "default_energy_value_per_kwh", "load_training_config", "parse_training_config"]
+
+
+def default_energy_value_per_kwh(config: SimulationConfig) -> float:
+    """What a kWh left in the battery at the end of an episode is worth: the mean flat grid price, $/kWh."""
+    grid = config.market.grid
+    return (grid.buy_price + grid.sell_price) / 2.0
 
 
 class _Model(BaseModel):
@@ -148,8 +154,6 @@ class TrainingConfig(_Model):
     @property
     def energy_value(self) -> float:
         """$/kWh of the battery's end-of-episode energy (see ``energy_value_per_kwh``)."""
-        from trexsim.training.env import default_energy_value_per_kwh
-
         return default_energy_value_per_kwh(self.simulation_config) if self.energy_value_per_kwh is None else self.energy_value_per_kwh
 
     @property

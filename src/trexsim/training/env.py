@@ -13,14 +13,11 @@ import gymnasium
 import numpy as np
 
 from trexsim.config.schema import SimulationConfig
+from trexsim.training.config import default_energy_value_per_kwh
 
 __all__ = ["DatedEnv", "ResidualOrders", "config_on_date", "default_energy_value_per_kwh"]
 
 
-def default_energy_value_per_kwh(config: SimulationConfig) -> float:
-    """What a kWh left in the battery at the end of an episode is worth: the mean flat grid price, $/kWh."""
-    grid = config.market.grid
-    return (grid.buy_price + grid.sell_price) / 2.0
 
 
 def config_on_date(config: SimulationConfig, date: _dt.date | str) -> SimulationConfig:

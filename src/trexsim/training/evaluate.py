@@ -31,7 +31,6 @@ generation are the household's profile, which depends only on the seed, its id a
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import tempfile
 from dataclasses import dataclass, field
@@ -141,7 +140,6 @@ def run_rule(config: SimulationConfig, learner: str, date, trader: dict, policy:
         sim.fabric.subscribe(topics.METER, on_meter)
         sim.fabric.subscribe(topics.DELIVERED, on_delivered)
         result = sim.run(plots=False)
-    spec = cfg.participants[learner]
     capacity, initial = _battery(cfg, learner)
     trace = Trace(policy, str(date), capacity, initial, _value(cfg, value_per_kwh), **{k: np.asarray(v) for k, v in rows.items()})
     trace.extra["summary_net_cost_usd"] = result.summary["participants"][learner]["net_cost"]
@@ -155,7 +153,7 @@ def _battery(config: SimulationConfig, learner: str) -> tuple[float, float]:
 
 
 def _value(config: SimulationConfig, value_per_kwh: float | None) -> float:
-    from trexsim.training.env import default_energy_value_per_kwh
+    from trexsim.training.config import default_energy_value_per_kwh
 
     return default_energy_value_per_kwh(config) if value_per_kwh is None else float(value_per_kwh)
 
@@ -348,7 +346,3 @@ def learning_curve(monitor_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
     if df.empty:
         return None
     return df["l"].cumsum().to_numpy(), df["r"].to_numpy()
-
-
-def date_list(days: list[str]) -> list[_dt.date]:
-    return [_dt.date.fromisoformat(d) for d in days]
