@@ -76,7 +76,7 @@ class Simulation:
             from trexsim.modules.powerflow import PowerflowModule
 
             self.powerflow = PowerflowModule(self.fabric, config.powerflow, self.participant_ids, study.interval_s,
-                                             rounds, self.recorder.con.cursor(), self.out_dir)
+                                             rounds, self.recorder.cursor(), self.out_dir)
         self.controller = Controller(self.fabric, self.participant_ids, study.start_utc_s, study.interval_s, rounds,
                                      study.episodes, config.market.close_steps)
         self.run_id = uuid.UUID(int=int(run_id_rng(study.seed).integers(0, 2**63)) << 64 | study.seed).hex[:16]
