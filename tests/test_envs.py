@@ -143,3 +143,49 @@ def test_observations_hold_no_private_state_of_others():
         assert np.array_equal(obs_a["rl0"][:9], obs_b["rl0"][:9])  # own forecasts, battery, time, grid prices
         obs_a, _, _, _, _ = env_a.step(action)
         obs_b, _, _, _, _ = env_b.step(action)
+
+
+# ---------------------------------------------------------------------- history stacking (history=k)
+@pytest.mark.parametrize("backend", ["compiled", "simulation"])
+def test_history_stacking_conformance(backend):
+    env = parallel_env(community(action="discrete"), backend=backend, history=3)
+    parallel_api_test(env, num_cycles=50)
+    space = env.observation_space("rl0")
+    assert space is env.observation_space("rl0") and space.shape == (39,) and space.dtype == np.float32
+    single = gym_env(community(agents=1), backend=backend, history=3)
+    assert single.observation_space.shape == (39,)
+    check_env(single, skip_render_check=True)
+
+
+@pytest.mark.parametrize("backend", ["compiled", "simulation"])
+def test_history_is_the_last_k_observations_oldest_first_zero_padded(backend):
+    plain = parallel_env(community(rounds=12), backend=backend)
+    stacked = parallel_env(community(rounds=12), backend=backend, history=4)
+    rng = np.random.default_rng(3)
+    seen = [plain.reset(seed=7)[0]]  # the unstacked observations, step by step
+    obs, _ = stacked.reset(seed=7)
+    for a in plain.possible_agents:
+        assert obs[a].shape == (52,)
+        assert not obs[a][:39].any()  # no past at the start: three blocks of zeros
+        assert np.array_equal(obs[a][39:], seen[0][a])
+    for t in range(1, 13):  # 12 rounds: 12 steps
+        actions = {a: rng.uniform(-1, 1, 5).astype(np.float32) for a in plain.possible_agents}
+        seen.append(plain.step(actions)[0])
+        obs, *_ = stacked.step(actions)
+        for a in plain.possible_agents:
+            blocks = obs[a].reshape(4, 13)
+            for b in range(4):  # block 3 is this step's observation, block 2 the previous step's, ...
+                past = t - 3 + b
+                expected = seen[past][a] if past >= 0 else np.zeros(13, np.float32)
+                assert np.array_equal(blocks[b], expected), (t, a, b)
+    assert not stacked.agents  # the episode ended with the plain env's
+    again, _ = stacked.reset(seed=7)  # a new episode forgets the old one
+    assert not again["rl0"][:39].any() and np.array_equal(again["rl0"][39:], seen[0]["rl0"])
+
+
+def test_history_must_be_a_whole_number_of_at_least_one():
+    for bad in (0, -2, 1.5, "three"):
+        with pytest.raises(ValueError, match="history must be a whole number"):
+            parallel_env(community(), history=bad)
+    with pytest.raises(ValueError, match="history"):
+        gym_env(community(agents=1), history=0)

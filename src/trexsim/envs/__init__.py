@@ -5,7 +5,9 @@
 ``vector_env(config, num_envs=N)`` steps N independent copies of the community as one batch of
 arrays. Each step is one market round, run by the engine's compiled kernels (``backend="compiled"``)
 or by the ordinary simulation (``backend="simulation"``); ``"auto"`` picks the compiled one when the
-config allows. ``config`` is a SimulationConfig, a dict, or a path to a config file. See docs/envs.md.
+config allows. ``config`` is a SimulationConfig, a dict, or a path to a config file. Every env takes
+``history=k`` (default 1): each observation is then the agent's last ``k`` observations stacked,
+oldest first, zeros before the episode's first. See docs/envs.md.
 """
 
 from __future__ import annotations
@@ -26,39 +28,42 @@ def _config(config) -> SimulationConfig:
     return load_config(Path(config))
 
 
-def parallel_env(config, out_dir=None, backend: str = "auto"):
+def parallel_env(config, out_dir=None, backend: str = "auto", history: int = 1):
     """A PettingZoo ParallelEnv (``trexsim_alex_v0``) for the config's external agents.
 
-    ``out_dir``: keep the run database there (uses the simulation backend).
+    ``out_dir``: keep the run database there (uses the simulation backend). ``history``: stack
+    each agent's last ``history`` observations (oldest first, zero-padded at the episode start).
     """
     from trexsim.envs.parallel import TrexParallelEnv
 
-    return TrexParallelEnv(_config(config), out_dir, backend)
+    return TrexParallelEnv(_config(config), out_dir, backend, history)
 
 
-def gym_env(config, agent: str | None = None, out_dir=None, backend: str = "auto"):
+def gym_env(config, agent: str | None = None, out_dir=None, backend: str = "auto", history: int = 1):
     """A Gymnasium env for one external agent (``agent``; optional if there is only one)."""
     from trexsim.envs.gym import TrexGymEnv
 
-    return TrexGymEnv(_config(config), agent, out_dir, backend)
+    return TrexGymEnv(_config(config), agent, out_dir, backend, history)
 
 
-def vector_env(config, num_envs: int = 8, backend: str = "auto", reseed: bool = True):
+def vector_env(config, num_envs: int = 8, backend: str = "auto", reseed: bool = True, history: int = 1):
     """``num_envs`` copies of the community stepped as one batch (:class:`~trexsim.envs.vector.TrexVectorEnv`).
 
     Copy ``i`` uses seed ``s + i`` (``s``: ``reset(seed=...)`` or the config's seed); actions
-    ``(num_envs, n_agents, 5)``; observations ``(num_envs, n_agents, 13)``; same-step auto-reset.
+    ``(num_envs, n_agents, 5)``; observations ``(num_envs, n_agents, 13 * history)``; same-step
+    auto-reset (the history restarts with each episode).
     ``.as_gymnasium(agent=None)`` gives a ``gymnasium.vector.VectorEnv`` view for one learner.
     """
     from trexsim.envs.vector import TrexVectorEnv
 
-    return TrexVectorEnv(_config(config), num_envs, backend, reseed)
+    return TrexVectorEnv(_config(config), num_envs, backend, reseed, history)
 
 
-def gym_vector_env(config, num_envs: int = 1, agent: str | None = None, backend: str = "auto", reseed: bool = True):
+def gym_vector_env(config, num_envs: int = 1, agent: str | None = None, backend: str = "auto", reseed: bool = True,
+                   history: int = 1):
     """``num_envs`` copies for one learner ``agent`` (optional if there is only one) as a
     ``gymnasium.vector.VectorEnv`` (same-step auto-reset); what ``gymnasium.make_vec`` builds."""
-    vec = vector_env(config, num_envs, backend, reseed)
+    vec = vector_env(config, num_envs, backend, reseed, history)
     if agent is None:
         if len(vec.agents) != 1:
             raise ValueError(f"several external agents {vec.agents}: name the learner with agent=")

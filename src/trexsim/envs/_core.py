@@ -45,6 +45,49 @@ def check_seed(seed) -> int:
     return value
 
 
+def check_history(history) -> int:
+    """``history=`` as an int >= 1, or a clear error."""
+    try:
+        value = int(history)
+    except (TypeError, ValueError):
+        raise ValueError(f"history must be a whole number of observations >= 1, not {history!r}") from None
+    if value != history or value < 1 or isinstance(history, bool):
+        raise ValueError(f"history must be a whole number of observations >= 1, not {history!r}")
+    return value
+
+
+def observation_space(history: int = 1) -> spaces.Box:
+    """One agent's observation space: ``history`` stacked 13-value observations (zeros lie inside)."""
+    return spaces.Box(-1.0, OBS_HIGH, (history * OBS_SIZE,), np.float32)
+
+
+class History:
+    """The last ``k`` observations of every agent of every copy, stacked oldest first.
+
+    One preallocated ``(copies, agents, k, 13)`` float32 array: :meth:`push` shifts the blocks one
+    place towards the oldest (an in-place slice copy, no allocation) and writes the newest last;
+    :meth:`start` zeroes the older blocks (an episode's first observation has no past: zero
+    padding). Both return the ``(copies, agents, k * 13)`` view of the array, which the next call
+    overwrites: callers copy what they hand out.
+    """
+
+    def __init__(self, num_envs: int, n_agents: int, k: int):
+        self.k = k
+        self.buffer = np.zeros((num_envs, n_agents, k, OBS_SIZE), dtype=np.float32)
+        self.flat = self.buffer.reshape(num_envs, n_agents, k * OBS_SIZE)  # a view of the same memory
+
+    def start(self, obs: np.ndarray) -> np.ndarray:
+        self.buffer[:, :, :-1] = 0.0
+        self.buffer[:, :, -1] = obs
+        return self.flat
+
+    def push(self, obs: np.ndarray) -> np.ndarray:
+        # overlapping source and destination: NumPy copies through a buffer, so this is a shift
+        self.buffer[:, :, :-1] = self.buffer[:, :, 1:]
+        self.buffer[:, :, -1] = obs
+        return self.flat
+
+
 def compiled_supported(config: SimulationConfig) -> str | None:
     """``None`` if the compiled backend can run this config, else the reason it cannot."""
     mech = get_mechanism(config.market.settlement)

@@ -13,8 +13,9 @@ class TrexGymEnv(gymnasium.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, config: SimulationConfig, agent: str | None = None, out_dir=None, backend: str = "auto"):
-        self._env = TrexParallelEnv(config, out_dir, backend)
+    def __init__(self, config: SimulationConfig, agent: str | None = None, out_dir=None, backend: str = "auto",
+                 history: int = 1):
+        self._env = TrexParallelEnv(config, out_dir, backend, history)
         agents = self._env.possible_agents
         if agent is None:
             if len(agents) != 1:

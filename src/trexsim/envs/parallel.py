@@ -31,6 +31,11 @@ Observation (float32, 13 values, all the agent's own or public):
  12   own energy sold in the last cleared round / ``max_quantity_wh``
 ====  =============================================================================
 
+History stacking (``history=k``, default 1: none): each observation is the concatenation of the
+agent's last ``k`` observations, oldest first, ``k * 13`` values; the newest is the last 13. At
+the start of an episode the older blocks are zeros (the first observation after ``reset`` is
+``k - 1`` blocks of zeros followed by the first observation).
+
 Action, ``continuous``: Box(-1, 1, (5,)) = bid price, bid quantity, ask price, ask quantity,
 battery set-point. A price maps linearly onto [``min_price``, ``max_price``], a quantity onto
 [0, ``max_quantity_wh``] (rounded to whole Wh; 0 places no order), the set-point onto
@@ -50,7 +55,8 @@ from pettingzoo import ParallelEnv
 
 from trexsim.config.schema import SimulationConfig
 from trexsim.envs import _kernels as K
-from trexsim.envs._core import OBS_HIGH, OBS_SIZE, Community, SimulationBatch, check_seed, make_batch
+from trexsim.envs._core import (OBS_HIGH, OBS_SIZE, Community, History, SimulationBatch, check_history, check_seed,
+                                make_batch, observation_space)
 
 __all__ = ["OBS_HIGH", "OBS_SIZE", "TrexParallelEnv"]
 
@@ -58,14 +64,17 @@ __all__ = ["OBS_HIGH", "OBS_SIZE", "TrexParallelEnv"]
 class TrexParallelEnv(ParallelEnv):
     metadata = {"name": "trexsim_alex_v0", "render_modes": []}
 
-    def __init__(self, config: SimulationConfig, out_dir: str | Path | None = None, backend: str = "auto"):
+    def __init__(self, config: SimulationConfig, out_dir: str | Path | None = None, backend: str = "auto",
+                 history: int = 1):
+        self.history = k = check_history(history)
         self._config = config
         self._community = c = Community(config)
         self.possible_agents = list(c.agents)
         self._batch = make_batch(c, 1, backend, out_dir)
         self.backend = "simulation" if isinstance(self._batch, SimulationBatch) else "compiled"
         # built once: PettingZoo requires the same object on every call
-        self._obs_spaces = c.observation_spaces
+        self._obs_spaces = c.observation_spaces if k == 1 else {a: observation_space(k) for a in c.agents}
+        self._history = History(1, len(c.agents), k) if k > 1 else None
         self._act_spaces = c.action_spaces
         self._noop = c.noop[None].copy()
         self._profit = np.zeros((1, len(c.agents)))
@@ -87,11 +96,13 @@ class TrexParallelEnv(ParallelEnv):
     # ------------------------------------------------------------------ episodes
     def reset(self, seed: int | None = None, options: dict | None = None):
         seed = self._config.study.seed if seed is None else check_seed(seed)
-        obs = self._batch.reset([seed])[0]
+        obs = self._batch.reset([seed])
+        if self._history is not None:
+            obs = self._history.start(obs)
         self._round = 0
         self.agents = list(self.possible_agents)
         d = self._community.close_steps
-        obs = obs.copy()
+        obs = obs[0].copy()
         return {a: obs[j] for j, a in enumerate(self.agents)}, {a: {"delivery_round": d} for a in self.agents}
 
     def close(self) -> None:
@@ -141,7 +152,7 @@ class TrexParallelEnv(ParallelEnv):
         profit, reward = profit[0], reward[0]
         done = self._round >= c.rounds
         next_delivery = self._round + c.close_steps
-        obs = batch.obs[0]
+        obs = batch.obs[0] if self._history is None else self._history.push(batch.obs)[0]
         agents = self.possible_agents
         rewards = dict(zip(agents, reward.tolist()))
         terms = dict.fromkeys(agents, done)

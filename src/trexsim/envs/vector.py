@@ -12,7 +12,8 @@ Arrays, agents in ``agents`` order (the participants with an external trader, co
 - ``actions``: ``(num_envs, n_agents, 5)`` (continuous values or discrete levels, as in
   :mod:`trexsim.envs.parallel`); out-of-range values and NaN are clipped, and
   ``infos["clipped"]`` ``(num_envs, n_agents)`` says whose; never an exception mid-episode.
-- ``obs``: ``(num_envs, n_agents, 13)`` float32; ``rewards``: ``(num_envs, n_agents)`` float64 (the
+- ``obs``: ``(num_envs, n_agents, 13 * history)`` float32 (``history=k`` stacks each agent's last
+  ``k`` observations, oldest first, zeros before the episode's first; default 1: no stacking); ``rewards``: ``(num_envs, n_agents)`` float64 (the
   reward of the delivery round settled in this step, see docs/envs.md "Timing");
   ``terminations``/``truncations``: ``(num_envs, n_agents)`` bool.
 - ``infos``: ``delivered_round`` and ``delivery_round`` (ints), per agent arrays
@@ -24,7 +25,8 @@ Auto-reset (Gymnasium's "same-step" mode): the step that ends the episode return
 and already the first observations of the next episode in ``obs``. With ``reseed=True`` (default)
 the next episode's copy ``i`` uses seed ``s + e * num_envs + i`` for episode ``e`` (new days,
 profiles generated again: about 50 ms per copy of 200 households); ``reseed=False`` replays the
-same seeds (no regeneration).
+same seeds (no regeneration). The history restarts with every episode: the first observations of
+the next episode have zeros in their older blocks; ``final_obs`` holds the last episode's stacks.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from gymnasium import spaces
 
 from trexsim.config.schema import SimulationConfig
 from trexsim.envs import _kernels as K
-from trexsim.envs._core import ACTION_SIZE, OBS_HIGH, OBS_SIZE, Community, SimulationBatch, check_seed, make_batch
+from trexsim.envs._core import (ACTION_SIZE, OBS_HIGH, OBS_SIZE, Community, History, SimulationBatch, check_history,
+                                check_seed, make_batch, observation_space)
 
 __all__ = ["TrexVectorEnv"]
 
@@ -44,20 +47,24 @@ class TrexVectorEnv:
 
     metadata = {"name": "trexsim_alex_vector_v0", "autoreset_mode": "SameStep", "render_modes": []}
 
-    def __init__(self, config: SimulationConfig, num_envs: int = 8, backend: str = "auto", reseed: bool = True):
+    def __init__(self, config: SimulationConfig, num_envs: int = 8, backend: str = "auto", reseed: bool = True,
+                 history: int = 1):
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be at least 1, not {num_envs}")
+        self.history = k = check_history(history)
         self._config = config
         self._community = c = Community(config)
         self.num_envs = int(num_envs)
         self.agents = list(c.agents)
         self.n_agents = len(self.agents)
-        self.obs_dim, self.action_dim = OBS_SIZE, ACTION_SIZE
+        self.obs_dim, self.action_dim = k * OBS_SIZE, ACTION_SIZE
         self._batch = make_batch(c, self.num_envs, backend)
         self.backend = "simulation" if isinstance(self._batch, SimulationBatch) else "compiled"
         self.reseed = bool(reseed)
-        self.single_observation_space = spaces.Box(-1.0, OBS_HIGH, (OBS_SIZE,), np.float32)
-        self.observation_space = spaces.Box(-1.0, OBS_HIGH, (self.num_envs, self.n_agents, OBS_SIZE), np.float32)
+        self.single_observation_space = observation_space(k)
+        self.observation_space = spaces.Box(-1.0, OBS_HIGH, (self.num_envs, self.n_agents, k * OBS_SIZE), np.float32)
+        self._obs_spaces = c.observation_spaces if k == 1 else {a: observation_space(k) for a in c.agents}
+        self._history = History(self.num_envs, self.n_agents, k) if k > 1 else None
         self.single_action_spaces = c.action_spaces
         if not c.discrete.any():
             self.action_space = spaces.Box(-1.0, 1.0, (self.num_envs, self.n_agents, ACTION_SIZE), np.float32)
@@ -74,7 +81,7 @@ class TrexVectorEnv:
         self.seeds = np.zeros(self.num_envs, dtype=np.int64)
 
     def observation_space_of(self, agent: str) -> spaces.Space:
-        return self._community.observation_spaces[agent]
+        return self._obs_spaces[agent]
 
     def action_space_of(self, agent: str) -> spaces.Space:
         return self._community.action_spaces[agent]
@@ -85,7 +92,10 @@ class TrexVectorEnv:
         self.seeds = self._base_seed + self._episode * step + np.arange(self.num_envs, dtype=np.int64)
         self._round = 0
         self._started = True
-        return self._batch.reset(self.seeds.tolist()).copy()
+        obs = self._batch.reset(self.seeds.tolist())
+        if self._history is not None:  # a new episode has no past: the older blocks are zeros
+            obs = self._history.start(obs)
+        return obs.copy()
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         """Start every copy: copy ``i`` with seed ``seed + i`` (``seed`` defaults to the config's)."""
@@ -126,7 +136,7 @@ class TrexVectorEnv:
                  "grid_import_wh": led[..., K.L_IMPORT].astype(np.int64),
                  "grid_export_wh": led[..., K.L_EXPORT].astype(np.int64), "clipped": changed.copy(),
                  "rejected_orders": batch.rejected.copy(), "seeds": self.seeds.copy()}
-        obs = batch.obs.copy()
+        obs = (batch.obs if self._history is None else self._history.push(batch.obs)).copy()
         if done:
             if isinstance(batch, SimulationBatch):
                 batch.end_episode()
