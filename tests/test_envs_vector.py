@@ -245,3 +245,41 @@ def test_ledger_columns_are_the_delivered_fields():
     from trexsim.fabric.messages import Delivered
 
     assert set(K.LEDGER_COLUMNS) <= set(Delivered.__struct_fields__)
+
+
+# ---------------------------------------------------------------------- history stacking (history=k)
+@pytest.mark.parametrize("backend", ["compiled", "simulation"])
+def test_vector_history_stacks_and_restarts_at_auto_reset(backend):
+    config = community(rounds=5)
+    plain = vector_env(config, num_envs=2, backend=backend)
+    vec = vector_env(config, num_envs=2, backend=backend, history=3)
+    assert vec.observation_space.shape == (2, 2, 39) and vec.single_observation_space.shape == (39,)
+    assert vec.obs_dim == 39 and vec.observation_space_of("rl_a") is vec.observation_space_of("rl_a")
+    actions = random_actions(np.random.default_rng(4), 6, 2, 2)
+    seen = [plain.reset(seed=3)[0]]
+    obs, _ = vec.reset(seed=3)
+    assert obs.shape == (2, 2, 39) and obs.dtype == np.float32
+    assert not obs[..., :26].any() and np.array_equal(obs[..., 26:], seen[0])  # zero-padded start
+    for t in range(5):
+        p_obs, _, _, _, p_infos = plain.step(actions[t])
+        obs, _, terms, _, infos = vec.step(actions[t])
+        assert terms.all() == (t == 4)
+        if t < 4:
+            seen.append(p_obs)
+            # newest last: this step's, the previous step's, the one before (zeros before the start)
+            assert np.array_equal(obs[..., 26:], seen[t + 1]) and np.array_equal(obs[..., 13:26], seen[t])
+            assert np.array_equal(obs[..., :13], seen[t - 1] if t >= 1 else np.zeros_like(seen[0]))
+    # the last step: final_obs is the stack of the episode's last three observations ...
+    final = infos["final_obs"]
+    assert np.array_equal(final[..., 26:], p_infos["final_obs"])
+    assert np.array_equal(final[..., 13:26], seen[4]) and np.array_equal(final[..., :13], seen[3])
+    # ... and obs already the next episode's first, its history cleared (zeros, then the first obs)
+    assert not obs[..., :26].any() and np.array_equal(obs[..., 26:], p_obs)
+    # the Gymnasium view carries the stacked shape
+    view = vec.as_gymnasium()
+    assert view.single_observation_space.shape == (39,) and view.reset(seed=3)[0].shape == (4, 39)
+
+
+def test_vector_history_must_be_at_least_one():
+    with pytest.raises(ValueError, match="history must be a whole number"):
+        vector_env(community(), num_envs=2, history=0)
