@@ -13,8 +13,9 @@ Arrays, agents in ``agents`` order (the participants with an external trader, co
   :mod:`trexsim.envs.parallel`); out-of-range values and NaN are clipped, and
   ``infos["clipped"]`` ``(num_envs, n_agents)`` says whose; never an exception mid-episode.
 - ``obs``: ``(num_envs, n_agents, 13 * history)`` float32 (``history=k`` stacks each agent's last
-  ``k`` observations, oldest first, zeros before the episode's first; default 1: no stacking); ``rewards``: ``(num_envs, n_agents)`` float64 (the
-  reward of the delivery round settled in this step, see docs/envs.md "Timing");
+  ``k`` observations, oldest first, zeros before the episode's first; default 1: no stacking);
+  ``rewards``: ``(num_envs, n_agents)`` float64 (the reward of the delivery round settled in this
+  step, see docs/envs.md "Timing");
   ``terminations``/``truncations``: ``(num_envs, n_agents)`` bool.
 - ``infos``: ``delivered_round`` and ``delivery_round`` (ints), per agent arrays
   ``net_profit_usd``, ``bought_wh``, ``sold_wh``, ``grid_import_wh``, ``grid_export_wh``,
