@@ -241,6 +241,10 @@ class MqttFabric:
             # the broker announces our departure if the connection drops (crash, kill, network)
             client.will_set(self._mqtt_topic_hello(), _ENCODER.encode(_Envelope(self.sender, -1, Goodbye(self.sender, self.account))), qos=1)
         self._client = client
+        # a participant publishes at QoS 1 so that the broker's refusal ("Not authorized") comes back to it
+        # in the PUBACK; the controller's and market's publishes go at QoS 0 (no PUBACK for each of the
+        # ~100 messages of a round: their topics are theirs by the generated ACLs)
+        self._publish_qos = 1 if role == "participants" else 0
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 0
         try:
@@ -257,7 +261,10 @@ class MqttFabric:
             client.loop_stop()
             raise TrexsimError(f"MQTT broker at {host}:{port} refused the connection of {self.account!r}: "
                                f"{self._error or 'timed out'}")
-        subscriptions = [(t, SubscribeOptions(qos=1, noLocal=True)) for t in self._subscriptions()]
+        # deliveries at QoS 0: the broker sends each message once over the live TCP connection and
+        # nobody acknowledges it (at QoS 1 every delivery cost the receiver a PUBACK and the broker
+        # its bookkeeping; the barrier's acks, not MQTT's, tell the controller what arrived)
+        subscriptions = [(t, SubscribeOptions(qos=0, noLocal=True)) for t in self._subscriptions()]
         client.subscribe(subscriptions)
         if not self._subscribed.wait(self.timeout_s) or self._error:
             client.loop_stop()
@@ -424,7 +431,7 @@ class MqttFabric:
     def _send(self, mqtt_topic: str, message: Any) -> int:
         sequence = next(self._sequence)
         payload = _ENCODER.encode(_Envelope(self.sender, sequence, message))
-        info = self._client.publish(mqtt_topic, payload, qos=1)
+        info = self._client.publish(mqtt_topic, payload, qos=self._publish_qos)
         if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
             raise TrexsimError(f"MQTT publish on {mqtt_topic} failed: {self._mqtt.error_string(info.rc)}"
                                f"{': ' + self._error if self._error else ''}")

@@ -153,6 +153,7 @@ class SocketIOFabric(MqttFabric):
         self._subscribed = threading.Event()
         self._error: str | None = None
         self._closing = False
+        self._publish_qos = 1 if role == "participants" else 0  # MqttFabric's; every event here is relayed alike
 
         # the transport
         will = None
