@@ -46,10 +46,10 @@ def community(agents: int) -> dict:
     return {"study": {"days": 1, "seed": 1}, "participants": participants}
 
 
-def bench_single(agents: int, steps: int, backend: str) -> float:
+def bench_single(agents: int, steps: int, backend: str, history: int = 1) -> float:
     from trexsim.envs import parallel_env
 
-    env = parallel_env(community(agents), backend=backend)
+    env = parallel_env(community(agents), backend=backend, history=history)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     steps = min(steps, 1400)
@@ -68,10 +68,10 @@ def bench_single(agents: int, steps: int, backend: str) -> float:
     return done * agents / elapsed, done * agents / cpu
 
 
-def bench_vector(agents: int, num_envs: int, steps: int, episodes: int = 0) -> float:
+def bench_vector(agents: int, num_envs: int, steps: int, episodes: int = 0, history: int = 1) -> float:
     from trexsim.envs import vector_env
 
-    env = vector_env(community(agents), num_envs=num_envs)
+    env = vector_env(community(agents), num_envs=num_envs, history=history)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     actions = rng.uniform(-1, 1, (16, num_envs, agents, 5)).astype(np.float32)
@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="steps per repeat (single and vector cases)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cases", default="single,single-simulation,vector,vector+reset")
+    parser.add_argument("--history", type=int, default=1, help="observations stacked per agent (the envs' history=k)")
     args = parser.parse_args()
     cases = args.cases.split(",")
     print(f"# {machine()}")
@@ -118,13 +119,13 @@ def main() -> None:
     for n in (int(x) for x in args.agents.split(",")):
         for case in cases:
             if case == "single":
-                run, copies = (lambda: bench_single(n, args.steps, "compiled")), 1
+                run, copies = (lambda: bench_single(n, args.steps, "compiled", args.history)), 1
             elif case == "single-simulation":
-                run, copies = (lambda: bench_single(n, args.steps, "simulation")), 1
+                run, copies = (lambda: bench_single(n, args.steps, "simulation", args.history)), 1
             elif case == "vector":
-                run, copies = (lambda: bench_vector(n, args.num_envs, args.steps)), args.num_envs
+                run, copies = (lambda: bench_vector(n, args.num_envs, args.steps, history=args.history)), args.num_envs
             elif case == "vector+reset":
-                run, copies = (lambda: bench_vector(n, args.num_envs, 0, episodes=2)), args.num_envs
+                run, copies = (lambda: bench_vector(n, args.num_envs, 0, episodes=2, history=args.history)), args.num_envs
             else:
                 raise SystemExit(f"unknown case {case!r}")
             repeats = args.repeats if case != "vector+reset" else max(1, args.repeats // 2)
