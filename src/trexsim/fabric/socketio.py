@@ -154,6 +154,7 @@ class SocketIOFabric(MqttFabric):
         self._error: str | None = None
         self._closing = False
         self._publish_qos = 1 if role == "participants" else 0  # MqttFabric's; every event here is relayed alike
+        self._own_loop = False  # python-socketio keeps its own read thread: messages come through _inbox
 
         # the transport
         will = None
@@ -224,6 +225,9 @@ class SocketIOFabric(MqttFabric):
         except socketio.exceptions.SocketIOError as exc:
             raise TrexsimError(f"Socket.IO send on {mqtt_topic} failed: {self._error or exc}") from None
         return sequence
+
+    def _run_network_here(self) -> None:
+        """Nothing to take over: python-socketio's read thread feeds ``_inbox``."""
 
     def close(self) -> None:
         """Leave cleanly: withdraw the will, let the write thread send what is queued, then disconnect."""
