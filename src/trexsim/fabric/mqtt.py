@@ -358,6 +358,7 @@ class MqttFabric:
         """
         if not self._pending:
             return
+        self._run_network_here()
         start = time.monotonic()
         barrier_deadline = start + self.barrier_timeout_s
         hard_deadline = start + self.timeout_s
@@ -367,7 +368,7 @@ class MqttFabric:
             patient = any(n.role != "participants" or not n.warm for n in waiting)
             wait = (hard_deadline if patient and now >= barrier_deadline else barrier_deadline) - now
             try:
-                mqtt_topic, payload = self._inbox.get(timeout=max(0.0, wait))
+                mqtt_topic, payload = self._take(max(0.0, wait))
             except queue.Empty:
                 now = time.monotonic()
                 if now >= barrier_deadline:
@@ -382,9 +383,10 @@ class MqttFabric:
     def wait_for_hellos(self, n: int, timeout_s: float | None = None) -> list[Hello]:
         """Dispatch until ``n`` module processes have announced themselves."""
         deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        self._run_network_here()
         while len(self.hellos) < n:
             try:
-                mqtt_topic, payload = self._inbox.get(timeout=max(0.01, deadline - time.monotonic()))
+                mqtt_topic, payload = self._take(max(0.01, deadline - time.monotonic()))
             except queue.Empty:
                 raise TrexsimError(f"{len(self.hellos)} of {n} module processes joined within the time limit") from None
             self._receive(mqtt_topic, payload)
@@ -393,12 +395,13 @@ class MqttFabric:
     def poll(self, duration_s: float) -> None:
         """Handle whatever arrives for ``duration_s`` (between rounds, e.g. to let a module rejoin)."""
         deadline = time.monotonic() + duration_s
+        self._run_network_here()
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
             try:
-                mqtt_topic, payload = self._inbox.get(timeout=left)
+                mqtt_topic, payload = self._take(left)
             except queue.Empty:
                 return
             self._receive(mqtt_topic, payload)
@@ -433,7 +436,7 @@ class MqttFabric:
 
     # ------------------------------------------------------------------ the network in this thread (serve)
     def _run_network_here(self) -> None:
-        """Stop paho's network thread and read the socket in this one (a module process's serve loop).
+        """Stop paho's network thread and read the socket in this one (serve, settle, wait_for_hellos, poll).
 
         Each message then costs the process one wake-up instead of two (paho's thread, then this one,
         through a queue), and each publish goes straight to the socket instead of waking paho's thread:
@@ -449,15 +452,17 @@ class MqttFabric:
             return self._inbox.get(timeout=timeout_s)
         deadline = time.monotonic() + timeout_s
         mqtt = self._mqtt
+        polled = False
         while True:
             try:
                 return self._inbox.get_nowait()
             except queue.Empty:
                 pass
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 and polled:
                 raise queue.Empty
-            rc = self._client.loop(timeout=min(left, 1.0))
+            polled = True  # the socket is read at least once, even with no time left
+            rc = self._client.loop(timeout=min(max(left, 0.0), 1.0))
             if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
                 # connection lost: retry as paho's thread would (the barrier takes us back when acks resume)
                 time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
