@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -60,7 +61,17 @@ def mosquitto(tmp: Path) -> tuple[str, subprocess.Popen]:
     return f"mqtt://127.0.0.1:{port}", proc
 
 
-def measure(households: int, rounds: int, processes: int) -> tuple[float, float]:
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a live process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(households: int, rounds: int, processes: int) -> tuple[float, float, dict[str, float]]:
+    """(seconds to round 10, steady rounds/s from round 20, CPU ms per steady round by process kind)."""
     cfg = community(households, rounds)
     tmp = Path(tempfile.mkdtemp(prefix="trexsim-bench-"))
     url, broker = mosquitto(tmp)
@@ -77,13 +88,23 @@ def measure(households: int, rounds: int, processes: int) -> tuple[float, float]
         nodes = spawn_participant_nodes(path, url, options["namespace"], processes, timeout_s=300)
         net.wait_for_hellos(processes, timeout_s=600)
         stamps: list[float] = []
+        pids = {"coordinator": [os.getpid()], "participants": [n.pid for n in nodes], "broker": [broker.pid]}
+        cpu: list[dict[str, float]] = []
+
+        def on_round(episode: int, next_round: int) -> None:
+            stamps.append(time.perf_counter())
+            if len(stamps) in (20, rounds - 1):  # the steady window's CPU, per kind of process
+                cpu.append({k: sum(cpu_s(p) for p in v) for k, v in pids.items()})
+
         t0 = time.perf_counter()
-        sim.run(plots=False, on_round=lambda episode, next_round: stamps.append(time.perf_counter()))
+        sim.run(plots=False, on_round=on_round)
         s = np.asarray(stamps)
+        steady_rounds = rounds - 1 - 20
+        cpu_ms = {k: 1000 * (cpu[1][k] - cpu[0][k]) / steady_rounds for k in pids} if len(cpu) == 2 else {}
         for n in nodes:
             n.wait(timeout=60)
         net.close()
-        return s[9] - t0, (len(s) - 20) / (s[-1] - s[19])
+        return s[9] - t0, (len(s) - 20) / (s[-1] - s[19]), cpu_ms
     finally:
         for n in nodes:
             n.kill()
@@ -97,11 +118,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--processes", type=int, nargs="+", default=[10, 50])
     args = ap.parse_args()
-    print("| participant processes | first 10 rounds s | steady rounds/s |")
-    print("|---:|---:|---:|")
+    print("| participant processes | first 10 rounds s | steady rounds/s | CPU ms/round: coordinator | participants (all) | broker |")
+    print("|---:|---:|---:|---:|---:|---:|")
     for k in args.processes:
-        warm, rate = measure(args.households, args.rounds, k)
-        print(f"| {k} | {warm:.1f} | {rate:.1f} |", flush=True)
+        warm, rate, cpu_ms = measure(args.households, args.rounds, k)
+        c = [f"{cpu_ms.get(x, float('nan')):.1f}" for x in ("coordinator", "participants", "broker")]
+        print(f"| {k} | {warm:.1f} | {rate:.1f} | {' | '.join(c)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -245,6 +245,9 @@ class MqttFabric:
         # in the PUBACK; the controller's and market's publishes go at QoS 0 (no PUBACK for each of the
         # ~100 messages of a round: their topics are theirs by the generated ACLs)
         self._publish_qos = 1 if role == "participants" else 0
+        # topics the broker has accepted a QoS 1 publish on: later publishes there go at QoS 0 (the ACLs do
+        # not change during a run, and each PUBACK was a wake-up of the participant process and broker work)
+        self._confirmed_topics: set[str] = set()
         self._own_loop = False  # True once serve() runs the network in this thread (no paho thread)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 0
@@ -306,9 +309,13 @@ class MqttFabric:
         self._connected.set()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        topic = self._mid_topic.pop(mid, "?")
+        topic = self._mid_topic.pop(mid, None)
+        if topic is None:  # a QoS 0 publish
+            return
         if reason_code.is_failure:  # MQTT v5: the broker says why (e.g. "Not authorized")
             self.refused_publishes.append((topic, str(reason_code)))
+        else:
+            self._confirmed_topics.add(topic)
 
     def _on_message(self, client, userdata, msg) -> None:
         self._inbox.put((msg.topic, msg.payload))
@@ -475,11 +482,13 @@ class MqttFabric:
     def _send(self, mqtt_topic: str, message: Any) -> int:
         sequence = next(self._sequence)
         payload = _ENCODER.encode(_Envelope(self.sender, sequence, message))
-        info = self._client.publish(mqtt_topic, payload, qos=self._publish_qos)
+        qos = 0 if mqtt_topic in self._confirmed_topics else self._publish_qos
+        info = self._client.publish(mqtt_topic, payload, qos=qos)
         if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
             raise TrexsimError(f"MQTT publish on {mqtt_topic} failed: {self._mqtt.error_string(info.rc)}"
                                f"{': ' + self._error if self._error else ''}")
-        self._mid_topic[info.mid] = mqtt_topic
+        if qos:  # a QoS 0 publish has no PUBACK to tell a refusal by (and may be reported before this line)
+            self._mid_topic[info.mid] = mqtt_topic
         return sequence
 
     def _project(self, message: Any) -> None:

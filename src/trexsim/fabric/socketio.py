@@ -154,6 +154,7 @@ class SocketIOFabric(MqttFabric):
         self._error: str | None = None
         self._closing = False
         self._publish_qos = 1 if role == "participants" else 0  # MqttFabric's; every event here is relayed alike
+        self._confirmed_topics: set[str] = set()  # MqttFabric's (QoS); unused here
         self._own_loop = False  # python-socketio keeps its own read thread: messages come through _inbox
 
         # the transport
