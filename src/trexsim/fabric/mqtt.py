@@ -16,7 +16,8 @@ role            modules in the process                       reads (MQTT topics 
 
 Messages between modules of one process are handed over in process, exactly as on
 :class:`~trexsim.fabric.inprocess.InProcessFabric` (FIFO); what another process needs goes to the
-broker on the topics of :mod:`trexsim.fabric.topics` (QoS 1), each payload a msgpack array
+broker on the topics of :mod:`trexsim.fabric.topics` (QoS 0, or 1 for a participant's first publish on a
+topic, so that a refusal comes back), each payload a msgpack array
 ``[sender, sequence, message]``. The market's outputs go to each participant account as its own
 rows only (``p/<account>/settlements``), plus a public :class:`MarketResults` per clearing.
 
