@@ -139,3 +139,41 @@ def test_participants_in_separate_processes_give_the_same_ledger(tmp_path, broke
     net = book(tmp_path / "net" / "run.duckdb")
     assert len(net[0]) > 0 and len(net[1]) == 30 * 5
     assert net == book(local.database)
+
+
+def test_a_participant_publishes_at_qos_1_until_the_broker_accepts_then_at_qos_0(broker):
+    """The first publish on a topic is confirmed by the broker (a refusal would come back); later ones
+    need no PUBACK. A process that waits on the fabric reads its socket itself (no paho thread)."""
+    import paho.mqtt.client as mqtt
+
+    got = []
+    spy = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    spy.on_message = lambda client, userdata, msg: got.append(msg.qos)
+    host, port = broker.removeprefix("mqtt://").split(":")
+    spy.connect(host, int(port))
+    spy.loop_start()
+    house = MqttFabric(broker, namespace="test/qos", role="participants", account="h1")
+    market = MqttFabric(broker, namespace="test/qos", role="market", participant_ids=["h0", "h1"])
+    seen = []
+    market.subscribe(topics.ORDERS, seen.append)
+    try:
+        spy.subscribe("test/qos/p/h1/orders", qos=1)[0]
+        time.sleep(0.3)
+        for i in range(3):
+            house.publish(topics.ORDERS, Orders(0, 1, 2, np.array([1]), np.array([0]), np.array([0]), np.array([0.1]),
+                                                np.array([5 + i]), np.array([i + 1])))
+            deadline = time.monotonic() + 5
+            while "test/qos/p/h1/orders" not in house._confirmed_topics and time.monotonic() < deadline:
+                time.sleep(0.01)
+        market.poll(0.5)
+        deadline = time.monotonic() + 5
+        while len(got) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        spy.loop_stop()
+        spy.disconnect()
+        market.close()
+        house.close()
+    assert got == [1, 0, 0]  # delivered at min(publish QoS, subscription QoS 1)
+    assert [o.quantity_wh.tolist() for o in seen] == [[5], [6], [7]]  # the market got all three, in order
+    assert market._own_loop and market._client._thread is None
