@@ -177,3 +177,55 @@ def test_a_participant_publishes_at_qos_1_until_the_broker_accepts_then_at_qos_0
     assert got == [1, 0, 0]  # delivered at min(publish QoS, subscription QoS 1)
     assert [o.quantity_wh.tolist() for o in seen] == [[5], [6], [7]]  # the market got all three, in order
     assert market._own_loop and market._client._thread is None
+
+
+def test_a_fabric_takes_its_subscriptions_again_after_the_broker_restarts(tmp_path):
+    """A clean-start session loses its subscriptions with the connection: after reconnecting the
+    fabric subscribes again, so messages reach it once more."""
+    import paho.mqtt.client as mqtt
+
+    from trexsim.fabric.messages import Hello
+    from trexsim.fabric.mqtt import _ENCODER, _Envelope
+
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    conf.chmod(0o644)
+    tmp_path.chmod(0o755)
+
+    def start():
+        proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                return proc
+            except OSError:
+                time.sleep(0.05)
+        proc.kill()
+        pytest.fail("mosquitto did not start")
+
+    def say_hello(account):
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        client.publish(f"ns/fabric/hello/{account}",
+                       _ENCODER.encode(_Envelope(f"{account}-1", 0, Hello(f"{account}-1", "participants", account))),
+                       qos=1).wait_for_publish(5)
+        client.loop_stop()
+        client.disconnect()
+
+    broker = start()
+    watcher = MqttFabric(f"mqtt://127.0.0.1:{port}", "ns", role="coordinator", timeout_s=10)
+    try:
+        say_hello("a")
+        assert [h.account for h in watcher.wait_for_hellos(1, timeout_s=5)] == ["a"]
+        broker.terminate()
+        broker.wait(timeout=10)
+        broker = start()
+        watcher.poll(3.0)  # notices the lost connection, reconnects and subscribes again
+        say_hello("b")
+        assert [h.account for h in watcher.wait_for_hellos(2, timeout_s=5)] == ["a", "b"]
+    finally:
+        watcher.close()
+        broker.terminate()
+        broker.wait(timeout=10)

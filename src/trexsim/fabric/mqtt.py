@@ -296,6 +296,11 @@ class MqttFabric:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             self._error = str(reason_code)
+        elif self._subscribed.is_set():
+            # a reconnect: a clean start left no subscriptions on the broker, so take them again
+            from paho.mqtt.subscribeoptions import SubscribeOptions
+
+            client.subscribe([(t, SubscribeOptions(qos=0, noLocal=True)) for t in self._subscriptions()])
         self._connected.set()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
