@@ -268,7 +268,7 @@ def test_the_gate_by_hand(broker):  # noqa: F811
         house.publish(topics.METER, meter(0, 1))
         house.publish(topics.METER, meter(1))  # a second reading for participant 1 in round 3
         stranger.publish(topics.ORDERS, Orders(0, 3, 4, a(3), a(0), a(0), a(0.1, dt=float), a(100), a(1)))
-        market.poll(1.0)
+        market.poll(3.0)  # generous: a loaded machine may take a while
     finally:
         for f in (market, house, stranger):
             f.close()

@@ -388,7 +388,7 @@ def test_every_module_in_its_own_process(tmp_path, server):
 
 
 def test_the_socketio_fabric_has_every_attribute_of_the_mqtt_fabric():
-    """SocketIOFabric re-creates MqttFabric's state with another transport: the two must not drift apart."""
+    """SocketIOFabric takes MqttFabric's state (``_init_state``) with another transport: nothing may be missing."""
     pytest.importorskip("paho.mqtt", reason="paho-mqtt is not installed")
     from trexsim.fabric.mqtt import MqttFabric
 

@@ -185,6 +185,57 @@ class MqttFabric:
         url_user, url_password = url_credentials(url)
         username = username or url_user
         password = password if password is not None else url_password
+        self._init_state(role, account, username, namespace, timeout_s, barrier_timeout_s, max_message_bytes, client_id,
+                         participant_ids, roster_size)
+        self._mqtt = mqtt
+
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.sender, protocol=mqtt.MQTTv5)
+        if username is not None or password is not None:
+            client.username_pw_set(username or self.account, password)
+        if tls:
+            client.tls_set(ca_certs=ca_file)
+        elif ca_file:
+            raise TrexsimError(f"a CA file ({ca_file}) needs a TLS URL: mqtts://HOST:PORT")
+        client.max_inflight_messages_set(1000)
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        if role in ("participants", "market"):
+            # the broker announces our departure if the connection drops (crash, kill, network)
+            client.will_set(self._mqtt_topic_hello(), _ENCODER.encode(_Envelope(self.sender, -1, Goodbye(self.sender, self.account))), qos=1)
+        self._client = client
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 0
+        try:
+            client.connect(host, port, keepalive=30, clean_start=True, properties=props)
+        except OSError as exc:
+            raise TrexsimError(f"cannot reach the MQTT broker at {host}:{port}: {exc}") from None
+        # every round is a chain of small dependent messages: Nagle's algorithm would hold each one
+        # back waiting for an ACK (≈ 40 ms a message here; TREX-Core lost most of its speed to this)
+        sock = client.socket()
+        if sock is not None and hasattr(sock, "setsockopt"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.loop_start()
+        if not self._connected.wait(self.timeout_s) or self._error:
+            client.loop_stop()
+            raise TrexsimError(f"MQTT broker at {host}:{port} refused the connection of {self.account!r}: "
+                               f"{self._error or 'timed out'}")
+        # deliveries at QoS 0: the broker sends each message once over the live TCP connection and
+        # nobody acknowledges it (at QoS 1 every delivery cost the receiver a PUBACK and the broker
+        # its bookkeeping; the barrier's acks, not MQTT's, tell the controller what arrived)
+        subscriptions = [(t, SubscribeOptions(qos=0, noLocal=True)) for t in self._subscriptions()]
+        client.subscribe(subscriptions)
+        if not self._subscribed.wait(self.timeout_s) or self._error:
+            client.loop_stop()
+            raise TrexsimError(f"MQTT broker at {host}:{port} refused the subscriptions of {self.account!r} "
+                               f"({', '.join(t for t, _ in subscriptions)}): {self._error or 'timed out'}")
+
+    def _init_state(self, role: str, account: str | None, username: str | None, namespace: str, timeout_s: float,
+                    barrier_timeout_s: float, max_message_bytes: int, client_id: str | None,
+                    participant_ids: list[str] | None, roster_size: int) -> None:
+        """Everything but the transport (shared with :class:`~trexsim.fabric.socketio.SocketIOFabric`)."""
         self.role = role
         self.account = account or (username if role == "participants" else None) or role
         if role == "participants" and self.account == role:
@@ -223,25 +274,6 @@ class MqttFabric:
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._error: str | None = None
-        self._mqtt = mqtt
-
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.sender, protocol=mqtt.MQTTv5)
-        if username is not None or password is not None:
-            client.username_pw_set(username or self.account, password)
-        if tls:
-            client.tls_set(ca_certs=ca_file)
-        elif ca_file:
-            raise TrexsimError(f"a CA file ({ca_file}) needs a TLS URL: mqtts://HOST:PORT")
-        client.max_inflight_messages_set(1000)
-        client.on_connect = self._on_connect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        if role in ("participants", "market"):
-            # the broker announces our departure if the connection drops (crash, kill, network)
-            client.will_set(self._mqtt_topic_hello(), _ENCODER.encode(_Envelope(self.sender, -1, Goodbye(self.sender, self.account))), qos=1)
-        self._client = client
         # a participant publishes at QoS 1 so that the broker's refusal ("Not authorized") comes back to it
         # in the PUBACK; the controller's and market's publishes go at QoS 0 (no PUBACK for each of the
         # ~100 messages of a round: their topics are theirs by the generated ACLs)
@@ -250,31 +282,6 @@ class MqttFabric:
         # not change during a run, and each PUBACK was a wake-up of the participant process and broker work)
         self._confirmed_topics: set[str] = set()
         self._own_loop = False  # True once serve() runs the network in this thread (no paho thread)
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 0
-        try:
-            client.connect(host, port, keepalive=30, clean_start=True, properties=props)
-        except OSError as exc:
-            raise TrexsimError(f"cannot reach the MQTT broker at {host}:{port}: {exc}") from None
-        # every round is a chain of small dependent messages: Nagle's algorithm would hold each one
-        # back waiting for an ACK (≈ 40 ms a message here; TREX-Core lost most of its speed to this)
-        sock = client.socket()
-        if sock is not None and hasattr(sock, "setsockopt"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.loop_start()
-        if not self._connected.wait(self.timeout_s) or self._error:
-            client.loop_stop()
-            raise TrexsimError(f"MQTT broker at {host}:{port} refused the connection of {self.account!r}: "
-                               f"{self._error or 'timed out'}")
-        # deliveries at QoS 0: the broker sends each message once over the live TCP connection and
-        # nobody acknowledges it (at QoS 1 every delivery cost the receiver a PUBACK and the broker
-        # its bookkeeping; the barrier's acks, not MQTT's, tell the controller what arrived)
-        subscriptions = [(t, SubscribeOptions(qos=0, noLocal=True)) for t in self._subscriptions()]
-        client.subscribe(subscriptions)
-        if not self._subscribed.wait(self.timeout_s) or self._error:
-            client.loop_stop()
-            raise TrexsimError(f"MQTT broker at {host}:{port} refused the subscriptions of {self.account!r} "
-                               f"({', '.join(t for t, _ in subscriptions)}): {self._error or 'timed out'}")
 
     # ------------------------------------------------------------------ topics
     def _mqtt_topic_hello(self) -> str:

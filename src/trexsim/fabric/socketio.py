@@ -21,21 +21,14 @@ for a server that does): per-participant authentication and ACLs need the MQTT f
 from __future__ import annotations
 
 import base64
-import itertools
-import queue
 import threading
 import time
-import uuid
-from collections import deque
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlparse
 
-import numpy as np
-
 from trexsim.errors import TrexsimError
-from trexsim.fabric import topics
-from trexsim.fabric.messages import Goodbye, Hello, MeterReadings
-from trexsim.fabric.mqtt import _ENCODER, ROLES, MqttFabric, _Envelope, _Gate, url_credentials
+from trexsim.fabric.messages import Goodbye
+from trexsim.fabric.mqtt import _ENCODER, ROLES, MqttFabric, _Envelope, url_credentials
 from trexsim.fabric.socketio_server import SERIALIZER
 
 BUS_EVENT = "bus"  # the Socket.IO event that carries every message: (MQTT topic, payload)
@@ -112,50 +105,10 @@ class SocketIOFabric(MqttFabric):
         url_user, url_password = url_credentials(url)
         username = username or url_user
         password = password if password is not None else url_password
-        # the state of MqttFabric.__init__ (this class changes only how messages travel; kept in step with it
-        # by test_socketio_fabric.py::test_the_socketio_fabric_has_every_attribute_of_the_mqtt_fabric)
-        self.role = role
-        self.account = account or (username if role == "participants" else None) or role
-        if role == "participants" and self.account == role:
-            raise TrexsimError("a participants process needs an account: a participant id or grp-<g>-of-<G>")
-        if set(self.account) & topics.FORBIDDEN_IN_ACCOUNT:
-            raise TrexsimError(f"account {self.account!r} may not contain '/', '+' or '#'")
-        self.ns = namespace.rstrip("/")
-        self.timeout_s = float(timeout_s)
-        self.barrier_timeout_s = float(barrier_timeout_s)
-        self.max_message_bytes = int(max_message_bytes)
-        self.sender = client_id or f"{self.account}-{uuid.uuid4().hex[:10]}"
-        self.rejected = 0
-        self.last_rejection = ""
-        self.refused_publishes: list[tuple[str, str]] = []  # (topic, the server's reason) of events it did not relay
-        self.events: list[dict] = []
-        self.hellos: list[Hello] = []
-        self.meter_fallback: Callable[[int, int, np.ndarray], MeterReadings] | None = None
-        self._subscribers: dict[str, list[Callable[[Any], None]]] = {}
-        self._queue: deque[tuple[str, Any]] = deque()
-        self._draining = False
-        self._inbox: queue.Queue = queue.Queue()
-        self._sequence = itertools.count()
-        self._serving = False
-        self._finished = False
-        self._nodes: dict = {}
-        self._pending: dict[int, set[str]] = {}
-        self._first_round_sequence: int | None = None
-        self._catch_up: list[Any] = []
-        self._episode = -1
-        self._round = -1
-        self._roster_size = int(roster_size)
-        self._order_id_offset = 0
-        self._mid_topic: dict[int, str] = {}
-        self._gate = _Gate(self, participant_ids) if role in ("coordinator", "market") and participant_ids is not None else None
-        self._remote_accounts: dict[str, np.ndarray] = {}
-        self._connected = threading.Event()
-        self._subscribed = threading.Event()
-        self._error: str | None = None
+        # MqttFabric's state: this class changes only how messages travel
+        self._init_state(role, account, username, namespace, timeout_s, barrier_timeout_s, max_message_bytes, client_id,
+                         participant_ids, roster_size)
         self._closing = False
-        self._publish_qos = 1 if role == "participants" else 0  # MqttFabric's; every event here is relayed alike
-        self._confirmed_topics: set[str] = set()  # MqttFabric's (QoS); unused here
-        self._own_loop = False  # python-socketio keeps its own read thread: messages come through _inbox
 
         # the transport
         will = None

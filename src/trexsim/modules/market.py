@@ -25,12 +25,8 @@ from trexsim.engine.mechanisms import clear_round, get_mechanism
 from trexsim.errors import ConservationError
 from trexsim.fabric import topics
 from trexsim.fabric.messages import (
-    ASK,
-    BID,
     Accepted,
     merge_meter_readings,
-    DISPATCH,
-    NON_DISPATCH,
     Cleared,
     Delivered,
     EpisodeStart,
