@@ -92,13 +92,14 @@ def dispatch_and_step(residual_wh, stored_wh, capacity_wh, charge_limit_wh, disc
 
 
 @numba.njit(cache=True, nogil=True)
-def meter_round(load_wh, generation_wh, bought_wh, sold_wh, stored_wh, shadow_stored_wh, capacity_wh, charge_limit_wh,
-                discharge_limit_wh, efficiency, retention, active):
-    """One round of a population's batteries and meters, with no set-points from outside.
+def meter_round(load_wh, generation_wh, bought_wh, sold_wh, setpoint_mask, setpoint_wh, stored_wh, shadow_stored_wh,
+                capacity_wh, charge_limit_wh, discharge_limit_wh, efficiency, retention, active):
+    """One round of a population's batteries and meters.
 
     The battery covers the need beyond own PV and the contracted position (load - generation -
-    (bought - sold)); a shadow battery runs the same policy with no market at all, for the
-    grid-only bill. Both through :func:`dispatch_and_step`. Returns ``(charge_wh, discharge_wh,
+    (bought - sold)), except where ``setpoint_mask`` is set: there it follows ``setpoint_wh`` from
+    outside (+ charge). A shadow battery runs the policy with no market at all, for the grid-only
+    bill. Both through :func:`dispatch_and_step`. Returns ``(charge_wh, discharge_wh,
     stored_after_wh, shadow_after_wh, grid_only_net_wh)``.
     """
     n = load_wh.size
@@ -106,7 +107,8 @@ def meter_round(load_wh, generation_wh, bought_wh, sold_wh, stored_wh, shadow_st
     residual = np.empty(n, dtype=np.int64)
     for i in range(n):
         residual[i] = load_wh[i] - generation_wh[i]
-        need[i] = residual[i] - (bought_wh[i] - sold_wh[i])
+        # a set-point of +x Wh (charge) is a need of -x for the dispatch kernel
+        need[i] = -setpoint_wh[i] if setpoint_mask[i] else residual[i] - (bought_wh[i] - sold_wh[i])
     charge, discharge, after = dispatch_and_step(need, stored_wh, capacity_wh, charge_limit_wh, discharge_limit_wh,
                                                  efficiency, retention, active)
     c0, d0, shadow_after = dispatch_and_step(residual, shadow_stored_wh, capacity_wh, charge_limit_wh,

@@ -70,6 +70,11 @@ class Participants:
                 positions = np.flatnonzero(external[pop.members])
                 if positions.size:
                     self._setpoint_sources.append((pop, positions))
+        # households whose battery follows a set-point from outside, and this round's set-points [Wh, + charge]
+        self._setpoint_mask = np.zeros(self.n, dtype=bool)
+        for pop, positions in self._setpoint_sources:
+            self._setpoint_mask[pop.members[positions]] = True
+        self._setpoint_wh = np.zeros(self.n, dtype=np.int64)
         self._buy = np.zeros(rounds_per_episode)
         self._sell = np.zeros(rounds_per_episode)
         self.episode = -1
@@ -134,25 +139,16 @@ class Participants:
         zero = np.zeros(self.n, dtype=np.int64)
         bought, sold = self._contracts.pop(k, (zero, zero))
         battery = self.battery
-        if not self._setpoint_sources:  # every battery on its policy: one compiled call
-            charge, discharge, battery.stored_wh, self.shadow_stored_wh, grid_only_net = meter_round(
-                load, gen, bought, sold, battery.stored_wh, self.shadow_stored_wh, battery.capacity_wh,
-                battery.charge_limit_wh, battery.discharge_limit_wh, battery.efficiency, battery.retention,
-                battery.self_consumption)
-            self._plan_delta.pop(k, None)
-            self.fabric.publish(topics.METER, MeterReadings(
-                self.episode, k, self.index, load, gen, charge, discharge, battery.stored_wh.copy(), grid_only_net))
-            return
-        # the battery tracks the contracted position: cover need beyond PV and purchases, store what is left
-        need = load - gen - (bought - sold)
-        for pop, positions in self._setpoint_sources:
-            # a set-point of +x Wh (charge) is a need of -x for the dispatch kernel
-            need[pop.members[positions]] = -pop.battery_setpoint(k)[positions]
-        charge, discharge, battery.stored_wh = battery.dispatch_step(need)
-        c0, d0, self.shadow_stored_wh = battery.dispatch_step(load - gen, self.shadow_stored_wh)
+        mask, setpoint = self._setpoint_mask, self._setpoint_wh
+        for pop, positions in self._setpoint_sources:  # external batteries follow their agent's set-point
+            setpoint[pop.members[positions]] = pop.battery_setpoint(k)[positions]
+        charge, discharge, battery.stored_wh, self.shadow_stored_wh, grid_only_net = meter_round(
+            load, gen, bought, sold, mask, setpoint, battery.stored_wh, self.shadow_stored_wh, battery.capacity_wh,
+            battery.charge_limit_wh, battery.discharge_limit_wh, battery.efficiency, battery.retention,
+            battery.self_consumption)
         self._plan_delta.pop(k, None)
         self.fabric.publish(topics.METER, MeterReadings(
-            self.episode, k, self.index, load, gen, charge, discharge, battery.stored_wh.copy(), load - gen + c0 - d0))
+            self.episode, k, self.index, load, gen, charge, discharge, battery.stored_wh.copy(), grid_only_net))
 
     def _trade(self, k: int, d: int) -> None:
         load_f, gen_f = self.profiles.round_wh(d)
