@@ -22,7 +22,8 @@ import msgspec
 import numpy as np
 
 from trexsim import __version__
-from trexsim.config.schema import SimulationConfig
+from trexsim.config.schema import SimulationConfig, TCConfig
+from trexsim.errors import TrexsimError
 from trexsim.data.profiles import Clock, ProfileSet
 from trexsim.fabric.inprocess import InProcessFabric
 from trexsim.modules.controller import Controller
@@ -63,13 +64,19 @@ class Simulation:
         self.clock = Clock(study.start_utc_s, study.interval_s, study.rounds_per_episode, study.timezone)
         self.fabric = fabric if fabric is not None else InProcessFabric()
         rounds = study.rounds_per_episode
+        tc_market = config.market.type == "tc"
+        if tc_market and not isinstance(self.fabric, InProcessFabric):
+            raise TrexsimError("market.type 'tc': the TC market runs on the in-process fabric; its messages "
+                               "(tc/schedule, tc/plan) are not carried by the networked fabrics yet")
         # subscription order is delivery order: the market reads orders before the recorder does
-        self.grid = Grid(self.fabric, config.market.grid, study.timezone)
+        # (a TC run's grid prices come from the TC market module instead of the tariff)
+        self.grid = None if tc_market else Grid(self.fabric, config.market.grid, study.timezone)
         self.market = Market(self.fabric, config.market, len(specs), rounds)
         self.profiles = ProfileSet(self.participant_ids, [s.profile for s in specs], self.clock, study.seed,
                                    chunk_rounds=min(1440, rounds))
         self.participants = Participants(self.fabric, self.participant_ids, specs, self.profiles, study.interval_s,
-                                         rounds, config.market.close_steps, participants_rng(study.seed)) if local_participants else None
+                                         rounds, config.market.close_steps, participants_rng(study.seed),
+                                         tc=(config.tc or TCConfig()) if tc_market else None) if local_participants else None
         self.recorder = Recorder(self.fabric, self.db_path, len(specs), config.records.level, config.records.batch_rounds)
         self.powerflow = None
         if config.powerflow is not None:  # the live powerflow (OpenDSS, imported only here); docs/powerflow.md
@@ -77,6 +84,11 @@ class Simulation:
 
             self.powerflow = PowerflowModule(self.fabric, config.powerflow, self.participant_ids, study.interval_s,
                                              rounds, self.recorder.cursor(), self.out_dir)
+        self.tc_market = None
+        if tc_market:  # the TC market (OpenDSS, imported only here); docs/powerflow.md
+            from trexsim.modules.tc import TCMarketModule
+
+            self.tc_market = TCMarketModule(self.fabric, config, self.participant_ids, self.recorder.cursor(), self.out_dir)
         self.controller = Controller(self.fabric, self.participant_ids, study.start_utc_s, study.interval_s, rounds,
                                      study.episodes, config.market.close_steps)
         self.run_id = uuid.UUID(int=int(run_id_rng(study.seed).integers(0, 2**63)) << 64 | study.seed).hex[:16]
@@ -151,6 +163,8 @@ class Simulation:
         )
         if self.powerflow is not None:
             summary["powerflow"] = self.powerflow.summary()
+        if self.tc_market is not None:
+            summary["tc"] = self.tc_market.summary()
         (self.out_dir / "summary.json").write_bytes(msgspec.json.format(msgspec.json.encode(summary), indent=2))
         return summary
 

@@ -137,7 +137,7 @@ def read_config_text(path: Path) -> Any:
 def load_config(path: str | Path) -> SimulationConfig:
     """Read, decode (JSON5: comments allowed) and validate a config file.
 
-    Relative paths in it (``file`` profiles, Q-tables, the powerflow feeder and mapping) are taken
+    Relative paths in it (``file`` profiles, Q-tables, the powerflow and TC feeders and mappings) are taken
     relative to the config file's folder.
     """
     path = Path(path)
@@ -156,15 +156,16 @@ def load_config(path: str | Path) -> SimulationConfig:
                 spec.trader.q_table = q_table = str((path.parent / q_table).resolve())
             if not Path(q_table).exists():
                 missing.append((f"participants.{pid}.trader.q_table", f"file not found: {q_table}"))
-    pf = config.powerflow
-    if pf is not None:
+    for section, pf in (("powerflow", config.powerflow), ("tc", config.tc)):
+        if pf is None:
+            continue
         for key in ("feeder", "mapping"):
             value = getattr(pf, key)
             if isinstance(value, str) and not Path(value).is_absolute():
                 setattr(pf, key, str((path.parent / value).resolve()))
             value = getattr(pf, key)
             if isinstance(value, str) and not Path(value).exists():
-                missing.append((f"powerflow.{key}", f"file not found: {value}"))
+                missing.append((f"{section}.{key}", f"file not found: {value}"))
     if missing:
         raise ConfigError(missing, str(path))
     return config

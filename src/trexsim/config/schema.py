@@ -139,7 +139,9 @@ class GridConfig(_Model):
 
 
 class MarketConfig(_Model):
-    type: Literal["alex"] = "alex"
+    type: Literal["alex", "tc"] = Field(
+        "alex", description="'alex': prices from the grid's tariff; 'tc': transactive control — the TC market "
+                            "publishes the grid buy price per horizon from predicted powerflow (section 'tc').")
     id: str = "alex"
     settlement: str = Field(
         "average_price",
@@ -441,6 +443,15 @@ class TCConfig(_Model):
     congestion: CongestionPricing = Field(default_factory=CongestionPricing)
     flexible_load: FlexibleLoadConfig | None = Field(default_factory=FlexibleLoadConfig)
     batteries: bool = Field(True, description="Participants' batteries react to the price (else self-consumption).")
+    feeder: str | dict[str, Any] | None = Field(
+        None, description="The feeder the TC market predicts on (as powerflow.feeder); null: the powerflow "
+                          "section's, else a generated one.")
+    mapping: str | dict[str, str | list[str]] | None = Field(
+        None, description="Participant id -> circuit load name(s), as powerflow.mapping (null: the powerflow section's).")
+    pf_import: float | None = Field(None, gt=0, le=1, description="Power factor of predicted imports (null: the powerflow section's, else 0.95).")
+    pf_export: float | None = Field(None, gt=0, le=1, description="Power factor of predicted exports (null: the powerflow section's, else 1).")
+
+    _feeder_parameters = field_validator("feeder")(PowerflowConfig._feeder_parameters.__func__)
 
 
 class SimulationConfig(_Model):

@@ -223,6 +223,33 @@ class Ack(_Msg):
     acked_sequence: int
 
 
+class TCSchedule(_Msg):
+    """The TC market's price schedule [$/kWh] for rounds ``first_round ... first_round + len - 1`` of a horizon.
+
+    Pass ``iteration`` (from 0) of the market's predict-price-respond loop; every participant module answers
+    each one with a :class:`TCPlan`. ``final``: the schedule as published (the market then also sends it as
+    :class:`GridPrices`, which the market bills at)."""
+
+    episode: int
+    first_round: int
+    iteration: int
+    final: bool
+    buy_price: np.ndarray
+    sell_price: np.ndarray
+
+
+class TCPlan(_Msg):
+    """A participant module's response to the :class:`TCSchedule` ``(episode, first_round, iteration)``: the
+    planned net energy [Wh, + import] of its households (roster indices ``participant``) in every round of
+    the horizon, round-major: ``net_wh[r * len(participant) + j]`` is household j's in round first_round + r."""
+
+    episode: int
+    first_round: int
+    iteration: int
+    participant: np.ndarray
+    net_wh: np.ndarray
+
+
 def merge_meter_readings(parts: list["MeterReadings"], n_participants: int) -> "MeterReadings":
     """One round's readings of every participant from the messages of several participant modules.
 
@@ -244,6 +271,7 @@ def merge_meter_readings(parts: list["MeterReadings"], n_participants: int) -> "
 Message = Union[
     Roster, EpisodeStart, EpisodeEnd, SimulationEnd, RoundStart, RoundEnd, GridPrices,
     Orders, Accepted, Rejected, Cleared, MeterReadings, Delivered, DeliveredRows, Hello, Ack, Goodbye, Error, MarketResults,
+    TCSchedule, TCPlan,
 ]
 
 

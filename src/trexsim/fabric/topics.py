@@ -43,6 +43,9 @@ HELLO = "fabric/hello"
 ACK = "fabric/ack"
 ERROR = "market/error"
 MARKET_RESULTS = "market/results"
+# transactive control (a ``market.type: tc`` run): the TC market's schedules, the participants' responses
+TC_SCHEDULE = "tc/schedule"
+TC_PLAN = "tc/plan"
 
 # the logical topic of each message kind (one kind per topic): what a networked fabric dispatches on
 TOPIC_OF_KIND = {
@@ -50,6 +53,7 @@ TOPIC_OF_KIND = {
     "RoundEnd": ROUND_END, "SimulationEnd": SIMULATION_END, "GridPrices": GRID_PRICES, "Orders": ORDERS,
     "Accepted": ACCEPTED, "Rejected": REJECTED, "Cleared": CLEARED, "MeterReadings": METER, "Delivered": DELIVERED,
     "Hello": HELLO, "Goodbye": HELLO, "Ack": ACK, "Error": ERROR, "MarketResults": MARKET_RESULTS,
+    "TCSchedule": TC_SCHEDULE, "TCPlan": TC_PLAN,
 }
 
 # reserved account names; every other account is a participant id or a group

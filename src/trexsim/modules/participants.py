@@ -35,9 +35,11 @@ _DELIVERED_ARRAYS = [f for f in Delivered.__struct_fields__ if f not in ("episod
 class Participants:
     def __init__(self, fabric, participant_ids: list[str], specs: list[ParticipantConfig], profiles: ProfileSet,
                  interval_s: int, rounds_per_episode: int, close_steps: int, rng: np.random.Generator,
-                 roster_index: np.ndarray | None = None, roster_size: int | None = None):
+                 roster_index: np.ndarray | None = None, roster_size: int | None = None, tc=None):
         """``roster_index``: where these households stand in the whole roster, when this module holds
-        only some of them (one process of a networked run); messages always use roster indices."""
+        only some of them (one process of a networked run); messages always use roster indices.
+        ``tc``: the ``TCConfig`` of a transactive-control run (``market.type: tc``): the households then answer
+        the TC market's schedules and follow the published one (``trexsim.tc.households``)."""
         self.fabric = fabric
         self.ids = list(participant_ids)
         self.n = len(self.ids)
@@ -75,6 +77,12 @@ class Participants:
         for pop, positions in self._setpoint_sources:
             self._setpoint_mask[pop.members[positions]] = True
         self._setpoint_wh = np.zeros(self.n, dtype=np.int64)
+        self.tc = None
+        if tc is not None:
+            from trexsim.tc.households import TCHouseholds
+
+            self.tc = TCHouseholds(tc, profiles, self.battery, interval_s, self.roster_index, external)
+            fabric.subscribe(topics.TC_SCHEDULE, self.on_tc_schedule)
         self._buy = np.zeros(rounds_per_episode)
         self._sell = np.zeros(rounds_per_episode)
         self.episode = -1
@@ -98,6 +106,12 @@ class Participants:
         self._next_order_id = self._order_id_base
         for pop in self.traders:
             pop.reset(msg.episode)
+        if self.tc is not None:
+            self.tc.reset()
+
+    def on_tc_schedule(self, msg) -> None:
+        if msg.episode == self.episode:
+            self.fabric.publish(topics.TC_PLAN, self.tc.on_schedule(msg))
 
     def on_grid_prices(self, msg: GridPrices) -> None:
         end = msg.first_round + len(msg.buy_price)
@@ -142,6 +156,8 @@ class Participants:
         mask, setpoint = self._setpoint_mask, self._setpoint_wh
         for pop, positions in self._setpoint_sources:  # external batteries follow their agent's set-point
             setpoint[pop.members[positions]] = pop.battery_setpoint(k)[positions]
+        if self.tc is not None:  # moved loads, price-reactive batteries
+            load, mask, setpoint = self.tc.meter_inputs(k, load, mask, setpoint)
         charge, discharge, battery.stored_wh, self.shadow_stored_wh, grid_only_net = meter_round(
             load, gen, bought, sold, mask, setpoint, battery.stored_wh, self.shadow_stored_wh, battery.capacity_wh,
             battery.charge_limit_wh, battery.discharge_limit_wh, battery.efficiency, battery.retention,
@@ -152,6 +168,8 @@ class Participants:
 
     def _trade(self, k: int, d: int) -> None:
         load_f, gen_f = self.profiles.round_wh(d)
+        if self.tc is not None:
+            load_f = self.tc.load_forecast(d, load_f)
         battery = self.battery
         # expected stored energy when round d starts: now, plus what is planned for rounds between
         stored = battery.stored_wh

@@ -57,6 +57,12 @@ TABLES: dict[str, str] = {
         episode INTEGER, round INTEGER, bus VARCHAR, v_min_pu DOUBLE, v_max_pu DOUBLE""",
     "powerflow_element_loading": """
         episode INTEGER, round INTEGER, element VARCHAR, loading_pct DOUBLE""",
+    # written by the TC market module (trexsim.modules.tc) in a ``market.type: tc`` run: one row per price
+    # interval of every published schedule; prices $/kWh, predicted loading % of rating, deviation p.u.
+    "tc_schedule": """
+        episode INTEGER, horizon_first_round INTEGER, first_round INTEGER, start_utc_s BIGINT,
+        tou_buy_price DOUBLE, congestion DOUBLE, price DOUBLE, sell_price DOUBLE,
+        predicted_transformer_loading_pct DOUBLE, predicted_voltage_deviation_pu DOUBLE""",
     "powerflow_episodes": """
         episode INTEGER, feeder VARCHAR, solved_rounds INTEGER, not_converged INTEGER, min_voltage_pu DOUBLE,
         max_voltage_pu DOUBLE, max_transformer_loading_pct DOUBLE, max_line_loading_pct DOUBLE, losses_kwh DOUBLE,

@@ -84,12 +84,11 @@ def run_tc(config: SimulationConfig, feeder=None, mapping=None, out_dir: str | P
     TC settings come from ``config.tc`` (defaults if it has none).
     """
     from trexsim.data.profiles import Clock, ProfileSet
-    from trexsim.devices.flexible_load import shift_flexible_load
-    from trexsim.devices.price_battery import dispatch_bank
     from trexsim.engine.grid import tariff_prices
     from trexsim.powerflow.engine import create_engine
-    from trexsim.powerflow.replay import Ledger, Limits, load_feeder, net_powers, replay_ledger
+    from trexsim.powerflow.replay import Ledger, Limits, load_feeder, replay_ledger
     from trexsim.tc.pricing import congestion_price
+    from trexsim.tc.response import next_schedule, predict_intervals, respond
 
     tc: TCConfig = config.tc or TCConfig()
     study = config.study
@@ -128,39 +127,17 @@ def run_tc(config: SimulationConfig, feeder=None, mapping=None, out_dir: str | P
     trafo_cols = np.flatnonzero(np.array(layout.element_kind) == "transformer")
     checked = np.flatnonzero(layout.node_checked)
 
-    def respond(price, h0, h1, stored):
-        load = base_load[h0:h1]
-        if tc.flexible_load is not None and tc.flexible_load.share > 0:
-            load = shift_flexible_load(load, price, tc.flexible_load.share, tc.flexible_load.max_power_w, W, interval_s)
-        need = load - gen[h0:h1]
-        flat = np.full(h1 - h0, price[0])
-        c1, d1, s1 = dispatch_bank(bank, need, price, stored, active & react)
-        if not np.all(react == active):  # non-reacting batteries: self-consumption
-            c0, d0, s0 = dispatch_bank(bank, need, flat, stored, active & ~react)
-            c1, d1, s1 = c1 + c0, d1 + d0, np.where((active & react)[None, :], s1, s0)
-        return load, c1, d1, s1, need + c1 - d1
+    def respond_h(price, h0, h1, stored):
+        r = respond(base_load[h0:h1], gen[h0:h1], price, stored, bank, active, react, tc.flexible_load, W, interval_s)
+        return r.load_wh, r.charge_wh, r.discharge_wh, r.stored_after_wh, r.net_wh
 
     solves = 0
 
     def predict(net_wh, h0):
         """Predicted (peak transformer loading %, largest |V - 1| p.u.) per price interval of the horizon."""
         nonlocal solves
-        m = net_wh.shape[0]
-        k = -(-m // P)
-        sums = np.add.reduceat(net_wh, np.arange(0, m, P), axis=0)
-        lengths = np.minimum(P, m - np.arange(0, m, P))
-        p, q = net_powers(sums / lengths[:, None], interval_s, pf_import, pf_export)
-        loading = np.full(k, np.nan)
-        dv = np.full(k, np.nan)
-        for j in range(k):
-            engine.set_loads(resolved.expand(p[j]), resolved.expand(q[j]))
-            solves += 1
-            if not engine.solve():
-                continue
-            snap = engine.results()
-            loading[j] = snap.loading_pct[trafo_cols].max() if len(trafo_cols) else 0.0
-            dv[j] = np.abs(snap.node_pu[checked] - 1.0).max() if len(checked) else 0.0
-        return loading, dv
+        solves += -(-net_wh.shape[0] // P)
+        return predict_intervals(engine, resolved, net_wh, P, interval_s, pf_import, pf_export, trafo_cols, checked)
 
     price = np.empty(R)
     congestion = np.empty(R)
@@ -172,12 +149,11 @@ def run_tc(config: SimulationConfig, feeder=None, mapping=None, out_dir: str | P
         base = tou[h0:h1]
         schedule = base.copy()
         for it in range(tc.iterations):
-            *_, net = respond(schedule, h0, h1, stored)
+            *_, net = respond_h(schedule, h0, h1, stored)
             loading, dv = predict(net, h0)
             cong = np.repeat(congestion_price(loading, dv, tc.congestion), P)[: h1 - h0]
-            new = base + cong
-            schedule = new if it == 0 else (1 - tc.damping) * schedule + tc.damping * new
-        load, c, d, s_after, net = respond(schedule, h0, h1, stored)
+            schedule = next_schedule(schedule, base, cong, it, tc.damping)
+        load, c, d, s_after, net = respond_h(schedule, h0, h1, stored)
         loading_final, dv_final = predict(net, h0)
         price[h0:h1] = schedule
         congestion[h0:h1] = schedule - base

@@ -1,0 +1,236 @@
+"""The TC market module: transactive control's price schedules from predicted powerflow, over the fabric.
+
+Runs instead of the grid module's tariff when ``market.type`` is ``tc`` (docs/powerflow.md, "The TC market
+on the fabric"). Episodes are cut into horizons of ``tc.horizon_h`` (the last one may be shorter). Ahead of
+each horizon — at the end of round ``first - close_steps - 1``, or at the episode's start for the first
+ones, so the traders of round ``first - close_steps`` already see its prices — it runs the TC loop of
+``trexsim.tc.cosim`` as messages:
+
+1. publishes a ``TCSchedule`` (pass 0: the grid's time-of-use buy price); every participant module answers
+   with a ``TCPlan``: its households' planned net energy per round under that schedule (flexible loads
+   moved, price-reactive batteries dispatched: ``trexsim.tc.households``);
+2. when every household has answered, solves the feeder once per price interval on the predicted average
+   net powers (``trexsim.tc.response.predict_intervals``) and prices each interval as the grid's buy price
+   plus the congestion component (``trexsim.tc.pricing``), damped into the last schedule; repeats 1-2
+   ``tc.iterations`` times;
+3. publishes the final schedule (``TCSchedule`` with ``final``; the households answer once more, which gives
+   the published schedule's predicted loading) and then as ``GridPrices``: the market bills every import at
+   the TC price and every export at the grid's sell price, through the same delivery rule as any run.
+
+It records each price interval in the run's ``tc_schedule`` table and a ``tc`` entry in summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from trexsim.config.schema import SimulationConfig, TCConfig
+from trexsim.engine.grid import tariff_prices
+from trexsim.errors import TrexsimError
+from trexsim.fabric import topics
+from trexsim.fabric.messages import EpisodeStart, GridPrices, RoundEnd, TCPlan, TCSchedule
+
+
+def _rounds(value_s: float, interval_s: int, key: str) -> int:
+    n = value_s / interval_s
+    if n < 1 or abs(n - round(n)) > 1e-9:
+        raise TrexsimError(f"{key}: {value_s:g} s is not a whole number (>= 1) of the study's {interval_s} s rounds")
+    return int(round(n))
+
+
+def tc_feeder(config: SimulationConfig):
+    """(feeder, mapping, pf_import, pf_export) the TC market predicts with: the ``tc`` section's, else the
+    ``powerflow`` section's, else a generated feeder (one house per participant) at 0.95 / 1.0."""
+    tc = config.tc or TCConfig()
+    pf = config.powerflow
+    feeder = tc.feeder if tc.feeder is not None else (pf.feeder if pf is not None else None)
+    mapping = tc.mapping if tc.feeder is not None or tc.mapping is not None else (pf.mapping if pf is not None else None)
+    pf_import = tc.pf_import if tc.pf_import is not None else (pf.pf_import if pf is not None else 0.95)
+    pf_export = tc.pf_export if tc.pf_export is not None else (pf.pf_export if pf is not None else 1.0)
+    return feeder, mapping, pf_import, pf_export
+
+
+class TCMarketModule:
+    def __init__(self, fabric, config: SimulationConfig, participant_ids: list[str], con=None,
+                 out_dir: str | Path = "."):
+        """``con``: a DuckDB connection to the run's database (None: keep the schedules in memory only).
+        A generated feeder is written to ``out_dir/tc/feeder.dss`` (with ``mapping.json``)."""
+        from trexsim.powerflow.engine import create_engine
+        from trexsim.powerflow.errors import PowerflowError
+        from trexsim.powerflow.replay import load_feeder
+        from trexsim.modules.powerflow import _feeder_argument
+
+        self.fabric = fabric
+        self.tc: TCConfig = config.tc or TCConfig()
+        study = config.study
+        self.grid = config.market.grid
+        self.timezone = study.timezone
+        self.interval_s = study.interval_s
+        self.close_steps = config.market.close_steps
+        self.n = len(participant_ids)
+        self.horizon_rounds = _rounds(self.tc.horizon_h * 3600, self.interval_s, "tc.horizon_h")
+        self.price_rounds = _rounds(self.tc.price_interval_s, self.interval_s, "tc.price_interval_s")
+        if self.tc.flexible_load is not None:
+            _rounds(self.tc.flexible_load.window_h * 3600, self.interval_s, "tc.flexible_load.window_h")
+        self.con = con
+        feeder, mapping, self.pf_import, self.pf_export = tc_feeder(config)
+        folder = Path(out_dir) / "tc"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine("opendss")
+        try:
+            self.feeder_info, layout, self.mapping = load_feeder(_feeder_argument(feeder), mapping, participant_ids,
+                                                                 self.engine, folder)
+        except PowerflowError as exc:
+            raise PowerflowError(f"tc: {exc}") from None
+        (folder / "mapping.json").write_text(json.dumps(self.mapping.table, indent=2) + "\n")
+        self.engine.bind_loads(self.mapping.load_names)
+        self.transformer_cols = np.flatnonzero(np.array(layout.element_kind) == "transformer")
+        self.checked_nodes = np.flatnonzero(layout.node_checked)
+        self.episode = -1
+        self._tou = self._sell = np.zeros(0)
+        self._starts = np.zeros(0, dtype=np.int64)
+        self._horizons: list[tuple[int, int]] = []
+        self._next = 0                 # index of the next horizon to price
+        self._todo: deque = deque()    # horizons due, waiting for the one in progress
+        self._pass: dict[str, Any] | None = None
+        self.solves = 0
+        self.solve_s = 0.0
+        self.rows: list[dict[str, Any]] = []   # every published price interval (also in tc_schedule)
+        fabric.subscribe(topics.EPISODE_START, self.on_episode_start)
+        fabric.subscribe(topics.ROUND_END, self.on_round_end)
+        fabric.subscribe(topics.TC_PLAN, self.on_plan)
+
+    # ------------------------------------------------------------------ when to price a horizon
+    def _due_round(self, first: int) -> int:
+        """The round at whose end the horizon starting at ``first`` is priced (-1: at the episode's start)."""
+        return max(-1, first - self.close_steps - 1)
+
+    def on_episode_start(self, msg: EpisodeStart) -> None:
+        self.episode = msg.episode
+        self._starts = msg.start_utc_s + np.arange(msg.rounds, dtype=np.int64) * msg.interval_s
+        self._tou, self._sell = tariff_prices(self._starts, self.timezone, self.grid)
+        H = self.horizon_rounds
+        self._horizons = [(h0, min(msg.rounds, h0 + H)) for h0 in range(0, msg.rounds, H)]
+        self._next = 0
+        self._todo.clear()
+        self._pass = None
+        self._queue_due(-1)
+
+    def on_round_end(self, msg: RoundEnd) -> None:
+        if msg.episode == self.episode:
+            self._queue_due(msg.round)
+
+    def _queue_due(self, round_index: int) -> None:
+        while self._next < len(self._horizons) and self._due_round(self._horizons[self._next][0]) <= round_index:
+            self._todo.append(self._horizons[self._next])
+            self._next += 1
+        if self._pass is None and self._todo:
+            self._begin(*self._todo.popleft())
+
+    # ------------------------------------------------------------------ the predict-price-respond loop
+    def _begin(self, h0: int, h1: int) -> None:
+        base = self._tou[h0:h1].copy()
+        self._pass = {"h0": h0, "h1": h1, "iteration": 0, "final": False, "base": base, "schedule": base,
+                      "net": np.zeros((h1 - h0, self.n)), "heard": np.zeros(self.n, dtype=bool)}
+        self._publish_schedule()
+
+    def _publish_schedule(self) -> None:
+        p = self._pass
+        p["heard"][:] = False
+        self.fabric.publish(topics.TC_SCHEDULE, TCSchedule(self.episode, p["h0"], p["iteration"], p["final"],
+                                                           p["schedule"].copy(), self._sell[p["h0"]:p["h1"]].copy()))
+
+    def on_plan(self, msg: TCPlan) -> None:
+        p = self._pass
+        if p is None or (msg.episode, msg.first_round, msg.iteration) != (self.episode, p["h0"], p["iteration"]):
+            return  # an answer to a schedule no longer asked about
+        idx = np.asarray(msg.participant, dtype=np.int64)
+        rounds = p["h1"] - p["h0"]
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= self.n or msg.net_wh.size != rounds * idx.size:
+            raise TrexsimError(f"TCPlan for rounds {p['h0']}-{p['h1'] - 1}: {msg.net_wh.size} values for "
+                               f"{idx.size} households and {rounds} rounds")
+        p["net"][:, idx] = np.asarray(msg.net_wh, dtype=np.float64).reshape(rounds, idx.size)
+        p["heard"][idx] = True
+        if p["heard"].all():
+            self._advance()
+
+    def _predict(self, net_wh: np.ndarray):
+        from trexsim.tc.response import predict_intervals
+
+        t0 = time.perf_counter()
+        out = predict_intervals(self.engine, self.mapping, net_wh, self.price_rounds, self.interval_s, self.pf_import,
+                                self.pf_export, self.transformer_cols, self.checked_nodes)
+        self.solves += len(out[0])
+        self.solve_s += time.perf_counter() - t0
+        return out
+
+    def _advance(self) -> None:
+        from trexsim.tc.pricing import congestion_price
+        from trexsim.tc.response import next_schedule
+
+        p = self._pass
+        loading, dv = self._predict(p["net"])
+        if p["final"]:
+            self._publish(loading, dv)
+            return
+        rounds = p["h1"] - p["h0"]
+        congestion = np.repeat(congestion_price(loading, dv, self.tc.congestion), self.price_rounds)[:rounds]
+        p["schedule"] = next_schedule(p["schedule"], p["base"], congestion, p["iteration"], self.tc.damping)
+        p["iteration"] += 1
+        p["final"] = p["iteration"] == self.tc.iterations
+        self._publish_schedule()
+
+    def _publish(self, loading: np.ndarray, dv: np.ndarray) -> None:
+        p = self._pass
+        h0, h1 = p["h0"], p["h1"]
+        schedule = p["schedule"]
+        firsts = np.arange(h0, h1, self.price_rounds)
+        rows = {
+            "episode": np.full(len(firsts), self.episode, dtype=np.int32),
+            "horizon_first_round": np.full(len(firsts), h0, dtype=np.int32),
+            "first_round": firsts.astype(np.int32), "start_utc_s": self._starts[firsts],
+            "tou_buy_price": self._tou[firsts], "congestion": schedule[firsts - h0] - self._tou[firsts],
+            "price": schedule[firsts - h0], "sell_price": self._sell[firsts],
+            "predicted_transformer_loading_pct": loading, "predicted_voltage_deviation_pu": dv,
+        }
+        self.rows.extend({k: v[j].item() for k, v in rows.items()} for j in range(len(firsts)))
+        if self.con is not None:
+            self.con.register("_trexsim_tc_rows", pa.table(rows))
+            try:
+                self.con.execute("INSERT INTO tc_schedule SELECT * FROM _trexsim_tc_rows")
+            finally:
+                self.con.unregister("_trexsim_tc_rows")
+        self._pass = None
+        self.fabric.publish(topics.GRID_PRICES, GridPrices(self.episode, h0, schedule.copy(), self._sell[h0:h1].copy()))
+        if self._todo:
+            self._begin(*self._todo.popleft())
+
+    # ------------------------------------------------------------------ results
+    def summary(self) -> dict[str, Any]:
+        """The schedules of the last episode, summed up (summary.json's ``tc`` entry)."""
+        rows = [r for r in self.rows if r["episode"] == self.episode]
+        price = np.array([r["price"] for r in rows]) if rows else np.zeros(0)
+        congestion = np.array([r["congestion"] for r in rows]) if rows else np.zeros(0)
+        return {
+            "tc": self.tc.model_dump(mode="json", exclude={"feeder", "mapping"}), "feeder": self.feeder_info,
+            "horizons": len(self._horizons), "price_intervals": len(rows),
+            "powerflow_solves_for_prices": self.solves, "solve_s": round(self.solve_s, 4),
+            "mean_price": float(price.mean()) if price.size else None,
+            "max_price": float(price.max()) if price.size else None,
+            "max_congestion": float(congestion.max()) if congestion.size else None,
+            "max_predicted_transformer_loading_pct": float(np.nanmax([r["predicted_transformer_loading_pct"] for r in rows]))
+            if rows else None,
+        }
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+__all__ = ["TCMarketModule", "tc_feeder"]

@@ -1,0 +1,93 @@
+"""The two halves of a TC pass, shared by the TC market module and the array co-simulation.
+
+- ``respond``: what the households do over one horizon under one price schedule — flexible loads move
+  within their windows (``trexsim.devices.flexible_load``), price-reactive batteries charge when it is
+  cheap and discharge when it is dear (``trexsim.devices.price_battery``), the other batteries run
+  self-consumption; returns their loads, battery energies and net energies per round (Wh, floats).
+- ``predict_intervals``: the TC market's forecast of the feeder under those net energies — one powerflow
+  solve per price interval on the interval's average net powers, reduced to the most loaded transformer
+  (% of rating) and the largest voltage deviation from 1 p.u. of the checked nodes.
+
+The participants module calls ``respond`` for its own households when a schedule arrives over the fabric
+(``trexsim.tc.households``); ``trexsim.tc.cosim.run_tc`` calls both for the whole community at once. One
+copy of each rule, so the two give the same schedules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Response:
+    """One horizon's response to a schedule, arrays ``(rounds, households)`` of Wh per round."""
+
+    load_wh: np.ndarray
+    charge_wh: np.ndarray
+    discharge_wh: np.ndarray
+    stored_after_wh: np.ndarray
+    net_wh: np.ndarray  # load - generation + charge - discharge (+ import)
+
+
+def respond(base_load_wh: np.ndarray, generation_wh: np.ndarray, price_per_kwh: np.ndarray, stored_wh: np.ndarray,
+            bank, active: np.ndarray, react: np.ndarray, flexible, window_rounds: int, interval_s: int) -> Response:
+    """The households' response over one horizon to ``price_per_kwh`` (one price per round).
+
+    base_load_wh / generation_wh: the forecasts, ``(rounds, households)``; stored_wh: the batteries' energy at
+    the horizon's start; bank: their sizes (a ``BatteryBank``); active: households whose battery runs at all;
+    react: those (of ``active``) whose battery follows the price, the others run self-consumption;
+    flexible: a ``FlexibleLoadConfig`` or None; window_rounds: its window in rounds.
+    """
+    from trexsim.devices.flexible_load import shift_flexible_load
+    from trexsim.devices.price_battery import dispatch_bank
+
+    load = np.asarray(base_load_wh, dtype=np.float64)
+    price = np.asarray(price_per_kwh, dtype=np.float64)
+    if flexible is not None and flexible.share > 0:
+        load = shift_flexible_load(load, price, flexible.share, flexible.max_power_w, window_rounds, interval_s)
+    need = load - generation_wh
+    c1, d1, s1 = dispatch_bank(bank, need, price, stored_wh, active & react)
+    if not np.all(react[active]):  # batteries that do not react: self-consumption (a flat price gives no signal)
+        flat = np.full(len(price), price[0] if len(price) else 0.0)
+        c0, d0, s0 = dispatch_bank(bank, need, flat, stored_wh, active & ~react)
+        c1, d1, s1 = c1 + c0, d1 + d0, np.where((active & react)[None, :], s1, s0)
+    return Response(load, c1, d1, s1, need + c1 - d1)
+
+
+def predict_intervals(engine, mapping, net_wh: np.ndarray, rounds_per_price: int, interval_s: int, pf_import: float,
+                      pf_export: float, transformer_cols: np.ndarray, checked_nodes: np.ndarray):
+    """``(loading_pct, voltage_dev_pu)`` per price interval of ``net_wh`` (rounds, participants), one solve each.
+
+    engine: a powerflow engine with the feeder loaded and ``mapping``'s loads bound; an interval whose solve
+    does not converge gets NaN (the congestion component counts it as 0).
+    """
+    from trexsim.powerflow.replay import net_powers
+
+    m = net_wh.shape[0]
+    starts = np.arange(0, m, rounds_per_price)
+    k = len(starts)
+    sums = np.add.reduceat(net_wh, starts, axis=0)
+    lengths = np.minimum(rounds_per_price, m - starts)
+    p, q = net_powers(sums / lengths[:, None], interval_s, pf_import, pf_export)
+    loading = np.full(k, np.nan)
+    dv = np.full(k, np.nan)
+    for j in range(k):
+        engine.set_loads(mapping.expand(p[j]), mapping.expand(q[j]))
+        if not engine.solve():
+            continue
+        snap = engine.results()
+        loading[j] = snap.loading_pct[transformer_cols].max() if len(transformer_cols) else 0.0
+        dv[j] = np.abs(snap.node_pu[checked_nodes] - 1.0).max() if len(checked_nodes) else 0.0
+    return loading, dv
+
+
+def next_schedule(schedule: np.ndarray, base_per_kwh: np.ndarray, congestion_per_kwh: np.ndarray, iteration: int,
+                  damping: float) -> np.ndarray:
+    """The schedule after pass ``iteration`` (from 0): the first pass's prices as they are, later ones damped in."""
+    new = base_per_kwh + congestion_per_kwh
+    return new if iteration == 0 else (1 - damping) * schedule + damping * new
+
+
+__all__ = ["Response", "next_schedule", "predict_intervals", "respond"]
