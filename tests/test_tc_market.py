@@ -1,0 +1,194 @@
+"""The TC market as modules on the fabric (``market.type: tc``): the TC market module prices each horizon from
+predicted powerflow by exchanging schedules and plans with the participants module; the market bills at the
+published schedule. Checked against the array co-simulation (``run_tc``), by hand, and on a real feeder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import duckdb
+import numpy as np
+import pytest
+
+pytest.importorskip("opendssdirect")
+
+from test_tc import COMMUNITY, FEEDER  # noqa: E402  (a congested 8-house community on a 100 kVA transformer)
+
+from trexsim import TrexsimError, parse_config  # noqa: E402
+from trexsim.fabric import topics  # noqa: E402
+from trexsim.simulation import Simulation  # noqa: E402
+from trexsim.tc.cosim import run_tc  # noqa: E402
+from trexsim.tc.households import whole_wh  # noqa: E402
+
+ROUNDS = 144  # one day of 10-minute rounds
+
+
+def tc_config(**tc) -> dict:
+    cfg = json.loads(json.dumps(COMMUNITY))
+    for spec in cfg["participants"].values():
+        spec["trader"] = {"type": "grid_only"}
+    cfg["market"]["type"] = "tc"
+    cfg["tc"] = {"feeder": FEEDER, **tc}
+    return cfg
+
+
+def table(run_dir, sql):
+    con = duckdb.connect(str(run_dir / "run.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchnumpy()
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory):
+    """One day under TC with the default settings (day-ahead hourly schedule, 4 passes), and run_tc's arrays."""
+    out = tmp_path_factory.mktemp("tc-module")
+    config = parse_config(tc_config())
+    sim = Simulation(config, out / "run")
+    messages = []
+    for topic in (topics.TC_SCHEDULE, topics.TC_PLAN, topics.GRID_PRICES):
+        sim.fabric.subscribe(topic, lambda m, t=topic: messages.append((t, m)))
+    result = sim.run(plots=False)
+    arrays = run_tc(config, feeder=FEEDER, out_dir=out / "arrays", plots=False)
+    return result, arrays, messages
+
+
+def test_the_schedule_is_the_array_cosimulations(day):
+    result, arrays, _ = day
+    rounds = table(result.out_dir, "SELECT grid_buy_price, grid_sell_price FROM rounds ORDER BY round")
+    # same passes over the same forecasts and the same feeder: the very same prices
+    assert np.array_equal(rounds["grid_buy_price"], arrays.price_per_kwh)
+    assert np.array_equal(rounds["grid_sell_price"], arrays.sell_per_kwh)
+    assert arrays.price_per_kwh.max() > 0.1449 + 0.05       # congestion priced on this feeder
+    # the meters differ from run_tc's float energies only by whole-Wh rounding of loads and battery set-points
+    net = table(result.out_dir, "SELECT net_meter_wh FROM deliveries ORDER BY round, participant")["net_meter_wh"]
+    net = net.reshape(ROUNDS, -1)
+    assert np.abs(net - arrays.net_wh).max() <= 8
+    bills = np.array([result.summary["participants"][pid]["net_cost"] for pid in arrays.participant_ids])
+    assert bills == pytest.approx(arrays.bill_usd, rel=1e-3)
+
+
+def test_messages_of_the_tc_loop(day):
+    result, _, messages = day
+    kinds = [(t, getattr(m, "iteration", None), getattr(m, "final", None)) for t, m in messages]
+    # 4 passes and the published schedule, each answered by the (one) participants module, then the grid price
+    expected = []
+    for it in range(5):
+        expected += [(topics.TC_SCHEDULE, it, it == 4), (topics.TC_PLAN, it, None)]
+    assert kinds == expected + [(topics.GRID_PRICES, None, None)]
+    schedule = messages[8][1]
+    assert schedule.first_round == 0 and len(schedule.buy_price) == ROUNDS
+    assert np.array_equal(messages[-1][1].buy_price, schedule.buy_price)
+    plan = messages[1][1]
+    assert plan.participant.tolist() == list(range(8)) and plan.net_wh.shape == (ROUNDS * 8,)
+    summary = result.summary["tc"]
+    assert summary["horizons"] == 1 and summary["price_intervals"] == 24
+    assert summary["powerflow_solves_for_prices"] == 24 * 5
+
+
+def test_ledger_bills_at_the_published_schedule_and_balances(day):
+    result, _, _ = day
+    sched = table(result.out_dir, "SELECT first_round, tou_buy_price, congestion, price FROM tc_schedule ORDER BY first_round")
+    assert sched["first_round"].tolist() == list(range(0, ROUNDS, 6))
+    assert np.allclose(sched["price"], sched["tou_buy_price"] + sched["congestion"], atol=1e-12)
+    assert np.all(sched["congestion"] >= 0) and sched["congestion"].max() > 0.05
+    rounds = table(result.out_dir, "SELECT grid_buy_price FROM rounds ORDER BY round")["grid_buy_price"]
+    assert np.array_equal(rounds, np.repeat(sched["price"], 6))
+    d = table(result.out_dir, "SELECT round, grid_import_wh, grid_export_wh, grid_cost_usd, grid_revenue_usd FROM deliveries ORDER BY round, participant")
+    price = rounds[d["round"]]
+    assert np.allclose(d["grid_cost_usd"], d["grid_import_wh"] * price / 1000, rtol=1e-12, atol=1e-12)
+    assert np.allclose(d["grid_revenue_usd"], d["grid_export_wh"] * 0.069 / 1000, rtol=1e-12, atol=1e-12)
+    checks = result.summary["conservation"]
+    assert checks["max_energy_error_wh"] == 0 and checks["max_money_error_usd"] < 1e-9
+
+
+def test_households_keep_their_energy_and_device_limits(day):
+    result, arrays, _ = day
+    d = table(result.out_dir, "SELECT participant, load_wh, battery_charge_wh, battery_discharge_wh, battery_stored_wh "
+                              "FROM deliveries ORDER BY round, participant")
+    load = d["load_wh"].reshape(ROUNDS, -1)
+    # the flexible share moves within its 6-hour windows: each window's consumption is the forecast's (to a Wh)
+    for w0 in range(0, ROUNDS, 36):
+        assert np.abs(load[w0:w0 + 36].sum(axis=0) - arrays.base_load_wh[w0:w0 + 36].sum(axis=0)).max() <= 1
+    assert not np.array_equal(load, arrays.base_load_wh)     # something moved
+    charge = d["battery_charge_wh"].reshape(ROUNDS, -1)
+    discharge = d["battery_discharge_wh"].reshape(ROUNDS, -1)
+    stored = d["battery_stored_wh"].reshape(ROUNDS, -1)
+    limit_wh = 5000 * 600 / 3600                                      # 5 kW for 10 minutes
+    assert charge.max() <= limit_wh and discharge.max() <= limit_wh
+    assert np.all((charge == 0) | (discharge == 0))
+    assert stored.min() >= 0 and stored.max() <= 13500
+    assert charge[:, :4].sum() > 0 and charge[:, 4:].sum() == 0       # only the 4 'pro' households have batteries
+
+
+def test_identical_seeds_identical_ledgers(tmp_path):
+    def digest(run_dir):
+        h = hashlib.sha256()
+        for sql in ("SELECT * FROM deliveries ORDER BY round, participant", "SELECT * FROM rounds ORDER BY round",
+                    "SELECT * FROM tc_schedule ORDER BY first_round"):
+            for col in table(run_dir, sql).values():
+                h.update(np.ascontiguousarray(col).tobytes() if col.dtype != object else repr(col.tolist()).encode())
+        return h.hexdigest()
+
+    cfg = tc_config(iterations=2)
+    cfg["study"]["days"] = 0.5
+    a = Simulation(parse_config(cfg), tmp_path / "a").run(plots=False).out_dir
+    b = Simulation(parse_config(cfg), tmp_path / "b").run(plots=False).out_dir
+    assert digest(a) == digest(b)
+
+
+def test_several_horizons_are_priced_ahead_of_trading(tmp_path):
+    """6-hour horizons with close_steps 2: the first is priced at the episode's start, each later one at the
+    end of round first - 3, so traders of round first - 2 already see it; same prices as run_tc's."""
+    cfg = tc_config(horizon_h=6, iterations=3)
+    cfg["market"]["close_steps"] = 2
+    config = parse_config(cfg)
+    sim = Simulation(config, tmp_path / "run")
+    seen = []   # (round the controller is in, first round of the published schedule)
+    sim.fabric.subscribe(topics.ROUND_END, lambda m: seen.append(("end", m.round)))
+    sim.fabric.subscribe(topics.GRID_PRICES, lambda m: seen.append(("prices", m.first_round)))
+    result = sim.run(plots=False)
+    published = [(seen[i - 1] if i else None, s[1]) for i, s in enumerate(seen) if s[0] == "prices"]
+    assert published == [(None, 0), (("end", 33), 36), (("end", 69), 72), (("end", 105), 108)]
+    assert result.summary["tc"]["horizons"] == 4
+    arrays = run_tc(config, feeder=FEEDER, out_dir=tmp_path / "arrays", plots=False)
+    rounds = table(result.out_dir, "SELECT grid_buy_price FROM rounds ORDER BY round")["grid_buy_price"]
+    assert np.array_equal(rounds, arrays.price_per_kwh)
+
+
+def test_tc_run_with_live_powerflow_lowers_the_peak(tmp_path):
+    """The same community, grid only vs TC, each with the live powerflow module on the same feeder."""
+    peaks = {}
+    for mode in ("grid_only", "tc"):
+        cfg = tc_config(iterations=4)
+        if mode == "grid_only":
+            cfg["market"]["type"] = "alex"
+        cfg["powerflow"] = {"feeder": FEEDER}
+        peaks[mode] = Simulation(parse_config(cfg), tmp_path / mode).run(plots=False).summary["powerflow"]
+    assert peaks["grid_only"]["max_transformer_loading_pct"] > 100
+    assert peaks["tc"]["max_transformer_loading_pct"] < 0.95 * peaks["grid_only"]["max_transformer_loading_pct"]
+    assert peaks["tc"]["hours_over_limit"] < peaks["grid_only"]["hours_over_limit"]
+
+
+def test_whole_wh_keeps_running_sums():
+    energy = np.array([[0.4, 10.0], [0.4, 0.5], [0.4, 0.5], [1.8, 0.0]])
+    out = whole_wh(energy)
+    assert out[:, 0].tolist() == [0, 1, 0, 2] and out[:, 1].tolist() == [10, 0, 1, 0]
+    assert np.all(np.abs(np.cumsum(out, axis=0) - np.cumsum(energy, axis=0)) <= 0.5)
+
+
+def test_tc_market_refuses_a_networked_fabric(tmp_path):
+    class NotInProcess:  # any fabric other than the in-process one: the check comes before any use of it
+        pass
+
+    with pytest.raises(TrexsimError, match="in-process fabric"):
+        Simulation(parse_config(tc_config()), tmp_path, fabric=NotInProcess())
+
+
+def test_tc_settings_errors_name_the_key(tmp_path):
+    with pytest.raises(TrexsimError, match="tc.horizon_h"):
+        Simulation(parse_config(tc_config(horizon_h=0.1)), tmp_path)   # 6 minutes: not whole 10-minute rounds
+    with pytest.raises(Exception, match="tc.feeder"):
+        parse_config(tc_config(feeder={"transformer_kv": 100}))
