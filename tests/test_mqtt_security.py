@@ -67,7 +67,8 @@ def test_the_generated_files(secured):
     acl = files.acl.read_text()
     block = acl.split("user pro-2\n")[1].split("\n\n")[0].splitlines()
     assert block == acl_rules("pro-2", NS) == [
-        f"topic write {NS}/p/pro-2/orders", f"topic write {NS}/p/pro-2/meter", f"topic read {NS}/p/pro-2/settlements",
+        f"topic write {NS}/p/pro-2/orders", f"topic write {NS}/p/pro-2/meter", f"topic write {NS}/p/pro-2/tc_plan",
+        f"topic read {NS}/tc/#", f"topic read {NS}/p/pro-2/settlements",
         f"topic read {NS}/sim/#", f"topic read {NS}/grid/#", f"topic read {NS}/market/#",
         f"topic write {NS}/fabric/hello/pro-2", f"topic write {NS}/fabric/ack/pro-2"]
 
@@ -313,3 +314,46 @@ def test_a_tls_listener_and_credentials_in_the_url():
     finally:
         shutil.rmtree(directory, ignore_errors=True)
         shutil.rmtree(broker_dir, ignore_errors=True)
+
+
+def test_a_tc_run_over_the_secured_broker_gives_the_in_process_ledger(tmp_path, secured):
+    """``market.type: tc`` with the households in 2 processes: the TC market's schedules (tc/schedule) and the
+    households' plans (p/<account>/tc_plan) pass the generated ACLs, and every pass gives the in-process result."""
+    from typer.testing import CliRunner
+
+    from trexsim import parse_config
+    from trexsim.cli import app
+    from trexsim.simulation import Simulation
+
+    files, _ = secured
+    cfg = community().model_dump(mode="json", by_alias=True)
+    cfg["study"].update(days=30 / 1440, name="sec-tc", start_datetime="2021-07-01 18:00:00")  # the evening peak
+    cfg["market"]["type"] = "tc"
+    for spec in cfg["participants"].values():
+        spec["profile"]["load_scale"] = 8
+    # two 15-minute horizons of 5-minute prices, congestion priced from 5 % loading: the second is priced mid-run
+    cfg["tc"] = {"horizon_h": 0.25, "price_interval_s": 300, "iterations": 3, "feeder": {"transformer_kva": 100},
+                 "congestion": {"loading_threshold_pct": 5},
+                 "flexible_load": {"share": 0.3, "window_h": 0.25, "max_power_w": 5000}}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    local = Simulation(parse_config(cfg), tmp_path / "local").run(plots=False)
+    r = CliRunner().invoke(app, ["run", str(path), "--fabric", files.url, "--credentials", str(files.credentials),
+                                 "--participant-processes", "2", "--out", str(tmp_path / "net"), "--no-plots", "--quiet"])
+    assert r.exit_code == 0, r.output
+
+    def book(db):
+        con = duckdb.connect(str(db), read_only=True)
+        rows = (con.execute("SELECT * EXCLUDE (episode) FROM tc_schedule ORDER BY first_round").fetchall(),
+                con.execute("SELECT * EXCLUDE (episode) FROM rounds ORDER BY round").fetchall(),
+                con.execute("SELECT * EXCLUDE (episode) FROM deliveries ORDER BY round, participant").fetchall(),
+                con.execute("SELECT count(*) FROM rejections").fetchone()[0])
+        con.close()
+        return rows
+
+    net = book(tmp_path / "net" / "run.duckdb")
+    assert len(net[0]) == 6 and len(net[2]) == 30 * 5 and net[3] == 0
+    assert max(row[4] for row in net[0]) > 0          # congestion was priced
+    assert net == book(local.database)
+    summary = json.loads((tmp_path / "net" / "summary.json").read_text())["tc"]
+    assert summary["horizons"] == 2 and summary["late_horizons"] == 0 and summary["refused_plans"] == 0

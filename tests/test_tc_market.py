@@ -179,12 +179,12 @@ def test_whole_wh_keeps_running_sums():
     assert np.all(np.abs(np.cumsum(out, axis=0) - np.cumsum(energy, axis=0)) <= 0.5)
 
 
-def test_tc_market_refuses_a_networked_fabric(tmp_path):
-    class NotInProcess:  # any fabric other than the in-process one: the check comes before any use of it
-        pass
+def test_tc_market_runs_only_in_the_coordinator(tmp_path):
+    class MarketProcessFabric:  # the check reads the fabric's role before any use of it
+        role = "market"
 
-    with pytest.raises(TrexsimError, match="in-process fabric"):
-        Simulation(parse_config(tc_config()), tmp_path, fabric=NotInProcess())
+    with pytest.raises(TrexsimError, match="runs in the coordinator"):
+        Simulation(parse_config(tc_config()), tmp_path, fabric=MarketProcessFabric())
 
 
 def test_tc_settings_errors_name_the_key(tmp_path):

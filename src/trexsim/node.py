@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from trexsim.config import load_config
+from trexsim.config.schema import TCConfig
 from trexsim.data.profiles import Clock, ProfileSet
 from trexsim.errors import TrexsimError
 from trexsim.fabric import topics
@@ -66,7 +67,8 @@ def hold_participants(config, fabric, index: np.ndarray):
     # and the whole run waits for the slowest (seconds each, with many processes on few cores)
     profiles.round_wh(0)
     return Participants(fabric, ids, specs, profiles, study.interval_s, study.rounds_per_episode, config.market.close_steps,
-                        participants_rng(study.seed), roster_index=np.asarray(index, dtype=np.int64), roster_size=len(members))
+                        participants_rng(study.seed), roster_index=np.asarray(index, dtype=np.int64), roster_size=len(members),
+                        tc=(config.tc or TCConfig()) if config.market.type == "tc" else None)
 
 
 def participants_account(config, group: int, groups: int) -> tuple[str, np.ndarray]:

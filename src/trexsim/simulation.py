@@ -65,9 +65,10 @@ class Simulation:
         self.fabric = fabric if fabric is not None else InProcessFabric()
         rounds = study.rounds_per_episode
         tc_market = config.market.type == "tc"
-        if tc_market and not isinstance(self.fabric, InProcessFabric):
-            raise TrexsimError("market.type 'tc': the TC market runs on the in-process fabric; its messages "
-                               "(tc/schedule, tc/plan) are not carried by the networked fabrics yet")
+        if tc_market and getattr(self.fabric, "role", "coordinator") != "coordinator":
+            raise TrexsimError("market.type 'tc': on a networked fabric the TC market runs in the coordinator "
+                               "(trexsim run --fabric ... [--participant-processes K]), not in a separate "
+                               f"{getattr(self.fabric, 'role', '?')} process")
         # subscription order is delivery order: the market reads orders before the recorder does
         # (a TC run's grid prices come from the TC market module instead of the tariff)
         self.grid = None if tc_market else Grid(self.fabric, config.market.grid, study.timezone)

@@ -76,6 +76,8 @@ from trexsim.fabric.messages import (
     RoundEnd,
     RoundStart,
     SimulationEnd,
+    TCPlan,
+    TCSchedule,
     _dec_hook,
     _enc_hook,
 )
@@ -290,13 +292,14 @@ class MqttFabric:
     def _subscriptions(self) -> list[str]:
         ns = self.ns
         return {
-            "coordinator": [f"{ns}/fabric/hello/+", f"{ns}/fabric/ack/+", f"{ns}/p/+/orders", f"{ns}/p/+/meter"],
+            "coordinator": [f"{ns}/fabric/hello/+", f"{ns}/fabric/ack/+", f"{ns}/p/+/orders", f"{ns}/p/+/meter",
+                            f"{ns}/p/+/tc_plan"],
             "controller": [f"{ns}/fabric/hello/+", f"{ns}/fabric/ack/+", f"{ns}/grid/+"],
             "market": [f"{ns}/sim/+", f"{ns}/p/+/orders", f"{ns}/p/+/meter"],
             # not sim/round_end: a household has nothing to do then, and every wake-up of every
             # participant process costs the round time (the market's results come before the next round start)
             "participants": [f"{ns}/sim/{leaf}" for leaf in _SIM_LEAF.values() if leaf != "round_end"]
-                            + [f"{ns}/grid/+", f"{ns}/p/{self.account}/settlements"],
+                            + [f"{ns}/grid/+", f"{ns}/p/{self.account}/settlements", f"{ns}/tc/schedule"],
         }[self.role]
 
     # ------------------------------------------------------------------ paho callbacks (network thread)
@@ -365,6 +368,14 @@ class MqttFabric:
                 self._gate.note_meter(message)
         elif kind in _MARKET_OUT and self.role in ("coordinator", "market"):
             self._project(message)
+        elif kind is TCSchedule and self.role == "coordinator":
+            # a pass of the TC market: settle() waits until every live participant process has answered it
+            sequence = self._send(f"{self.ns}/tc/schedule", message)
+            live = {s for s, node in self._nodes.items() if node.live and node.role == "participants"}
+            if live:
+                self._pending[sequence] = live
+        elif kind is TCPlan and self.role == "participants":
+            self._send(f"{self.ns}/p/{self.account}/tc_plan", message)
         self._queue.append((topic, message))
         if not self._draining:
             self._drain()
@@ -605,7 +616,18 @@ class MqttFabric:
             return self._refuse(account, "malformed", f"a {kind.__name__} does not belong on {mqtt_topic}")
         if parts[0] == "fabric":
             return self._on_fabric(parts[2], message)
-        if account is not None and parts[2] in ("orders", "meter"):
+        if account is not None and parts[2] == "tc_plan":
+            members = self._gate.account_members(account) if self._gate is not None else None
+            if members is None:
+                return self._refuse(account, "unknown_account", f"{mqtt_topic}: no such account in this simulation")
+            idx = np.asarray(message.participant, dtype=np.int64)
+            if idx.shape != members.shape or not np.array_equal(np.sort(idx), np.sort(members)):
+                return self._refuse(account, "participant_not_sender",
+                                    f"a TCPlan must answer for exactly the account's households ({members.size})")
+            net = np.asarray(message.net_wh)
+            if net.size % max(idx.size, 1) or not np.all(np.isfinite(net)):
+                return self._refuse(account, "malformed", "a TCPlan's net_wh must be finite, rounds x households values")
+        elif account is not None and parts[2] in ("orders", "meter"):
             if self._gate is None:
                 return
             try:
@@ -627,7 +649,7 @@ class MqttFabric:
             if kind is RoundEnd and self._gate is not None:
                 self._gate.before_round_end(message)
         self._dispatch_local(message)
-        if self._serving and parts[0] == "sim":
+        if self._serving and parts[0] in ("sim", "tc"):
             # published after every reaction: the broker's order puts the reactions first
             self._send(f"{self.ns}/fabric/ack/{self.account}", Ack(self.sender, envelope.sender, envelope.sequence))
             if kind is SimulationEnd:
@@ -693,8 +715,11 @@ def _allowed_kinds(parts: list[str]) -> tuple:
         return (GridPrices,)
     if parts == ["market", "results"]:
         return (MarketResults,)
+    if parts == ["tc", "schedule"]:
+        return (TCSchedule,)
     if len(parts) == 3 and parts[0] == "p":
-        return {"orders": (Orders,), "meter": (MeterReadings,), "settlements": _INBOX_KINDS}.get(parts[2], ())
+        return {"orders": (Orders,), "meter": (MeterReadings,), "tc_plan": (TCPlan,),
+                "settlements": _INBOX_KINDS}.get(parts[2], ())
     if len(parts) == 3 and parts[0] == "fabric":
         return {"hello": (Hello, Goodbye), "ack": (Ack,)}.get(parts[1], ())
     return ()

@@ -35,7 +35,7 @@ from trexsim.config.schema import SimulationConfig, TCConfig
 from trexsim.engine.grid import tariff_prices
 from trexsim.errors import TrexsimError
 from trexsim.fabric import topics
-from trexsim.fabric.messages import EpisodeStart, GridPrices, RoundEnd, TCPlan, TCSchedule
+from trexsim.fabric.messages import EpisodeStart, GridPrices, RoundEnd, RoundStart, TCPlan, TCSchedule
 
 
 def _rounds(value_s: float, interval_s: int, key: str) -> int:
@@ -103,7 +103,10 @@ class TCMarketModule:
         self.solves = 0
         self.solve_s = 0.0
         self.rows: list[dict[str, Any]] = []   # every published price interval (also in tc_schedule)
+        self.refused_plans = 0
+        self.late_horizons = 0
         fabric.subscribe(topics.EPISODE_START, self.on_episode_start)
+        fabric.subscribe(topics.ROUND_START, self.on_round_start)
         fabric.subscribe(topics.ROUND_END, self.on_round_end)
         fabric.subscribe(topics.TC_PLAN, self.on_plan)
 
@@ -122,6 +125,12 @@ class TCMarketModule:
         self._todo.clear()
         self._pass = None
         self._queue_due(-1)
+
+    def on_round_start(self, msg: RoundStart) -> None:
+        """A horizon whose prices are needed now is published as it stands (see ``_publish_late``)."""
+        while (msg.episode == self.episode and self._pass is not None
+               and self._pass["h0"] <= msg.delivery_round):
+            self._publish_late()
 
     def on_round_end(self, msg: RoundEnd) -> None:
         if msg.episode == self.episode:
@@ -154,8 +163,8 @@ class TCMarketModule:
         idx = np.asarray(msg.participant, dtype=np.int64)
         rounds = p["h1"] - p["h0"]
         if idx.size == 0 or idx.min() < 0 or idx.max() >= self.n or msg.net_wh.size != rounds * idx.size:
-            raise TrexsimError(f"TCPlan for rounds {p['h0']}-{p['h1'] - 1}: {msg.net_wh.size} values for "
-                               f"{idx.size} households and {rounds} rounds")
+            self.refused_plans += 1  # never stops the market: the households count as not answering
+            return
         p["net"][:, idx] = np.asarray(msg.net_wh, dtype=np.float64).reshape(rounds, idx.size)
         p["heard"][idx] = True
         if p["heard"].all():
@@ -186,6 +195,15 @@ class TCMarketModule:
         p["iteration"] += 1
         p["final"] = p["iteration"] == self.tc.iterations
         self._publish_schedule()
+
+    def _publish_late(self) -> None:
+        """Not every household answered before the horizon's prices were needed (a participant process late,
+        crashed or gone): publish the schedule of the last complete pass, without a final ``TCSchedule``, so
+        the households run that horizon on their own policies; the predictions are not known (NaN)."""
+        self.late_horizons += 1
+        p = self._pass
+        nan = np.full(len(range(p["h0"], p["h1"], self.price_rounds)), np.nan)
+        self._publish(nan, nan)
 
     def _publish(self, loading: np.ndarray, dv: np.ndarray) -> None:
         p = self._pass
@@ -226,7 +244,8 @@ class TCMarketModule:
             "max_price": float(price.max()) if price.size else None,
             "max_congestion": float(congestion.max()) if congestion.size else None,
             "max_predicted_transformer_loading_pct": float(np.nanmax([r["predicted_transformer_loading_pct"] for r in rows]))
-            if rows else None,
+            if rows and np.any(np.isfinite([r["predicted_transformer_loading_pct"] for r in rows])) else None,
+            "late_horizons": self.late_horizons, "refused_plans": self.refused_plans,
         }
 
     def close(self) -> None:
