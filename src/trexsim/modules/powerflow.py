@@ -21,10 +21,11 @@ give the same numbers (tested), to OpenDSS' solution tolerance.
 from __future__ import annotations
 
 import json
-import threading
+import os
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,25 +36,80 @@ from trexsim.config.schema import PowerflowConfig
 from trexsim.fabric import topics
 from trexsim.fabric.messages import EpisodeEnd, EpisodeStart, MeterReadings, RoundEnd, RoundStart, merge_meter_readings
 
-CHUNK = 1440  # solved rounds reduced and written at a time
+CHUNK = 1440  # solved rounds written at a time
 BATCH = 60    # solved rounds handed to the solver at a time
 MAX_PENDING = 4  # batches queued for the solver process before the round loop waits for it
 
 
-# the solver process's engine
-_WORKER = threading.local()
+@dataclass
+class _Solved:
+    """A batch of solved rounds, reduced where it was solved: what the solver hands back (a few numbers per round;
+    every bus voltage and element loading only with ``detail``)."""
+
+    converged: np.ndarray      # (rounds,)
+    scalars: np.ndarray        # (rounds, 4): net_load_w, source_p_w, source_q_var, losses_w
+    reduced: Any               # trexsim.powerflow.reduce.Reduced (bus_min / bus_max only with detail)
+    loading: np.ndarray | None  # (rounds, elements) with detail
+    solve_s: float
+
+
+class _Solver:
+    """Solves and reduces a batch of rounds: the module's own engine (inline) or, in a solver process, the copy of
+    it that the fork made (circuit loaded, loads bound)."""
+
+    def __init__(self, engine, reducer, mapping, interval_s: int, pf_import: float, pf_export: float, detail: bool):
+        from trexsim.powerflow.replay import net_powers
+
+        self.engine, self.reducer, self.mapping = engine, reducer, mapping
+        self.interval_s, self.pf_import, self.pf_export, self.detail = interval_s, pf_import, pf_export, detail
+        self._net_powers = net_powers
+
+    def __call__(self, net_wh: np.ndarray) -> _Solved:
+        """``net_wh``: (rounds, participants) metered net energy, Wh."""
+        t0 = time.perf_counter()
+        p, q = self._net_powers(net_wh, self.interval_s, self.pf_import, self.pf_export)
+        p_load, q_load = self.mapping.expand(p), self.mapping.expand(q)
+        if hasattr(self.engine, "solve_arrays"):
+            ok, node_pu, loading, sc = self.engine.solve_arrays(p_load, q_load, "auto")
+        else:  # another engine: its snapshots, one by one
+            snaps = list(self.engine.solve_series(p_load, q_load, "auto"))
+            ok = np.array([s.converged for s in snaps], dtype=bool)
+            node_pu = np.array([s.node_pu for s in snaps])
+            loading = np.array([s.loading_pct for s in snaps])
+            sc = np.array([(s.source_p_w, s.source_q_var, s.losses_w) for s in snaps]).reshape(-1, 3)
+        reduced = self.reducer.reduce(node_pu, loading, ok)
+        scalars = np.column_stack([p.sum(axis=1), sc])
+        if not self.detail:
+            reduced, loading = reduced.without_detail(), None
+        return _Solved(ok, scalars, reduced, loading, time.perf_counter() - t0)
+
+
+# the solver process's solver (set when the process starts: inherited from the fork, never pickled)
+_WORKER: dict[str, _Solver] = {}
+
+
+def _worker_init(solver: _Solver) -> None:
+    _WORKER["solver"] = solver
+
+
+def _worker_solve(net_wh: np.ndarray) -> _Solved:
+    return _WORKER["solver"](net_wh)
+
+
+def _worker_ready() -> bool:
+    return True
 
 
 class _Inline:
     """An executor that runs each job at once, in the calling thread, on the module's own engine."""
 
-    def __init__(self, engine):
-        self.engine = engine
+    def __init__(self, solver: _Solver):
+        self.solver = solver
 
-    def submit(self, fn, *args) -> Future:
+    def submit(self, net_wh: np.ndarray) -> Future:
         future: Future = Future()
         try:
-            future.set_result(fn(*args, engine=self.engine) if fn is _solve_arrays else fn(*args))
+            future.set_result(self.solver(net_wh))
         except BaseException as exc:  # handed to whoever reads the result, as a pool would
             future.set_exception(exc)
         return future
@@ -62,37 +118,36 @@ class _Inline:
         pass
 
 
-def _worker_init(engine_name: str, circuit: str, load_names: list[str]) -> None:
-    from trexsim.powerflow.engine import create_engine
+class _Process:
+    """A solver process of its own, forked with the module's engine in it (circuit loaded, loads bound)."""
 
-    engine = create_engine(engine_name)
-    engine.load_circuit(circuit)
-    engine.bind_loads(load_names)
-    _WORKER.engine = engine
+    def __init__(self, solver: _Solver):
+        import multiprocessing
+
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"),
+                                         initializer=_worker_init, initargs=(solver,))
+        self._pool.submit(_worker_ready).result()  # fork now, not in the middle of the round loop
+
+    def submit(self, net_wh: np.ndarray) -> Future:
+        return self._pool.submit(_worker_solve, net_wh)
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait)
 
 
-def _worker_ready() -> bool:
-    return True
+def solver_kind(solver: str) -> str:
+    """Where the solves run for ``powerflow.solver``: 'process' needs the fork start method (Linux, macOS) and
+    pays only with a second CPU core for it; 'auto' is 'process' where both hold, else 'inline'."""
+    import multiprocessing
 
-
-def _solve_arrays(p_load: np.ndarray, q_load: np.ndarray, engine=None):
-    """Solve one snapshot per row, in order; (converged, node p.u., loading %, [source P, Q, losses], seconds).
-    ``engine``: the module's own (inline), else the solver process's."""
-    t0 = time.perf_counter()
-    engine = engine if engine is not None else _WORKER.engine
-    n = len(p_load)
-    converged = np.zeros(n, dtype=bool)
-    scalars = np.zeros((n, 3))
-    node_pu = loading = None
-    for j, snap in enumerate(engine.solve_series(p_load, q_load, "auto")):
-        if node_pu is None:
-            node_pu = np.empty((n, snap.node_pu.size))
-            loading = np.empty((n, snap.loading_pct.size))
-        converged[j] = snap.converged
-        node_pu[j] = snap.node_pu
-        loading[j] = snap.loading_pct
-        scalars[j] = (snap.source_p_w, snap.source_q_var, snap.losses_w)
-    return converged, node_pu, loading, scalars, time.perf_counter() - t0
+    can_fork = "fork" in multiprocessing.get_all_start_methods()
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS
+        cores = os.cpu_count() or 1
+    if solver == "auto":
+        return "process" if can_fork and cores > 1 else "inline"
+    return "process" if solver == "process" and can_fork else "inline"
 
 
 def _feeder_argument(feeder):
@@ -111,7 +166,7 @@ class PowerflowModule:
         from trexsim.powerflow.engine import create_engine
         from trexsim.powerflow.errors import PowerflowError
         from trexsim.powerflow.reduce import RoundReducer
-        from trexsim.powerflow.replay import Limits, load_feeder, net_powers
+        from trexsim.powerflow.replay import Limits, load_feeder
 
         self.config = config
         self.ids = list(participant_ids)
@@ -121,7 +176,6 @@ class PowerflowModule:
         self.every = int(config.every)
         self.con = con
         self.limits = Limits(config.limits.v_min_pu, config.limits.v_max_pu, config.limits.max_loading_pct)
-        self._net_powers = net_powers
         folder = Path(out_dir) / "powerflow"
         folder.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(config.engine)
@@ -137,13 +191,8 @@ class PowerflowModule:
         (folder / "mapping.json").write_text(json.dumps(self.mapping.table, indent=2) + "\n")
         self.engine.bind_loads(self.mapping.load_names)
         self.reducer = RoundReducer(self.layout, self.limits)
-        n_nodes, n_el = len(self.layout.node_names), len(self.layout.element_names)
-        self._node_pu = np.zeros((CHUNK, n_nodes))
-        self._loading = np.zeros((CHUNK, n_el))
-        self._scalars = np.zeros((CHUNK, 4))   # net_load_w, source_p_w, source_q_var, losses_w
-        self._keys = np.zeros((CHUNK, 3), dtype=np.int64)  # round, start_utc_s, rounds represented
-        self._converged = np.zeros(CHUNK, dtype=bool)
-        self._fill = 0
+        self._done: list[tuple[np.ndarray, _Solved]] = []  # solved batches not yet written, with their keys
+        self._fill = 0                                      # rounds in them
         self._batch_net = np.zeros((BATCH, self.n))   # metered net energy per participant, Wh
         self._batch_keys = np.zeros((BATCH, 3), dtype=np.int64)  # round, start_utc_s, rounds represented
         self._batch_fill = 0
@@ -165,28 +214,21 @@ class PowerflowModule:
 
     def _start_solver(self, solver: str) -> None:
         """Where the solves run: in the round loop's thread (``inline``), or beside it in a process of its own
-        (``process``: forked now, while the run's threads are idle; it loads the same circuit into its own
-        OpenDSS). Not in a thread of this process: OpenDSSDirect.py disposes of a DSS context whenever Python's
+        (``process``: forked now, while the run's threads are idle, with a copy of the loaded engine; it solves and
+        reduces each batch and sends back a few numbers per round). ``auto``: a process where there is a second
+        core. Not in a thread of this process: OpenDSSDirect.py disposes of a DSS context whenever Python's
         garbage collector frees it, and a context freed while another thread solves crashed the process."""
-        if solver == "process":
-            import multiprocessing
-
-            if "fork" not in multiprocessing.get_all_start_methods():
-                solver = "inline"
-        if solver == "process":
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"),
-                                             initializer=_worker_init,
-                                             initargs=(self.config.engine, self.feeder_info["path"], self.mapping.load_names))
-            self._pool.submit(_worker_ready).result()  # start it now, not in the middle of the round loop
-        else:
-            self._pool = _Inline(self.engine)
-        self.solver = solver
+        cfg = self.config
+        work = _Solver(self.engine, self.reducer, self.mapping, self.interval_s, cfg.pf_import, cfg.pf_export,
+                       cfg.detail)
+        self.solver = solver_kind(solver)
+        self._pool = _Process(work) if self.solver == "process" else _Inline(work)
 
     # ------------------------------------------------------------------ handlers
     def on_episode_start(self, msg: EpisodeStart) -> None:
         self.episode = msg.episode
         self.rounds = msg.rounds
-        self._fill = 0
+        self._done, self._fill = [], 0
         self._episode_rows = []
         self._violations = 0
         self._meter = []
@@ -222,39 +264,27 @@ class PowerflowModule:
             self._submit()
 
     def _submit(self) -> None:
-        """Hand the batch to the solver (copies: the buffers are refilled at once); store what it has done."""
+        """Hand the batch to the solver (a copy: the buffer is refilled at once); store what it has done."""
         n = self._batch_fill
         if n == 0:
             return
         self._batch_fill = 0
-        cfg = self.config
-        p, q = self._net_powers(self._batch_net[:n], self.interval_s, cfg.pf_import, cfg.pf_export)
-        job = self._pool.submit(_solve_arrays, self.mapping.expand(p), self.mapping.expand(q))
-        self._pending.append((job, self._batch_keys[:n].copy(), p.sum(axis=1)))
+        job = self._pool.submit(self._batch_net[:n].copy())
+        self._pending.append((job, self._batch_keys[:n].copy()))
         self._collect(block=len(self._pending) > MAX_PENDING)
 
     def _collect(self, block: bool = False) -> None:
-        """Store finished batches in order (all of them, and the oldest one at least if ``block``)."""
+        """Keep finished batches in order (all of them, and the oldest one at least if ``block``); write every
+        ``CHUNK`` rounds."""
         while self._pending and (block or self._pending[0][0].done()):
-            job, keys, net_w = self._pending.popleft()
+            job, keys = self._pending.popleft()
             block = False
-            converged, node_pu, loading, scalars, solve_s = job.result()  # a solver error is raised here
-            self.solve_s += solve_s
-            done = 0
-            while done < len(keys):
-                i = self._fill
-                m = min(len(keys) - done, CHUNK - i)
-                rows = slice(done, done + m)
-                self._converged[i:i + m] = converged[rows]
-                self._node_pu[i:i + m] = node_pu[rows]
-                self._loading[i:i + m] = loading[rows]
-                self._scalars[i:i + m, 0] = net_w[rows]
-                self._scalars[i:i + m, 1:] = scalars[rows]
-                self._keys[i:i + m] = keys[rows]
-                self._fill = i + m
-                done += m
-                if self._fill == CHUNK:
-                    self._reduce_and_write()
+            solved = job.result()  # a solver error is raised here
+            self.solve_s += solved.solve_s
+            self._done.append((keys, solved))
+            self._fill += len(keys)
+            if self._fill >= CHUNK:
+                self._reduce_and_write()
 
     def _wait(self) -> None:
         """Everything submitted is solved, reduced and written."""
@@ -274,15 +304,18 @@ class PowerflowModule:
 
     # ------------------------------------------------------------------ reducing and writing
     def _reduce_and_write(self) -> None:
-        n = self._fill
-        if n == 0:
+        """Write the solved batches held (their rounds, violations and, with detail, every bus and element)."""
+        if not self._done:
             return
-        self._fill = 0
-        r = self.reducer.reduce(self._node_pu[:n], self._loading[:n], self._converged[:n])
-        ok = self._converged[:n].copy()
-        sc = np.where(ok[:, None], self._scalars[:n], np.nan)
-        sc[:, 0] = self._scalars[:n, 0]  # the metered net load is known whether or not the solve converged
-        keys = self._keys[:n].copy()
+        done, self._done, self._fill = self._done, [], 0
+        from trexsim.powerflow.reduce import Reduced
+
+        r = Reduced.concat([s.reduced for _, s in done])
+        keys = np.concatenate([k for k, _ in done])
+        ok = np.concatenate([s.converged for _, s in done])
+        sc = np.concatenate([s.scalars for _, s in done])
+        sc[~ok, 1:] = np.nan  # the metered net load (column 0) is known whether or not the solve converged
+        n = len(keys)
         ep = np.full(n, self.episode, dtype=np.int32)
         rounds = {
             "episode": ep, "round": keys[:, 0].astype(np.int32), "start_utc_s": keys[:, 1],
@@ -310,13 +343,14 @@ class PowerflowModule:
                 "object": pa.array(r.viol_object.tolist(), type=pa.string()),
                 "value": r.viol_value, "limit": r.viol_limit}))
         if self.config.detail:
-            B, E = r.bus_min.shape[1], self._loading.shape[1]
+            loading = np.concatenate([s.loading for _, s in done])
+            B, E = r.bus_min.shape[1], loading.shape[1]
             rr = keys[:, 0].astype(np.int32)
             self._append("powerflow_bus_voltages", pa.table({
                 "episode": np.full(n * B, self.episode, dtype=np.int32), "round": np.repeat(rr, B),
                 "bus": pa.array(np.tile(self.reducer.bus_names, n).tolist(), type=pa.string()),
                 "v_min_pu": r.bus_min.ravel(), "v_max_pu": r.bus_max.ravel()}))
-            load = np.where(ok[:, None], self._loading[:n], np.nan)
+            load = np.where(ok[:, None], loading, np.nan)
             self._append("powerflow_element_loading", pa.table({
                 "episode": np.full(n * E, self.episode, dtype=np.int32), "round": np.repeat(rr, E),
                 "element": pa.array(np.tile(self.reducer.element_names, n).tolist(), type=pa.string()),

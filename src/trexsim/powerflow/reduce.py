@@ -10,7 +10,7 @@ above ``limits.max_loading_pct``. A round that did not converge has NaN values a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -32,14 +32,33 @@ class Reduced:
     buses_over: np.ndarray
     elements_over: np.ndarray
     transformers_over: np.ndarray
-    bus_min: np.ndarray          # (rounds, buses) lowest node voltage per bus, p.u.
-    bus_max: np.ndarray          # (rounds, buses)
+    bus_min: np.ndarray | None   # (rounds, buses) lowest node voltage per bus, p.u. (None: not kept)
+    bus_max: np.ndarray | None   # (rounds, buses)
     # violations: row in the chunk, kind, object name, value, limit
     viol_row: np.ndarray
     viol_kind: np.ndarray
     viol_object: np.ndarray
     viol_value: np.ndarray
     viol_limit: np.ndarray
+
+    def without_detail(self) -> "Reduced":
+        """The same without the per-bus arrays (what a solver process sends back when no detail is recorded)."""
+        return replace(self, bus_min=None, bus_max=None)
+
+    @classmethod
+    def concat(cls, parts: list["Reduced"]) -> "Reduced":
+        """Consecutive chunks as one (violation rows renumbered); per-bus arrays only if every part has them."""
+        offsets = np.cumsum([0] + [len(p.v_min_pu) for p in parts])
+        values = {}
+        for f in fields(cls):
+            items = [getattr(p, f.name) for p in parts]
+            if f.name == "viol_row":
+                values[f.name] = np.concatenate([rows + off for rows, off in zip(items, offsets)]).astype(np.int64)
+            elif any(x is None for x in items):
+                values[f.name] = None
+            else:
+                values[f.name] = np.concatenate(items)
+        return cls(**values)
 
 
 class RoundReducer:
