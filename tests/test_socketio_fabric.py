@@ -461,3 +461,39 @@ def test_a_client_reconnects_to_a_restarted_server():
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=10)
     assert [m.round for m in got] == [3]
+
+
+def test_a_tc_run_over_a_secured_server_gives_the_in_process_ledger(tmp_path):
+    """``market.type: tc``: the TC market's schedules and the households' plans over the Socket.IO relay, with
+    the households in 2 processes, give the in-process schedule, rounds and deliveries."""
+    pytest.importorskip("opendssdirect")
+    from typer.testing import CliRunner
+
+    from trexsim.cli import app
+
+    cfg = community(30, "tcsio")
+    cfg["study"]["start_datetime"] = "2021-07-01 18:00:00"
+    cfg["market"] = {"type": "tc"}
+    for spec in cfg["participants"].values():
+        spec["profile"]["load_scale"] = 8
+    cfg["tc"] = {"horizon_h": 0.25, "price_interval_s": 300, "iterations": 2, "feeder": {"transformer_kva": 100},
+                 "congestion": {"loading_threshold_pct": 5}}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    creds = tmp_path / "credentials.json"
+    creds.write_text(json.dumps({"namespace": "trexsim/tcsio", "accounts": {
+        "coordinator": "c-secret", "grp-0-of-2": "g0-secret", "grp-1-of-2": "g1-secret"}}))
+    local = Simulation(parse_config(cfg), tmp_path / "local").run(plots=False)
+    url, proc = start_server("--credentials", str(creds))
+    try:
+        r = CliRunner().invoke(app, ["run", str(path), "--fabric", url, "--participant-processes", "2", "--credentials",
+                                     str(creds), "--out", str(tmp_path / "net"), "--no-plots", "--quiet"])
+        assert r.exit_code == 0, r.output
+    finally:
+        stop_server(proc)
+    sql = ["SELECT * EXCLUDE (episode) FROM tc_schedule ORDER BY first_round",
+           "SELECT * EXCLUDE (episode) FROM rounds ORDER BY round",
+           "SELECT * EXCLUDE (episode) FROM deliveries ORDER BY round, participant"]
+    net = [query(tmp_path / "net" / "run.duckdb", q) for q in sql]
+    assert len(net[0]) == 6 and max(row[4] for row in net[0]) > 0 and len(net[2]) == 30 * 5
+    assert net == [query(local.database, q) for q in sql]
