@@ -83,47 +83,58 @@ class _Branches:
         node_index = {n: i for i, n in enumerate(node_names)}
         rows, cols, vals, row_node, first = [], [], [], [], []
         r0 = 0
-        for full in d.PDElements.AllNames():
-            d.Circuit.SetActiveElement(full)
-            nc, nt, nph = d.CktElement.NumConductors(), d.CktElement.NumTerminals(), d.CktElement.NumPhases()
-            buses = [b.split(".", 1)[0].lower() for b in d.CktElement.BusNames()]
-            order = np.asarray(d.CktElement.NodeOrder(), dtype=np.int64)
+        pd, el = d.PDElements, d.CktElement
+        names = []
+        more = pd.First()
+        while more:
+            names.append(pd.Name().lower())
+            nc, nt, nph = el.NumConductors(), el.NumTerminals(), el.NumPhases()
+            buses = [b.split(".", 1)[0].lower() for b in el.BusNames()]
+            order = np.asarray(el.NodeOrder(), dtype=np.int64)
             m = nc * nt
             # node 0 is the ground: no voltage, so no column
-            idx = [-1 if order[k] == 0 else node_index[f"{buses[k // nc]}.{order[k]}"] for k in range(m)]
-            y = _complex(d.CktElement.YPrim()).reshape(m, m)
-            for i in range(m):
-                for j in range(m):
-                    if idx[j] >= 0 and y[i, j] != 0:
-                        rows.append(r0 + i)
-                        cols.append(idx[j])
-                        vals.append(y[i, j])
-            row_node.extend(idx)
+            idx = np.array([-1 if order[k] == 0 else node_index[f"{buses[k // nc]}.{order[k]}"] for k in range(m)],
+                           dtype=np.int64)
+            y = _complex(el.YPrim()).reshape(m, m)
+            i, j = np.nonzero((y != 0) & (idx >= 0)[None, :])
+            rows.append(r0 + i)
+            cols.append(idx[j])
+            vals.append(y[i, j])
+            row_node.append(idx)
             first.append((r0, nph))
             r0 += m
+            more = pd.Next()
+        # the elements in the order of PDElements.AllNames, which the layout's element columns index
+        self.usable = bool(names) and names == [n.lower() for n in pd.AllNames()]
+        if not self.usable:
+            return
+        rows, cols, vals = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
         n_nodes = len(node_names)
-        self.y = sparse.csr_matrix((np.array(vals, dtype=complex), (rows, cols)), shape=(r0, n_nodes))
-        # the voltage at each row's conductor (ground: an extra zero column)
-        self.row_node = np.where(np.array(row_node, dtype=np.int64) < 0, n_nodes, row_node)
-        # loading: the phase conductors of terminal 1 of each reported element (padded with a zero row)
-        width = max([first[e][1] for e in select], default=1)
-        self.phase_rows = np.full((len(select), width), r0, dtype=np.int64)
+        y = sparse.csr_matrix((vals, (rows, cols)), shape=(r0 + 1, n_nodes))  # + a zero row
+        # losses, the power into every terminal conductor summed: sum_r V_r conj(I_r) = v^T (S^T conj(Y)) conj(v),
+        # S selecting each row's node voltage (none for the ground)
+        row_node = np.concatenate(row_node)
+        live = np.flatnonzero(row_node >= 0)
+        pick = sparse.csr_matrix((np.ones(len(live)), (live, row_node[live])), shape=(r0 + 1, n_nodes))
+        self.loss = (pick.T @ y.conj()).tocsr()
+        # loading: the phase conductors of terminal 1 of each reported element (padded with the zero row)
+        self.width = max([first[e][1] for e in select], default=1)
+        phase_rows = np.full((len(select), self.width), r0, dtype=np.int64)
         for k, e in enumerate(select):
             r, nph = first[e]
-            self.phase_rows[k, :nph] = np.arange(r, r + nph)
+            phase_rows[k, :nph] = np.arange(r, r + nph)
+        self.terminal1 = y[phase_rows.ravel()].tocsr()
         with np.errstate(divide="ignore"):
-            self.pct_per_a = np.where(rating_a > 0, 100.0 / rating_a, 0.0)
-        self.node_base_v = node_base_v
+            self.pct_per_a = np.where(rating_a > 0, 100.0 / rating_a, 0.0)[:, None]
+        self.inv_base = (1.0 / node_base_v)[:, None]
 
     def compute(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``v``: (rounds, nodes) complex node voltages -> node p.u., element loading %, losses W (per round)."""
-        n = len(v)
-        cur = np.asarray((self.y @ v.T).T)                                   # (rounds, rows)
-        v_ext = np.concatenate([v, np.zeros((n, 1), dtype=complex)], axis=1)
-        losses = np.einsum("ij,ij->i", v_ext[:, self.row_node], cur.conj()).real
-        cur_ext = np.abs(np.concatenate([cur, np.zeros((n, 1), dtype=complex)], axis=1))
-        loading = cur_ext[:, self.phase_rows].max(axis=2) * self.pct_per_a
-        return np.abs(v) / self.node_base_v, loading, losses
+        """``v``: (nodes, rounds) complex node voltages -> node p.u. (rounds, nodes), element loading %
+        (rounds, elements), losses W (rounds,)."""
+        n = v.shape[1]
+        amps = np.abs(self.terminal1 @ v).reshape(-1, self.width, n).max(axis=1)      # (elements, rounds)
+        losses = np.einsum("ij,ij->j", v, self.loss @ v.conj()).real
+        return (np.abs(v) * self.inv_base).T, (amps * self.pct_per_a).T, losses
 
 
 def _message(exc: Exception) -> str:
@@ -195,6 +206,8 @@ class OpenDSSEngine(PowerflowEngine):
             base = 1000.0 * lay.bus_kv_base[lay.node_bus]
             self._branches = _Branches(d, lay.node_names, np.where(base > 0, base, 1.0), self._element_select,
                                        lay.element_rating_a)
+            if not self._branches.usable:
+                self._branches = None
         return self._layout
 
     def _read_layout(self, path: Path, load_names: list[str]) -> Layout:
@@ -285,7 +298,7 @@ class OpenDSSEngine(PowerflowEngine):
         ok = bool(d.Solution.Converged())
         total = np.asarray(d.Circuit.TotalPower(), dtype=float)  # kW, kvar into the circuit are negative
         if self._use_branches():
-            node_pu, loading, losses = self._branches.compute(_complex(d.Circuit.AllBusVolts())[None, :])
+            node_pu, loading, losses = self._branches.compute(_complex(d.Circuit.AllBusVolts())[:, None])
             node_pu, loading, losses = node_pu[0], loading[0], float(losses[0])
         else:
             node_pu, loading, losses = self._read()
@@ -306,7 +319,7 @@ class OpenDSSEngine(PowerflowEngine):
         if self._branches is None or self._branches_checked:
             return self._branches is not None
         self._branches_checked = True
-        node_pu, loading, losses = self._branches.compute(_complex(self._dss.Circuit.AllBusVolts())[None, :])
+        node_pu, loading, losses = self._branches.compute(_complex(self._dss.Circuit.AllBusVolts())[:, None])
         own_pu, own_loading, own_losses = self._read()
         if not (np.allclose(node_pu[0], own_pu, rtol=1e-9, atol=1e-9)
                 and np.allclose(loading[0], own_loading, rtol=1e-9, atol=1e-9)
@@ -370,10 +383,11 @@ class OpenDSSEngine(PowerflowEngine):
         # round k is hour k + 1 of the shapes (what yearly mode's own Solve steps to); SolveSnap at that hour gives
         # the same solution as Solve without its time-stepping bookkeeping (monitors, meters, controls: a plain
         # circuit has none of these to update), ~60 µs a round less on 200 houses
-        hour, seconds, solve, converged, total = sol.Hour, sol.Seconds, sol.SolveSnap, sol.Converged, circuit.TotalPower
+        hour, solve, converged, total = sol.Hour, sol.SolveSnap, sol.Converged, circuit.TotalPower
+        sol.Seconds(0)  # a snapshot solve does not advance the clock: every round sits on its whole hour
         fast = self._use_branches()
         if fast:
-            volts = np.empty((n, len(lay.node_names)), dtype=complex)
+            volts = np.empty((len(lay.node_names), n), dtype=complex)
             all_volts = circuit.AllBusVolts
         else:
             node_pu = np.empty((n, len(lay.node_names)))
@@ -381,7 +395,6 @@ class OpenDSSEngine(PowerflowEngine):
         try:
             for k in range(n):
                 hour(k + 1)
-                seconds(0)
                 try:
                     solve()
                     ok[k] = converged()
@@ -389,7 +402,7 @@ class OpenDSSEngine(PowerflowEngine):
                     ok[k] = False
                 scalars[k, :2] = total()[:2]
                 if fast:
-                    volts[k] = _complex(all_volts())
+                    volts[:, k] = _complex(all_volts())
                 else:
                     node_pu[k], loading[k], scalars[k, 2] = self._read()
         finally:
@@ -397,6 +410,7 @@ class OpenDSSEngine(PowerflowEngine):
         scalars[:, :2] *= -1e3   # kW, kvar into the circuit are negative
         if fast:
             node_pu, loading, scalars[:, 2] = self._branches.compute(volts)
+            node_pu, loading = np.ascontiguousarray(node_pu), np.ascontiguousarray(loading)
         return ok, node_pu, loading, scalars
 
     # -- direct access, for tests and benchmarks ------------------------------------------------------------

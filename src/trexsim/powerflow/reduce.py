@@ -73,6 +73,9 @@ class RoundReducer:
         bus_of = layout.node_bus[self.node_sel]
         self.starts = np.flatnonzero(np.r_[True, bus_of[1:] != bus_of[:-1]]) if bus_of.size else np.zeros(0, np.int64)
         self.bus_ids = bus_of[self.starts] if bus_of.size else np.zeros(0, np.int64)
+        # every bus with the same number of checked nodes (three-phase feeders): min / max over a reshape, faster
+        sizes = np.diff(np.r_[self.starts, len(self.node_sel)])
+        self.nodes_per_bus = int(sizes[0]) if sizes.size and np.all(sizes == sizes[0]) else 0
         self.bus_names = np.array([layout.bus_names[b] for b in self.bus_ids], dtype=object)
         kinds = np.array(layout.element_kind)
         self.trafo_cols = np.flatnonzero(kinds == "transformer")
@@ -86,10 +89,15 @@ class RoundReducer:
         rows = np.arange(n)
         B, E = len(self.bus_ids), len(self.element_names)
         v = node_pu[:, self.node_sel]
-        v = np.where(ok[:, None], v, np.nan)
         if B:
-            bmin = np.minimum.reduceat(v, self.starts, axis=1)
-            bmax = np.maximum.reduceat(v, self.starts, axis=1)
+            if self.nodes_per_bus:
+                v = v.reshape(n, B, self.nodes_per_bus)
+                bmin, bmax = v.min(axis=2), v.max(axis=2)
+            else:
+                bmin = np.minimum.reduceat(v, self.starts, axis=1)
+                bmax = np.maximum.reduceat(v, self.starts, axis=1)
+            bmin[~ok] = np.nan  # a round that did not converge has no voltages
+            bmax[~ok] = np.nan
             i_min = np.where(ok[:, None], bmin, np.inf).argmin(axis=1)
             i_max = np.where(ok[:, None], bmax, -np.inf).argmax(axis=1)
             v_min = np.where(ok, bmin[rows, i_min], np.nan)
