@@ -192,3 +192,17 @@ def test_tc_settings_errors_name_the_key(tmp_path):
         Simulation(parse_config(tc_config(horizon_h=0.1)), tmp_path)   # 6 minutes: not whole 10-minute rounds
     with pytest.raises(Exception, match="tc.feeder"):
         parse_config(tc_config(feeder={"transformer_kv": 100}))
+
+
+def test_the_bundled_tc_example_runs_from_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from trexsim.cli import app
+
+    out = tmp_path / "tc"
+    r = CliRunner().invoke(app, ["run", "--example", "tc", "--out", str(out), "--no-plots", "--quiet"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tc"]["max_congestion"] > 0 and summary["powerflow"]["solved_rounds"] == ROUNDS
+    r = CliRunner().invoke(app, ["export", str(out)])
+    assert r.exit_code == 0 and (out / "export" / "tc_schedule.parquet").exists(), r.output

@@ -22,7 +22,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="trexsim: sim
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
-EXAMPLES = ("community", "two-houses")
+EXAMPLES = ("community", "two-houses", "tc")
 
 
 def _example_path(name: str) -> Path:
@@ -180,6 +180,16 @@ def print_summary(summary: dict) -> None:
     cons = summary.get("conservation", {})
     console.print(f"conservation checked every round: max energy error {cons.get('max_energy_error_wh')} Wh, "
                   f"max money error {cons.get('max_money_error_usd', 0):.2e} $")
+    tc = summary.get("tc")
+    if tc and tc.get("mean_price") is not None:
+        console.print(f"TC market: {tc['horizons']} horizon(s) priced from {tc['powerflow_solves_for_prices']} powerflow "
+                      f"solves; buy price mean {tc['mean_price']:.4f}, highest {tc['max_price']:.4f} $/kWh "
+                      f"(congestion up to {tc['max_congestion']:.4f}); table tc_schedule")
+    pf = summary.get("powerflow")
+    if pf and pf.get("max_transformer_loading_pct") is not None:
+        console.print(f"powerflow: peak transformer loading {pf['max_transformer_loading_pct']:.1f} %, voltage "
+                      f"{pf['min_voltage_pu']:.3f}-{pf['max_voltage_pu']:.3f} p.u., {pf['hours_over_limit']:.1f} h over "
+                      f"limits, {pf['violations']} violations; tables powerflow_*")
 
 
 @app.command()
