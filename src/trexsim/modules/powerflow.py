@@ -126,7 +126,7 @@ class _Process:
 
         self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"),
                                          initializer=_worker_init, initargs=(solver,))
-        self._pool.submit(_worker_ready).result()  # fork now, not in the middle of the round loop
+        self._pool.submit(_worker_ready)  # forks now, not in the middle of the round loop
 
     def submit(self, net_wh: np.ndarray) -> Future:
         return self._pool.submit(_worker_solve, net_wh)

@@ -21,9 +21,10 @@ everything: voltage magnitudes in p.u., and the currents of every line and trans
 ``I = Yprim · V`` with each element's own primitive admittance matrix from OpenDSS (``CktElement.YPrim``, read
 once), hence their loading (largest current of terminal 1 over the normal rating, as
 ``PDElements.AllPctNorm``) and the losses (the sum of the power into every terminal, as ``Circuit.Losses``).
-This is OpenDSS' own arithmetic done for a batch of rounds at once with a sparse matrix; the first solved
-round after ``bind_loads`` is checked against OpenDSS' own ``AllPctNorm`` and ``Losses`` (they agree to
-~1e-14), and a circuit where they did not would go back to reading those.
+This is OpenDSS' own arithmetic done for a batch of rounds at once with sparse matrices; the first solved
+round after ``bind_loads`` is checked against OpenDSS' own ``AllBusMagPu``, ``AllPctNorm`` and ``Losses``
+(voltages and loadings agree to ~1e-14, losses to ~1e-8 relative), and a circuit where they did not would
+go back to reading those.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ class OpenDSSEngine(PowerflowEngine):
         self._plain = False
         self._shapes: list[str] = []
         self._branches: _Branches | None = None
-        self._branches_checked = False
+        self._branches_state = "none"   # unbuilt, built (not checked yet), checked, none (OpenDSS' own reads)
 
     # -- circuit -------------------------------------------------------------------------------------------
     def load_circuit(self, path: str | Path) -> Layout:
@@ -200,14 +201,10 @@ class OpenDSSEngine(PowerflowEngine):
         self._plain = False
         self._shapes = []
         # from the node voltages alone on plain circuits, whose elements' admittances never change
+        # results from the node voltages on plain circuits, whose elements' admittances never change (built at the
+        # first solve: a solver process builds its own, beside the round loop)
         self._branches = None
-        if self._plain_classes:
-            lay = self._layout
-            base = 1000.0 * lay.bus_kv_base[lay.node_bus]
-            self._branches = _Branches(d, lay.node_names, np.where(base > 0, base, 1.0), self._element_select,
-                                       lay.element_rating_a)
-            if not self._branches.usable:
-                self._branches = None
+        self._branches_state = "unbuilt" if self._plain_classes else "none"
         return self._layout
 
     def _read_layout(self, path: Path, load_names: list[str]) -> Layout:
@@ -259,7 +256,8 @@ class OpenDSSEngine(PowerflowEngine):
             loads.Vmaxpu(LOAD_VMAX_PU)
         self._last_p = np.full(len(names), np.nan)
         self._last_q = np.full(len(names), np.nan)
-        self._branches_checked = False
+        if self._branches_state == "checked":
+            self._branches_state = "built"
         # plain: no undriven load follows a shape of its own (yearly mode would move it)
         bound = set(self._load_idx)
         shaped = False
@@ -297,8 +295,9 @@ class OpenDSSEngine(PowerflowEngine):
         d = self._dss
         ok = bool(d.Solution.Converged())
         total = np.asarray(d.Circuit.TotalPower(), dtype=float)  # kW, kvar into the circuit are negative
-        if self._use_branches():
-            node_pu, loading, losses = self._branches.compute(_complex(d.Circuit.AllBusVolts())[:, None])
+        v = _complex(d.Circuit.AllBusVolts()) if self._use_branches() else None
+        if v is not None and self._check_branches(v):
+            node_pu, loading, losses = self._branches.compute(v[:, None])
             node_pu, loading, losses = node_pu[0], loading[0], float(losses[0])
         else:
             node_pu, loading, losses = self._read()
@@ -313,19 +312,33 @@ class OpenDSSEngine(PowerflowEngine):
         return node_pu, loading, float(np.asarray(d.Circuit.Losses(), dtype=float)[0])
 
     def _use_branches(self) -> bool:
-        """Whether results come from the node voltages (``_Branches``). The first time after ``bind_loads`` they
-        are checked against OpenDSS' own ``AllBusMagPu``, ``AllPctNorm`` and ``Losses`` of the present solution;
-        should they differ (on the circuits tried they agree to ~1e-14), OpenDSS' own reads are used from then on."""
-        if self._branches is None or self._branches_checked:
-            return self._branches is not None
-        self._branches_checked = True
-        node_pu, loading, losses = self._branches.compute(_complex(self._dss.Circuit.AllBusVolts())[:, None])
-        own_pu, own_loading, own_losses = self._read()
-        if not (np.allclose(node_pu[0], own_pu, rtol=1e-9, atol=1e-9)
-                and np.allclose(loading[0], own_loading, rtol=1e-9, atol=1e-9)
-                and np.isclose(losses[0], own_losses, rtol=1e-9, atol=1e-6)):
+        """Whether results come from the node voltages (``_Branches``; built at the first call)."""
+        if self._branches_state == "unbuilt":
+            lay = self._layout
+            base = 1000.0 * lay.bus_kv_base[lay.node_bus]
+            self._branches = _Branches(self._dss, lay.node_names, np.where(base > 0, base, 1.0), self._element_select,
+                                       lay.element_rating_a)
+            self._branches_state = "built" if self._branches.usable else "none"
+        if self._branches_state == "none":
             self._branches = None
         return self._branches is not None
+
+    def _check_branches(self, v: np.ndarray) -> bool:
+        """The first solution after ``bind_loads`` (node voltages ``v``) is checked against OpenDSS' own
+        ``AllBusMagPu``, ``AllPctNorm`` and ``Losses``; should they differ (on the circuits tried voltages and
+        loadings agree to ~1e-14, losses to ~1e-8 relative: summed by node they lose a few digits to the
+        cancellation of large currents), OpenDSS' own reads are used from then on. True: keep using the voltages."""
+        if self._branches_state != "built":
+            return self._branches_state == "checked"
+        node_pu, loading, losses = self._branches.compute(v[:, None])
+        own_pu, own_loading, own_losses = self._read()
+        same = (np.allclose(node_pu[0], own_pu, rtol=1e-9, atol=1e-9)
+                and np.allclose(loading[0], own_loading, rtol=1e-9, atol=1e-9)
+                and np.isclose(losses[0], own_losses, rtol=1e-6, atol=1e-3))
+        self._branches_state = "checked" if same else "none"
+        if not same:
+            self._branches = None
+        return same
 
     def series_method(self, method: str = "auto") -> str:
         """The method ``solve_series`` uses: 'loadshape' or 'setters' ('auto': loadshape on plain circuits)."""
@@ -403,7 +416,11 @@ class OpenDSSEngine(PowerflowEngine):
                 scalars[k, :2] = total()[:2]
                 if fast:
                     volts[:, k] = _complex(all_volts())
-                else:
+                    if k == 0 and not self._check_branches(volts[:, 0]):
+                        fast = False
+                        node_pu = np.empty((n, len(lay.node_names)))
+                        loading = np.empty((n, len(lay.element_names)))
+                if not fast:
                     node_pu[k], loading[k], scalars[k, 2] = self._read()
         finally:
             d.Text.Command("set mode=snapshot")
