@@ -161,7 +161,7 @@ class OpenDSSEngine(PowerflowEngine):
         self._path: Path | None = None
         self._plain_classes = False
         self._plain = False
-        self._shapes: list[str] = []
+        self._shapes: list[int] = []  # index of each driven load's series LoadShape
         self._branches: _Branches | None = None
         self._branches_state = "none"   # unbuilt, built (not checked yet), checked, none (OpenDSS' own reads)
 
@@ -384,11 +384,13 @@ class OpenDSSEngine(PowerflowEngine):
             if j == len(self._shapes):
                 name = f"trexsim_series_{j}"
                 d.Text.Command(f"new loadshape.{name} npts=1 sinterval={3600 * SHAPE_HOURS:g} useactual=yes")
-                self._shapes.append(name)
+                shapes.Name(name)
+                self._shapes.append(shapes.Idx())  # activated by index from now on: cheaper than by name
                 loads.Idx(idx)
                 loads.Yearly(name)
-            shapes.Name(self._shapes[j])
-            shapes.Npts(n)
+            shapes.Idx(self._shapes[j])
+            if shapes.Npts() != n:
+                shapes.Npts(n)
             shapes.PMult(p_kw[j])
             shapes.QMult(q_kvar[j])
         d.Text.Command(f"set mode=yearly number=1 stepsize={SHAPE_HOURS:g}h")
