@@ -42,7 +42,7 @@ FEEDER = {"spacing_m": 120, "transformer_kva": 100}
 @pytest.fixture(scope="module")
 def live_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("live") / "run"
-    pf = {"feeder": FEEDER, "every": 5, "limits": {"v_min_pu": 0.95}, "detail": True}
+    pf = {"feeder": FEEDER, "every": 5, "limits": {"v_min_pu": 0.95}, "detail": True, "solver": "inline"}
     result = Simulation(parse_config(_config(pf)), out).run(plots=False)
     return out, result
 
@@ -129,21 +129,139 @@ def test_runtime_errors_name_the_section(tmp_path):
 
 
 def test_solver_process_gives_the_inline_results(live_run, tmp_path):
+    # the process solves and reduces each batch itself and sends back per-round numbers (and, with detail, every
+    # bus and element): the tables are those of the inline run, which the replay test checks
     out, _ = live_run
-    pf = {"feeder": FEEDER, "every": 5, "limits": {"v_min_pu": 0.95}, "solver": "process"}
-    Simulation(parse_config(_config(pf)), tmp_path / "run").run(plots=False)
+    pf = {"feeder": FEEDER, "every": 5, "limits": {"v_min_pu": 0.95}, "detail": True, "solver": "process"}
+    sim = Simulation(parse_config(_config(pf)), tmp_path / "run")
+    assert sim.powerflow.solver == "process"
+    sim.run(plots=False)
+    queries = {"rounds": "SELECT * EXCLUDE (max_line) FROM powerflow_rounds ORDER BY round",
+               "violations": "SELECT * FROM powerflow_violations ORDER BY round, kind, object",
+               "buses": "SELECT * FROM powerflow_bus_voltages ORDER BY round, bus",
+               "elements": "SELECT * FROM powerflow_element_loading ORDER BY round, element",
+               "episodes": "SELECT * EXCLUDE (solve_s, feeder) FROM powerflow_episodes"}
     tables = []
     for folder in (out, tmp_path / "run"):
         con = duckdb.connect(str(folder / "run.duckdb"), read_only=True)
-        tables.append(con.execute("SELECT * EXCLUDE (max_line) FROM powerflow_rounds ORDER BY round").df())
+        tables.append({k: con.execute(q).df() for k, q in queries.items()})
         con.close()
     inline, process = tables
-    assert inline.columns.tolist() == process.columns.tolist() and len(inline) == 5
-    for col in inline.columns:
-        if inline[col].dtype.kind == "f":
-            assert np.allclose(inline[col], process[col], rtol=1e-9, atol=1e-9), col
+    assert len(inline["rounds"]) == 5 and len(inline["violations"]) > 0
+    assert len(inline["buses"]) == 5 * 16 and len(inline["elements"]) == 5 * 15
+    for name in queries:
+        a, b = inline[name], process[name]
+        assert a.columns.tolist() == b.columns.tolist() and len(a) == len(b), name
+        for col in a.columns:
+            if a[col].dtype.kind == "f":
+                assert np.allclose(a[col], b[col], rtol=1e-9, atol=1e-9, equal_nan=True), (name, col)
+            else:
+                assert a[col].tolist() == b[col].tolist(), (name, col)
+
+
+def test_solver_auto_is_a_process_with_a_second_core(tmp_path):
+    import multiprocessing
+    import os
+
+    from trexsim.modules.powerflow import solver_kind
+
+    assert parse_config(_config({})).powerflow.solver == "auto"
+    can_fork = "fork" in multiprocessing.get_all_start_methods()
+    expected = "process" if can_fork and len(os.sched_getaffinity(0)) > 1 else "inline"
+    assert solver_kind("auto") == expected
+    assert solver_kind("inline") == "inline"
+    assert solver_kind("process") == ("process" if can_fork else "inline")
+    sim = Simulation(parse_config(_config({"feeder": FEEDER}, rounds=3)), tmp_path / "run")
+    assert sim.powerflow.solver == expected
+    result = sim.run(plots=False)
+    assert result.summary["powerflow"]["solved_rounds"] == 3
+
+
+def _engine(spec, houses: int, folder):
+    from trexsim.powerflow.feeder import generate_feeder
+    from trexsim.powerflow.opendss import OpenDSSEngine
+
+    gen = generate_feeder(spec, houses, folder / "feeder.dss")
+    engine = OpenDSSEngine()
+    layout = engine.load_circuit(gen.path)
+    engine.bind_loads(gen.load_names)
+    return engine, layout
+
+
+def _opendss_reads(engine, layout):
+    """The present solution as OpenDSS itself reports it: node p.u., element loading %, losses W."""
+    d = engine.dss
+    pct = dict(zip([n.lower() for n in d.PDElements.AllNames()], np.asarray(d.PDElements.AllPctNorm())))
+    return (np.asarray(d.Circuit.AllBusMagPu()), np.array([pct[e.lower()] for e in layout.element_names]),
+            float(np.asarray(d.Circuit.Losses())[0]))
+
+
+@pytest.mark.parametrize("spec", ["three_phase", "single_phase", "split_phase"])
+def test_engine_results_from_node_voltages_equal_opendss_reads(spec, tmp_path):
+    # on plain circuits loadings and losses come from the node voltages and each element's Yprim; after every
+    # solve they must be what OpenDSS' own AllBusMagPu, AllPctNorm and Losses report
+    from trexsim.powerflow.feeder import FeederSpec
+    from trexsim.powerflow.splitphase import SplitPhaseSpec
+
+    spec = {"three_phase": FeederSpec(), "single_phase": FeederSpec(house_phases=1),
+            "split_phase": SplitPhaseSpec()}[spec]
+    engine, layout = _engine(spec, 12, tmp_path)
+    rng = np.random.default_rng(3)
+    p = rng.uniform(-6000, 9000, (6, 12)).round()
+    q = np.abs(p) * 0.33
+    for k in range(6):
+        ok, node_pu, loading, scalars = engine.solve_arrays(p[k:k + 1], q[k:k + 1])
+        assert engine._branches is not None and ok[0]      # the node-voltage path was used, and converged
+        own_pu, own_loading, own_losses = _opendss_reads(engine, layout)
+        assert np.allclose(node_pu[0], own_pu, rtol=0, atol=1e-12)
+        assert np.allclose(loading[0], own_loading, rtol=0, atol=1e-9) and own_loading.max() > 10
+        assert scalars[0, 2] == pytest.approx(own_losses, rel=1e-7) and own_losses > 100
+        # the snapshot API gives the same
+        snap = engine.results()
+        assert np.array_equal(snap.node_pu, node_pu[0]) and snap.losses_w == pytest.approx(scalars[0, 2], rel=1e-12)
+
+
+def test_engine_goes_back_to_opendss_reads_if_node_voltage_results_disagree(tmp_path):
+    from trexsim.powerflow.feeder import FeederSpec
+
+    engine, layout = _engine(FeederSpec(), 6, tmp_path)
+    p = np.full((2, 6), 4000.0)
+    engine.solve_arrays(p[:1], p[:1] * 0.3)
+    assert engine._branches is not None
+    engine._branches.pct_per_a = engine._branches.pct_per_a * 2    # a branch model that is wrong
+    engine.bind_loads([f"house_{i:03d}" for i in range(1, 7)])     # binding again checks it again
+    ok, node_pu, loading, scalars = engine.solve_arrays(p[1:], p[1:] * 0.3)
+    assert engine._branches is None
+    own_pu, own_loading, own_losses = _opendss_reads(engine, layout)
+    assert np.array_equal(loading[0], own_loading) and np.array_equal(node_pu[0], own_pu)
+    assert scalars[0, 2] == own_losses
+
+
+def test_reducing_batches_equals_reducing_the_whole(tmp_path):
+    # what a solver reduces batch by batch, joined, is what reducing all rounds at once gives
+    from trexsim.powerflow.feeder import FeederSpec
+    from trexsim.powerflow.reduce import Reduced, RoundReducer
+    from trexsim.powerflow.replay import Limits
+
+    engine, layout = _engine(FeederSpec(spacing_m=120, transformer_kva=100), 7, tmp_path)
+    rng = np.random.default_rng(5)
+    p = rng.uniform(0, 22000, (150, 7)).round()
+    ok, node_pu, loading, _ = engine.solve_arrays(p, p * 0.33)
+    ok[17] = False                                      # a round that did not converge reduces to NaN
+    reducer = RoundReducer(layout, Limits(v_min_pu=0.95, max_loading_pct=80))
+    whole = reducer.reduce(node_pu, loading, ok)
+    parts = [reducer.reduce(node_pu[b:b + 60], loading[b:b + 60], ok[b:b + 60]) for b in range(0, 150, 60)]
+    joined = Reduced.concat(parts)
+    assert len(whole.viol_row) > 0 and set(whole.viol_kind) == {"undervoltage", "overload"}
+    assert np.isnan(whole.v_min_pu[17]) and whole.v_min_bus[17] is None
+    for name in Reduced.__dataclass_fields__:
+        a, b = getattr(whole, name), getattr(joined, name)
+        if a.dtype.kind == "f":
+            assert np.array_equal(a, b, equal_nan=True), name
         else:
-            assert inline[col].tolist() == process[col].tolist(), col
+            assert a.tolist() == b.tolist(), name
+    light = Reduced.concat([r.without_detail() for r in parts])
+    assert light.bus_min is None and light.bus_max is None and np.array_equal(light.viol_row, whole.viol_row)
 
 
 def test_export_writes_the_powerflow_tables_that_hold_rows(live_run, tmp_path):

@@ -390,8 +390,9 @@ class PowerflowConfig(_Model):
     pf_export: float = Field(1.0, gt=0, le=1, description="Power factor of exports (absorbing vars; 1: none).")
     detail: bool = Field(False, description="Also record every bus voltage and element loading of every solved round.")
     engine: Literal["opendss"] = "opendss"
-    solver: Literal["inline", "process"] = Field(
-        "inline", description="Where the solves run: in the round loop's thread, or beside it in a process of its own (forked).")
+    solver: Literal["auto", "inline", "process"] = Field(
+        "auto", description="Where the solves run: in the round loop's thread, or beside it in a process of its own (forked); "
+                            "auto: a process where the machine gives this run a second CPU core (and can fork), else inline.")
 
     @field_validator("feeder")
     @classmethod

@@ -4,15 +4,17 @@ Enabled by a ``powerflow`` section in the simulation config (docs/powerflow.md).
 
 - ``market/meter`` (``MeterReadings``, one message per participant module): the round's net energy per
   participant, ``load - generation + battery charge - battery discharge`` Wh (positive = import);
-- ``sim/round_end``: every ``every``-th round (0, k, 2k, ...) it turns that energy into an average power
-  ``P = net_wh * 3600 / interval_s`` W (reactive power from the power factors). Batches of ``BATCH`` such
-  rounds are solved, one snapshot per round, in order (``engine.solve_series``: LoadShapes on plain
-  circuits such as the generated feeder, else setting each load): in the round loop's thread, or with
-  ``solver: process`` in a process of its own, beside the round loop; node voltages and loadings are kept;
-- ``sim/episode_end`` / ``sim/end``: reduces what it holds (``RoundReducer``, the replay's rules) and
-  appends it to the run's DuckDB: ``powerflow_rounds``, ``powerflow_violations``, ``powerflow_episodes``
-  and, with ``detail``, ``powerflow_bus_voltages`` and ``powerflow_element_loading``. Solved rounds are
-  also reduced and written every ``CHUNK`` of them, so a long episode is never held as node voltages.
+- ``sim/round_end``: every ``every``-th round (0, k, 2k, ...) it keeps that energy; every ``BATCH`` such rounds
+  the batch goes to the solver, which turns it into average powers ``P = net_wh * 3600 / interval_s`` W (reactive
+  power from the power factors), solves one snapshot per round, in order (``engine.solve_arrays``: LoadShapes on
+  plain circuits such as the generated feeder, else setting each load), and reduces each round where it solved
+  it (``RoundReducer``, the replay's rules: lowest and highest bus, most loaded transformer and line,
+  violations). The solver is the round loop's own thread (``solver: inline``) or a process of its own beside
+  it (``process``; ``auto``, the default, where the machine gives the run a second core); either way only a few
+  numbers per round come back (every bus voltage and element loading only with ``detail``);
+- every ``CHUNK`` solved rounds, and at ``sim/episode_end`` / ``sim/end``, it appends them to the run's DuckDB:
+  ``powerflow_rounds``, ``powerflow_violations``, ``powerflow_episodes`` and, with ``detail``,
+  ``powerflow_bus_voltages`` and ``powerflow_element_loading``.
 
 The same feeder, mapping, limits and power factors replayed afterwards (``trexsim powerflow RUN_DIR``)
 give the same numbers (tested), to OpenDSS' solution tolerance.

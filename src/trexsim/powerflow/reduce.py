@@ -16,6 +16,8 @@ import numpy as np
 
 from trexsim.powerflow.engine import Layout
 
+KINDS = ("undervoltage", "overvoltage", "overload")  # the order violations are listed in
+
 
 @dataclass
 class Reduced:
@@ -47,7 +49,9 @@ class Reduced:
 
     @classmethod
     def concat(cls, parts: list["Reduced"]) -> "Reduced":
-        """Consecutive chunks as one (violation rows renumbered); per-bus arrays only if every part has them."""
+        """Consecutive chunks as one, exactly what reducing them at once gives: violation rows renumbered and
+        ordered as ``reduce`` orders them (by kind, then round, then bus or element); per-bus arrays only if every
+        part has them."""
         offsets = np.cumsum([0] + [len(p.v_min_pu) for p in parts])
         values = {}
         for f in fields(cls):
@@ -58,6 +62,12 @@ class Reduced:
                 values[f.name] = None
             else:
                 values[f.name] = np.concatenate(items)
+        rank = np.zeros(len(values["viol_kind"]), dtype=np.int64)
+        for i, kind in enumerate(KINDS):
+            rank[values["viol_kind"] == kind] = i
+        order = np.argsort(rank, kind="stable")
+        for name in ("viol_row", "viol_kind", "viol_object", "viol_value", "viol_limit"):
+            values[name] = values[name][order]
         return cls(**values)
 
 
