@@ -9,13 +9,14 @@
    (-5..+5 kW per house, every load new every round):
    - ``setters``: per round set every load (``Loads.kW``/``kvar``), solve a snapshot, read every node voltage,
      element loading and the losses (``trexsim.powerflow.bench.bench_setters``; any circuit);
-   - ``loadshape``: each load follows a LoadShape of all rounds and OpenDSS steps through them in yearly mode
-     (``bench_loadshape``): what the replay and the live module (per batch of 60 rounds) do on plain circuits
-     such as the generated feeder.
+   - ``loadshape``: the engine's ``solve_arrays`` in batches of 60 rounds (``bench_loadshape``): each load
+     follows a LoadShape of the batch, a snapshot solve per round, results from the node voltages: what the
+     live module (and, in blocks of 240, the replay) does on plain circuits such as the generated feeder.
 2. A one-day ALEX run (1,440 one-minute rounds, fixed-price traders, realistic profiles, 60 % with PV, half
    with a battery, full records, no figures) without and with a ``powerflow`` section (a generated feeder, a
-   solve every round; ``solver`` "inline" and "process"), alternated, best of ``--repeat``, after warm-up runs
-   that compile and cache.
+   solve every round; ``solver`` "inline" and "process"; the default, "auto", is "process" on a machine that
+   gives the run a second core: the line ``machine:`` says which), alternated, best of ``--repeat``, after
+   warm-up runs that compile and cache. The load average is printed before and after: this machine is shared.
 3. The TC co-simulation of the same community for a day (``run_tc``, hourly prices, 4 passes), best of ``--repeat``.
 
 Targets (issue 6, this 2-core machine): 1,440 solves of a 50-house feeder in under 15 s; a live powerflow
@@ -58,6 +59,8 @@ def community(n: int, powerflow: bool | str, days: float = 1.0) -> dict:
 
 
 def solves(houses: list[int], rounds: int) -> list[dict]:
+    import scipy.sparse  # noqa: F401  (imported once, ~0.2 s; a simulation has it already, from pvlib)
+
     from trexsim.powerflow.bench import bench_loadshape, bench_setters
 
     rng = np.random.default_rng(1)
@@ -144,13 +147,19 @@ def main(argv: list[str] | None = None) -> None:
 
     machine = {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
                "opendssdirect": getattr(opendssdirect, "__version__", "?")}
+    from trexsim.modules.powerflow import solver_kind
+
+    machine["solver_auto"] = solver_kind("auto")
     print(f"machine: {machine}")
+    print(f"load average before: {os.getloadavg()}")
     rows = solves([int(h) for h in args.houses.split(",") if h], args.rounds)
     for r in rows:
         if r["houses"] == 50 and r["rounds"] == ROUNDS:
             print(f"target: 1,440 solves of 50 houses in under 15 s: {r['setters_s']:.2f} s setters, {r['loadshape_s']:.2f} s "
                   f"loadshape -> {'PASS' if max(r['setters_s'], r['loadshape_s']) < 15 else 'MISS'}")
     run_rows = runs([int(n) for n in args.runs.split(",") if n], args.repeat)
+    machine["loadavg_after"] = os.getloadavg()
+    print(f"load average after: {machine['loadavg_after']}")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "solves": rows, "runs": run_rows}, indent=2) + "\n")
 

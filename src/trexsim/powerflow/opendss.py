@@ -16,8 +16,8 @@ Two ways to give OpenDSS the loads of a series of rounds (``solve_series``), mea
 
 Reading the results costs as much as solving unless it is done with arrays. The engine's DSS context returns
 NumPy arrays (OpenDSSDirect.py's default, Python lists, took longer to convert than OpenDSS took to fill
-them), and on plain circuits one read per round, the complex node voltages (``Circuit.AllBusVolts``), gives
-everything: voltage magnitudes in p.u., and the currents of every line and transformer terminal as
+them), and in ``solve_arrays`` / ``solve_series`` on plain circuits one read per round, the complex node
+voltages (``Circuit.AllBusVolts``), gives everything: voltage magnitudes in p.u., and the currents of every line and transformer terminal as
 ``I = Yprim · V`` with each element's own primitive admittance matrix from OpenDSS (``CktElement.YPrim``, read
 once), hence their loading (largest current of terminal 1 over the normal rating, as
 ``PDElements.AllPctNorm``) and the losses (the sum of the power into every terminal, as ``Circuit.Losses``).
@@ -295,12 +295,8 @@ class OpenDSSEngine(PowerflowEngine):
         d = self._dss
         ok = bool(d.Solution.Converged())
         total = np.asarray(d.Circuit.TotalPower(), dtype=float)  # kW, kvar into the circuit are negative
-        v = _complex(d.Circuit.AllBusVolts()) if self._use_branches() else None
-        if v is not None and self._check_branches(v):
-            node_pu, loading, losses = self._branches.compute(v[:, None])
-            node_pu, loading, losses = node_pu[0], loading[0], float(losses[0])
-        else:
-            node_pu, loading, losses = self._read()
+        # one snapshot: OpenDSS' own reads (the node-voltage route pays only for a batch of rounds at once)
+        node_pu, loading, losses = self._read()
         return Snapshot(converged=ok, node_pu=node_pu, loading_pct=loading, losses_w=losses,
                         source_p_w=-1e3 * float(total[0]), source_q_var=-1e3 * float(total[1]))
 
