@@ -11,7 +11,7 @@
      element loading and the losses (``trexsim.powerflow.bench.bench_setters``; any circuit);
    - ``loadshape``: the engine's ``solve_arrays`` in batches of 60 rounds (``bench_loadshape``): each load
      follows a LoadShape of the batch, a snapshot solve per round, results from the node voltages: what the
-     live module (and, in blocks of 240, the replay) does on plain circuits such as the generated feeder.
+     live module and the replay do on plain circuits such as the generated feeder.
 2. A one-day ALEX run (1,440 one-minute rounds, fixed-price traders, realistic profiles, 60 % with PV, half
    with a battery, full records, no figures) without and with a ``powerflow`` section (a generated feeder, a
    solve every round; ``solver`` "inline" and "process"; the default, "auto", is "process" on a machine that

@@ -49,7 +49,7 @@ def bench_setters(houses: int, p_w: np.ndarray, q_var: np.ndarray, folder: Path)
 def bench_loadshape(houses: int, p_w: np.ndarray, q_var: np.ndarray, interval_s: int,
                     folder: Path, batch: int = 60) -> tuple[float, np.ndarray]:
     """The engine's ``solve_arrays`` in batches of ``batch`` rounds (what the live module does; the replay's
-    ``solve_series`` does the same in blocks of 240): LoadShapes, a snapshot solve per round, results from the node
+    ``solve_series`` does the same in blocks of 60): LoadShapes, a snapshot solve per round, results from the node
     voltages. ``interval_s`` is kept for the callers; the shapes step one notional hour per round."""
     engine, _ = _feeder(houses, folder)
     v = np.empty(len(p_w))
