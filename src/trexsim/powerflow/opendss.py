@@ -1,30 +1,30 @@
 """The powerflow engine on OpenDSS, through OpenDSSDirect.py (which carries the DSS C-API engine).
 
-Each engine has its own DSS context (``opendssdirect.NewContext()``), so engines do not share state.
-Results are read with the vectorised API extensions (``Circuit.AllBusMagPu``, ``PDElements.AllPctNorm``).
-
-Two ways to give OpenDSS the loads of a series of rounds (``solve_series``), measured by
-``python -m trexsim.powerflow.bench``:
+Each engine has its own DSS context (a new one, like ``opendssdirect.NewContext()``), so engines do not share
+state. Two ways to give OpenDSS the loads of a series of rounds (``solve_series`` / ``solve_arrays``),
+measured by ``python -m trexsim.powerflow.bench``:
 
 - ``setters``: per round, ``Loads.Idx`` / ``Loads.kW`` / ``Loads.kvar`` for each load whose power changed,
-  then a snapshot solve. Works on any circuit and is what ``set_loads`` does.
-- ``loadshape``: every driven load follows its own LoadShape holding the whole series (actual kW and
-  kvar, set once as arrays); OpenDSS then steps through it in yearly mode, one ``Solve`` per round.
-  About 1.6x faster, but yearly mode also moves anything else in the circuit that has a shape or a
-  time-based control, so ``auto`` uses it only on plain circuits (source, lines, transformers, loads,
-  capacitors, reactors, meters; no undriven load with a shape) such as the generated feeder.
+  then a snapshot solve, then OpenDSS' own reads (``Circuit.AllBusMagPu``, ``PDElements.AllPctNorm``,
+  ``Circuit.Losses``). Works on any circuit and is what ``set_loads`` / ``solve`` / ``results`` do.
+- ``loadshape``: every driven load follows its own LoadShape holding a block of rounds (actual kW and kvar,
+  set once as arrays) in yearly mode, and OpenDSS solves a snapshot at each of its hours (``SolveSnap``;
+  the same solution as yearly mode's own ``Solve``, without its time-stepping bookkeeping). About twice as
+  fast, but yearly mode also moves anything else in the circuit that has a shape or a time-based control,
+  so ``auto`` uses it only on plain circuits (source, lines, transformers, loads, capacitors, reactors,
+  meters; no undriven load with a shape) such as the generated feeder.
 
 Reading the results costs as much as solving unless it is done with arrays. The engine's DSS context returns
 NumPy arrays (OpenDSSDirect.py's default, Python lists, took longer to convert than OpenDSS took to fill
-them), and in ``solve_arrays`` / ``solve_series`` on plain circuits one read per round, the complex node
-voltages (``Circuit.AllBusVolts``), gives everything: voltage magnitudes in p.u., and the currents of every line and transformer terminal as
-``I = Yprim · V`` with each element's own primitive admittance matrix from OpenDSS (``CktElement.YPrim``, read
-once), hence their loading (largest current of terminal 1 over the normal rating, as
-``PDElements.AllPctNorm``) and the losses (the sum of the power into every terminal, as ``Circuit.Losses``).
-This is OpenDSS' own arithmetic done for a batch of rounds at once with sparse matrices; the first solved
-round after ``bind_loads`` is checked against OpenDSS' own ``AllBusMagPu``, ``AllPctNorm`` and ``Losses``
-(voltages and loadings agree to ~1e-14, losses to ~1e-8 relative), and a circuit where they did not would
-go back to reading those.
+them), and with LoadShapes on plain circuits one read per round, the complex node voltages
+(``Circuit.AllBusVolts``), gives everything: voltage magnitudes in p.u., and the currents of every line and
+transformer terminal as ``I = Yprim · V`` with each element's own primitive admittance matrix from OpenDSS
+(``CktElement.YPrim``, read once), hence their loading (largest current of terminal 1 over the normal
+rating, as ``PDElements.AllPctNorm``) and the losses (the sum of the power into every terminal, as
+``Circuit.Losses``). This is OpenDSS' own arithmetic done for a block of rounds at once with sparse
+matrices; the first solved round after ``bind_loads`` is checked against OpenDSS' own ``AllBusMagPu``,
+``AllPctNorm`` and ``Losses`` (voltages and loadings agree to ~1e-14, losses to ~1e-8 relative), and a
+circuit where they did not would go back to reading those.
 """
 
 from __future__ import annotations
