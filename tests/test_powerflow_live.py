@@ -274,3 +274,40 @@ def test_export_writes_the_powerflow_tables_that_hold_rows(live_run, tmp_path):
     con = duckdb.connect(str(out_dir / "run.duckdb"), read_only=True)
     rows = con.execute("SELECT count(*) FROM powerflow_rounds").fetchone()[0]
     assert rows > 0 and len(written["powerflow_rounds"].read_text().splitlines()) == rows + 1
+
+
+def test_solver_batch_is_the_main_side_reduction_and_small(tmp_path):
+    # what a solver (process or inline) hands back for a batch: the reduction the main process would compute from
+    # the engine's arrays, and without detail no node voltages or element loadings
+    from trexsim.modules.powerflow import _Solver
+    from trexsim.powerflow.feeder import FeederSpec, generate_feeder
+    from trexsim.powerflow.mapping import LoadMapping
+    from trexsim.powerflow.opendss import OpenDSSEngine
+    from trexsim.powerflow.reduce import RoundReducer
+    from trexsim.powerflow.replay import Limits
+
+    gen = generate_feeder(FeederSpec(spacing_m=120, transformer_kva=100), 7, tmp_path / "feeder.dss")
+    engines, layouts = [], []
+    for _ in range(2):                                   # one for the solver, one to compute by hand
+        engine = OpenDSSEngine()
+        layouts.append(engine.load_circuit(gen.path))
+        engine.bind_loads(gen.load_names)
+        engines.append(engine)
+    mapping = LoadMapping(gen.load_names, np.arange(7), np.ones(7), {})
+    limits = Limits(v_min_pu=0.95)
+    net_wh = np.random.default_rng(9).integers(-50, 300, (60, 7))    # Wh per one-minute round
+    for detail in (False, True):
+        solved = _Solver(engines[0], RoundReducer(layouts[0], limits), mapping, 60, 0.95, 1.0, detail)(net_wh)
+        p = net_wh * 60.0                                               # W: Wh x 3600 / 60 s
+        q = np.where(p > 0, p * np.tan(np.arccos(0.95)), 0.0)
+        ok, node_pu, loading, scalars = engines[1].solve_arrays(p, q)
+        by_hand = RoundReducer(layouts[1], limits).reduce(node_pu, loading, ok)
+        assert np.array_equal(solved.converged, ok) and ok.all()
+        assert np.allclose(solved.scalars[:, 0], p.sum(axis=1)) and np.array_equal(solved.scalars[:, 1:], scalars)
+        assert np.array_equal(solved.reduced.v_min_pu, by_hand.v_min_pu)
+        assert solved.reduced.v_min_bus.tolist() == by_hand.v_min_bus.tolist()
+        assert solved.reduced.viol_object.tolist() == by_hand.viol_object.tolist() and len(by_hand.viol_row) > 0
+        if detail:
+            assert np.array_equal(solved.loading, loading) and np.array_equal(solved.reduced.bus_min, by_hand.bus_min)
+        else:
+            assert solved.loading is None and solved.reduced.bus_min is None and solved.reduced.bus_max is None
