@@ -33,16 +33,9 @@ import pyarrow as pa
 
 from trexsim.config.schema import SimulationConfig, TCConfig
 from trexsim.engine.grid import tariff_prices
-from trexsim.errors import TrexsimError
 from trexsim.fabric import topics
 from trexsim.fabric.messages import EpisodeStart, GridPrices, RoundEnd, RoundStart, TCPlan, TCSchedule
-
-
-def _rounds(value_s: float, interval_s: int, key: str) -> int:
-    n = value_s / interval_s
-    if n < 1 or abs(n - round(n)) > 1e-9:
-        raise TrexsimError(f"{key}: {value_s:g} s is not a whole number (>= 1) of the study's {interval_s} s rounds")
-    return int(round(n))
+from trexsim.tc.cosim import _rounds
 
 
 def tc_feeder(config: SimulationConfig):
