@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Callable
 
 import msgspec
-import numpy as np
 
 from trexsim import __version__
 from trexsim.config.schema import SimulationConfig, TCConfig
