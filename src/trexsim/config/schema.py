@@ -157,6 +157,12 @@ class MarketConfig(_Model):
     max_price: float = Field(10.0, gt=0, description="Highest accepted order price, $/kWh.")
     max_order_wh: int = Field(10_000_000, gt=0, description="Largest accepted order quantity, Wh.")
     max_ahead_rounds: int = Field(1440, ge=0, description="How far beyond close_steps an order may reach, in rounds.")
+    tie_break: Literal["random", "pro_rata", "submission"] = Field(
+        "submission",
+        description="Who trades first among orders at equal prices: 'random' (a fresh order of the participants each "
+                    "round, drawn from study.seed), 'pro_rata' (equal-price orders share the energy their price level "
+                    "trades in proportion to their quantities, whole Wh by largest remainder) or 'submission' (the "
+                    "roster order).")
 
     @field_validator("settlement")
     @classmethod

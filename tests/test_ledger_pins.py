@@ -1,0 +1,101 @@
+"""Pinned ledgers: every row of a few varied runs, hashed.
+
+A rewrite of the round (or of any rule) that changes a single number, anywhere, fails here at
+once. When a change is *meant* to change results, re-pin deliberately: run
+``TREXSIM_PRINT_PINS=1 python -m pytest tests/test_ledger_pins.py -s`` and say in the commit
+which rule changed and why.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+
+import duckdb
+import pytest
+
+from trexsim.config.loader import parse_config
+from trexsim.simulation import Simulation
+
+TABLES = ("orders", "rejections", "settlements", "delivery_rows", "rounds")
+
+_PROSUMER = {"profile": {"type": "realistic", "annual_load_kwh": 5500, "pv_capacity_kw": 7.0},
+             "storage": {"capacity_wh": 13500, "power_w": 5000, "efficiency": 0.95, "initial_soc": 0.5},
+             "trader": {"type": "fixed_price", "bid_price": 0.12, "ask_price": 0.10}}
+_CONSUMER = {"profile": {"type": "realistic", "annual_load_kwh": 4500, "pv_capacity_kw": 0},
+             "trader": {"type": "fixed_price", "bid_price": 0.12, "ask_price": 0.10}}
+
+
+def _study(name, seed, days=1, episodes=1):
+    return {"name": name, "start_datetime": "2021-07-01 00:00:00", "timezone": "America/Edmonton", "days": days,
+            "episodes": episodes, "seed": seed, "interval_s": 60}
+
+
+def _community(settlement="average_price", close_steps=1, battery_ask=None, tie_break="submission", prices=None):
+    prosumer = copy.deepcopy(_PROSUMER) | {"count": 6}
+    consumer = copy.deepcopy(_CONSUMER) | {"count": 4}
+    if prices is not None:  # (bid, ask) of every trader
+        for group in (prosumer, consumer):
+            group["trader"]["bid_price"], group["trader"]["ask_price"] = prices
+    if battery_ask is not None:
+        prosumer["trader"]["battery_ask_price"] = battery_ask
+    return {"market": {"settlement": settlement, "close_steps": close_steps, "tie_break": tie_break,
+                       "grid": {"buy_price": 0.1449, "sell_price": 0.069}},
+            "participants": {"prosumer": prosumer, "consumer": consumer}}
+
+
+CONFIGS = {
+    # the default example's community, one day, M1
+    "m1-community": {"study": _study("m1", 42)} | _community(),
+    # M3 with batteries selling spare discharge, orders two rounds ahead
+    "m3-battery-close2": {"study": _study("m3", 5)} | _community("exact_price", 2, battery_ask=0.11),
+    # M2 over a time-of-use tariff, close_steps 3
+    "m2-tou-close3": {"study": _study("m2", 9)} | _community("exact_match", 3, prices=(0.11, 0.11)) | {
+        "market": {"settlement": "exact_match", "close_steps": 3, "tie_break": "submission",
+                   "grid": {"buy_price": 0.1449, "sell_price": 0.069,
+                            "tou": [{"hours": [17, 18, 19, 20], "buy_price": 0.30, "sell_price": 0.05}]}}},
+    # learning traders, two short episodes
+    "m1-qlearning": {"study": _study("ql", 3, days=1, episodes=2),
+                     "market": {"settlement": "average_price", "close_steps": 1, "tie_break": "submission",
+                                "grid": {"buy_price": 0.1449, "sell_price": 0.069}},
+                     "participants": {
+                         "buyer": {"count": 3, "profile": {"type": "flat", "load_w": 30000},
+                                   "trader": {"type": "q_learning"}},
+                         "seller": {"count": 3, "profile": {"type": "flat", "generation_w": 24000},
+                                    "trader": {"type": "q_learning"}}}},
+}
+
+PINS = {
+    "m1-community": "bae875a70ab9f2a0",
+    "m3-battery-close2": "f412118619a55aa2",
+    "m2-tou-close3": "aa572fa3868ee663",
+    "m1-qlearning": "1f5903cf07749de9",
+}
+
+
+def ledger_hash(db_path) -> str:
+    """SHA-256 over every row of the ledger tables, each table in a fixed order."""
+    digest = hashlib.sha256()
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        for table in TABLES:
+            cols = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+            rows = con.execute(f"SELECT * FROM {table} ORDER BY {', '.join(f'{c!r}'.replace(chr(39), chr(34)) for c in cols)}").fetchall()
+            digest.update(table.encode())
+            for row in rows:
+                digest.update(repr(row).encode())
+    finally:
+        con.close()
+    return digest.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_ledger_is_pinned(name, tmp_path):
+    config = parse_config(CONFIGS[name])
+    result = Simulation(config, tmp_path / name).run(plots=False)
+    got = ledger_hash(result.database)
+    if os.environ.get("TREXSIM_PRINT_PINS"):
+        print(f"\n    {name!r}: {got!r},")
+    assert PINS[name] is not None, f"{name}: no pin yet (got {got})"
+    assert got == PINS[name], f"{name}: the ledger changed ({got} != pinned {PINS[name]})"
