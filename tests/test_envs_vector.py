@@ -20,7 +20,7 @@ from trexsim.simulation import Simulation  # noqa: E402
 ROUNDS = 40
 
 
-def community(settlement="average_price", action="continuous", close_steps=2, rounds=ROUNDS):
+def community(settlement="average_price", action="continuous", close_steps=2, rounds=ROUNDS, tie_break="random"):
     """Every path of the compiled round: fixed-price traders with a battery offered in the dispatch pool
     and dispatch-pool bids, self-consumption and external batteries, a grid-only household, time-of-use
     grid prices, agents whose price window reaches beyond the market's (some orders are rejected)."""
@@ -41,7 +41,7 @@ def community(settlement="average_price", action="continuous", close_steps=2, ro
     }
     return parse_config({
         "study": {"days": rounds / 1440, "seed": 11, "start_datetime": "2021-07-01 11:00:00"},
-        "market": {"settlement": settlement, "close_steps": close_steps, "max_price": 0.25,
+        "market": {"settlement": settlement, "close_steps": close_steps, "max_price": 0.25, "tie_break": tie_break,
                    "grid": {"buy_price": 0.14, "sell_price": 0.06,
                             "tou": [{"hours": [11], "buy_price": 0.2, "sell_price": 0.05}]}},
         "participants": participants,
@@ -57,11 +57,12 @@ def random_actions(rng, steps, num_envs, agents, discrete=False):
     return a
 
 
-@pytest.mark.parametrize("settlement,action,close_steps", [("average_price", "continuous", 2),
-                                                           ("exact_price", "discrete", 1),
-                                                           ("exact_match", "continuous", 3)])
-def test_every_copy_equals_the_ordinary_simulation(settlement, action, close_steps):
-    config = community(settlement, action, close_steps)
+@pytest.mark.parametrize("settlement,action,close_steps,tie_break", [("average_price", "continuous", 2, "random"),
+                                                                     ("exact_price", "discrete", 1, "pro_rata"),
+                                                                     ("exact_match", "continuous", 3, "random"),
+                                                                     ("average_price", "discrete", 1, "submission")])
+def test_every_copy_equals_the_ordinary_simulation(settlement, action, close_steps, tie_break):
+    config = community(settlement, action, close_steps, tie_break=tie_break)
     assert compiled_supported(config) is None
     num_envs = 3
     vec = vector_env(config, num_envs=num_envs)

@@ -9,7 +9,8 @@ from trexsim.simulation import Simulation
 from trexsim.studies.fast_market import FastMarket, fast_path_supported
 
 
-def bandit_config(settlement, close_steps=1, seller_wh=167, buyer_wh=17, episodes=3, rounds=90, seed=11):
+def bandit_config(settlement, close_steps=1, seller_wh=167, buyer_wh=17, episodes=3, rounds=90, seed=11,
+                  tie_break="random"):
     trader = {"type": "q_learning", "prices": {"min_price": 0.07, "max_price": 0.14, "count": 100},
               "learning_rate": 0.1, "discount_factor": 0.98, "exploration": 0.1,
               "anneal": {"learning_rate": 0.98, "exploration": 0.98, "after_episode": 1}}
@@ -18,14 +19,14 @@ def bandit_config(settlement, close_steps=1, seller_wh=167, buyer_wh=17, episode
         participants[f"seller{i}"] = {"profile": {"type": "flat", "generation_w": seller_wh * 60}, "trader": trader}
         participants[f"buyer{i}"] = {"profile": {"type": "flat", "load_w": buyer_wh * 60}, "trader": trader}
     return parse_config({"study": {"name": "fast", "days": rounds / 1440, "episodes": episodes, "seed": seed},
-                         "market": {"settlement": settlement, "close_steps": close_steps},
+                         "market": {"settlement": settlement, "close_steps": close_steps, "tie_break": tie_break},
                          "participants": participants, "records": {"level": "summary", "plots": False}})
 
 
 @pytest.mark.parametrize("settlement", ["average_price", "exact_match", "exact_price"])
-@pytest.mark.parametrize("close_steps", [1, 2])
-def test_same_settlements_and_tables_as_the_general_loop(tmp_path, settlement, close_steps):
-    config = bandit_config(settlement, close_steps, seller_wh=83, buyer_wh=83)
+@pytest.mark.parametrize("close_steps,tie_break", [(1, "random"), (2, "random"), (1, "pro_rata"), (2, "submission")])
+def test_same_settlements_and_tables_as_the_general_loop(tmp_path, settlement, close_steps, tie_break):
+    config = bandit_config(settlement, close_steps, seller_wh=83, buyer_wh=60, tie_break=tie_break)
     assert fast_path_supported(config) is None
     sim = Simulation(config, tmp_path / "run")
     settled = {}

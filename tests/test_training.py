@@ -256,7 +256,7 @@ def test_residual_orders_with_fixed_prices_and_a_held_battery_is_the_fixed_price
     trace = run_agent(sim, "learner", "2021-06-03", lambda obs: np.array([price(0.12), price(0.10), 0.0], np.float32),
                       wrap=lambda env: ResidualOrders(env, sim, "learner"))
     m = metrics(trace)
-    assert expected["market_sold_wh"] > 5000 and expected["grid_bought_wh"] > 1000  # it trades and imports
+    assert expected["market_sold_wh"] > 2000 and expected["grid_bought_wh"] > 1000  # it trades and imports
     assert m["bill_usd"] == pytest.approx(expected["net_cost"], abs=1e-9)
     assert (m["market_sold_wh"], m["market_bought_wh"], m["grid_import_wh"], m["grid_export_wh"]) == (
         expected["market_sold_wh"], expected["market_bought_wh"], expected["grid_bought_wh"], expected["grid_sold_wh"])

@@ -71,7 +71,7 @@ class Simulation:
         # subscription order is delivery order: the market reads orders before the recorder does
         # (a TC run's grid prices come from the TC market module instead of the tariff)
         self.grid = None if tc_market else Grid(self.fabric, config.market.grid, study.timezone)
-        self.market = Market(self.fabric, config.market, len(specs), rounds)
+        self.market = Market(self.fabric, config.market, len(specs), rounds, study.seed)
         self.profiles = ProfileSet(self.participant_ids, [s.profile for s in specs], self.clock, study.seed,
                                    chunk_rounds=min(1440, rounds))
         self.participants = Participants(self.fabric, self.participant_ids, specs, self.profiles, study.interval_s,

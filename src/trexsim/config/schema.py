@@ -138,6 +138,11 @@ class GridConfig(_Model):
         return self
 
 
+# the largest order quantity [Wh] and price [$/kWh] a market may accept
+MAX_ORDER_WH = 1_000_000_000
+MAX_PRICE_PER_KWH = 1000.0
+
+
 class MarketConfig(_Model):
     type: Literal["alex", "tc"] = Field(
         "alex", description="'alex': prices from the grid's tariff; 'tc': transactive control — the TC market "
@@ -149,16 +154,18 @@ class MarketConfig(_Model):
     )
     close_steps: int = Field(1, ge=1, le=1440, description="Orders placed in round t are for delivery in t + close_steps.")
     grid: GridConfig = Field(default_factory=GridConfig)
-    price_tick: float = Field(1e-4, gt=0, description="Prices are rounded to this tick ($/kWh) on intake.")
-    allowed_prices: list[Annotated[float, Field(ge=0, le=10)]] | None = Field(
+    # bounds: an order is at most 1e9 Wh at 1000 $/kWh, so no total can overflow int64 Wh or lose
+    # float64 precision in $ (docs/configuration.md, "Why these bounds")
+    price_tick: float = Field(1e-4, ge=1e-9, le=1.0, description="Prices are rounded to this tick ($/kWh) on intake.")
+    allowed_prices: list[Annotated[float, Field(ge=0, le=MAX_PRICE_PER_KWH)]] | None = Field(
         None, min_length=1, description="If set, orders at any other price are rejected at intake (the price list of exact_match studies)."
     )
     min_price: float = Field(0.0, ge=0, description="Lowest accepted order price, $/kWh.")
-    max_price: float = Field(10.0, gt=0, description="Highest accepted order price, $/kWh.")
-    max_order_wh: int = Field(10_000_000, gt=0, description="Largest accepted order quantity, Wh.")
+    max_price: float = Field(10.0, gt=0, le=MAX_PRICE_PER_KWH, description="Highest accepted order price, $/kWh.")
+    max_order_wh: int = Field(10_000_000, gt=0, le=MAX_ORDER_WH, description="Largest accepted order quantity, Wh.")
     max_ahead_rounds: int = Field(1440, ge=0, description="How far beyond close_steps an order may reach, in rounds.")
     tie_break: Literal["random", "pro_rata", "submission"] = Field(
-        "submission",
+        "random",
         description="Who trades first among orders at equal prices: 'random' (a fresh order of the participants each "
                     "round, drawn from study.seed), 'pro_rata' (equal-price orders share the energy their price level "
                     "trades in proportion to their quantities, whole Wh by largest remainder) or 'submission' (the "

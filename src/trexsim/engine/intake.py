@@ -30,11 +30,12 @@ def _codes(participant, side, pool, price, quantity, n_participants, n_pools, mi
     for i in range(n):
         q = quantity[i]
         p = price[i]
-        if participant[i] < 0 or participant[i] >= n_participants:
+        # indices arrive as float64 so that 0.5 or NaN is refused, never truncated to 0
+        if not (participant[i] >= 0 and participant[i] < n_participants and participant[i] == np.floor(participant[i])):
             out[i] = 1
         elif side[i] != 0 and side[i] != 1:
             out[i] = 2
-        elif pool[i] < 0 or pool[i] >= n_pools:
+        elif not (pool[i] >= 0 and pool[i] < n_pools and pool[i] == np.floor(pool[i])):
             out[i] = 3
         elif not np.isfinite(q):
             out[i] = 4
@@ -54,7 +55,7 @@ def _codes(participant, side, pool, price, quantity, n_participants, n_pools, mi
 def reject_codes(participant, side, pool, price, quantity_wh, *, n_participants: int, n_pools: int = 2,
                  min_price: float = 0.0, max_price: float = 10.0, max_quantity_wh: float = 1e7) -> np.ndarray:
     """Reason code per order (index into :data:`REASONS`); arrays of equal length."""
-    return _codes(np.ascontiguousarray(participant, dtype=np.int64), np.ascontiguousarray(side, dtype=np.int64),
-                  np.ascontiguousarray(pool, dtype=np.int64), np.ascontiguousarray(price, dtype=np.float64),
+    return _codes(np.ascontiguousarray(participant, dtype=np.float64), np.ascontiguousarray(side, dtype=np.float64),
+                  np.ascontiguousarray(pool, dtype=np.float64), np.ascontiguousarray(price, dtype=np.float64),
                   np.ascontiguousarray(quantity_wh, dtype=np.float64), int(n_participants), int(n_pools),
                   float(min_price), float(max_price), float(max_quantity_wh))

@@ -21,7 +21,8 @@ from typing import ClassVar
 import numba
 import numpy as np
 
-from trexsim.engine.matching import Matches, _clear_book, match_book, match_pairwise
+from trexsim.engine.matching import Matches, match_book, match_pairwise
+from trexsim.engine.ties import PRO_RATA, SUBMISSION, _pro_rata_quantities, clear_book_ordered, submission_order
 
 
 class Mechanism(ABC):
@@ -179,23 +180,16 @@ class ExactPrice(RulePricedMechanism):
 
 @numba.njit(cache=True, nogil=True)
 def _clear_round(participant, side, pool, price, quantity_wh, order_id, placed_round, n_participants, rule,
-                 equal_prices, n_pools):
+                 equal_prices, n_pools, tie_break, key, episode, delivery_round):
     """One delivery round's book, cleared and totalled in one compiled call.
 
-    The book is first put in submission order — round placed, then roster position, then the
-    order within its batch (a stable sort) — so the result does not depend on how the
-    participants were split over modules. Then every pool is matched (:func:`_clear_book`), each
-    pair priced by ``rule`` (:func:`pair_prices`) and the contracts summed per participant.
+    The book is matched in submission order under the round's tie-break rule
+    (:func:`trexsim.engine.ties.clear_book_ordered`), so the result does not depend on how the
+    participants were split over modules. Each pair is priced by ``rule`` (:func:`pair_prices`)
+    and the contracts summed per participant.
     """
-    key = placed_round * n_participants + participant
-    order = np.argsort(key, kind="mergesort")
-    p = participant[order]
-    s = side[order]
-    po = pool[order]
-    pr = price[order]
-    q_book = quantity_wh[order]
-    ids = order_id[order]
-    bi, ai, q, pools = _clear_book(p, s, po, pr, q_book, equal_prices, n_pools)
+    bi, ai, q, pools = clear_book_ordered(participant, side, pool, price, quantity_wh, placed_round, n_participants,
+                                          equal_prices, n_pools, tie_break, key, episode, delivery_round)
     k = q.size
     buyer = np.empty(k, dtype=np.int64)
     seller = np.empty(k, dtype=np.int64)
@@ -208,15 +202,15 @@ def _clear_round(participant, side, pool, price, quantity_wh, order_id, placed_r
     cost = np.zeros(n_participants)
     revenue = np.zeros(n_participants)
     for t in range(k):
-        b = p[bi[t]]
-        a = p[ai[t]]
+        b = participant[bi[t]]
+        a = participant[ai[t]]
         buyer[t] = b
         seller[t] = a
-        bp, sp = pair_prices(rule, pr[bi[t]], pr[ai[t]])
+        bp, sp = pair_prices(rule, price[bi[t]], price[ai[t]])
         buyer_price[t] = bp
         seller_price[t] = sp
-        bid_id[t] = ids[bi[t]]
-        ask_id[t] = ids[ai[t]]
+        bid_id[t] = order_id[bi[t]]
+        ask_id[t] = order_id[ai[t]]
         bought[b] += q[t]
         sold[a] += q[t]
         cost[b] += q[t] * bp / 1000.0
@@ -238,11 +232,13 @@ def compiled_price_rule(mechanism: Mechanism) -> int | None:
 
 
 def clear_round(mechanism: Mechanism, participant, side, pool, price, quantity_wh, order_id, placed_round,
-                n_participants: int, n_pools: int = 2):
+                n_participants: int, n_pools: int = 2, *, tie_break: int = SUBMISSION, key: int = 0, episode: int = 0,
+                delivery_round: int = 0):
     """Clear one delivery round's whole book and total the contracts per participant.
 
     Arrays are the book in any order (``placed_round``: the round each order was placed in);
-    submission order is restored here. Returns ``(pool, buyer, seller, quantity_wh, buyer_price,
+    submission order under the tie-break rule (:mod:`trexsim.engine.ties`; ``key``, ``episode``
+    and ``delivery_round`` draw the round's random order) is restored here. Returns ``(pool, buyer, seller, quantity_wh, buyer_price,
     seller_price, bid_id, ask_id, bought_wh, sold_wh, cost_usd, revenue_usd)``: the matches in
     matching order, then per participant the energy bought and sold [Wh] and the money paid and
     received [$]. Mechanisms with a compiled price rule run as one compiled call.
@@ -257,10 +253,16 @@ def clear_round(mechanism: Mechanism, participant, side, pool, price, quantity_w
     rule = compiled_price_rule(mechanism)
     if rule is not None:
         return _clear_round(participant, side, pool, price, quantity_wh, order_id, placed_round, int(n_participants),
-                            rule, bool(getattr(mechanism, "equal_prices", False)), int(n_pools))
-    order = np.lexsort((participant, placed_round))
+                            rule, bool(getattr(mechanism, "equal_prices", False)), int(n_pools), int(tie_break), int(key),
+                            int(episode), int(delivery_round))
+    order = submission_order(participant, placed_round, int(n_participants), int(tie_break), int(key), int(episode),
+                             int(delivery_round))
     participant, side, pool, price, quantity_wh, order_id = (a[order] for a in (participant, side, pool, price, quantity_wh, order_id))
     m, pools = mechanism.clear_book(participant, side, pool, price, quantity_wh, n_pools)
+    if tie_break == PRO_RATA and len(m):  # the same two passes as the compiled path, through the mechanism's own clearing
+        share = _pro_rata_quantities(side, pool, price, quantity_wh, np.asarray(m.bid_index, dtype=np.int64),
+                                     np.asarray(m.ask_index, dtype=np.int64), np.asarray(m.quantity_wh, dtype=np.int64))
+        m, pools = mechanism.clear_book(participant, side, pool, price, share, n_pools)
     bi, ai, q = m.bid_index, m.ask_index, np.asarray(m.quantity_wh, dtype=np.int64)
     buyer, seller, bp, sp = participant[bi], participant[ai], np.asarray(m.buyer_price, dtype=np.float64), np.asarray(m.seller_price, dtype=np.float64)
     n = int(n_participants)

@@ -25,6 +25,7 @@ from trexsim.config.schema import SimulationConfig
 from trexsim.data.profiles import Clock, ProfileSet
 from trexsim.engine.grid import tariff_prices
 from trexsim.engine.mechanisms import RulePricedMechanism, get_mechanism
+from trexsim.engine.ties import tie_break_code, tie_key
 from trexsim.envs import _kernels as K
 from trexsim.errors import ConfigError
 
@@ -237,6 +238,8 @@ class CompiledBatch:
         self.equal_prices, self.price_rule = bool(mech.equal_prices), int(mech.price_rule)
         m = c.config.market
         self.market = (float(m.min_price), float(m.max_price), float(m.max_order_wh))
+        self.tie_break = tie_break_code(m.tie_break)
+        self.tie_keys = np.zeros(N, dtype=np.int64)
         R = c.rounds
         # every copy's whole episode of profiles, int32 Wh (8 bytes a household-round a copy) unless a
         # value needs more
@@ -269,6 +272,7 @@ class CompiledBatch:
                 if self.load.dtype != np.int64 and max(int(load.max(initial=0)), int(gen.max(initial=0))) > np.iinfo(np.int32).max:
                     self.load, self.gen = self.load.astype(np.int64), self.gen.astype(np.int64)
                 self.load[e], self.gen[e] = load, gen
+                self.tie_keys[e] = tie_key(int(seed))
                 self.seeds[e] = seed
         self.stored[:] = self.bank.initial_soc * self.bank.capacity_wh
         self.shadow[:] = self.stored
@@ -294,7 +298,7 @@ class CompiledBatch:
                       b.capacity_wh, b.charge_limit_wh, b.discharge_limit_wh, b.efficiency, b.retention,
                       b.self_consumption, c.external_battery, self.trader, self.f_bid, self.f_bid_b, self.f_ask,
                       self.f_ask_b, self.bid_pool, self.batt_ask, self.batt_ask_b, self.offers_battery, self.agent_of,
-                      c.agent_index, *self.market, self.equal_prices, self.price_rule, bid_price, bid_booked, bid_wh,
+                      c.agent_index, *self.market, self.equal_prices, self.price_rule, self.tie_break, self.tie_keys, bid_price, bid_booked, bid_wh,
                       ask_price, ask_booked, ask_wh, battery, self.stored, self.shadow, self.c_bought, self.c_sold,
                       self.c_cost, self.c_revenue, self.has_contracts, self.plan_delta, self.has_plan, self.setpoint,
                       self.has_setpoint, self.cleared, self.ledger, self.rejected, self.obs, c.time_features, c.max_q,

@@ -8,7 +8,7 @@ market itself. An RL environment steps the same community a million times, so
 It is the same round, not a second copy of its rules: it calls the engine's compiled kernels —
 :func:`trexsim.devices.battery.dispatch_and_step` (batteries, for the meters, the plan and the
 grid-only shadow), :func:`trexsim.engine.intake._codes` (ALEX rule 7 intake checks),
-:func:`trexsim.engine.matching._clear_book` (ALEX matching, every pool),
+:func:`trexsim.engine.ties.clear_book_ordered` (ALEX matching of every pool under the tie-break rule),
 :func:`trexsim.engine.mechanisms.pair_prices` (settlement prices) and
 :func:`trexsim.engine.delivery._settle` (delivery and net billing) — in the order the general
 round loop calls them (``modules/participants.py`` then ``modules/market.py``):
@@ -36,7 +36,7 @@ import numpy as np
 from trexsim.devices.battery import dispatch_and_step
 from trexsim.engine.delivery import _settle
 from trexsim.engine.intake import _codes
-from trexsim.engine.matching import _clear_book
+from trexsim.engine.ties import clear_book_ordered
 from trexsim.engine.mechanisms import pair_prices
 
 NO_ORDERS, FIXED_PRICE, EXTERNAL = 0, 1, 2
@@ -91,8 +91,8 @@ def step_copies(k, rounds, close_steps,
                 # traders (n,)
                 trader, fixed_bid_price, fixed_bid_price_booked, fixed_ask_price, fixed_ask_price_booked, bid_pool,
                 battery_ask_price, battery_ask_price_booked, offers_battery, agent_of, agent_index,
-                # market
-                min_price, max_price, max_order_wh, equal_prices, price_rule,
+                # market (tie_keys (N,): each copy's tie-break key, from its seed)
+                min_price, max_price, max_order_wh, equal_prices, price_rule, tie_break, tie_keys,
                 # decoded actions (N, agents): prices as given and as booked (snapped to the tick)
                 bid_price, bid_price_booked, bid_wh, ask_price, ask_price_booked, ask_wh, battery_wh,
                 # state (N, ...), updated in place
@@ -255,8 +255,10 @@ def step_copies(k, rounds, close_steps,
             if accepted > 0:
                 part = o_part[:accepted].copy()
                 price = o_booked[:accepted].copy()
-                bi, ai, q, _ = _clear_book(part, o_side[:accepted].copy(), o_pool[:accepted].copy(), price,
-                                           o_qty[:accepted].copy(), equal_prices, N_POOLS)
+                # an env's episode is episode 0 of a run with the copy's seed (as the simulation backend runs it)
+                bi, ai, q, _ = clear_book_ordered(part, o_side[:accepted].copy(), o_pool[:accepted].copy(), price,
+                                                  o_qty[:accepted].copy(), np.zeros(accepted, dtype=np.int64), n,
+                                                  equal_prices, N_POOLS, tie_break, tie_keys[e], 0, d)
                 for t in range(q.size):
                     b = part[bi[t]]
                     s = part[ai[t]]

@@ -99,6 +99,10 @@ class Accepted(_Msg):
     price: np.ndarray
     quantity_wh: np.ndarray
     order_id: np.ndarray
+    # where each order stands in the delivery round's submission order: its participant's place
+    # (roster position, or the round's random draw) and its place in the book as it arrived
+    tie_rank: np.ndarray | None = None
+    book_position: np.ndarray | None = None
 
 
 class Rejected(_Msg):

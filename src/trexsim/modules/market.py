@@ -22,6 +22,7 @@ from trexsim.config.schema import MarketConfig
 from trexsim.engine.delivery import settle_round
 from trexsim.engine.intake import REASONS, reject_codes
 from trexsim.engine.mechanisms import clear_round, get_mechanism
+from trexsim.engine.ties import RANDOM, participant_rank, tie_break_code, tie_key
 from trexsim.errors import ConservationError
 from trexsim.fabric import topics
 from trexsim.fabric.messages import (
@@ -42,9 +43,9 @@ from trexsim.fabric.messages import (
 REJECT_REASONS = {
     "malformed": "the message's arrays have different lengths or wrong types",
     "wrong_round": "the order was placed for another round than the current one (stale or early)",
-    "unknown_participant": "participant index not in the roster",
-    "bad_side": "side must be 0 (bid) or 1 (ask)",
-    "bad_pool": "pool must be 0 (non_dispatch) or 1 (dispatch)",
+    "unknown_participant": "participant index not in the roster (a whole number from 0 to participants - 1)",
+    "bad_side": "side must be 0 (bid) or 1 (ask), exactly",
+    "bad_pool": "pool must be 0 (non_dispatch) or 1 (dispatch), exactly",
     "quantity_not_finite": "quantity is NaN or infinite",
     "quantity_not_integer": "quantity must be a whole number of Wh (ALEX rule 7)",
     "quantity_not_positive": "quantity must be > 0 Wh",
@@ -52,16 +53,40 @@ REJECT_REASONS = {
     "price_not_finite": "price is NaN or infinite",
     "price_out_of_range": "price outside [market.min_price, market.max_price]",
     "price_not_allowed": "price not in market.allowed_prices",
-    "delivery_too_near": "delivery round earlier than round + close_steps (past or too near)",
+    "bad_order_id": "order_id must be a whole number",
+    "delivery_too_near": "delivery round earlier than round + close_steps (past or too near), or already cleared",
     "delivery_too_far": "delivery round beyond round + close_steps + max_ahead_rounds",
     "delivery_after_episode": "delivery round after the episode's last round",
 }
 
-_REASON_NAMES = list(REASONS) + ["price_not_allowed"]
+_REASON_NAMES = list(REASONS) + ["price_not_allowed", "bad_order_id"]
 _PRICE_NOT_ALLOWED = len(REASONS)
+_BAD_ORDER_ID = len(REASONS) + 1
+
+
+def _whole_int64(values: np.ndarray) -> np.ndarray:
+    """Which values are whole numbers that fit in int64 (False for NaN, inf, 0.5, 2**63, text)."""
+    try:
+        v = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.zeros(len(values), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(v) & (v == np.floor(v)) & (np.abs(v) < 2.0**63)
 
 # money is float64: balances are checked to this many dollars per round
 MONEY_TOLERANCE_USD = 1e-9
+
+
+def _recorded_index(values, pick: np.ndarray) -> np.ndarray:
+    """Index values of rejected orders as stored: whole numbers as given, anything else -1 (so that
+    participant 0.5 is never recorded as participant 0 or 1)."""
+    v = np.asarray(values)[pick]
+    if v.dtype.kind in "iu":
+        return v.astype(np.int64)
+    whole = _whole_int64(v)
+    out = np.full(v.size, -1, dtype=np.int64)
+    out[whole] = np.asarray(v, dtype=np.float64)[whole].astype(np.int64)
+    return out
 
 
 def _int64(values) -> np.ndarray:
@@ -71,17 +96,27 @@ def _int64(values) -> np.ndarray:
 
 
 class _Book:
-    """Accepted orders for one delivery round, appended batch by batch."""
+    """Accepted orders for one delivery round, appended batch by batch.
 
-    __slots__ = ("parts", "placed")
+    ``rank``: each participant's place in the round's submission order (the roster position, or
+    the round's random draw under ``tie_break: random``).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("parts", "placed", "size", "rank")
+
+    def __init__(self, rank: np.ndarray | None = None) -> None:
         self.parts: list[tuple[np.ndarray, ...]] = []
         self.placed: list[int] = []
+        self.size = 0
+        self.rank = rank
 
-    def add(self, participant, side, pool, price, quantity_wh, order_id, placed_round: int = 0) -> None:
+    def add(self, participant, side, pool, price, quantity_wh, order_id, placed_round: int = 0) -> np.ndarray:
+        """Append a batch; returns the orders' places in the book."""
         self.parts.append((participant, side, pool, price, quantity_wh, order_id))
         self.placed.append(placed_round)
+        first = self.size
+        self.size += len(participant)
+        return np.arange(first, self.size, dtype=np.int64)
 
     def rounds(self) -> np.ndarray:
         """The round each order was placed in."""
@@ -94,16 +129,20 @@ class _Book:
 
 
 class Market:
-    def __init__(self, fabric, config: MarketConfig, n_participants: int, rounds_per_episode: int):
+    def __init__(self, fabric, config: MarketConfig, n_participants: int, rounds_per_episode: int, seed: int = 0):
+        """``seed``: the study's seed, from which the ``random`` tie-break draws each round's order."""
         self.fabric = fabric
         self.config = config
         self.mechanism = get_mechanism(config.settlement)
+        self.tie_break = tie_break_code(config.tie_break)
+        self.tie_key = tie_key(seed)
         self.close_steps = config.close_steps
         self.n = n_participants
         self.rounds = rounds_per_episode
         self.allowed_prices = None if config.allowed_prices is None else np.unique(np.asarray(config.allowed_prices, dtype=np.float64))
         self.episode = -1
         self.round = -1
+        self._cleared_through = -1  # the last delivery round cleared in this episode
         self._books: dict[int, _Book] = {}
         self._contracts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]] = {}
         self._meter: list[MeterReadings] = []
@@ -126,6 +165,7 @@ class Market:
     def on_episode_start(self, msg: EpisodeStart) -> None:
         self.episode = msg.episode
         self.round = -1
+        self._cleared_through = -1
         self._books.clear()
         self._contracts.clear()
         self._meter = []
@@ -151,7 +191,8 @@ class Market:
         whole = ""
         if msg.episode != self.episode or msg.round != self.round:
             whole = "wrong_round"
-        elif d < earliest:
+        elif d < earliest or d <= self._cleared_through:
+            # (an order for a round already cleared arrived after the round's end: too late to trade)
             whole = "delivery_too_near"
         elif d > earliest + self.config.max_ahead_rounds:
             whole = "delivery_too_far"
@@ -165,6 +206,9 @@ class Market:
         if self.allowed_prices is not None:
             off_list = (codes == 0) & np.isnan(self._snap_allowed(np.asarray(msg.price, dtype=np.float64)))
             codes[off_list] = _PRICE_NOT_ALLOWED
+        order_id = np.asarray(msg.order_id)
+        if order_id.dtype.kind not in "iu":  # ids are whole numbers; a float id is refused, never truncated
+            codes[(codes == 0) & ~_whole_int64(order_id)] = _BAD_ORDER_ID
         ok = codes == 0
         if ok.all():
             return ok, []
@@ -196,14 +240,16 @@ class Market:
             bad = ~ok
             self.fabric.publish(topics.REJECTED, Rejected(
                 msg.episode, msg.round, msg.delivery_round,
-                np.asarray(msg.participant)[bad], np.asarray(msg.side)[bad], np.asarray(msg.pool)[bad],
+                _recorded_index(msg.participant, bad), _recorded_index(msg.side, bad), _recorded_index(msg.pool, bad),
                 np.asarray(msg.price, dtype=np.float64)[bad], np.asarray(msg.quantity_wh, dtype=np.float64)[bad],
                 np.asarray(msg.order_id)[bad], reasons))
         if not ok.any():
             return
         book = self._books.get(msg.delivery_round)
         if book is None:
-            book = self._books[msg.delivery_round] = _Book()
+            rank = (participant_rank(self.tie_key, self.episode, msg.delivery_round, self.n)
+                    if self.tie_break == RANDOM else None)
+            book = self._books[msg.delivery_round] = _Book(rank)
         if ok.all():
             entry = (_int64(msg.participant), _int64(msg.side), _int64(msg.pool),
                      self._snap_price(np.asarray(msg.price, dtype=np.float64)), _int64(msg.quantity_wh), _int64(msg.order_id))
@@ -212,8 +258,10 @@ class Market:
             entry = (pick(msg.participant), pick(msg.side), pick(msg.pool),
                      self._snap_price(np.asarray(msg.price, dtype=np.float64)[ok]), pick(msg.quantity_wh),
                      pick(msg.order_id))
-        book.add(*entry, placed_round=msg.round)
-        self.fabric.publish(topics.ACCEPTED, Accepted(msg.episode, msg.round, msg.delivery_round, *entry))
+        position = book.add(*entry, placed_round=msg.round)
+        rank = entry[0] if book.rank is None else book.rank[entry[0]]
+        self.fabric.publish(topics.ACCEPTED, Accepted(msg.episode, msg.round, msg.delivery_round, *entry,
+                                                      tie_rank=rank, book_position=position))
 
     def _reject_all(self, msg: Orders, reasons: list[str]) -> None:
         def col(values, dtype):
@@ -246,10 +294,12 @@ class Market:
             empty_f = np.zeros(0)
             self._contracts[delivery_round] = (np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), 0.0)
             return Cleared(self.episode, self.round, delivery_round, empty_i, empty_i, empty_i, empty_i, empty_f, empty_f, empty_i, empty_i)
-        # "submission order" is by round placed, then place in the roster, then order within the batch,
-        # never by arrival time: the same book however the participants are split over processes
+        # "submission order" is by round placed, then place in the roster (or the round's random order),
+        # then order within the batch, never by arrival time: the same book however the participants
+        # are split over processes
         (pool_c, buyer, seller, q, bp, sp, bid_id, ask_id, bought, sold, cost, revenue) = clear_round(
-            self.mechanism, *book.arrays(), book.rounds(), n)
+            self.mechanism, *book.arrays(), book.rounds(), n, tie_break=self.tie_break, key=self.tie_key,
+            episode=self.episode, delivery_round=delivery_round)
         surplus = float(cost.sum() - revenue.sum())
         self._contracts[delivery_round] = (bought, sold, cost, revenue, surplus)
         return Cleared(self.episode, self.round, delivery_round, pool_c, buyer, seller, q, bp, sp, bid_id, ask_id)
@@ -292,5 +342,6 @@ class Market:
             return
         delivery = msg.round + self.close_steps
         if delivery < self.rounds:
+            self._cleared_through = delivery
             self.fabric.publish(topics.CLEARED, self.clear(delivery))
         self.fabric.publish(topics.DELIVERED, self.settle(msg.round))

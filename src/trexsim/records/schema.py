@@ -31,7 +31,8 @@ TABLES: dict[str, str] = {
         market_wh BIGINT, grid_import_wh BIGINT, grid_export_wh BIGINT, auctioneer_surplus_usd DOUBLE""",
     "orders": """
         episode INTEGER, round INTEGER, delivery_round INTEGER, order_id BIGINT, participant INTEGER,
-        side order_side, pool energy_pool, price DOUBLE, quantity_wh INTEGER""",
+        side order_side, pool energy_pool, price DOUBLE, quantity_wh INTEGER, tie_rank INTEGER,
+        book_position INTEGER""",
     "rejections": """
         episode INTEGER, round INTEGER, delivery_round INTEGER, order_id BIGINT, participant BIGINT,
         side BIGINT, pool BIGINT, price DOUBLE, quantity_wh DOUBLE, reason VARCHAR""",

@@ -3,7 +3,7 @@
 The settlement study runs ~40 million market rounds; the general in-process simulation (modules
 and messages) runs thousands of rounds a second, so the study runs whole episodes inside one
 Numba function. It is the same rules, not a second copy of them: it calls the engine's own
-compiled kernels — :func:`trexsim.engine.matching._clear_book` (ALEX matching),
+compiled kernels — :func:`trexsim.engine.ties.clear_book_ordered` (ALEX matching under the tie-break rule),
 :func:`trexsim.engine.mechanisms.pair_prices` (settlement prices),
 :func:`trexsim.engine.delivery._settle` (delivery and net billing) — and the Q-learning
 population's :func:`~trexsim.agents.qlearning.choose_actions` and
@@ -26,7 +26,7 @@ import numpy as np
 from trexsim.agents.qlearning import QLearningTraders, choose_actions, update_values
 from trexsim.config.schema import SimulationConfig
 from trexsim.engine.delivery import _settle
-from trexsim.engine.matching import _clear_book
+from trexsim.engine.ties import clear_book_ordered, tie_break_code, tie_key
 from trexsim.engine.mechanisms import RulePricedMechanism, get_mechanism, pair_prices
 from trexsim.seeding import participants_rng, population_rngs
 
@@ -65,8 +65,8 @@ class EpisodeTrace:
 
 @numba.njit(cache=True, nogil=True)
 def _episode(load_wh, gen_wh, close_steps, rounds, buy_price, sell_price, prices, q_bid, q_ask, u, epsilon,
-             alpha, gamma, learning, equal_prices, price_rule, bid_wh, ask_wh, settled_wh, buyer_wh, seller_wh,
-             reward_usd):
+             alpha, gamma, learning, equal_prices, price_rule, tie_break, tie_key, episode, bid_wh, ask_wh, settled_wh,
+             buyer_wh, seller_wh, reward_usd):
     n = load_wh.size
     slots = close_steps + 1
     bought = np.zeros((slots, n), dtype=np.int64)
@@ -120,7 +120,8 @@ def _episode(load_wh, gen_wh, close_steps, rounds, buy_price, sell_price, prices
                         bid_wh[action[j]] += qty[j]
                     else:
                         ask_wh[action[j]] += qty[j]
-                bi, ai, q, _ = _clear_book(participant, side[:count].copy(), pool[:count], price, qty, equal_prices, 2)
+                bi, ai, q, _ = clear_book_ordered(participant, side[:count].copy(), pool[:count], price, qty,
+                                                  zeros[:count], n, equal_prices, 2, tie_break, tie_key, episode, d)
                 for t in range(q.size):
                     b = participant[bi[t]]
                     s = participant[ai[t]]
@@ -187,6 +188,8 @@ class FastMarket:
         self.price_rule = int(mech.price_rule)
         self.rounds = config.study.rounds_per_episode
         self.close_steps = config.market.close_steps
+        self.tie_break = tie_break_code(config.market.tie_break)
+        self.tie_key = tie_key(config.study.seed)
 
     def run_episode(self, episode: int) -> EpisodeTrace:
         pop = self.population
@@ -203,6 +206,7 @@ class FastMarket:
         grid = self.config.market.grid
         total = _episode(self.load_wh, self.gen_wh, self.close_steps, self.rounds, float(grid.buy_price),
                          float(grid.sell_price), self.booked_prices, pop.q_bid, pop.q_ask, u, pop.exploration,
-                         pop.learning_rate, pop._gamma, pop.learning, self.equal_prices, self.price_rule, bid, ask,
+                         pop.learning_rate, pop._gamma, pop.learning, self.equal_prices, self.price_rule, self.tie_break, self.tie_key,
+                         episode, bid, ask,
                          settled, buyer, seller, reward)
         return EpisodeTrace(bid, ask, settled, buyer, seller, int(total), reward)

@@ -1,0 +1,160 @@
+"""Who trades first among orders at equal prices (``market.tie_break``).
+
+ALEX matches bids from the highest price down and asks from the lowest up (rules 5-6); orders at
+the same price are taken in *submission order*. In a simulation that order is the roster order,
+so, left alone, the household listed first wins every tie — and ties are the rule, not the
+exception: every fixed-price trader of a kind bids the same price. In the original T-REX
+deployment submission order was network arrival order, i.e. effectively random. The rules:
+
+- ``random`` (:data:`RANDOM`, the default): within each round placed, the participants are put
+  in a fresh random order for every delivery round. The order is a counter-based hash of
+  ``(run key, episode, delivery round, participant)`` (SplitMix64, Steele et al. 2014), so it
+  needs no random state, is the same whichever driver computes it (modules, RL envs, the study's
+  compiled loop) and however the participants are split over processes.
+- ``pro_rata`` (:data:`PRO_RATA`): the orders of one price level of one side share what that
+  level trades in proportion to their quantities, in whole Wh by the largest-remainder rule
+  (equal remainders: submission order). The level's total is what ALEX matching gives it, which
+  does not depend on the order within the level; only a self-trade skip can make a share
+  unfillable, and then it stays unfilled.
+- ``submission`` (:data:`SUBMISSION`): the roster order (round placed, roster position, order
+  within the batch). Orders placed in an earlier round always come before later ones (price-time
+  priority) under every rule.
+
+:func:`clear_book_ordered` is the one compiled entry every driver calls.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from trexsim.engine.matching import _clear_book
+
+SUBMISSION, RANDOM, PRO_RATA = 0, 1, 2
+TIE_BREAKS = {"submission": SUBMISSION, "random": RANDOM, "pro_rata": PRO_RATA}
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def tie_break_code(name: str) -> int:
+    """The compiled code of a ``market.tie_break`` name."""
+    try:
+        return TIE_BREAKS[name]
+    except KeyError:
+        raise ValueError(f"unknown tie_break {name!r}; choose one of {', '.join(TIE_BREAKS)}") from None
+
+
+def tie_key(seed: int) -> int:
+    """The run's tie-break key from ``study.seed`` (the third child of the study's SeedSequence)."""
+    state = np.random.SeedSequence(int(seed)).spawn(3)[2].generate_state(1, np.uint64)
+    return int(state[0] & np.uint64(0x7FFFFFFFFFFFFFFF))
+
+
+@numba.njit(cache=True, nogil=True)
+def _mix64(z):
+    """SplitMix64's finaliser: a bijection of uint64 whose outputs look independent."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@numba.njit(cache=True, nogil=True)
+def participant_rank(key, episode, delivery_round, n_participants):
+    """Each participant's place in the random order of one delivery round (a permutation of 0..n-1)."""
+    base = _mix64(np.uint64(key) + _GOLDEN)
+    base = _mix64(base ^ (np.uint64(episode) * _GOLDEN))
+    base = _mix64(base ^ (np.uint64(delivery_round) + _GOLDEN))
+    draws = np.empty(n_participants, dtype=np.uint64)
+    for i in range(n_participants):
+        draws[i] = _mix64(base + np.uint64(i + 1) * _GOLDEN)
+    order = np.argsort(draws, kind="mergesort")
+    rank = np.empty(n_participants, dtype=np.int64)
+    for r in range(n_participants):
+        rank[order[r]] = r
+    return rank
+
+
+@numba.njit(cache=True, nogil=True)
+def submission_order(participant, placed_round, n_participants, tie_break, key, episode, delivery_round):
+    """The permutation that puts a book in submission order: round placed, then the participant's
+    place (roster position, or this round's random rank), then the order within its batch."""
+    n = participant.size
+    sort_key = np.empty(n, dtype=np.int64)
+    if tie_break == RANDOM:
+        rank = participant_rank(key, episode, delivery_round, n_participants)
+        for i in range(n):
+            sort_key[i] = placed_round[i] * n_participants + rank[participant[i]]
+    else:
+        for i in range(n):
+            sort_key[i] = placed_round[i] * n_participants + participant[i]
+    return np.argsort(sort_key, kind="mergesort")
+
+
+@numba.njit(cache=True, nogil=True)
+def _pro_rata_quantities(side, pool, price, quantity_wh, bid_index, ask_index, filled_q):
+    """Each order's share of what its (pool, side, price) level traded, whole Wh, largest remainder."""
+    n = side.size
+    filled = np.zeros(n, dtype=np.int64)
+    for t in range(filled_q.size):
+        filled[bid_index[t]] += filled_q[t]
+        filled[ask_index[t]] += filled_q[t]
+    # levels: orders sorted by (pool, side, price); the stable sort keeps submission order inside a level
+    order = np.argsort(price, kind="mergesort")
+    order = order[np.argsort(side[order], kind="mergesort")]
+    order = order[np.argsort(pool[order], kind="mergesort")]
+    share = quantity_wh.copy()
+    start = 0
+    while start < n:
+        first = order[start]
+        stop = start + 1
+        while (stop < n and pool[order[stop]] == pool[first] and side[order[stop]] == side[first]
+               and price[order[stop]] == price[first]):
+            stop += 1
+        total_q = 0
+        traded = 0
+        for s in range(start, stop):
+            total_q += quantity_wh[order[s]]
+            traded += filled[order[s]]
+        if stop - start > 1 and traded < total_q:
+            rest = traded
+            remainder = np.empty(stop - start)
+            for s in range(start, stop):
+                i = order[s]
+                exact = traded * (quantity_wh[i] / total_q)
+                whole = np.int64(np.floor(exact))
+                if whole > quantity_wh[i]:
+                    whole = quantity_wh[i]
+                share[i] = whole
+                rest -= whole
+                remainder[s - start] = exact - whole
+            by_remainder = np.argsort(-remainder, kind="mergesort")
+            t = 0
+            while rest > 0 and t < by_remainder.size:
+                i = order[start + by_remainder[t]]
+                if share[i] < quantity_wh[i]:
+                    share[i] += 1
+                    rest -= 1
+                t += 1
+        start = stop
+    return share
+
+
+@numba.njit(cache=True, nogil=True)
+def clear_book_ordered(participant, side, pool, price, quantity_wh, placed_round, n_participants, equal_prices,
+                       n_pools, tie_break, key, episode, delivery_round):
+    """Match one delivery round's book under a tie-break rule.
+
+    The arrays are the book in any order. Returns ``(bid_index, ask_index, quantity_wh, pool)``:
+    the matches in matching order, indices into the arrays as given.
+    """
+    order = submission_order(participant, placed_round, n_participants, tie_break, key, episode, delivery_round)
+    p = participant[order]
+    s = side[order]
+    po = pool[order]
+    pr = price[order]
+    q = quantity_wh[order]
+    bi, ai, mq, pools = _clear_book(p, s, po, pr, q, equal_prices, n_pools)
+    if tie_break == PRO_RATA and mq.size > 0:
+        share = _pro_rata_quantities(s, po, pr, q, bi, ai, mq)
+        bi, ai, mq, pools = _clear_book(p, s, po, pr, share, equal_prices, n_pools)
+    return order[bi], order[ai], mq, pools
