@@ -239,7 +239,6 @@ GOOD_HEAD = "timestamp,participant_id,consumption_wh\n"
         ("dup.csv", GOOD_HEAD + "2021-07-01 00:00:00,h1,5\n2021-07-01 01:00:00,h1,5\n2021-07-01 01:00:00,h1,6\n", "dup.csv:4:timestamp", "duplicate row for participant 'h1'"),
         ("mixed.csv", GOOD_HEAD + "2021-07-01 00:00:00,h1,5\n2021-07-01 01:00:00,h1,5\n2021-07-01 02:00:00,h1,5\n2021-07-01 02:15:00,h1,5\n", "mixed.csv:5:timestamp", "irregular"),
         ("offsets.csv", GOOD_HEAD + "2021-07-01T06:00:00Z,h1,5\n2021-07-01 01:00:00,h1,5\n", "offsets.csv:3:timestamp", "no UTC offset"),
-        ("spring.csv", GOOD_HEAD + "2021-03-14 01:30:00,h1,5\n2021-03-14 02:30:00,h1,5\n", "spring.csv:3:timestamp", "does not exist"),
         ("subsec.csv", GOOD_HEAD + "2021-07-01 00:00:00,h1,5\n2021-07-01 01:00:00.250,h1,5\n", "subsec.csv:3:timestamp", "not a whole second"),
         ("one.csv", GOOD_HEAD + "2021-07-01 00:00:00,h1,5\n", "one.csv:2:timestamp", "only one row"),
         ("nots.csv", "time,participant_id,consumption_wh\n2021-07-01 00:00:00,h1,5\n", "nots.csv:1:timestamp", "missing column 'timestamp'"),

@@ -41,6 +41,43 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+class _NothingLeftBehind:
+    """On failure, remove what a command created under ``folder``: the folder itself (and the parents made for
+    it) when it did not exist before, else the entries it added. On success, nothing happens."""
+
+    def __init__(self, folder: Path | None = None):
+        self.folder: Path | None = None
+        self._created: Path | None = None  # the topmost folder that did not exist
+        self._before: set[str] = set()
+        if folder is not None:
+            self.watch(folder)
+
+    def watch(self, folder: Path) -> None:
+        self.folder = Path(folder).absolute()
+        self._created = None
+        for candidate in (self.folder, *self.folder.parents):
+            if candidate.exists():
+                break
+            self._created = candidate
+        self._before = {p.name for p in self.folder.iterdir()} if self._created is None and self.folder.is_dir() else set()
+
+    def __enter__(self) -> "_NothingLeftBehind":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        failed = exc_type is not None and not (issubclass(exc_type, typer.Exit) and getattr(exc, "exit_code", 0) == 0)
+        if failed and self.folder is not None:
+            import shutil
+
+            if self._created is not None:
+                shutil.rmtree(self._created, ignore_errors=True)
+            elif self.folder.is_dir():
+                for entry in self.folder.iterdir():
+                    if entry.name not in self._before:
+                        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() and not entry.is_symlink() else entry.unlink(missing_ok=True)
+        return False
+
+
 @app.command()
 def run(
     config: Optional[Path] = typer.Argument(None, help="Config file (JSON, // comments allowed). Default: the bundled 'community' example."),
@@ -56,12 +93,20 @@ def run(
     ca_file: Optional[Path] = typer.Option(None, "--ca-file", help="With an mqtts:// fabric: CA certificate to verify the broker."),
 ) -> None:
     """Run a simulation; write its database, summary.json and figures."""
+    with _NothingLeftBehind() as leftovers:  # a failed run leaves no (empty or half-written) output folder
+        _run(config, out, example, no_plots, quiet, fabric, participant_processes, credentials, barrier_timeout, ca_file,
+             leftovers)
+
+
+def _run(config, out, example, no_plots, quiet, fabric, participant_processes, credentials, barrier_timeout, ca_file,
+         leftovers: _NothingLeftBehind) -> None:
     from trexsim.config import load_config
 
     network = None
     try:
         path = config if config is not None else _example_path(example or "community")
         cfg = load_config(path)
+        leftovers.watch(out if out is not None else Path("runs") / cfg.study.name)
         from trexsim.simulation import Simulation
 
         nodes = []
@@ -194,17 +239,40 @@ def print_summary(summary: dict) -> None:
 
 @app.command()
 def validate(config: Path = typer.Argument(..., help="Config file to check.")) -> None:
-    """Check a config and list every problem with its key path."""
+    """Check a config and list every problem with its key path; read and check every profile file it names."""
+    from rich.markup import escape
+
     from trexsim.config import load_config
 
     try:
         cfg = load_config(config)
-        cfg.expanded_participants()
+        members = cfg.expanded_participants()
+        files = [(pid, spec.profile) for pid, spec in members if spec.profile.type == "file"]
+        report = None
+        if files:
+            from trexsim.data.importer import check_file_profiles
+            from trexsim.data.profiles import Clock
+
+            study = cfg.study
+            clock = Clock(study.start_utc_s, study.interval_s, study.rounds_per_episode, study.timezone)
+            report = check_file_profiles([pid for pid, _ in files], [p for _, p in files], clock)
     except TrexsimError as exc:
         _fail(exc)
         return
-    console.print(f"[green]valid[/]: {config} ({len(cfg.expanded_participants())} participants, "
+    if report is not None:
+        for line in report.warnings:
+            err_console.print(f"[yellow]warning:[/] {escape(line)}")
+        if report.errors:
+            err_console.print("[bold red]invalid profile data[/]")
+            for text in report.errors:
+                err_console.print(f"  {escape(text)}".replace("\n", "\n  "))
+            raise typer.Exit(2)
+    console.print(f"[green]valid[/]: {config} ({len(members)} participants, "
                   f"{cfg.study.rounds_per_episode} rounds per episode, {cfg.study.episodes} episode(s))")
+    if report is not None:
+        console.print(f"profile files read: {len({m['file'] for m in report.members})}, each participant's data over the study:")
+        for line in report.summary_lines():
+            console.print(f"  {escape(line)}")
 
 
 @app.command()
@@ -249,11 +317,12 @@ def export(
     """Write every table of a run's database as Parquet or CSV files."""
     from trexsim.records.export import export_run
 
-    try:
-        files = export_run(run_dir, format, out)
-    except TrexsimError as exc:
-        _fail(exc)
-        return
+    with _NothingLeftBehind(out if out is not None else run_dir / "export"):  # a failed export leaves no folder
+        try:
+            files = export_run(run_dir, format, out)
+        except TrexsimError as exc:
+            _fail(exc)
+            return
     console.print(f"wrote {len(files)} tables to {files[0].parent}")
 
 

@@ -227,6 +227,15 @@ class FileProfile(_ProfileBase):
     timezone: str | None = Field(None, description="Timezone of naive timestamps (default: the study's).")
     timestamp_marks: Literal["start", "end"] = Field("start", description="Whether a timestamp marks an interval's start or end.")
     upsample: Literal["hold", "interpolate"] = Field("hold", description="How coarser data is spread over finer rounds.")
+    dst_slots: Literal["clock", "fixed"] = Field(
+        "clock", description="'clock': naive local times follow the clock (the hour skipped when DST starts absent, the "
+                             "repeated hour twice); 'fixed': every day has the same slots (e.g. 48): the skipped hour's "
+                             "slots hold zeros and are dropped, the repeated hour appears once and serves both.")
+    plausibility: Literal["warn", "error", "off"] = Field(
+        "warn", description="Plausibility checks (peak power, yearly energy, PV at night, PV centroid vs solar noon): "
+                            "warnings, errors or off.")
+    latitude: float | None = Field(None, ge=-90, le=90, description="PV site for the solar checks [deg] (default: the study timezone's location).")
+    longitude: float | None = Field(None, ge=-180, le=180, description="PV site for the solar checks [deg] (default: the study timezone's location).")
 
     @field_validator("timezone")
     @classmethod

@@ -61,6 +61,16 @@ class ProfileSource(ABC):
     def energy_wh(self, start_round: int, n_rounds: int) -> tuple[np.ndarray, np.ndarray]:
         """``(load_wh, generation_wh)``: float64 arrays ``(n_rounds, n_members)``, >= 0, already scaled."""
 
+    def whole_wh(self, start_round: int, n_rounds: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(load_wh, generation_wh)`` in whole Wh: int64 ``(n_rounds, n_members)``.
+
+        Here each round rounded on its own (half to even); a source whose energy comes in
+        coarser intervals than rounds (imported files) overrides this to round its running
+        sum instead, so that no energy is lost or made up.
+        """
+        load, gen = self.energy_wh(start_round, n_rounds)
+        return np.rint(load).astype(np.int64), np.rint(gen).astype(np.int64)
+
 
 class FlatProfiles(ProfileSource):
     """Constant power: ``energy_wh = power_w * interval_s / 3600`` every round."""
@@ -89,8 +99,10 @@ def _source_class(kind: str) -> type[ProfileSource]:
 class ProfileSet:
     """All participants' profiles, served in chunks of whole rounds as integer Wh.
 
-    Energies are rounded to whole watt-hours (half to even), since meters and orders
-    count integer Wh (ALEX rule 7).
+    Energies are whole watt-hours, since meters and orders count integer Wh (ALEX rule 7),
+    from each source's :meth:`ProfileSource.whole_wh`: imported files round their running
+    sum (each data interval's energy kept to the Wh), the built-in profiles each round
+    (half to even).
     """
 
     def __init__(self, participant_ids: list[str], specs: list[ProfileConfig], clock: Clock, seed: int, chunk_rounds: int = 1440):
@@ -115,14 +127,11 @@ class ProfileSet:
         """Integer Wh ``(load, generation)`` of shape ``(n_rounds, n_participants)``."""
         n = self.n_participants
         if len(self._groups) == 1:  # one source for everyone, in order: no scatter needed
-            l_wh, g_wh = self._groups[0][1].energy_wh(start_round, n_rounds)
-            return np.rint(l_wh).astype(np.int64), np.rint(g_wh).astype(np.int64)
+            return self._groups[0][1].whole_wh(start_round, n_rounds)
         load = np.zeros((n_rounds, n), dtype=np.int64)
         gen = np.zeros((n_rounds, n), dtype=np.int64)
         for idx, source in self._groups:
-            l_wh, g_wh = source.energy_wh(start_round, n_rounds)
-            load[:, idx] = np.rint(l_wh)
-            gen[:, idx] = np.rint(g_wh)
+            load[:, idx], gen[:, idx] = source.whole_wh(start_round, n_rounds)
         return load, gen
 
     def round_wh(self, round_index: int) -> tuple[np.ndarray, np.ndarray]:
