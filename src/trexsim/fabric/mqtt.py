@@ -155,11 +155,23 @@ def participant_group(n_participants: int, group: int, groups: int) -> np.ndarra
 
 
 class _Node:
+    """A module process as the controller sees it: keyed by (account, sender), its role from its account."""
+
     __slots__ = ("sender", "account", "role", "live", "warm")
 
     def __init__(self, sender: str, account: str, role: str) -> None:
         self.sender, self.account, self.role, self.live = sender, account, role, True
         self.warm = False  # has acknowledged a round start: loading its profiles is behind it
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.account, self.sender
+
+
+# Hellos that start a (re)join, per account: a burst of HELLO_BURST, then one per HELLO_REFILL_S seconds. Each
+# accepted Hello costs a catch-up (roster, episode, grid prices) to the account's settlements topic
+HELLO_BURST = 3
+HELLO_REFILL_S = 30.0
 
 
 class MqttFabric:
@@ -175,7 +187,8 @@ class MqttFabric:
     def __init__(self, url: str, namespace: str = "trexsim", *, role: str = "coordinator", account: str | None = None,
                  username: str | None = None, password: str | None = None, participant_ids: list[str] | None = None,
                  timeout_s: float = 30.0, barrier_timeout_s: float = 10.0, max_message_bytes: int = 1 << 20,
-                 ca_file: str | None = None, client_id: str | None = None, roster_size: int = 0):
+                 ca_file: str | None = None, client_id: str | None = None, roster_size: int = 0,
+                 accounts: list[str] | None = None):
         import paho.mqtt.client as mqtt
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
@@ -188,7 +201,7 @@ class MqttFabric:
         username = username or url_user
         password = password if password is not None else url_password
         self._init_state(role, account, username, namespace, timeout_s, barrier_timeout_s, max_message_bytes, client_id,
-                         participant_ids, roster_size)
+                         participant_ids, roster_size, accounts)
         self._mqtt = mqtt
 
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.sender, protocol=mqtt.MQTTv5)
@@ -236,7 +249,7 @@ class MqttFabric:
 
     def _init_state(self, role: str, account: str | None, username: str | None, namespace: str, timeout_s: float,
                     barrier_timeout_s: float, max_message_bytes: int, client_id: str | None,
-                    participant_ids: list[str] | None, roster_size: int) -> None:
+                    participant_ids: list[str] | None, roster_size: int, accounts: list[str] | None = None) -> None:
         """Everything but the transport (shared with :class:`~trexsim.fabric.socketio.SocketIOFabric`)."""
         self.role = role
         self.account = account or (username if role == "participants" else None) or role
@@ -262,8 +275,14 @@ class MqttFabric:
         self._sequence = itertools.count()
         self._serving = False
         self._finished = False
-        self._nodes: dict[str, _Node] = {}
-        self._pending: dict[int, set[str]] = {}  # our control message's sequence -> senders still to acknowledge
+        self._nodes: dict[tuple[str, str], _Node] = {}  # (account, sender) -> the module process
+        self._account_node: dict[str, _Node] = {}  # account -> its one current process
+        self._pending: dict[int, set[tuple[str, str]]] = {}  # our control message's sequence -> nodes still to acknowledge
+        # the participant accounts of this run's layout (who holds which households); None: any account of the roster
+        self.accounts: set[str] | None = set(accounts) if accounts is not None else None
+        self._roster_ids: list[str] | None = list(participant_ids) if participant_ids is not None else None
+        self._hello_budget: dict[str, list[float]] = {}  # account -> [tokens, last refill (monotonic s)]
+        self._refused_accounts: set[tuple[str, str]] = set()  # (account, what) already told of in events
         self._first_round_sequence: int | None = None
         self._catch_up: list[Any] = []  # what a module joining mid-run needs: roster, episode, grid prices
         self._episode = -1
@@ -573,6 +592,8 @@ class MqttFabric:
         if kind is Roster:
             self._roster_size = len(message.participant_ids)
             self._catch_up = [message]
+            if self._roster_ids is None:
+                self._roster_ids = list(message.participant_ids)
         elif kind is EpisodeStart:
             self._episode = message.episode
             self._round = -1
@@ -656,27 +677,55 @@ class MqttFabric:
                 self._finished = True
 
     def _on_fabric(self, account: str, message: Any) -> None:
-        """Hello, Goodbye and Ack from module processes (controller side)."""
+        """Hello, Goodbye and Ack from module processes (controller side).
+
+        ``account`` is the topic's (``fabric/hello/<account>``, ``fabric/ack/<account>``), which only that
+        account may write (the broker's or the relay's ACL): a process's role follows from it
+        (:meth:`_role_of`), never from the message, and a message acts only on that account's own process.
+        """
         if self.role not in ("coordinator", "controller"):
             return
         kind = type(message)
-        node = self._nodes.get(message.sender)
+        key = (account, message.sender)
+        node = self._nodes.get(key)
         where = {"episode": self._episode, "round": self._round, "account": account, "sender": message.sender}
         if kind is Hello:
-            if node is None:
-                self._nodes[message.sender] = _Node(message.sender, account, message.role)
-                self.hellos.append(message)
-                if self._catch_up:  # joining mid-run: what it missed, on its own topic
-                    self.events.append({**where, "event": "joined"})
-                    for m in self._catch_up:
-                        self._send(f"{self.ns}/p/{account}/settlements", m)
+            if node is not None:
+                return  # a repeat (a process says hello every second until the controller speaks)
+            role = self._role_of(account)
+            if role is None:
+                return self._note_refused(account, "refused_hello", where)
+            if not self._take_hello_token(account):
+                return self._note_refused(account, "hello_rate_limited", where)
+            old = self._account_node.get(account)
+            if old is not None:  # a restarted process (or one more from the same account): it replaces the old one
+                if old.role != "participants" and self._first_round_sequence is not None:
+                    raise TrexsimError(f"a second {old.role} process ({account}) joined mid-run: the run cannot go on")
+                self._drop_node(old)
+            node = _Node(message.sender, account, role)
+            # joining mid-run: waited for like any process (the long start-up patience is for the first round only)
+            node.warm = self._first_round_sequence is not None
+            self._nodes[key] = node
+            self._account_node[account] = node
+            hello = Hello(message.sender, role, account)
+            self.hellos = [h for h in self.hellos if h.account != account] + [hello]  # one per account
+            if self._catch_up:  # joining mid-run: what it missed, on its own topic
+                self.events.append({**where, "event": "joined"})
+                for m in self._catch_up:
+                    if type(m) is GridPrices:  # from the current round on: what it can still use
+                        m = _prices_from(m, max(self._round, 0))
+                        if m is None:
+                            continue
+                    self._send(f"{self.ns}/p/{account}/settlements", m)
         elif kind is Goodbye:
-            if node is not None and node.role != "participants":
+            if node is None:
+                return  # not this account's process (or one already replaced): nothing to do
+            if node.role != "participants":
                 raise TrexsimError(f"the {node.role} process ({account}) lost its connection: the run cannot go on")
-            if node is not None and node.live:
+            if node.live:
                 node.live = False
                 self.events.append({**where, "event": "left"})
-                self._forget(message.sender)
+                self._forget(key)
         elif kind is Ack and node is not None:
             if (message.acked_sender == self.sender and self._first_round_sequence is not None
                     and message.acked_sequence >= self._first_round_sequence):
@@ -686,26 +735,71 @@ class MqttFabric:
                 self.events.append({**where, "event": "rejoined"})
             left = self._pending.get(message.acked_sequence)
             if left is not None and message.acked_sender == self.sender:
-                left.discard(message.sender)
+                left.discard(key)
                 if not left:
                     del self._pending[message.acked_sequence]
 
+    def _role_of(self, account: str) -> str | None:
+        """The role a process of ``account`` has on the bus, from the account alone; None: it has none here."""
+        if account == "market":  # a separate market process: only where the market is not in this process
+            return "market" if self.role == "controller" else None
+        if account in topics.MODULE_ACCOUNTS or account == "observer":
+            return None
+        if self.accounts is not None:  # the run's layout says who holds households
+            return "participants" if account in self.accounts else None
+        if self._roster_ids is not None:
+            index_of = {pid: i for i, pid in enumerate(self._roster_ids)}
+            return "participants" if account_members(account, self._roster_ids, index_of) is not None else None
+        return "participants"
+
+    def _take_hello_token(self, account: str) -> bool:
+        now = time.monotonic()
+        budget = self._hello_budget.setdefault(account, [float(HELLO_BURST), now])
+        budget[0] = min(float(HELLO_BURST), budget[0] + (now - budget[1]) / HELLO_REFILL_S)
+        budget[1] = now
+        if budget[0] < 1.0:
+            return False
+        budget[0] -= 1.0
+        return True
+
+    def _note_refused(self, account: str, event: str, where: dict) -> None:
+        """One event per account and kind (a flood of refused hellos is not a flood of records)."""
+        if (account, event) not in self._refused_accounts and len(self._refused_accounts) < 10_000:
+            self._refused_accounts.add((account, event))
+            self.events.append({**where, "event": event})
+
+    def _drop_node(self, node: _Node) -> None:
+        self._nodes.pop(node.key, None)
+        if self._account_node.get(node.account) is node:
+            del self._account_node[node.account]
+        self._forget(node.key)
+
     def _drop_late(self, cold_too: bool) -> None:
-        late = {s for left in self._pending.values() for s in left
-                if self._nodes[s].role == "participants" and (cold_too or self._nodes[s].warm)}
-        for sender in late:
-            node = self._nodes[sender]
+        late = {k for left in self._pending.values() for k in left
+                if self._nodes[k].role == "participants" and (cold_too or self._nodes[k].warm)}
+        for key in late:
+            node = self._nodes[key]
             node.live = False
             self.events.append({"episode": self._episode, "round": self._round, "account": node.account,
-                                "sender": sender, "event": "late"})
-            self._forget(sender)
+                                "sender": node.sender, "event": "late"})
+            self._forget(key)
 
-    def _forget(self, sender: str) -> None:
+    def _forget(self, key: tuple[str, str]) -> None:
         for sequence in list(self._pending):
             left = self._pending[sequence]
-            left.discard(sender)
+            left.discard(key)
             if not left:
                 del self._pending[sequence]
+
+
+def _prices_from(message: GridPrices, first_round: int) -> GridPrices | None:
+    """The rounds ``first_round ...`` of a block of grid prices (None if the block ends before)."""
+    skip = max(0, first_round - message.first_round)
+    if skip >= len(message.buy_price):
+        return None
+    if skip == 0:
+        return message
+    return GridPrices(message.episode, message.first_round + skip, message.buy_price[skip:], message.sell_price[skip:])
 
 
 def _allowed_kinds(parts: list[str]) -> tuple:

@@ -96,7 +96,8 @@ class SocketIOFabric(MqttFabric):
     def __init__(self, url: str, namespace: str = "trexsim", *, role: str = "coordinator", account: str | None = None,
                  username: str | None = None, password: str | None = None, participant_ids: list[str] | None = None,
                  timeout_s: float = 30.0, barrier_timeout_s: float = 10.0, max_message_bytes: int = 1 << 20,
-                 ca_file: str | None = None, client_id: str | None = None, roster_size: int = 0):
+                 ca_file: str | None = None, client_id: str | None = None, roster_size: int = 0,
+                 accounts: list[str] | None = None):
         import socketio
 
         if role not in ROLES:
@@ -107,7 +108,7 @@ class SocketIOFabric(MqttFabric):
         password = password if password is not None else url_password
         # MqttFabric's state: this class changes only how messages travel
         self._init_state(role, account, username, namespace, timeout_s, barrier_timeout_s, max_message_bytes, client_id,
-                         participant_ids, roster_size)
+                         participant_ids, roster_size, accounts)
         self._closing = False
 
         # the transport

@@ -1,0 +1,182 @@
+"""Attacks on a networked run with nothing but one household's own credentials (issue 13).
+
+Each test runs against a real Mosquitto with the accounts and ACLs of ``trexsim broker`` and, where the
+attack applies to it, a real secured Socket.IO relay with the same accounts, both on 127.0.0.1. The
+households run in ``trexsim node participants`` processes; the coordinator (controller, grid, market,
+recorder) in the test process, as under ``trexsim run``. The attacker is ``con-1``: a household whose
+per-household account exists in credentials.json although its household runs in a group process
+(grp-1-of-2 = con-1, con-2; grp-0-of-2 = pro-1 .. pro-3).
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import duckdb
+import numpy as np
+import pytest
+
+from test_mqtt_fabric import MOSQUITTO, community, free_port
+
+pytest.importorskip("paho.mqtt", reason="paho-mqtt is not installed")
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)")
+
+from trexsim import parse_config  # noqa: E402
+from trexsim.fabric.broker import start_broker, write_broker_files  # noqa: E402
+from trexsim.fabric.messages import Ack, Goodbye, Hello, Orders  # noqa: E402
+from trexsim.fabric.mqtt import MqttFabric  # noqa: E402
+from trexsim.node import profile_meter_fallback  # noqa: E402
+from trexsim.simulation import Simulation  # noqa: E402
+
+IDS = ["pro-1", "pro-2", "pro-3", "con-1", "con-2"]
+NS = "trexsim/attack"
+ROUNDS = 30
+
+
+@pytest.fixture(scope="module")
+def accounts_dir():
+    # under /tmp: mosquitto reads its password and ACL files as user 'mosquitto' when started as root
+    directory = tempfile.mkdtemp(prefix="trexsim-attack-")
+    # accounts of two layouts, as an operator may ask for: every household alone, and 2 groups
+    files = write_broker_files(IDS, directory, NS, port=free_port(), groups=[2, len(IDS)])
+    yield files
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mosquitto(accounts_dir):
+    proc = start_broker(accounts_dir)
+    yield accounts_dir.url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def relay(accounts_dir):
+    pytest.importorskip("socketio", reason="python-socketio is not installed")
+    from trexsim.fabric.socketio_server import ServerThread
+
+    with ServerThread(credentials=json.loads(accounts_dir.credentials.read_text())) as srv:
+        yield srv.url
+
+
+@pytest.fixture(params=["mqtt", "socketio"])
+def bus(request, accounts_dir):
+    """(url, credentials file, passwords, fabric class) of a secured Mosquitto or a secured Socket.IO relay."""
+    url = request.getfixturevalue("mosquitto" if request.param == "mqtt" else "relay")
+    if request.param == "mqtt":
+        cls = MqttFabric
+    else:
+        from trexsim.fabric.socketio import SocketIOFabric as cls
+    return url, accounts_dir.credentials, json.loads(accounts_dir.credentials.read_text())["accounts"], cls
+
+
+def login(bus, account, role="participants", **kw):
+    url, _, passwords, cls = bus
+    return cls(url, NS, role=role, account=account, username=account, password=passwords[account], **kw)
+
+
+def raw_publish(fabric, topic, payload: bytes):
+    """Bytes on a topic, whatever the transport (what a client outside trexsim could send)."""
+    if hasattr(fabric._client, "emit"):  # Socket.IO
+        fabric._client.emit("bus", (topic, payload))
+    else:
+        fabric._client.publish(topic, payload, qos=1)
+
+
+def setup_run(tmp_path, bus, name, barrier_timeout_s=5.0, **coordinator):
+    cfg = community().model_dump(mode="json", by_alias=True)
+    cfg["study"].update(days=ROUNDS / 1440, name=name)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    config = parse_config(cfg)
+    local = Simulation(config, tmp_path / "local").run(plots=False)
+    net = login(bus, "coordinator", role="coordinator", participant_ids=IDS, barrier_timeout_s=barrier_timeout_s,
+                timeout_s=30, **coordinator)
+    sim = Simulation(config, tmp_path / "net", fabric=net, local_participants=False)
+    net.meter_fallback = profile_meter_fallback(config)
+    url, creds, _, _ = bus
+    nodes = [subprocess.Popen([sys.executable, "-m", "trexsim", "node", "participants", str(path), "--fabric", url,
+                               "--namespace", NS, "--credentials", str(creds), "--group", str(g), "--groups", "2",
+                               "--timeout", "30"]) for g in range(2)]
+    return net, sim, nodes, local.database
+
+
+def finish(net, nodes):
+    for n in nodes:
+        try:
+            n.wait(timeout=30)
+        finally:
+            n.kill()
+    net.close()
+
+
+def query(db, sql):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def book(db):
+    return (query(db, "SELECT delivery_round, pool, buyer, seller, quantity_wh, buyer_price, seller_price "
+                      "FROM settlements ORDER BY ALL"),
+            query(db, "SELECT * EXCLUDE (episode) FROM deliveries ORDER BY round, participant"))
+
+
+def sync(net, mallory, topic_leaf="orders", timeout_s=20.0):
+    """Wait until the coordinator has handled everything mallory sent so far: a garbage payload after it is
+    refused (a client's messages arrive in order), so once the refusal is counted the rest was handled."""
+    before = net.rejected
+    raw_publish(mallory, f"{NS}/p/{mallory.account}/{topic_leaf}", b"\x93marker")
+    deadline = time.monotonic() + timeout_s
+    while net.rejected == before and time.monotonic() < deadline:
+        net.poll(0.05)
+    assert net.rejected > before, "the coordinator never saw the marker"
+
+
+# ---------------------------------------------------------------------------------------------- item 1
+def test_a_household_cannot_abort_stall_or_pace_the_run_through_hello_goodbye_and_ack(tmp_path, bus):
+    """Hello(role='market') then Goodbye on the household's own hello topic aborted the run; a Goodbye naming
+    another process's sender dropped that process; extra Hellos each stalled the run for the start-up timeout.
+    A module's role and identity come from the account on the topic, and an account speaks only for itself."""
+    net, sim, nodes, local_db = setup_run(tmp_path, bus, "identity", barrier_timeout_s=2.0)
+    mallory = login(bus, "con-1")
+    hello_topic, ack_topic = f"{NS}/fabric/hello/con-1", f"{NS}/fabric/ack/con-1"
+    gaps = {}
+
+    def attack(episode, next_round):
+        if next_round == 5:
+            real = [n.sender for n in net._nodes.values() if n.account == "grp-0-of-2"]
+            mallory._send(hello_topic, Hello(mallory.sender, "market", "con-1"))
+            mallory._send(ack_topic, Ack(mallory.sender, net.sender, 10**9))
+            for sender in real:  # a Goodbye naming another process's sender
+                mallory._send(hello_topic, Goodbye(sender, "grp-0-of-2"))
+            mallory._send(hello_topic, Goodbye(mallory.sender, "con-1"))  # "the market process lost its connection"
+            sync(net, mallory)
+        if next_round == 10:  # hellos of made-up processes
+            for i in range(3):
+                mallory._send(hello_topic, Hello(f"con-1-fake{i}", "participants", "con-1"))
+            sync(net, mallory)
+            gaps["before"] = time.monotonic()
+        if next_round == 11:
+            gaps["after"] = time.monotonic()
+
+    try:
+        net.wait_for_hellos(2, timeout_s=60)
+        sim.run(on_round=attack, plots=False)
+    finally:
+        mallory.close()
+        finish(net, nodes)
+    assert [n.returncode for n in nodes] == [0, 0]
+    # the real processes were never dropped: the same ledger as in process, nothing settled from a profile
+    assert book(sim.db_path) == book(local_db)
+    assert query(sim.db_path, "SELECT count(*) FROM rejections WHERE reason = 'meter_missing'") == [(0,)]
+    assert not [e for e in net.events if e["account"] != "con-1"]
+    # the made-up processes were one process of con-1's, waited for one barrier timeout at most
+    assert gaps["after"] - gaps["before"] < 2.0 + 3.0
+    assert all(h.role == "participants" for h in net.hellos if h.account == "con-1")
