@@ -83,12 +83,12 @@ CONFIGS = {
 }
 
 PINS = {
-    "m1-community": "bae875a70ab9f2a0",
-    "m3-battery-close2": "f412118619a55aa2",
-    "m2-tou-close3": "aa572fa3868ee663",
-    "m1-qlearning": "1f5903cf07749de9",
-    "m1-community-random": "ba6a7431ec9002dc",
-    "m3-battery-close2-pro-rata": "bed3f80758158e4e",
+    "m1-community": "ba0fea276fe60c07",
+    "m3-battery-close2": "dcbabcb7782b6ec7",
+    "m2-tou-close3": "0db9f3dd8d787036",
+    "m1-qlearning": "9d57df6420224eff",
+    "m1-community-random": "76fc3c6ed8ef3ef1",
+    "m3-battery-close2-pro-rata": "bbd78b8192c12932",
 }
 
 

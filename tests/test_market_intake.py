@@ -110,10 +110,10 @@ def _random_community(tmp_path, tie_break):
 def test_the_matching_order_can_be_rebuilt_from_the_orders_table(tmp_path, tie_break):
     result = _random_community(tmp_path, tie_break)
     con = duckdb.connect(str(result.database), read_only=True)
-    books = con.execute("SELECT delivery_round, round, tie_rank, book_position, participant, "
+    books = con.execute("SELECT delivery_round, round, tie_rank, batch_position, participant, "
                         "CAST(side = 'ask' AS INTEGER) AS side, CAST(pool = 'dispatch' AS INTEGER) AS pool, price, "
                         "quantity_wh, order_id FROM orders "
-                        "ORDER BY delivery_round, round, tie_rank, book_position").fetchnumpy()
+                        "ORDER BY delivery_round, round, tie_rank, batch_position").fetchnumpy()
     settlements = con.execute("SELECT delivery_round, bid_id, ask_id, quantity_wh FROM settlements").fetchall()
     con.close()
     rebuilt = []

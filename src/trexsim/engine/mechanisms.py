@@ -215,7 +215,7 @@ def _clear_round(participant, side, pool, price, quantity_wh, order_id, placed_r
         sold[a] += q[t]
         cost[b] += q[t] * bp / 1000.0
         revenue[a] += q[t] * sp / 1000.0
-    return pools, buyer, seller, q, buyer_price, seller_price, bid_id, ask_id, bought, sold, cost, revenue
+    return pools, buyer, seller, q, buyer_price, seller_price, bid_id, ask_id, bought, sold, cost, revenue, bi, ai
 
 
 def compiled_price_rule(mechanism: Mechanism) -> int | None:
@@ -239,9 +239,10 @@ def clear_round(mechanism: Mechanism, participant, side, pool, price, quantity_w
     Arrays are the book in any order (``placed_round``: the round each order was placed in);
     submission order under the tie-break rule (:mod:`trexsim.engine.ties`; ``key``, ``episode``
     and ``delivery_round`` draw the round's random order) is restored here. Returns ``(pool, buyer, seller, quantity_wh, buyer_price,
-    seller_price, bid_id, ask_id, bought_wh, sold_wh, cost_usd, revenue_usd)``: the matches in
-    matching order, then per participant the energy bought and sold [Wh] and the money paid and
-    received [$]. Mechanisms with a compiled price rule run as one compiled call.
+    seller_price, bid_id, ask_id, bought_wh, sold_wh, cost_usd, revenue_usd, bid_index, ask_index)``:
+    the matches in matching order, then per participant the energy bought and sold [Wh] and the
+    money paid and received [$], then each match's bid and ask as indices into the arrays given.
+    Mechanisms with a compiled price rule run as one compiled call.
     """
     participant = np.ascontiguousarray(participant, dtype=np.int64)
     side = np.ascontiguousarray(side, dtype=np.int64)
@@ -270,4 +271,4 @@ def clear_round(mechanism: Mechanism, participant, side, pool, price, quantity_w
     sold = np.bincount(seller, weights=q, minlength=n).astype(np.int64)
     cost = np.bincount(buyer, weights=q * bp / 1000.0, minlength=n)
     revenue = np.bincount(seller, weights=q * sp / 1000.0, minlength=n)
-    return pools, buyer, seller, q, bp, sp, order_id[bi], order_id[ai], bought, sold, cost, revenue
+    return pools, buyer, seller, q, bp, sp, order_id[bi], order_id[ai], bought, sold, cost, revenue, order[bi], order[ai]

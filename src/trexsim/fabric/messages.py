@@ -102,7 +102,7 @@ class Accepted(_Msg):
     # where each order stands in the delivery round's submission order: its participant's place
     # (roster position, or the round's random draw) and its place in the book as it arrived
     tie_rank: np.ndarray | None = None
-    book_position: np.ndarray | None = None
+    batch_position: np.ndarray | None = None
 
 
 class Rejected(_Msg):

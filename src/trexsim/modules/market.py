@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from trexsim.config.schema import MarketConfig
+from trexsim.engine.checks import CLEARING_RULES, DELIVERY_RULES, auctioneer_surplus_usd, check_clearing, check_delivery
 from trexsim.engine.delivery import settle_round
 from trexsim.engine.intake import REASONS, reject_codes
 from trexsim.engine.mechanisms import clear_round, get_mechanism
@@ -73,8 +74,6 @@ def _whole_int64(values: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         return np.isfinite(v) & (v == np.floor(v)) & (np.abs(v) < 2.0**63)
 
-# money is float64: balances are checked to this many dollars per round
-MONEY_TOLERANCE_USD = 1e-9
 
 
 def _recorded_index(values, pick: np.ndarray) -> np.ndarray:
@@ -102,21 +101,32 @@ class _Book:
     the round's random draw under ``tie_break: random``).
     """
 
-    __slots__ = ("parts", "placed", "size", "rank")
+    __slots__ = ("parts", "placed", "rank", "counts")
 
-    def __init__(self, rank: np.ndarray | None = None) -> None:
+    def __init__(self, n_participants: int, rank: np.ndarray | None = None) -> None:
         self.parts: list[tuple[np.ndarray, ...]] = []
         self.placed: list[int] = []
-        self.size = 0
         self.rank = rank
+        self.counts = np.zeros(n_participants, dtype=np.int64)  # orders booked so far, per participant
 
     def add(self, participant, side, pool, price, quantity_wh, order_id, placed_round: int = 0) -> np.ndarray:
-        """Append a batch; returns the orders' places in the book."""
+        """Append a batch; returns each order's place among its participant's orders in this book
+        (0 for the first): with the round placed and the tie rank, it fixes the order's place in
+        the submission order, whatever the arrival order of other participants' messages."""
         self.parts.append((participant, side, pool, price, quantity_wh, order_id))
         self.placed.append(placed_round)
-        first = self.size
-        self.size += len(participant)
-        return np.arange(first, self.size, dtype=np.int64)
+        if participant.size == 1 or np.all(participant[1:] > participant[:-1]):  # each participant once
+            position = self.counts[participant].copy()
+        else:
+            order = np.argsort(participant, kind="stable")
+            ordered = participant[order]
+            starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+            first = np.repeat(starts, np.diff(np.r_[starts, ordered.size]))
+            position = np.empty(participant.size, dtype=np.int64)
+            position[order] = np.arange(participant.size) - first
+            position += self.counts[participant]
+        self.counts += np.bincount(participant, minlength=self.counts.size)
+        return position
 
     def rounds(self) -> np.ndarray:
         """The round each order was placed in."""
@@ -249,7 +259,7 @@ class Market:
         if book is None:
             rank = (participant_rank(self.tie_key, self.episode, msg.delivery_round, self.n)
                     if self.tie_break == RANDOM else None)
-            book = self._books[msg.delivery_round] = _Book(rank)
+            book = self._books[msg.delivery_round] = _Book(self.n, rank)
         if ok.all():
             entry = (_int64(msg.participant), _int64(msg.side), _int64(msg.pool),
                      self._snap_price(np.asarray(msg.price, dtype=np.float64)), _int64(msg.quantity_wh), _int64(msg.order_id))
@@ -261,7 +271,7 @@ class Market:
         position = book.add(*entry, placed_round=msg.round)
         rank = entry[0] if book.rank is None else book.rank[entry[0]]
         self.fabric.publish(topics.ACCEPTED, Accepted(msg.episode, msg.round, msg.delivery_round, *entry,
-                                                      tie_rank=rank, book_position=position))
+                                                      tie_rank=rank, batch_position=position))
 
     def _reject_all(self, msg: Orders, reasons: list[str]) -> None:
         def col(values, dtype):
@@ -297,10 +307,19 @@ class Market:
         # "submission order" is by round placed, then place in the roster (or the round's random order),
         # then order within the batch, never by arrival time: the same book however the participants
         # are split over processes
-        (pool_c, buyer, seller, q, bp, sp, bid_id, ask_id, bought, sold, cost, revenue) = clear_round(
-            self.mechanism, *book.arrays(), book.rounds(), n, tie_break=self.tie_break, key=self.tie_key,
+        arrays = book.arrays()
+        (pool_c, buyer, seller, q, bp, sp, bid_id, ask_id, bought, sold, cost, revenue, bid_index, ask_index) = clear_round(
+            self.mechanism, *arrays, book.rounds(), n, tie_break=self.tie_break, key=self.tie_key,
             episode=self.episode, delivery_round=delivery_round)
-        surplus = float(cost.sum() - revenue.sum())
+        rule, index = check_clearing(arrays[:5], (pool_c, buyer, seller, q, bp, sp, bid_index, ask_index),
+                                     (bought, sold, cost, revenue), self.mechanism.budget_balance == "strong")
+        if rule:
+            where = f"match {index}" if rule < 10 else (f"order {index}" if rule == 10 else f"participant {index}")
+            raise ConservationError(
+                f"episode {self.episode}, round {self.round} (clearing delivery round {delivery_round}), mechanism "
+                f"{self.mechanism.name!r}: broken rule: {CLEARING_RULES[rule]} ({where})")
+        # from each pair's prices, so exactly 0 for a strongly budget-balanced mechanism
+        surplus = float(auctioneer_surplus_usd(np.ascontiguousarray(q, dtype=np.int64), bp, sp))
         self._contracts[delivery_round] = (bought, sold, cost, revenue, surplus)
         return Cleared(self.episode, self.round, delivery_round, pool_c, buyer, seller, q, bp, sp, bid_id, ask_id)
 
@@ -319,23 +338,31 @@ class Market:
         buy_p, sell_p = float(self._buy[round_index]), float(self._sell[round_index])
         res, grid_only_cost, energy_error, traded_error = settle_round(load, gen, charge, discharge, bought, sold, baseline,
                                                                        buy_p, sell_p)
-        self._check_conservation(energy_error, traded_error, cost, revenue, surplus)
+        self._check_conservation(round_index, (load, gen, charge, discharge), (bought, sold, cost, revenue), res,
+                                 (buy_p, sell_p), surplus, energy_error, traded_error)
         return Delivered(
             self.episode, round_index, buy_p, sell_p, res.net_meter_wh, bought, sold,
             res.grid_import_wh, res.grid_export_wh, res.shortfall_wh, res.unused_wh, res.battery_cover_wh,
             cost, revenue, res.grid_cost_usd, res.grid_revenue_usd, grid_only_cost, surplus)
 
-    def _check_conservation(self, energy_error: int, traded_error: int, cost, revenue, surplus: float) -> None:
-        # energy (checked in the settlement kernel): what was consumed (load + charging) came from
-        # generation, discharge or the grid, and every Wh bought was sold
-        # money: buyers paid sellers plus the auctioneer; participants' grid bills are the grid's revenue
+    def _check_conservation(self, round_index: int, meter, contracts, res, prices, surplus: float, energy_error: int,
+                            traded_error: int) -> None:
+        """The delivery round's independent checks (:mod:`trexsim.engine.checks`); raises on a broken rule."""
+        rule, who = check_delivery(meter, contracts, (res.grid_import_wh, res.grid_export_wh, res.grid_cost_usd,
+                                                      res.grid_revenue_usd), prices, surplus)
+        cost, revenue = contracts[2], contracts[3]
         money_error = abs(float(cost.sum()) - float(revenue.sum()) - surplus)
         self.max_energy_error_wh = max(self.max_energy_error_wh, abs(energy_error), abs(traded_error))
+        if not np.isfinite(money_error):
+            money_error = float("inf")
         self.max_money_error_usd = max(self.max_money_error_usd, money_error)
-        if energy_error or traded_error or money_error > MONEY_TOLERANCE_USD or surplus < -MONEY_TOLERANCE_USD:
+        if rule or energy_error or traded_error:
+            broken = DELIVERY_RULES[rule] if rule else "energy consumed = energy supplied"
             raise ConservationError(
-                f"round {self.round}: energy error {energy_error} Wh, traded error {traded_error} Wh, "
-                f"money error {money_error:.3g} $, auctioneer surplus {surplus:.6g} $")
+                f"episode {self.episode}, round {round_index} (delivery): broken rule: {broken}"
+                + (f" (participant {who})" if who >= 0 else "")
+                + f"; energy error {energy_error} Wh, traded error {traded_error} Wh, money error {money_error:.3g} $, "
+                  f"auctioneer surplus {surplus:.6g} $")
 
     def on_round_end(self, msg: RoundEnd) -> None:
         if msg.round != self.round:

@@ -32,7 +32,7 @@ TABLES: dict[str, str] = {
     "orders": """
         episode INTEGER, round INTEGER, delivery_round INTEGER, order_id BIGINT, participant INTEGER,
         side order_side, pool energy_pool, price DOUBLE, quantity_wh INTEGER, tie_rank INTEGER,
-        book_position INTEGER""",
+        batch_position INTEGER""",
     "rejections": """
         episode INTEGER, round INTEGER, delivery_round INTEGER, order_id BIGINT, participant BIGINT,
         side BIGINT, pool BIGINT, price DOUBLE, quantity_wh DOUBLE, reason VARCHAR""",

@@ -8,7 +8,7 @@ from trexsim.records.writer import Totals
 
 
 def _r(x: float, nd: int = 6) -> float:
-    return float(round(float(x), nd))
+    return float(round(float(x), nd)) + 0.0  # + 0.0: never -0.0
 
 
 def episode_summary(totals: Totals, episode: int, participant_ids: list[str]) -> dict:

@@ -403,13 +403,13 @@ _DELIVERED_FIELDS = ("bought_wh", "sold_wh", "grid_import_wh", "grid_export_wh",
 _METER_FIELDS = ("load_wh", "generation_wh", "battery_charge_wh", "battery_discharge_wh", "battery_stored_wh",
                  "grid_only_net_wh")
 _ORDER_FIELDS = {"order_id": "order_id", "participant": "participant", "side": "side", "pool": "pool",
-                 "price": "price", "quantity_wh": "quantity_wh", "tie_rank": "tie_rank", "book_position": "book_position"}
+                 "price": "price", "quantity_wh": "quantity_wh", "tie_rank": "tie_rank", "batch_position": "batch_position"}
 _SETTLEMENT_FIELDS = {"pool": "pool", "buyer": "buyer", "seller": "seller", "quantity_wh": "quantity_wh",
                       "buyer_price": "buyer_price", "seller_price": "seller_price", "bid_id": "bid_id", "ask_id": "ask_id"}
 _COLUMNS = {name: [c.strip().split()[0] for c in cols.replace("\n", " ").split(",") if c.strip()] for name, cols in TABLES.items()}
 # one dtype per column whatever the messages carried, so held batches of a table concatenate
 _DTYPES = {"order_id": np.int64, "participant": np.int64, "price": np.float64, "quantity_wh": np.int64,
-           "tie_rank": np.int64, "book_position": np.int64,
+           "tie_rank": np.int64, "batch_position": np.int64,
            "buyer": np.int64, "seller": np.int64, "buyer_price": np.float64, "seller_price": np.float64,
            "bid_id": np.int64, "ask_id": np.int64}
 
