@@ -620,7 +620,11 @@ def _build_series(
         value_check(order)
         return None
     d = np.diff(t_s)
-    steps, counts = np.unique(d[d > 0], return_counts=True)
+    positive = d[d > 0]
+    if positive.size and (positive == positive[0]).all():  # the common case: one interval throughout
+        steps, counts = positive[:1], np.array([positive.size])
+    else:
+        steps, counts = np.unique(positive, return_counts=True)
     if steps.size == 0:
         problems.add("duplicate row", f"participant {pid!r}: every row has the same timestamp", int(rows[1]), ts_col)
         return None
@@ -680,7 +684,7 @@ def _parse_file(path: Path, display: str, opts: _ReadOptions, wanted: frozenset[
     ts_col = opts.timestamp_column
     times = _timestamps_utc_s(data[ts_col].reset_index(drop=True), rows, ids, problems, ts_col, opts.timezone, opts.dst_slots)
 
-    checked: list[np.ndarray] = []  # rows whose cells are checked (reported together, after the loop)
+    checked = np.zeros(rows.size, dtype=bool)  # rows whose cells are checked (reported together, after the loop)
 
     # rows at local times that do not exist: a problem, unless dst_slots 'fixed' and they hold zeros
     skipped = np.flatnonzero(times.nonexistent)
@@ -728,16 +732,16 @@ def _parse_file(path: Path, display: str, opts: _ReadOptions, wanted: frozenset[
 
         def check(pick: np.ndarray, good=good, unplaced=unplaced) -> bool:
             # the cells of the rows in use, and of rows whose timestamp is bad (they cannot be placed)
-            chosen = np.unique(np.concatenate([source[good[pick]], source[unplaced]]))
-            checked.append(chosen)
+            chosen = np.concatenate([source[good[pick]], source[unplaced]])
+            checked[chosen] = True
             return bool(load_v.bad[chosen].any() or gen_v.bad[chosen].any())
 
         built = _build_series(t_s[good], rows_all[good], load[good], gen[good], pid, problems, ts_col, load_col, gen_col,
                               opts.marks, opts.timezone, opts.window, check)
         if built is not None:
             series[pid] = built
-    if checked:
-        chosen = np.unique(np.concatenate(checked))
+    if (checked & (load_v.bad | gen_v.bad)).any():
+        chosen = np.flatnonzero(checked)
         _report_values(problems, load_v, data[load_col], rows, chosen, load_col, csv_path)
         if gen_col:
             _report_values(problems, gen_v, data[gen_col], rows, chosen, gen_col, csv_path)
