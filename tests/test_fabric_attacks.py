@@ -180,3 +180,48 @@ def test_a_household_cannot_abort_stall_or_pace_the_run_through_hello_goodbye_an
     # the made-up processes were one process of con-1's, waited for one barrier timeout at most
     assert gaps["after"] - gaps["before"] < 2.0 + 3.0
     assert all(h.role == "participants" for h in net.hellos if h.account == "con-1")
+
+
+# ---------------------------------------------------------------------------------------------- item 2
+def wait_for(condition, timeout_s=20.0, poll=None):
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        poll(0.05) if poll is not None else time.sleep(0.01)
+    return condition()
+
+
+def test_a_household_cannot_take_over_another_accounts_mqtt_client_id(mosquitto, accounts_dir):
+    """Mosquitto disconnects a client when another connects with its client id: with a household's own
+    login and the coordinator's (or the market's) client id, the coordinator was cut off (and the market's
+    last will aborted the run). ``trexsim broker`` binds the client id to the account."""
+    bus = (mosquitto, accounts_dir.credentials, json.loads(accounts_dir.credentials.read_text())["accounts"], MqttFabric)
+    coordinator = login(bus, "coordinator", role="coordinator", participant_ids=IDS, timeout_s=10)
+    market = login(bus, "market", role="market", participant_ids=IDS, timeout_s=10)
+    intruders = []
+    try:
+        for victim in (coordinator, market):
+            intruders.append(login(bus, "con-1", client_id=victim.sender, timeout_s=10))
+        # a round trip through the broker after the intruders' logins: the coordinator still reads its topics
+        intruders[-1]._send(f"{NS}/fabric/hello/con-1", Hello(intruders[-1].sender, "participants", "con-1"))
+        assert wait_for(lambda: any(h.account == "con-1" for h in coordinator.hellos), poll=coordinator.poll)
+        assert coordinator.disconnects == 0 and market.disconnects == 0
+        assert coordinator._error is None and market._error is None
+    finally:
+        for f in (*intruders, coordinator, market):
+            f.close()
+
+
+def test_the_relay_binds_the_client_id_to_the_account(relay, accounts_dir):
+    from trexsim.errors import TrexsimError
+    from trexsim.fabric.socketio import SocketIOFabric
+
+    bus = (relay, accounts_dir.credentials, json.loads(accounts_dir.credentials.read_text())["accounts"], SocketIOFabric)
+    coordinator = login(bus, "coordinator", role="coordinator", participant_ids=IDS, timeout_s=10)
+    try:
+        with pytest.raises(TrexsimError, match="client id 'coordinator-.*' is not one of 'con-1'"):
+            login(bus, "con-1", client_id=coordinator.sender, timeout_s=5)
+        own = login(bus, "con-1", client_id="con-1-mine", timeout_s=5)  # its own: fine
+        own.close()
+        assert coordinator._error is None
+    finally:
+        coordinator.close()

@@ -2,8 +2,9 @@
 
 :func:`write_broker_files` writes into one folder:
 
-- ``mosquitto.conf``: a listener (127.0.0.1 by default), ``allow_anonymous false``, the password and
-  ACL files, TCP_NODELAY on, no persistence, unlimited in-flight and a deep queue per client.
+- ``mosquitto.conf``: a listener (127.0.0.1 by default), ``allow_anonymous false``, client ids bound to
+  the login (``use_username_as_clientid true``), the password and ACL files, TCP_NODELAY on, no
+  persistence, unlimited in-flight and a deep queue per client.
 - ``passwd``: one account per participant, per group ``grp-<g>-of-<G>`` for each requested split,
   and ``coordinator``, ``controller``, ``market``, ``observer`` — hashed in Mosquitto's own
   PBKDF2-SHA512 format (``$7$``), so no ``mosquitto_passwd`` run is needed.
@@ -142,6 +143,8 @@ def write_broker_files(participant_ids: list[str], directory: str | Path, namesp
         f"listener {int(port)} {host}",
         *tls_lines,
         "allow_anonymous false",
+        # the client id is the login: no account can take (and so cut off) another account's connection
+        "use_username_as_clientid true",
         f"password_file {files.passwd}",
         f"acl_file {files.acl}",
         "persistence false",

@@ -84,6 +84,7 @@ from trexsim.fabric.messages import (
 
 Handler = Callable[[Any], None]
 ROLES = ("coordinator", "controller", "market", "participants")
+SESSION_TAKEN_OVER = 142  # MQTT v5 DISCONNECT reason code 0x8E
 
 FABRIC_REJECT_REASONS = {
     "oversized": "the payload is larger than the fabric's max_message_bytes",
@@ -295,6 +296,8 @@ class MqttFabric:
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._error: str | None = None
+        self.disconnects = 0  # connection drops this process saw
+        self._taken_over = False  # another process logged in with this account: stop, never reconnect
         # a participant publishes at QoS 1 so that the broker's refusal ("Not authorized") comes back to it
         # in the PUBACK; the controller's and market's publishes go at QoS 0 (no PUBACK for each of the
         # ~100 messages of a round: their topics are theirs by the generated ACLs)
@@ -339,7 +342,15 @@ class MqttFabric:
         self._subscribed.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure and self._error is None:  # keep the first reason (e.g. the CONNACK's)
+        self.disconnects += 1
+        if reason_code == SESSION_TAKEN_OVER:
+            # another process logged in with this account (the broker binds client ids to logins): that one is
+            # the account's process now; reconnecting would cut it off in turn
+            client._reconnect_on_failure = False
+            self._taken_over = True
+            self._error = (f"another connection logged in as {self.account!r} (the broker's client id is the login): "
+                           "this process stops")
+        elif reason_code.is_failure and self._error is None:  # keep the first reason (e.g. the CONNACK's)
             self._error = f"disconnected: {reason_code}"
         self._connected.set()
 
@@ -513,6 +524,8 @@ class MqttFabric:
                 raise queue.Empty
             polled = True  # the socket is read at least once, even with no time left
             rc = self._client.loop(timeout=min(max(left, 0.0), 1.0))
+            if self._taken_over:
+                raise TrexsimError(f"{self.account}: {self._error}")
             if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
                 # connection lost: retry as paho's thread would (the barrier takes us back when acks resume)
                 time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))

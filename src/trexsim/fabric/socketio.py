@@ -166,6 +166,7 @@ class SocketIOFabric(MqttFabric):
         self._error = None  # (re)connected
 
     def _on_socket_disconnect(self, reason=None) -> None:
+        self.disconnects += 1
         if not self._closing and self._error is None:
             self._error = f"disconnected from the Socket.IO server ({reason})"
 

@@ -212,6 +212,13 @@ def create_app(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, credentials: 
             client = _Client(room, filters, will, sio.manager.eio_sid_from_sid(sid, "/"))
             if accounts is not None:
                 client.account, client.reads, client.writes = login(auth, room)
+                # the client id is bound to the login (as Mosquitto's use_username_as_clientid): the account's
+                # name, or the name and a suffix (trexsim's <account>-<10 hex digits>)
+                client_id = auth.get("client_id")
+                if client_id is not None and not (isinstance(client_id, str) and (
+                        client_id == client.account or client_id.startswith(client.account + "-"))):
+                    raise ValueError(f"not authorized: client id {client_id!r} is not one of {client.account!r} "
+                                     f"(its name, or its name and '-' and a suffix)")
                 if will is not None and not client.may_write(will[0]):
                     raise ValueError(f"not authorized: {client.account!r} may not write its will's topic {will[0]!r}")
         except ValueError as exc:
