@@ -83,3 +83,33 @@ def test_state_of_charge_never_leaves_0_capacity(residuals, eff, sdr, soc, power
         retention = b.retention[0]
         assert new[0] == pytest.approx((stored[0] + c[0] * eff - d[0] / eff) * retention, abs=1e-6)
         stored = new
+
+
+@pytest.mark.parametrize("close_steps", [2, 3])
+def test_battery_sellers_do_not_oversell_when_orders_are_placed_rounds_ahead(tmp_path, close_steps):
+    """The spare discharge offered for round d counts what was already sold for the rounds before it.
+
+    Before the plan counted committed sales, this community had 60 rows and 326 Wh of shortfall at
+    close_steps 2 (107 rows, 744 Wh at 3): batteries sold the same stored energy twice."""
+    import sys
+    from pathlib import Path
+
+    import duckdb
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_ledger_pins import _community, _study
+
+    from trexsim.config.loader import parse_config
+    from trexsim.simulation import Simulation
+
+    cfg = {"study": _study("oversell", 5, days=2)} | _community("average_price", close_steps, battery_ask=0.11,
+                                                                 tie_break="random")
+    cfg["participants"]["consumer"]["trader"]["bid_pool"] = "dispatch"  # consumers buy battery energy
+    cfg["participants"]["prosumer"]["storage"].update(initial_soc=0.2, capacity_wh=6000)
+    result = Simulation(parse_config(cfg), tmp_path).run(plots=False)
+    con = duckdb.connect(str(result.database), read_only=True)
+    shortfall = con.execute("SELECT count(*), coalesce(sum(shortfall_wh), 0) FROM deliveries WHERE shortfall_wh > 0").fetchone()
+    battery_sold = con.execute("SELECT sum(quantity_wh) FROM settlements WHERE pool = 'dispatch'").fetchone()[0]
+    con.close()
+    assert battery_sold > 60_000  # batteries did sell, a lot
+    assert shortfall == (0, 0)

@@ -44,9 +44,12 @@ def _study(name, seed, days=1, episodes=1):
             "episodes": episodes, "seed": seed, "interval_s": 60}
 
 
-def _community(settlement="average_price", close_steps=1, battery_ask=None, tie_break="submission", prices=None):
+def _community(settlement="average_price", close_steps=1, battery_ask=None, tie_break="submission", prices=None,
+               dispatch_bids=False):
     prosumer = copy.deepcopy(_PROSUMER) | {"count": 6}
     consumer = copy.deepcopy(_CONSUMER) | {"count": 4}
+    if dispatch_bids:
+        consumer["trader"]["bid_pool"] = "dispatch"
     if prices is not None:  # (bid, ask) of every trader
         for group in (prosumer, consumer):
             group["trader"]["bid_price"], group["trader"]["ask_price"] = prices
@@ -71,6 +74,9 @@ CONFIGS = {
     "m1-community-random": {"study": _study("m1r", 42)} | _community(tie_break="random"),
     "m3-battery-close2-pro-rata": {"study": _study("m3p", 5)} | _community("exact_price", 2, battery_ask=0.11,
                                                                             tie_break="pro_rata"),
+    # consumers buy battery energy in the dispatchable pool, orders two rounds ahead
+    "m1-battery-dispatch-close2": {"study": _study("m1d", 5)} | _community("average_price", 2, battery_ask=0.11,
+                                                                            tie_break="random", dispatch_bids=True),
     # learning traders, two short episodes
     "m1-qlearning": {"study": _study("ql", 3, days=1, episodes=2),
                      "market": {"settlement": "average_price", "close_steps": 1, "tie_break": "submission",
@@ -89,6 +95,7 @@ PINS = {
     "m1-qlearning": "9d57df6420224eff",
     "m1-community-random": "76fc3c6ed8ef3ef1",
     "m3-battery-close2-pro-rata": "bbd78b8192c12932",
+    "m1-battery-dispatch-close2": "40baf5c957f9515d",
 }
 
 

@@ -92,6 +92,31 @@ def dispatch_and_step(residual_wh, stored_wh, capacity_wh, charge_limit_wh, disc
 
 
 @numba.njit(cache=True, nogil=True)
+def stored_after_committed(load_wh, generation_wh, bought_wh, sold_wh, keep_plan, plan_delta_wh, stored_wh, capacity_wh,
+                           charge_limit_wh, discharge_limit_wh, efficiency, retention, active):
+    """The stored energy a coming round will leave [Wh], from its forecast and what is already
+    committed for it.
+
+    The battery will cover what the round's contracts leave uncovered (the meter's rule,
+    :func:`meter_round`), so energy already sold for that round — a battery's spare discharge
+    sold in the dispatchable pool, say — is counted before the same energy is offered again for
+    a later round. Where ``keep_plan`` is set (batteries that follow set-points from outside) the
+    planned change ``plan_delta_wh`` is used instead.
+    """
+    n = load_wh.size
+    need = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        need[i] = load_wh[i] - generation_wh[i] - (bought_wh[i] - sold_wh[i])
+    _, _, after = dispatch_and_step(need, stored_wh, capacity_wh, charge_limit_wh, discharge_limit_wh, efficiency,
+                                    retention, active)
+    for i in range(n):
+        if keep_plan[i]:
+            s = stored_wh[i] + plan_delta_wh[i]
+            after[i] = min(max(s, 0.0), capacity_wh[i])
+    return after
+
+
+@numba.njit(cache=True, nogil=True)
 def meter_round(load_wh, generation_wh, bought_wh, sold_wh, setpoint_mask, setpoint_wh, stored_wh, shadow_stored_wh,
                 capacity_wh, charge_limit_wh, discharge_limit_wh, efficiency, retention, active):
     """One round of a population's batteries and meters.

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from trexsim.devices.battery import dispatch_and_step
+from trexsim.devices.battery import dispatch_and_step, stored_after_committed
 from trexsim.engine.delivery import _settle
 from trexsim.engine.intake import _codes
 from trexsim.engine.ties import clear_book_ordered
@@ -159,11 +159,14 @@ def step_copies(k, rounds, close_steps,
             load_f = load_wh[e, d]
             gen_f = gen_wh[e, d]
             stored = stored_wh[e].copy()
-            for r in range(k + 1, d):  # the plan for the rounds in between
-                if has_plan[e, r % slots]:
-                    for i in range(n):
-                        s = stored[i] + plan_delta[e, r % slots, i]
-                        stored[i] = min(max(s, 0.0), capacity_wh[i])
+            for r in range(k + 1, d):  # each round between, as its contracts will leave the battery
+                sr = r % slots
+                delta = plan_delta[e, sr] if has_plan[e, sr] else zeros_f
+                stored = stored_after_committed(load_wh[e, r], gen_wh[e, r],
+                                                c_bought[e, sr] if has_contracts[e, sr] else zeros_i,
+                                                c_sold[e, sr] if has_contracts[e, sr] else zeros_i, external_battery,
+                                                delta, stored, capacity_wh, charge_limit_wh, discharge_limit_wh,
+                                                efficiency, retention, active)
             residual = np.empty(n, dtype=np.int64)
             for i in range(n):
                 residual[i] = load_f[i] - gen_f[i]

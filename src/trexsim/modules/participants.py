@@ -22,7 +22,7 @@ import numpy as np
 from trexsim.agents.base import OrderBatch, TraderObservation, build_trader_populations, population_kinds
 from trexsim.config.schema import ParticipantConfig
 from trexsim.data.profiles import ProfileSet
-from trexsim.devices.battery import BatteryBank, meter_round, plan_round
+from trexsim.devices.battery import BatteryBank, meter_round, plan_round, stored_after_committed
 from trexsim.fabric import topics
 from trexsim.seeding import population_rngs
 from trexsim.fabric.messages import Cleared, Delivered, EpisodeStart, GridPrices, MeterReadings, Orders, RoundStart
@@ -59,6 +59,7 @@ class Participants:
                                        s.monthly_self_discharge, s.initial_soc, s.policy in ("self_consumption", "external"))
         self.shadow_stored_wh = self.battery.stored_wh.copy()
         self._zeros = np.zeros(self.n, dtype=np.int64)
+        self._zeros_f = np.zeros(self.n)
         self._offers_battery = any(getattr(s.trader, "battery_ask_price", None) for s in specs)
         trader_seeds = iter(population_rngs(rng, len(population_kinds([s.trader for s in specs]))))
         self.traders = build_trader_populations([s.trader for s in specs], lambda kind: next(trader_seeds))
@@ -171,12 +172,22 @@ class Participants:
         if self.tc is not None:
             load_f = self.tc.load_forecast(d, load_f)
         battery = self.battery
-        # expected stored energy when round d starts: now, plus what is planned for rounds between
+        # expected stored energy when round d starts: now, then each round between as its contracts
+        # will leave it (energy already sold for those rounds is not offered again)
         stored = battery.stored_wh
-        for r in range(k + 1, d):
-            delta = self._plan_delta.get(r)
-            if delta is not None:
-                stored = np.clip(stored + delta, 0.0, battery.capacity_wh)
+        if d > k + 1:
+            keep_plan = self._setpoint_mask if self.tc is None else self._setpoint_mask | self.tc.react
+            zero = np.zeros(self.n, dtype=np.int64)
+            for r in range(k + 1, d):
+                load_r, gen_r = self.profiles.round_wh(r)
+                if self.tc is not None:
+                    load_r = self.tc.load_forecast(r, load_r)
+                bought_r, sold_r = self._contracts.get(r, (zero, zero))
+                delta = self._plan_delta.get(r)
+                stored = stored_after_committed(
+                    load_r, gen_r, bought_r, sold_r, keep_plan, self._zeros_f if delta is None else delta, stored,
+                    battery.capacity_wh, battery.charge_limit_wh, battery.discharge_limit_wh, battery.efficiency,
+                    battery.retention, battery.self_consumption)
         planned_battery, planned_net, after = plan_round(
             load_f, gen_f, stored, battery.capacity_wh, battery.charge_limit_wh, battery.discharge_limit_wh,
             battery.efficiency, battery.retention, battery.self_consumption)
