@@ -131,3 +131,15 @@ def test_the_matching_order_can_be_rebuilt_from_the_orders_table(tmp_path, tie_b
         rebuilt += [(int(d), int(ids[b]), int(ids[a]), int(x)) for b, a, x in zip(bi, ai, q)]
     assert ties_seen > 50  # the rebuilt books are full of ties, so their order matters
     assert sorted(rebuilt) == sorted(settlements) and len(settlements) > 100
+
+
+@pytest.mark.parametrize("path,value", [(("profile", "load_w"), 1e12), (("profile", "generation_scale"), 1e6),
+                                        (("trader", "max_quantity_wh"), 10**19)])
+def test_participant_sizes_are_bounded(two_houses, path, value):
+    spec = two_houses["participants"]["buyer"]
+    if path[0] == "trader":
+        spec["trader"] = {"type": "external", "max_quantity_wh": value}
+    else:
+        spec[path[0]][path[1]] = value
+    with pytest.raises(ConfigError, match=rf"participants\.buyer\.{path[0]}(\.[a-z_]+)?\.{path[1]}"):
+        parse_config(two_houses)

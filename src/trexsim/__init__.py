@@ -1,6 +1,6 @@
 """trexsim: agent-based, model-free simulation of transactive energy systems (T-REX, ALEX)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from trexsim.config import load_config, parse_config  # noqa: E402
 from trexsim.errors import ConfigError, ProfileError, TrexsimError  # noqa: E402

@@ -138,9 +138,13 @@ class GridConfig(_Model):
         return self
 
 
-# the largest order quantity [Wh] and price [$/kWh] a market may accept
+# the largest order quantity [Wh] and price [$/kWh] a market may accept, and the largest power [W]
+# and scale factor of a participant's profile and devices: with them no energy total of a run can
+# overflow int64 Wh and no money total loses float64 precision (docs/configuration.md, "Why these bounds")
 MAX_ORDER_WH = 1_000_000_000
 MAX_PRICE_PER_KWH = 1000.0
+MAX_POWER_W = 1e9
+MAX_SCALE = 1000.0
 
 
 class MarketConfig(_Model):
@@ -190,24 +194,24 @@ class MarketConfig(_Model):
 
 # --------------------------------------------------------------------------- profiles
 class _ProfileBase(_Model):
-    load_scale: float = Field(1.0, ge=0, description="Multiplies consumption.")
-    generation_scale: float = Field(1.0, ge=0, description="Multiplies generation.")
+    load_scale: float = Field(1.0, ge=0, le=MAX_SCALE, description="Multiplies consumption.")
+    generation_scale: float = Field(1.0, ge=0, le=MAX_SCALE, description="Multiplies generation.")
 
 
 class FlatProfile(_ProfileBase):
     """Constant power, e.g. 60000 W for 60 s rounds = 1000 Wh per round."""
 
     type: Literal["flat"]
-    load_w: float = Field(0.0, ge=0)
-    generation_w: float = Field(0.0, ge=0)
+    load_w: float = Field(0.0, ge=0, le=MAX_POWER_W)
+    generation_w: float = Field(0.0, ge=0, le=MAX_POWER_W)
 
 
 class RealisticProfile(_ProfileBase):
     """The built-in seeded generator: BDEW H25 household load with minute-level variability, PV from pvlib."""
 
     type: Literal["realistic"]
-    annual_load_kwh: float = Field(4000.0, gt=0, description="Annual household consumption, kWh.")
-    pv_capacity_kw: float = Field(5.0, ge=0, description="PV DC nameplate, kW (0: no PV).")
+    annual_load_kwh: float = Field(4000.0, gt=0, le=MAX_POWER_W * 8.76, description="Annual household consumption, kWh.")
+    pv_capacity_kw: float = Field(5.0, ge=0, le=MAX_POWER_W / 1000, description="PV DC nameplate, kW (0: no PV).")
     latitude: float = Field(53.5461, ge=-90, le=90)
     longitude: float = Field(-113.4938, ge=-180, le=180)
     altitude_m: float = Field(668.0)
@@ -256,10 +260,10 @@ class BatteryConfig(_Model):
     """A battery behind the participant's meter."""
 
     type: Literal["battery", "Bess"] = "battery"
-    capacity_wh: float = Field(13500.0, gt=0, alias="capacity", description="Usable capacity, Wh.")
-    power_w: float | None = Field(None, gt=0, alias="power", description="Charge and discharge limit, W.")
-    charge_power_w: float | None = Field(None, gt=0)
-    discharge_power_w: float | None = Field(None, gt=0)
+    capacity_wh: float = Field(13500.0, gt=0, le=MAX_POWER_W * 100, alias="capacity", description="Usable capacity, Wh.")
+    power_w: float | None = Field(None, gt=0, le=MAX_POWER_W, alias="power", description="Charge and discharge limit, W.")
+    charge_power_w: float | None = Field(None, gt=0, le=MAX_POWER_W)
+    discharge_power_w: float | None = Field(None, gt=0, le=MAX_POWER_W)
     efficiency: float = Field(0.95, gt=0, le=1, description="One-way efficiency; round trip is its square.")
     monthly_self_discharge: float = Field(0.02, ge=0, lt=1, alias="monthly_sdr", description="Fraction lost per 30 days.")
     initial_soc: float = Field(0.5, ge=0, le=1, description="State of charge at the start of each episode (fraction).")
@@ -346,7 +350,7 @@ class ExternalTrader(_Model):
     action: Literal["continuous", "discrete"] = Field("continuous", description="Box in [-1, 1] or MultiDiscrete levels.")
     min_price: float = Field(0.0, ge=0, le=10, description="Price of the lowest action, $/kWh.")
     max_price: float = Field(0.3, gt=0, le=10, description="Price of the highest action, $/kWh.")
-    max_quantity_wh: int = Field(2000, gt=0, description="Quantity of the largest order action, Wh per round.")
+    max_quantity_wh: int = Field(2000, gt=0, le=MAX_ORDER_WH, description="Quantity of the largest order action, Wh per round.")
     price_levels: int = Field(21, ge=2, le=1000, description="Discrete actions: prices from min to max.")
     quantity_levels: int = Field(11, ge=2, le=1000, description="Discrete actions: quantities from 0 to max.")
     battery_levels: int = Field(11, ge=3, le=1001, description="Discrete actions: set-points from full discharge to full charge (odd: 0 is a level).")
