@@ -98,10 +98,12 @@ book_orders = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 1), st.intege
 
 
 @settings(max_examples=300, deadline=None)
-@given(book_orders, st.sampled_from(["average_price", "exact_match", "exact_price"]))
-def test_compiled_round_clearing_equals_the_mechanism_methods(book, name):
-    """The market's one-call clearing gives exactly what the mechanism's own methods give."""
+@given(book_orders, st.sampled_from(["average_price", "exact_match", "exact_price"]),
+       st.sampled_from(["submission", "random", "pro_rata"]), st.integers(0, 2**40), st.integers(0, 1000))
+def test_compiled_round_clearing_equals_the_mechanism_methods(book, name, tie_break, key, delivery_round):
+    """The market's one-call clearing gives exactly what the mechanism's own methods give, under every tie rule."""
     from trexsim.engine.mechanisms import clear_round, compiled_price_rule
+    from trexsim.engine.ties import tie_break_code
 
     mech = get_mechanism(name)
     assert compiled_price_rule(mech) is not None
@@ -115,12 +117,14 @@ def test_compiled_round_clearing_equals_the_mechanism_methods(book, name):
     a = np.array(book, dtype=float).reshape(-1, 6)
     cols = (a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2].astype(np.int64), a[:, 3],
             a[:, 4].astype(np.int64), np.arange(len(book), dtype=np.int64) + 100, a[:, 5].astype(np.int64))
-    fast = clear_round(mech, *cols, n_participants=6)
-    reference = clear_round(slow, *cols, n_participants=6)
+    ties = dict(tie_break=tie_break_code(tie_break), key=key, episode=1, delivery_round=delivery_round)
+    fast = clear_round(mech, *cols, n_participants=6, **ties)
+    reference = clear_round(slow, *cols, n_participants=6, **ties)
     for got, want in zip(fast, reference):
         np.testing.assert_array_equal(got, want)
     # contracts are the matches summed per participant; money balances up to the auctioneer's surplus
-    pools, buyer, seller, q, bp, sp, bid_id, ask_id, bought, sold, cost, revenue = fast
+    pools, buyer, seller, q, bp, sp, bid_id, ask_id, bought, sold, cost, revenue, bid_index, ask_index = fast
+    assert (bid_id == cols[5][bid_index]).all() and (ask_id == cols[5][ask_index]).all()
     assert bought.sum() == sold.sum() == q.sum()
     assert (buyer != seller).all()
     assert cost.sum() - revenue.sum() >= -1e-12
