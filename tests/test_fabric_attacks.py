@@ -225,3 +225,116 @@ def test_the_relay_binds_the_client_id_to_the_account(relay, accounts_dir):
         assert coordinator._error is None
     finally:
         coordinator.close()
+
+
+# ---------------------------------------------------------------------------------------------- item 3
+def _acks_seen(bus):
+    """A watcher on every process's acknowledgements (the controller account reads fabric/#)."""
+    seen = []
+    spy = login(bus, "controller", role="controller", timeout_s=10)
+    spy._client.message_callback_add(f"{NS}/fabric/ack/+", lambda c, u, m: seen.append(m.topic.rsplit("/", 1)[1]))
+    return spy, seen
+
+
+def test_processes_late_all_at_once_are_taken_back_when_their_acks_resume(tmp_path, mosquitto, accounts_dir):
+    """Both participant processes paused past the barrier: the coordinator went on alone and, with nothing
+    left to wait for, never read the network again, so neither was ever taken back (every later round
+    settled from profiles). Now their next acknowledgement brings them back."""
+    import signal
+
+    bus = (mosquitto, accounts_dir.credentials, json.loads(accounts_dir.credentials.read_text())["accounts"], MqttFabric)
+    net, sim, nodes, local_db = setup_run(tmp_path, bus, "paused", barrier_timeout_s=1.0)
+    spy, acks = _acks_seen(bus)
+
+    def pause(episode, next_round):
+        if next_round == 5:
+            for n in nodes:
+                n.send_signal(signal.SIGSTOP)
+        if next_round == 7:  # both dropped as late by now; they resume and acknowledge what they missed
+            acks.clear()
+            for n in nodes:
+                n.send_signal(signal.SIGCONT)
+            assert wait_for(lambda: {"grp-0-of-2", "grp-1-of-2"} <= set(acks), timeout_s=30)
+
+    try:
+        net.wait_for_hellos(2, timeout_s=60)
+        sim.run(on_round=pause, plots=False)
+    finally:
+        for n in nodes:
+            n.send_signal(signal.SIGCONT)
+        spy.close()
+        finish(net, nodes)
+    events = [(e["event"], e["account"]) for e in net.events]
+    assert sorted(events) == sorted([("late", "grp-0-of-2"), ("late", "grp-1-of-2"),
+                                     ("rejoined", "grp-0-of-2"), ("rejoined", "grp-1-of-2")])
+    missing = [r for r, in query(sim.db_path, "SELECT DISTINCT round FROM rejections WHERE reason = 'meter_missing' "
+                                              "ORDER BY 1")]
+    assert missing and set(missing) <= {5, 6, 7, 8}  # the paused rounds and the one they came back in
+    late = "round >= 10"
+    assert (query(sim.db_path, f"SELECT * EXCLUDE (episode) FROM deliveries WHERE {late} ORDER BY round, participant")
+            == query(local_db, f"SELECT * EXCLUDE (episode) FROM deliveries WHERE {late} ORDER BY round, participant"))
+
+
+def _children(pid):
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    import os
+
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def test_a_run_settled_mostly_from_profiles_says_so_in_its_exit_status_summary_and_console(tmp_path, mosquitto, accounts_dir):
+    """The participant processes paused from round 10 to the end: the run used to say "finished", exit 0.
+    Now it exits 3, says DEGRADED, and summary.json and the runs table say so."""
+    import os
+    import signal
+
+    cfg = community().model_dump(mode="json", by_alias=True)
+    cfg["study"].update(days=40 / 1440, name="degraded")
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    passwords = json.loads(accounts_dir.credentials.read_text())["accounts"]
+    import paho.mqtt.client as mqtt
+
+    rounds, ended = [], []
+    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    watcher.username_pw_set("observer", passwords["observer"])
+    watcher.message_callback_add(f"{NS}/sim/round_start", lambda c, u, m: rounds.append(1))
+    watcher.message_callback_add(f"{NS}/sim/end", lambda c, u, m: ended.append(1))
+    watcher.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{NS}/sim/#")
+    host, port = mosquitto.removeprefix("mqtt://").split(":")
+    watcher.connect(host, int(port))
+    watcher.loop_start()
+    run = subprocess.Popen([sys.executable, "-m", "trexsim", "run", str(path), "--fabric", mosquitto,
+                            "--credentials", str(accounts_dir.credentials), "--participant-processes", "2",
+                            "--barrier-timeout", "0.5", "--out", str(tmp_path / "net"), "--no-plots"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    paused = []
+    try:
+        assert wait_for(lambda: len(rounds) >= 10, timeout_s=90)
+        paused = _children(run.pid)
+        assert len(paused) == 2
+        for pid in paused:
+            os.kill(pid, signal.SIGSTOP)
+        assert wait_for(lambda: ended, timeout_s=60)
+    finally:
+        for pid in paused:
+            os.kill(pid, signal.SIGCONT)
+        out = run.communicate(timeout=60)[0]
+        watcher.loop_stop()
+        watcher.disconnect()
+    assert run.returncode == 3, out
+    assert "DEGRADED" in out
+    summary = json.loads((tmp_path / "net" / "summary.json").read_text())
+    fabric = summary["fabric"]
+    assert fabric["degraded"] is True and fabric["fallback_share"] > 0.5 and fabric["max_fallback_share"] == 0.01
+    assert fabric["household_rounds"] == 40 * 5
+    assert query(tmp_path / "net" / "run.duckdb", "SELECT status FROM runs") == [("degraded",)]

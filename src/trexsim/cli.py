@@ -144,11 +144,12 @@ def _run(config, out, example, no_plots, quiet, fabric, participant_processes, c
                     node.wait(timeout=30)
                 except Exception:  # a node that does not stop by itself is stopped
                     node.kill()
-        if getattr(network, "events", None):
-            from trexsim.node import record_fabric_events
+        report = {}
+        if network is not None:
+            from trexsim.node import finish_networked_run
 
-            record_fabric_events(result.database, network.events)
-            if not quiet:
+            report = finish_networked_run(result.out_dir, result.database, result.summary, network, sim.participant_ids)
+            if not quiet and network.events:
                 console.print(f"fabric events (table fabric_events): {len(network.events)}")
     except TrexsimError as exc:
         _fail(exc)
@@ -164,6 +165,12 @@ def _run(config, out, example, no_plots, quiet, fabric, participant_processes, c
         console.print(f"\nresults: [bold]{result.out_dir}[/]  (database {result.database.name}, summary.json)")
         if result.figures:
             console.print(f"figures: [bold]{result.figures[0].parent}[/]  ({', '.join(f.name for f in result.figures)})")
+    from trexsim.node import DEGRADED_EXIT_STATUS, degraded_warning
+
+    warning = degraded_warning(report)
+    if warning is not None:  # even with --quiet: a degraded run never passes for a normal one
+        err_console.print(f"[bold red]{warning}[/]")
+        raise typer.Exit(DEGRADED_EXIT_STATUS)
 
 
 def _wait_for_nodes(network, nodes, timeout_s: float) -> None:

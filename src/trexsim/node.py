@@ -138,6 +138,68 @@ def record_fabric_events(db_path: str | Path, events: list[dict]) -> None:
         con.close()
 
 
+# a networked run whose households were settled from their profiles (no valid meter reading: a process late,
+# lost or paused) in more than this share of its household-rounds is degraded: exit status 3, summary.json's
+# fabric.degraded, runs.status 'degraded', and a warning on the console
+DEGRADED_SHARE = 0.01
+DEGRADED_EXIT_STATUS = 3
+
+
+def fabric_report(fabric, participant_ids: list[str], max_share: float = DEGRADED_SHARE) -> dict:
+    """summary.json's ``fabric`` section: how much of the run was settled from profiles, the barrier's events."""
+    from collections import Counter
+
+    gate = getattr(fabric, "_gate", None)
+    events = Counter(e["event"] for e in getattr(fabric, "events", []))
+    report = {"events": dict(sorted(events.items())), "refused_messages": int(getattr(fabric, "rejected", 0))}
+    if gate is None:
+        return report
+    fallback = gate.fallback_rounds
+    total = int(gate.rounds) * int(gate.n)
+    share = float(fallback.sum()) / total if total else 0.0
+    worst = np.argsort(-fallback, kind="stable")[:10]
+    degraded = share > max_share
+    report.update({
+        "degraded": bool(degraded),
+        "status": "degraded" if degraded else "finished",
+        "fallback_share": round(share, 6),
+        "max_fallback_share": max_share,
+        "fallback_household_rounds": int(fallback.sum()),
+        "household_rounds": total,
+        "most_settled_from_profiles": {participant_ids[i]: int(fallback[i]) for i in worst if fallback[i] > 0},
+    })
+    return report
+
+
+def finish_networked_run(out_dir: str | Path, db_path: str | Path, summary: dict, fabric, participant_ids: list[str]) -> dict:
+    """After a networked run: the barrier's events into ``fabric_events``, the ``fabric`` section into summary.json
+    (and ``summary``), the runs table's status 'degraded' if so. Returns the section."""
+    import duckdb
+    import msgspec
+
+    report = fabric_report(fabric, participant_ids)
+    record_fabric_events(db_path, getattr(fabric, "events", []))
+    summary["fabric"] = report
+    (Path(out_dir) / "summary.json").write_bytes(msgspec.json.format(msgspec.json.encode(summary), indent=2))
+    if report.get("degraded"):
+        con = duckdb.connect(str(db_path))
+        try:
+            con.execute("UPDATE runs SET status = 'degraded'")
+        finally:
+            con.close()
+    return report
+
+
+def degraded_warning(report: dict) -> str | None:
+    """The console's line for a degraded run (None if it is not)."""
+    if not report.get("degraded"):
+        return None
+    worst = ", ".join(f"{pid} {k}" for pid, k in list(report["most_settled_from_profiles"].items())[:5])
+    return (f"DEGRADED RUN: {report['fallback_share']:.1%} of household-rounds ({report['fallback_household_rounds']:,} of "
+            f"{report['household_rounds']:,}) were settled from profiles, not meters (limit {report['max_fallback_share']:.0%}); "
+            f"most: {worst}; fabric events {report['events']}. Its bills are not what the households did.")
+
+
 def serve_market(config, fabric, out_dir: str | Path | None = None):
     """Market, grid and recorder in this process until the simulation ends; writes the run's results."""
     from trexsim.simulation import Simulation
@@ -155,6 +217,7 @@ def serve_market(config, fabric, out_dir: str | Path | None = None):
             sim.recorder.close()
     summary = sim.write_summary()
     sim.recorder.close()
+    finish_networked_run(sim.out_dir, sim.db_path, summary, fabric, sim.participant_ids)
     return sim.out_dir, summary
 
 

@@ -418,6 +418,10 @@ class MqttFabric:
         market) still silent after ``timeout_s`` stops the run with an error.
         """
         if not self._pending:
+            if self._nodes:
+                # nobody to wait for (every process late or gone): still read what has arrived, so that a process
+                # whose acknowledgements resume is taken back
+                self._read_arrived()
             return
         self._run_network_here()
         start = time.monotonic()
@@ -439,6 +443,16 @@ class MqttFabric:
                     raise TrexsimError(f"no acknowledgement from {', '.join(missing)} for {self.timeout_s} s"
                                        f"{': ' + self._error if self._error else ''}") from None
                 continue
+            self._receive(mqtt_topic, payload)
+
+    def _read_arrived(self, limit: int = 10_000) -> None:
+        """Handle what has arrived (at most ``limit`` messages), without waiting."""
+        self._run_network_here()
+        for _ in range(limit):
+            try:
+                mqtt_topic, payload = self._take(0.0)
+            except queue.Empty:
+                return
             self._receive(mqtt_topic, payload)
 
     def wait_for_hellos(self, n: int, timeout_s: float | None = None) -> list[Hello]:
@@ -867,6 +881,8 @@ class _Gate:
         self.masks: dict[str, np.ndarray] = {}  # account -> which roster indices it holds
         self.last_order_id = np.full(self.n, -1, dtype=np.int64)
         self.reported = np.zeros(self.n, dtype=bool)
+        self.rounds = 0  # rounds started (all episodes)
+        self.fallback_rounds = np.zeros(self.n, dtype=np.int64)  # per household: rounds settled from its profile
         # an id is used once the market books its order: a refused order's id may be sent again
         fabric.subscribe(topics.ACCEPTED, self.on_accepted)
 
@@ -879,6 +895,7 @@ class _Gate:
 
     def on_round_start(self, msg: RoundStart) -> None:
         self.reported[:] = False
+        self.rounds += 1
 
     def note_meter(self, msg: MeterReadings) -> None:
         self.reported[np.asarray(msg.participant, dtype=np.int64)] = True
@@ -890,6 +907,7 @@ class _Gate:
             return
         missing = np.flatnonzero(~self.reported).astype(np.int64)
         self.record_rows(missing, "meter_missing")
+        self.fallback_rounds[missing] += 1
         reading = fabric.meter_fallback(msg.episode, msg.round, missing)
         self.reported[missing] = True
         fabric._dispatch_local(reading)
