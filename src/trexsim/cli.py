@@ -94,8 +94,10 @@ def run(
 ) -> None:
     """Run a simulation; write its database, summary.json and figures."""
     with _NothingLeftBehind() as leftovers:  # a failed run leaves no (empty or half-written) output folder
-        _run(config, out, example, no_plots, quiet, fabric, participant_processes, credentials, barrier_timeout, ca_file,
-             leftovers)
+        status = _run(config, out, example, no_plots, quiet, fabric, participant_processes, credentials, barrier_timeout,
+                      ca_file, leftovers)
+    if status:  # a degraded networked run: its results stay, its exit status says so
+        raise typer.Exit(status)
 
 
 def _run(config, out, example, no_plots, quiet, fabric, participant_processes, credentials, barrier_timeout, ca_file,
@@ -170,7 +172,8 @@ def _run(config, out, example, no_plots, quiet, fabric, participant_processes, c
     warning = degraded_warning(report)
     if warning is not None:  # even with --quiet: a degraded run never passes for a normal one
         err_console.print(f"[bold red]{warning}[/]")
-        raise typer.Exit(DEGRADED_EXIT_STATUS)
+        return DEGRADED_EXIT_STATUS
+    return 0
 
 
 def _wait_for_nodes(network, nodes, timeout_s: float) -> None:
