@@ -142,12 +142,19 @@ def match_pairwise(
     )
 
 
+# an empty submission order: the book's own (a compile-time constant, so nothing is allocated)
+BOOK_ORDER = np.zeros(0, dtype=np.int64)
+
+
 @numba.njit(cache=True, nogil=True)
-def _clear_book(participant, side, pool, price, quantity_wh, equal_prices, n_pools):
+def _clear_book_in_order(order, participant, side, pool, price, quantity_wh, equal_prices, n_pools):
     """Match every pool of one delivery round's book; pools in descending code order.
 
-    Returns ``(bid_index, ask_index, quantity_wh, pool)`` with indices into the book.
+    ``order`` is the submission order (a permutation of the book's indices; empty: the book's own
+    order, with nothing allocated for it): equal prices are taken in that order. Returns
+    ``(bid_index, ask_index, quantity_wh, pool)`` with indices into the book.
     """
+    reorder = order.size > 0
     n = participant.size
     out_b = np.empty(n, dtype=np.int64)
     out_a = np.empty(n, dtype=np.int64)
@@ -169,7 +176,8 @@ def _clear_book(participant, side, pool, price, quantity_wh, equal_prices, n_poo
         asks = np.empty(na, dtype=np.int64)
         nb = 0
         na = 0
-        for i in range(n):
+        for t in range(n):
+            i = order[t] if reorder else t
             if pool[i] == pool_code:
                 if side[i] == 0:
                     bids[nb] = i
@@ -189,6 +197,12 @@ def _clear_book(participant, side, pool, price, quantity_wh, equal_prices, n_poo
             out_p[k] = pool_code
             k += 1
     return out_b[:k], out_a[:k], out_q[:k], out_p[:k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _clear_book(participant, side, pool, price, quantity_wh, equal_prices, n_pools):
+    """:func:`_clear_book_in_order` with the book's own order as the submission order."""
+    return _clear_book_in_order(BOOK_ORDER, participant, side, pool, price, quantity_wh, equal_prices, n_pools)
 
 
 def match_book(participant, side, pool, price, quantity_wh, *, equal_prices=False, n_pools=2):

@@ -3,7 +3,10 @@
 A mechanism turns one pool's order book into matches with prices. Pairwise mechanisms
 share the ALEX matching order (:func:`trexsim.engine.matching.match_pairwise`) and differ
 in when a pair trades and at what prices. A new mechanism registers itself with
-:func:`register_mechanism` and needs no change to the market.
+:func:`register_mechanism` and needs no change to the market; a package outside trexsim adds
+one through the entry-point group ``trexsim.mechanisms`` (:mod:`trexsim.plugins`, loaded before
+the registry first answers). ``trexsim.testing.check_mechanism`` checks any of them against the
+market's rules (docs/extending.md).
 
 Mechanisms (T-REX paper, section 5):
 
@@ -97,14 +100,37 @@ _REGISTRY: dict[str, Mechanism] = {}
 
 
 def register_mechanism(cls: type[Mechanism]) -> type[Mechanism]:
-    """Class decorator: make a mechanism available by its ``name`` to configs and the market."""
+    """Class decorator: make a mechanism available by its ``name`` to configs and the market.
+
+    A name belongs to one class: registering another class under a taken name raises
+    ``ValueError`` (the same class again, e.g. on a module reload, replaces it).
+    """
     if not getattr(cls, "name", None):
         raise ValueError("a mechanism needs a class attribute 'name'")
+    if getattr(cls, "budget_balance", None) not in ("strong", "weak"):
+        raise ValueError(f"mechanism {cls.name!r}: budget_balance must be 'strong' or 'weak', not {cls.budget_balance!r}")
+    held = _REGISTRY.get(cls.name)
+    if held is not None and _qualname(type(held)) != _qualname(cls):
+        raise ValueError(f"settlement mechanism {cls.name!r} is already registered by {_qualname(type(held))}; "
+                         f"{_qualname(cls)} needs another name")
     _REGISTRY[cls.name] = cls()
     return cls
 
 
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _load_plugins() -> None:
+    """Packages outside trexsim register mechanisms through entry points (:mod:`trexsim.plugins`),
+    loaded once, before the registry first answers."""
+    from trexsim.plugins import load_mechanism_plugins
+
+    load_mechanism_plugins()
+
+
 def get_mechanism(name: str) -> Mechanism:
+    _load_plugins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -112,7 +138,14 @@ def get_mechanism(name: str) -> Mechanism:
 
 
 def registered_mechanisms() -> list[str]:
+    _load_plugins()
     return sorted(_REGISTRY)
+
+
+def mechanisms_defined_in(module: str) -> list[str]:
+    """Names of the registered mechanisms whose class lives in ``module`` or a submodule of it."""
+    return sorted(n for n, m in _REGISTRY.items()
+                  if type(m).__module__ == module or type(m).__module__.startswith(module + "."))
 
 
 # Price rules of the built-in pairwise mechanisms, as codes a compiled fast path can use too
@@ -258,10 +291,13 @@ def clear_round(mechanism: Mechanism, participant, side, pool, price, quantity_w
                             int(episode), int(delivery_round))
     order = submission_order(participant, placed_round, int(n_participants), int(tie_break), int(key), int(episode),
                              int(delivery_round))
+    if order.size == 0:
+        order = np.arange(participant.size)
     participant, side, pool, price, quantity_wh, order_id = (a[order] for a in (participant, side, pool, price, quantity_wh, order_id))
     m, pools = mechanism.clear_book(participant, side, pool, price, quantity_wh, n_pools)
     if tie_break == PRO_RATA and len(m):  # the same two passes as the compiled path, through the mechanism's own clearing
-        share = _pro_rata_quantities(side, pool, price, quantity_wh, np.asarray(m.bid_index, dtype=np.int64),
+        share = _pro_rata_quantities(np.arange(len(participant)), side, pool, price, quantity_wh,
+                                     np.asarray(m.bid_index, dtype=np.int64),
                                      np.asarray(m.ask_index, dtype=np.int64), np.asarray(m.quantity_wh, dtype=np.int64))
         m, pools = mechanism.clear_book(participant, side, pool, price, share, n_pools)
     bi, ai, q = m.bid_index, m.ask_index, np.asarray(m.quantity_wh, dtype=np.int64)

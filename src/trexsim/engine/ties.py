@@ -28,7 +28,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from trexsim.engine.matching import _clear_book
+from trexsim.engine.matching import BOOK_ORDER, _clear_book_in_order
 
 SUBMISSION, RANDOM, PRO_RATA = 0, 1, 2
 TIE_BREAKS = {"submission": SUBMISSION, "random": RANDOM, "pro_rata": PRO_RATA}
@@ -59,14 +59,26 @@ def _mix64(z):
 
 
 @numba.njit(cache=True, nogil=True)
-def participant_rank(key, episode, delivery_round, n_participants):
-    """Each participant's place in the random order of one delivery round (a permutation of 0..n-1)."""
+def _round_base(key, episode, delivery_round):
     base = _mix64(np.uint64(key) + _GOLDEN)
     base = _mix64(base ^ (np.uint64(episode) * _GOLDEN))
-    base = _mix64(base ^ (np.uint64(delivery_round) + _GOLDEN))
+    return _mix64(base ^ (np.uint64(delivery_round) + _GOLDEN))
+
+
+@numba.njit(cache=True, nogil=True)
+def _draw(base, participant):
+    """A participant's draw for one round; distinct participants get distinct draws (a bijection)."""
+    return _mix64(base + np.uint64(participant + 1) * _GOLDEN)
+
+
+@numba.njit(cache=True, nogil=True)
+def participant_rank(key, episode, delivery_round, n_participants):
+    """Each participant's place in the random order of one delivery round (a permutation of 0..n-1):
+    the participants ordered by their draws."""
+    base = _round_base(key, episode, delivery_round)
     draws = np.empty(n_participants, dtype=np.uint64)
     for i in range(n_participants):
-        draws[i] = _mix64(base + np.uint64(i + 1) * _GOLDEN)
+        draws[i] = _draw(base, i)
     order = np.argsort(draws, kind="mergesort")
     rank = np.empty(n_participants, dtype=np.int64)
     for r in range(n_participants):
@@ -77,49 +89,67 @@ def participant_rank(key, episode, delivery_round, n_participants):
 @numba.njit(cache=True, nogil=True)
 def submission_order(participant, placed_round, n_participants, tie_break, key, episode, delivery_round):
     """The permutation that puts a book in submission order: round placed, then the participant's
-    place (roster position, or this round's random rank), then the order within its batch."""
+    place (roster position, or this round's random draw), then the order within its batch.
+    Empty (:data:`~trexsim.engine.matching.BOOK_ORDER`) when the book already is in that order."""
     n = participant.size
-    sort_key = np.empty(n, dtype=np.int64)
+    one_round = True
+    for i in range(1, n):
+        if placed_round[i] != placed_round[0]:
+            one_round = False
+            break
     if tie_break == RANDOM:
-        rank = participant_rank(key, episode, delivery_round, n_participants)
+        base = _round_base(key, episode, delivery_round)
+        draws = np.empty(n, dtype=np.uint64)
         for i in range(n):
-            sort_key[i] = placed_round[i] * n_participants + rank[participant[i]]
+            draws[i] = _draw(base, participant[i])
+        order = np.argsort(draws, kind="mergesort")
     else:
-        for i in range(n):
-            sort_key[i] = placed_round[i] * n_participants + participant[i]
-    return np.argsort(sort_key, kind="mergesort")
+        in_order = True
+        for i in range(1, n):
+            if participant[i] < participant[i - 1]:
+                in_order = False
+                break
+        if in_order and one_round:  # the usual book: already in roster order
+            return BOOK_ORDER
+        order = np.argsort(participant, kind="mergesort")
+    if not one_round:
+        order = order[np.argsort(placed_round[order], kind="mergesort")]
+    return order
 
 
 @numba.njit(cache=True, nogil=True)
-def _pro_rata_quantities(side, pool, price, quantity_wh, bid_index, ask_index, filled_q):
-    """Each order's share of what its (pool, side, price) level traded, whole Wh, largest remainder."""
+def _pro_rata_quantities(order, side, pool, price, quantity_wh, bid_index, ask_index, filled_q):
+    """Each order's share of what its (pool, side, price) level traded, whole Wh, largest remainder
+    (equal remainders: submission order ``order``)."""
     n = side.size
+    if order.size == 0:
+        order = np.arange(n)
     filled = np.zeros(n, dtype=np.int64)
     for t in range(filled_q.size):
         filled[bid_index[t]] += filled_q[t]
         filled[ask_index[t]] += filled_q[t]
-    # levels: orders sorted by (pool, side, price); the stable sort keeps submission order inside a level
-    order = np.argsort(price, kind="mergesort")
-    order = order[np.argsort(side[order], kind="mergesort")]
-    order = order[np.argsort(pool[order], kind="mergesort")]
+    # levels: orders sorted by (pool, side, price); the stable sorts keep submission order inside a level
+    level = order[np.argsort(price[order], kind="mergesort")]
+    level = level[np.argsort(side[level], kind="mergesort")]
+    level = level[np.argsort(pool[level], kind="mergesort")]
     share = quantity_wh.copy()
     start = 0
     while start < n:
-        first = order[start]
+        first = level[start]
         stop = start + 1
-        while (stop < n and pool[order[stop]] == pool[first] and side[order[stop]] == side[first]
-               and price[order[stop]] == price[first]):
+        while (stop < n and pool[level[stop]] == pool[first] and side[level[stop]] == side[first]
+               and price[level[stop]] == price[first]):
             stop += 1
         total_q = 0
         traded = 0
         for s in range(start, stop):
-            total_q += quantity_wh[order[s]]
-            traded += filled[order[s]]
+            total_q += quantity_wh[level[s]]
+            traded += filled[level[s]]
         if stop - start > 1 and traded < total_q:
             rest = traded
             remainder = np.empty(stop - start)
             for s in range(start, stop):
-                i = order[s]
+                i = level[s]
                 exact = traded * (quantity_wh[i] / total_q)
                 whole = np.int64(np.floor(exact))
                 if whole > quantity_wh[i]:
@@ -130,7 +160,7 @@ def _pro_rata_quantities(side, pool, price, quantity_wh, bid_index, ask_index, f
             by_remainder = np.argsort(-remainder, kind="mergesort")
             t = 0
             while rest > 0 and t < by_remainder.size:
-                i = order[start + by_remainder[t]]
+                i = level[start + by_remainder[t]]
                 if share[i] < quantity_wh[i]:
                     share[i] += 1
                     rest -= 1
@@ -148,13 +178,8 @@ def clear_book_ordered(participant, side, pool, price, quantity_wh, placed_round
     the matches in matching order, indices into the arrays as given.
     """
     order = submission_order(participant, placed_round, n_participants, tie_break, key, episode, delivery_round)
-    p = participant[order]
-    s = side[order]
-    po = pool[order]
-    pr = price[order]
-    q = quantity_wh[order]
-    bi, ai, mq, pools = _clear_book(p, s, po, pr, q, equal_prices, n_pools)
+    bi, ai, mq, pools = _clear_book_in_order(order, participant, side, pool, price, quantity_wh, equal_prices, n_pools)
     if tie_break == PRO_RATA and mq.size > 0:
-        share = _pro_rata_quantities(s, po, pr, q, bi, ai, mq)
-        bi, ai, mq, pools = _clear_book(p, s, po, pr, share, equal_prices, n_pools)
-    return order[bi], order[ai], mq, pools
+        share = _pro_rata_quantities(order, side, pool, price, quantity_wh, bi, ai, mq)
+        bi, ai, mq, pools = _clear_book_in_order(order, participant, side, pool, price, share, equal_prices, n_pools)
+    return bi, ai, mq, pools
