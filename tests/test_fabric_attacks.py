@@ -338,3 +338,81 @@ def test_a_run_settled_mostly_from_profiles_says_so_in_its_exit_status_summary_a
     assert fabric["degraded"] is True and fabric["fallback_share"] > 0.5 and fabric["max_fallback_share"] == 0.01
     assert fabric["household_rounds"] == 40 * 5
     assert query(tmp_path / "net" / "run.duckdb", "SELECT status FROM runs") == [("degraded",)]
+
+
+# ---------------------------------------------------------------------------------------------- item 4
+def _on_round_start(fabric, react):
+    """Call ``react(round_start)`` on mallory's own network thread the moment a round starts."""
+    from trexsim.fabric.mqtt import _DECODER
+
+    def handle(topic, payload):
+        if topic.endswith("/sim/round_start"):
+            react(_DECODER.decode(payload).message)
+
+    if hasattr(fabric._client, "emit"):  # Socket.IO
+        fabric._client.on("bus", lambda topic, payload: handle(topic, payload))
+    else:
+        fabric._client.message_callback_add(f"{NS}/sim/round_start", lambda c, u, m: handle(m.topic, m.payload))
+
+
+def test_a_household_cannot_erase_its_neighbours_readings_when_households_run_in_groups(tmp_path, bus):
+    """con-1's own account, while con-1 runs in grp-1-of-2: its reading sent first made the group's whole
+    reading a duplicate (con-2 settled from its profile, batteries idle). Accounts follow who holds each
+    household: a run admits only its layout's accounts (here the two groups)."""
+    from trexsim.fabric.messages import MeterReadings
+
+    net, sim, nodes, local_db = setup_run(tmp_path, bus, "groups", accounts=["grp-0-of-2", "grp-1-of-2"])
+    mallory = login(bus, "con-1")
+    one = lambda v, dt=np.int64: np.array([v], dtype=dt)  # noqa: E731
+
+    def first(start):
+        mallory._send(f"{NS}/p/con-1/meter", MeterReadings(start.episode, start.round, one(3), one(0), one(0), one(0),
+                                                           one(0), one(0.0, float), one(0)))
+
+    _on_round_start(mallory, first)
+    try:
+        net.wait_for_hellos(2, timeout_s=60)
+        sim.run(plots=False)
+    finally:
+        mallory.close()
+        finish(net, nodes)
+    assert book(sim.db_path) == book(local_db)
+    reasons = dict(query(sim.db_path, "SELECT reason, count(*) FROM rejections GROUP BY ALL"))
+    assert reasons == {"unknown_account": ROUNDS}  # each of mallory's readings, none of the group's
+    # recorded as con-1's own (index 3), which is who sent them
+    assert query(sim.db_path, "SELECT DISTINCT participant FROM rejections") == [(3,)]
+
+
+def test_overlapping_accounts_refuse_only_the_rows_already_reported_and_keep_their_own_order_ids(mosquitto, accounts_dir):
+    """Where the layout is not known (accounts of several layouts admitted), one account's reading refuses
+    only the rows already reported, not a group's whole reading; and one account's order ids never block
+    another's."""
+    from trexsim.fabric import topics
+    from trexsim.fabric.messages import EpisodeStart, MeterReadings, RoundStart
+
+    bus = (mosquitto, accounts_dir.credentials, json.loads(accounts_dir.credentials.read_text())["accounts"], MqttFabric)
+    market = login(bus, "market", role="market", participant_ids=IDS)
+    group = login(bus, "grp-0-of-2")  # pro-1, pro-2, pro-3
+    alone = login(bus, "pro-1")
+    got = {topic: [] for topic in (topics.ORDERS, topics.METER, topics.REJECTED)}
+    for topic, seen in got.items():
+        market.subscribe(topic, seen.append)
+    market.publish(topics.EPISODE_START, EpisodeStart(0, 0, 10, 60))
+    market.publish(topics.ROUND_START, RoundStart(0, 3, 180, 60, 4))
+    a = lambda *v, dt=np.int64: np.array(v, dtype=dt)  # noqa: E731
+    meter = lambda *p: MeterReadings(0, 3, a(*p), a(*[10] * len(p)), a(*[0] * len(p)), a(*[0] * len(p)),  # noqa: E731
+                                     a(*[0] * len(p)), a(*[0.0] * len(p), dt=float), a(*[10] * len(p)))
+    order = lambda p, i: Orders(0, 3, 5, a(p), a(0), a(0), a(0.1, dt=float), a(100), a(i))  # noqa: E731
+    try:
+        alone.publish(topics.METER, meter(0))
+        alone.publish(topics.ORDERS, order(0, 1 << 50))
+        assert wait_for(lambda: len(got[topics.ORDERS]) == 1, poll=market.poll)
+        group.publish(topics.METER, meter(0, 1, 2))
+        group.publish(topics.ORDERS, order(0, 5))  # its own ids: 5 is above every id it used
+        assert wait_for(lambda: len(got[topics.ORDERS]) == 2, poll=market.poll)
+    finally:
+        for f in (market, group, alone):
+            f.close()
+    assert [m.participant.tolist() for m in got[topics.METER]] == [[0], [1, 2]]
+    assert [(r.reason, r.participant.tolist()) for r in got[topics.REJECTED]] == [(["duplicate_meter"], [0])]
+    assert [o.order_id.tolist() for o in got[topics.ORDERS]] == [[1 << 50], [5]]

@@ -31,7 +31,8 @@ NS = "trexsim/sec"
 def secured():
     # under /tmp: mosquitto reads its password and ACL files as user 'mosquitto' when started as root
     directory = tempfile.mkdtemp(prefix="trexsim-broker-")
-    files = write_broker_files(IDS, directory, NS, port=free_port(), groups=[2])
+    # two layouts: each household in its own process, and a split into 2 processes
+    files = write_broker_files(IDS, directory, NS, port=free_port(), groups=[2, len(IDS)])
     proc = start_broker(files)
     creds = json.loads(files.credentials.read_text())
     yield files, creds["accounts"]
@@ -54,8 +55,9 @@ def test_the_generated_files(secured):
     conf = files.conf.read_text()
     assert f"listener {files.port} 127.0.0.1" in conf and "allow_anonymous false" in conf
     assert f"password_file {files.passwd}" in conf and f"acl_file {files.acl}" in conf
-    # one account per household, all households in one process, each half of a split into 2, and the modules
-    assert set(passwords) == {*IDS, "grp-0-of-1", "grp-0-of-2", "grp-1-of-2", "coordinator", "controller", "market", "observer"}
+    # one account per household (a split into 5), each half of a split into 2, and the modules
+    assert set(passwords) == {*IDS, "grp-0-of-2", "grp-1-of-2", "coordinator", "controller", "market", "observer"}
+    assert "use_username_as_clientid true" in conf
     assert stat.S_IMODE(os.stat(files.credentials).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(files.passwd).st_mode) == 0o600
     if os.geteuid() == 0:  # readable by the user mosquitto drops to
@@ -263,7 +265,9 @@ def test_the_broker_command_writes_its_files_and_refuses_a_folder_mosquitto_cann
         assert r.exit_code == 0, r.output
         creds = json.loads((Path(target) / "credentials.json").read_text())
         assert creds["url"] == "mqtt://127.0.0.1:18830" and creds["namespace"] == "trexsim/trexsim-study"
-        assert {"grp-0-of-3", "grp-1-of-3", "grp-2-of-3", "grp-0-of-1", "pro-1", "con-2"} <= set(creds["accounts"])
+        # accounts follow who holds the households: 3 groups of 2, 2 and 1 (con-2 alone: its own id), no other
+        assert set(creds["accounts"]) == {"grp-0-of-3", "grp-1-of-3", "con-2", "coordinator", "controller", "market",
+                                          "observer"}
     finally:
         shutil.rmtree(target, ignore_errors=True)
     if os.geteuid() == 0:  # pytest's tmp_path lies under a 0700 folder: mosquitto's own user could not read it

@@ -121,16 +121,22 @@ def _run(config, out, example, no_plots, quiet, fabric, participant_processes, c
             from trexsim.fabric import open_fabric
             from trexsim.node import fabric_options
 
+            from trexsim.node import layout_accounts
+
             options = fabric_options(cfg, fabric, role="coordinator", credentials=credentials,
                                      participant_ids=[pid for pid, _ in cfg.expanded_participants()],
+                                     accounts=layout_accounts(cfg, participant_processes),
                                      barrier_timeout_s=barrier_timeout, **({"ca_file": str(ca_file)} if ca_file else {}))
             namespace = options["namespace"]
             network = open_fabric(fabric, **options)
         sim = Simulation(cfg, out, fabric=network, local_participants=not participant_processes)
-        if participant_processes:
-            from trexsim.node import profile_meter_fallback, spawn_participant_nodes
+        if network is not None:
+            from trexsim.node import configure_market_fabric
 
-            network.meter_fallback = profile_meter_fallback(cfg)
+            configure_market_fabric(network, cfg)
+        if participant_processes:
+            from trexsim.node import spawn_participant_nodes
+
             nodes = spawn_participant_nodes(path, fabric, namespace, participant_processes, credentials)
         finished = False
         try:

@@ -39,11 +39,17 @@ def fabric_options(config, fabric_url: str, *, role: str, account: str | None = 
 
     account = account or role
     ns = namespace
+    ids = [pid for pid, _ in config.expanded_participants()]
+    if role == "controller":  # which accounts may hold households (roles come from accounts, docs/fabric.md)
+        extra.setdefault("participant_ids", ids)
     if credentials is not None:
         creds = load_credentials(credentials)
         ns = ns or creds.get("namespace")
         if password is None:
             password = account_password(creds, account, str(credentials))
+        if role in ("market", "controller") and "accounts" not in extra:
+            # who holds households: the participant accounts the operator made (trexsim broker writes one layout's)
+            extra["accounts"] = [a for a in creds["accounts"] if a not in topics.MODULE_ACCOUNTS and a != "observer"]
     if password is None:
         password = os.environ.get(PASSWORD_ENV)
     options = {"namespace": ns or default_namespace(config.study.name), "role": role, "account": account, **extra}
@@ -82,6 +88,52 @@ def participants_account(config, group: int, groups: int) -> tuple[str, np.ndarr
     if index.size == 0:
         raise TrexsimError(f"group {group} of {groups} holds no household ({len(ids)} in the config)")
     return topics.group_account(group, groups), index
+
+
+def layout_accounts(config, groups: int) -> list[str]:
+    """The participant accounts of households split into ``groups`` processes (0: none outside the coordinator)."""
+    return [participants_account(config, g, groups)[0] for g in range(groups)]
+
+
+# a household's stated ceiling: no meter reading may say it drew or produced more than 1 MW over a round (times
+# its profile's load_scale / generation_scale when above 1; a flat profile's or a PV array's own power if higher)
+METER_CEILING_W = 1_000_000.0
+
+
+def meter_limits(config) -> dict[str, np.ndarray]:
+    """Per household (roster order), the largest value each field of a meter reading may have in one round [Wh]:
+    load and generation up to the stated ceiling (:data:`METER_CEILING_W`), battery charge and discharge up to its
+    configured power over the round (none without a battery), its stored energy up to its capacity."""
+    hours = config.study.interval_s / 3600.0
+    members = config.expanded_participants()
+    n = len(members)
+    limits = {f: np.zeros(n) for f in ("load_wh", "generation_wh", "battery_charge_wh", "battery_discharge_wh",
+                                       "battery_stored_wh", "grid_only_net_wh")}
+    for i, (_, spec) in enumerate(members):
+        p = spec.profile
+        load_w = METER_CEILING_W * max(1.0, p.load_scale)
+        gen_w = METER_CEILING_W * max(1.0, p.generation_scale)
+        if p.type == "flat":
+            load_w = max(load_w, 2.0 * p.load_w * p.load_scale)
+            gen_w = max(gen_w, 2.0 * p.generation_w * p.generation_scale)
+        elif p.type == "realistic":
+            gen_w = max(gen_w, 2000.0 * p.pv_capacity_kw * p.generation_scale)
+        limits["load_wh"][i] = np.ceil(load_w * hours)
+        limits["generation_wh"][i] = np.ceil(gen_w * hours)
+        if spec.storage is not None:
+            limits["battery_charge_wh"][i] = np.ceil(spec.storage.charge_power_w * hours) + 1
+            limits["battery_discharge_wh"][i] = np.ceil(spec.storage.discharge_power_w * hours) + 1
+            limits["battery_stored_wh"][i] = spec.storage.capacity_wh * (1 + 1e-9) + 1e-6
+    limits["grid_only_net_wh"] = (limits["load_wh"] + limits["generation_wh"] + limits["battery_charge_wh"]
+                                  + limits["battery_discharge_wh"])
+    return limits
+
+
+def configure_market_fabric(fabric, config) -> None:
+    """Where the market runs: settle absent households from their profiles, bound meter readings by their limits."""
+    fabric.meter_fallback = profile_meter_fallback(config)
+    if getattr(fabric, "_gate", None) is not None:
+        fabric._gate.limits = meter_limits(config)
 
 
 def participant_account(config, participant_id: str) -> tuple[str, np.ndarray]:
@@ -205,7 +257,7 @@ def serve_market(config, fabric, out_dir: str | Path | None = None):
     from trexsim.simulation import Simulation
 
     sim = Simulation(config, out_dir, fabric=fabric, local_participants=False)
-    fabric.meter_fallback = profile_meter_fallback(config)
+    configure_market_fabric(fabric, config)
     status = "failed"
     try:
         fabric.serve("market")

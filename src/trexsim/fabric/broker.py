@@ -5,8 +5,9 @@
 - ``mosquitto.conf``: a listener (127.0.0.1 by default), ``allow_anonymous false``, client ids bound to
   the login (``use_username_as_clientid true``), the password and ACL files, TCP_NODELAY on, no
   persistence, unlimited in-flight and a deep queue per client.
-- ``passwd``: one account per participant, per group ``grp-<g>-of-<G>`` for each requested split,
-  and ``coordinator``, ``controller``, ``market``, ``observer`` — hashed in Mosquitto's own
+- ``passwd``: the participant accounts of the requested layouts (:func:`participant_accounts`: one per
+  household, or one per group ``grp-<g>-of-<G>`` of a split into G processes), and ``coordinator``,
+  ``controller``, ``market``, ``observer`` — hashed in Mosquitto's own
   PBKDF2-SHA512 format (``$7$``), so no ``mosquitto_passwd`` run is needed.
 - ``acl``: per-account rules (see :func:`acl_rules`; docs/fabric.md, "Security model").
 - ``credentials.json`` (mode 0600): URL, namespace and every account's password, for the modules.
@@ -66,12 +67,33 @@ def mosquitto_hash(password: str, iterations: int = 101) -> str:
 
 
 def participant_accounts(participant_ids: list[str], groups: list[int]) -> list[str]:
-    """Every participant id, then the group accounts of all households in one process (``grp-0-of-1``) and of
-    each split into G processes (G in ``groups``; with G = the number of households each has its own id)."""
-    out = list(participant_ids)
-    for n_groups in sorted({1, *groups}):
-        if 1 <= n_groups < len(participant_ids):
-            out.extend(topics.group_account(g, n_groups) for g in range(min(n_groups, len(participant_ids))))
+    """The participant accounts of the layouts asked for, and only those: accounts follow who holds each household.
+
+    No ``groups``: one account per household (each household in its own process, ``trexsim node participant``).
+    Each G in ``groups``: the G processes of a split into G contiguous groups, ``grp-<g>-of-<G>`` (a group of one
+    household: the household's own id). A household in a group of several has no account of its own."""
+    n = len(participant_ids)
+    out: list[str] = []
+    for n_groups in sorted({int(g) for g in groups if int(g) >= 1}) or [n]:
+        bounds = [len(part) for part in _array_split(n, n_groups)]
+        start = 0
+        for g, size in enumerate(bounds):
+            if size:
+                account = participant_ids[start] if size == 1 else topics.group_account(g, n_groups)
+                if account not in out:
+                    out.append(account)
+            start += size
+    return out
+
+
+def _array_split(n: int, parts: int) -> list[range]:
+    """``numpy.array_split(range(n), parts)`` as ranges (the fabric's contiguous groups)."""
+    size, extra = divmod(n, parts)
+    out, start = [], 0
+    for g in range(parts):
+        length = size + (1 if g < extra else 0)
+        out.append(range(start, start + length))
+        start += length
     return out
 
 
