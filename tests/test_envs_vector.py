@@ -284,3 +284,39 @@ def test_vector_history_stacks_and_restarts_at_auto_reset(backend):
 def test_vector_history_must_be_at_least_one():
     with pytest.raises(ValueError, match="history must be a whole number"):
         vector_env(community(), num_envs=2, history=0)
+
+
+def test_a_tc_market_is_never_run_on_the_compiled_backend():
+    """The compiled round knows only tariff prices: a TC config (grid prices from predicted powerflow)
+    falls back to the simulation backend, whose rewards are billed at the TC prices."""
+    pytest.importorskip("opendssdirect", reason="the TC market needs the powerflow extra (pip install 'trexsim[powerflow]')")
+    from importlib import resources
+
+    import pyjson5
+
+    cfg = pyjson5.decode((resources.files("trexsim.config") / "examples" / "tc.json").read_text())
+    cfg["study"]["days"] = 0.25
+    cfg.pop("powerflow")
+    cfg["participants"]["rl"] = {"profile": {"type": "realistic", "annual_load_kwh": 5000, "load_scale": 16,
+                                             "pv_capacity_kw": 0},
+                                 "trader": {"type": "external", "max_price": 0.5, "max_quantity_wh": 500}}
+    config = parse_config(cfg)
+    assert "market.type 'tc'" in compiled_supported(config)
+    vec = vector_env(config, num_envs=1)
+    assert vec.backend == "simulation"
+    with pytest.raises(ValueError, match="market.type 'tc'"):
+        vector_env(config, num_envs=1, backend="compiled")
+    env = parallel_env(config)
+    env.reset(seed=5)
+    hold = {"rl": np.array([-1.0, -1.0, -1.0, -1.0, 0.0])}  # no orders, battery idle: the grid at TC prices
+    total = bill = tariff_bill = 0.0
+    market = env._sim.market  # the prices the run billed: the TC market's schedule
+    for _ in range(int(0.25 * 144)):
+        _, r, _, _, info = env.step(hold)
+        k, imp, exp = info["rl"]["delivered_round"], info["rl"]["grid_import_wh"], info["rl"]["grid_export_wh"]
+        total += r["rl"]
+        bill += imp * market._buy[k] / 1000 - exp * market._sell[k] / 1000
+        tariff_bill += imp * 0.1449 / 1000 - exp * 0.069 / 1000
+    env.close()
+    assert total == pytest.approx(-bill, rel=1e-9)
+    assert abs(bill - tariff_bill) > 0.01  # the TC prices differ from the tariff: the backend matters

@@ -90,7 +90,13 @@ class History:
 
 
 def compiled_supported(config: SimulationConfig) -> str | None:
-    """``None`` if the compiled backend can run this config, else the reason it cannot."""
+    """``None`` if the compiled backend can run this config, else the reason it cannot.
+
+    Every configured feature the compiled round does not implement must be named here: ``auto``
+    then falls back to the simulation backend instead of silently running a different market.
+    """
+    if config.market.type != "alex":
+        return f"market.type {config.market.type!r} (the grid prices come from the TC market module)"
     mech = get_mechanism(config.market.settlement)
     if not isinstance(mech, RulePricedMechanism):
         return f"settlement {config.market.settlement!r} has no compiled price rule"
