@@ -416,3 +416,56 @@ def test_overlapping_accounts_refuse_only_the_rows_already_reported_and_keep_the
     assert [m.participant.tolist() for m in got[topics.METER]] == [[0], [1, 2]]
     assert [(r.reason, r.participant.tolist()) for r in got[topics.REJECTED]] == [(["duplicate_meter"], [0])]
     assert [o.order_id.tolist() for o in got[topics.ORDERS]] == [[1 << 50], [5]]
+
+
+# ---------------------------------------------------------------------------------------------- items 5, 6
+def test_absurd_meter_values_and_episode_numbers_are_refused_and_recorded(tmp_path, bus):
+    """A household's own account (con-1, its process's layout not known to the coordinator): a reading of
+    2^62 Wh of load and battery charge, one of 10^9 Wh of generation, and an order for episode 2^63 - 1.
+    The readings were accepted (a grid export of -9.2e18 Wh, a bill of $6.4e14, `trexsim export` crashed);
+    the order blanked the summary (it reported that episode, every total zero) and its rejection was lost."""
+    from trexsim.fabric.messages import MeterReadings
+    from trexsim.node import configure_market_fabric
+
+    net, sim, nodes, local_db = setup_run(tmp_path, bus, "absurd")
+    configure_market_fabric(net, sim.config)
+    mallory = login(bus, "con-1")
+    one = lambda v, dt=np.int64: np.array([v], dtype=dt)  # noqa: E731
+    huge = 1 << 62
+
+    def first(start):
+        if start.round == 5:
+            mallory._send(f"{NS}/p/con-1/meter", MeterReadings(0, 5, one(3), one(huge), one(0), one(huge), one(0),
+                                                               one(0.0, float), one(0)))
+        if start.round == 6:
+            mallory._send(f"{NS}/p/con-1/meter", MeterReadings(0, 6, one(3), one(0), one(10**9), one(0), one(0),
+                                                               one(0.0, float), one(-10**9)))
+
+    def absurd_order(episode, next_round):
+        if next_round == 8:
+            mallory._send(f"{NS}/p/con-1/orders", Orders((1 << 63) - 1, 7, 8, one(3), one(0), one(0), one(0.12, float),
+                                                         one(100), one(1 << 45)))
+            sync(net, mallory)
+
+    _on_round_start(mallory, first)
+    try:
+        net.wait_for_hellos(2, timeout_s=60)
+        sim.run(on_round=absurd_order, plots=False)
+    finally:
+        mallory.close()
+        finish(net, nodes)
+    db = sim.db_path
+    # the readings were refused (whichever came first, the group's own went through): the in-process ledger
+    assert book(db) == book(local_db)
+    assert query(db, "SELECT round, participant FROM rejections WHERE reason = 'meter_out_of_range' ORDER BY 1") in (
+        [(5, 3), (6, 3)], [(5, 3)], [(6, 3)], [])
+    assert query(db, "SELECT max(abs(grid_export_wh)), max(abs(grid_import_wh)) FROM deliveries")[0][0] < 10**6
+    # the order's rejection is stored, under the round it was refused in; the summary is episode 0's
+    assert query(db, f"SELECT episode, round, participant, reason FROM rejections WHERE order_id = {1 << 45}") == [
+        (0, 7, 3, "wrong_round")]
+    summary = json.loads((tmp_path / "net" / "summary.json").read_text())
+    assert summary["episode"] == 0 and [e["episode"] for e in summary["episodes"]] == [0]
+    assert summary["market"]["settled_wh"] > 0
+    from trexsim.records.export import export_run
+
+    export_run(tmp_path / "net", "csv")  # the deliveries view no longer overflows

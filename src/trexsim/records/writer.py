@@ -201,11 +201,17 @@ class Recorder:
 
     def on_rejected(self, msg: Rejected) -> None:
         n = len(msg.reason)
-        self.totals.episode(msg.episode)
-        self.totals.rejections[msg.episode] += n
+        episode, round_, delivery = msg.episode, msg.round, msg.delivery_round
+        if self.totals.by_episode and episode not in self.totals.by_episode:
+            # a rejected order claiming an episode that never ran: counted and stored under the latest one, so that
+            # it neither opens an empty episode in the summary nor is lost to a number no column holds
+            episode = max(self.totals.by_episode)
+        round_, delivery = (int(np.clip(r, -(1 << 31), (1 << 31) - 1)) for r in (round_, delivery))
+        self.totals.episode(episode)
+        self.totals.rejections[episode] += n
         self._rows["rejections"].append((
-            np.full(n, msg.episode, dtype=np.int32), np.full(n, msg.round, dtype=np.int32),
-            np.full(n, msg.delivery_round, dtype=np.int32), np.asarray(msg.order_id, dtype=np.int64),
+            np.full(n, episode, dtype=np.int32), np.full(n, round_, dtype=np.int32),
+            np.full(n, delivery, dtype=np.int32), np.asarray(msg.order_id, dtype=np.int64),
             np.asarray(msg.participant, dtype=np.int64), np.asarray(msg.side, dtype=np.int64),
             np.asarray(msg.pool, dtype=np.int64), np.asarray(msg.price, dtype=np.float64),
             np.asarray(msg.quantity_wh, dtype=np.float64), np.asarray(msg.reason, dtype=object)))
