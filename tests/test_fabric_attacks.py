@@ -469,3 +469,43 @@ def test_absurd_meter_values_and_episode_numbers_are_refused_and_recorded(tmp_pa
     from trexsim.records.export import export_run
 
     export_run(tmp_path / "net", "csv")  # the deliveries view no longer overflows
+
+
+# ---------------------------------------------------------------------------------------------- item 8
+def test_hellos_cannot_amplify_into_catch_ups(tmp_path, bus):
+    """Each ~100-byte Hello made the controller send a catch-up (roster, episode, the episode's grid prices) to the
+    sender's settlements topic: 301 hellos, 195 MB. Catch-ups are rate-limited per account (a burst of 3, then
+    one per 30 s), and carry the prices from the current round on only."""
+    from trexsim.fabric.mqtt import _DECODER, HELLO_BURST
+
+    net, sim, nodes, local_db = setup_run(tmp_path, bus, "flood")
+    mallory = login(bus, "con-1")
+    got = []
+
+    def flood(episode, next_round):
+        if next_round == 20:
+            for i in range(50):
+                mallory._send(f"{NS}/fabric/hello/con-1", Hello(f"con-1-flood{i}", "participants", "con-1"))
+            sync(net, mallory)
+            # the marker's answer comes after every catch-up the coordinator sent (one publisher's order)
+            deadline = time.monotonic() + 20
+            while not any(k == "Error" for k, _ in got) and time.monotonic() < deadline:
+                try:
+                    topic, payload = mallory._inbox.get(timeout=0.1)
+                except Exception:  # queue.Empty
+                    continue
+                if topic.endswith("/settlements"):
+                    got.append((type(_DECODER.decode(payload).message).__name__, len(payload)))
+
+    try:
+        net.wait_for_hellos(2, timeout_s=60)
+        sim.run(on_round=flood, plots=False)
+    finally:
+        mallory.close()
+        finish(net, nodes)
+    kinds = [k for k, _ in got]
+    assert kinds.count("Roster") == HELLO_BURST and kinds.count("EpisodeStart") == HELLO_BURST
+    prices = [size for k, size in got if k == "GridPrices"]
+    assert len(prices) == HELLO_BURST and max(prices) < 1000  # the 10 rounds left, not the episode's 30
+    assert [e["event"] for e in net.events if e["event"] == "hello_rate_limited"] == ["hello_rate_limited"]
+    assert book(sim.db_path) == book(local_db)
