@@ -733,7 +733,7 @@ def study_settlement(
     workers: int = typer.Option(2, "--workers", "-w", min=1, help="Parallel processes."),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Run the cells on Ray: ray://HOST:PORT, or 'local' to start one."),
 ) -> None:
-    """The T-REX paper's settlement-mechanism study (M1/M2/M3 x over-supply/over-demand/balanced)."""
+    """The T-REX paper's settlement-mechanism study (M1/M2/M3 x over-supply/over-demand/balanced; any registered mechanism)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from trexsim.config.loader import read_config_text
@@ -771,8 +771,11 @@ def study_settlement(
         table.add_row(f"{c['paper'] or c['mechanism']} {c['scenario'].replace('_', '-')}", str(c["seed"]),
                       fmt(c["median_bid"]), fmt(c["median_ask"]), fmt(c["median_settlement"]),
                       fmt(c["greedy_median_bid"]), fmt(c["greedy_median_ask"]), f"{c['settled_share']:.0%}",
-                      "yes" if c["matches_paper"] else "no")
+                      "-" if c["matches_paper"] is None else ("yes" if c["matches_paper"] else "no"))
     console.print(table)
+    for backend in sorted({c["backend"] for c in report["cells"] if c["backend"] != "compiled"}):
+        mechs = sorted({c["mechanism"] for c in report["cells"] if c["backend"] == backend})
+        console.print(f"  {', '.join(mechs)}: on the general {backend} (slower; the same histograms)")
     for cell, text in report["robustness"].items():
         console.print(f"  {cell}: {text}")
     console.print(f"{report['rounds']:,} market rounds in {len(results)} cells; results and figures in [bold]{out}[/]")

@@ -12,6 +12,12 @@ it, cells and seeds in parallel processes, on the compiled market
 (:mod:`trexsim.studies.fast_market`), and writes per cell the price-concentration histograms of
 bids, asks and settlements over the last ``final_episodes`` training episodes, a table of
 quantity-weighted medians and a verdict against the paper's expectations.
+
+Any registered mechanism can be a cell, a plug-in's too (``"mechanisms": ["average_price",
+"mcafee"]``). A mechanism without a compiled price rule runs on the general simulation
+(:class:`SimulatedMarket`: the modules and messages of ``trexsim run``, slower, the same histograms),
+and the report names the backend of every cell; the paper has no expectation for a mechanism
+outside M1-M3, so its cells get a verdict of ``None``.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trexsim.config.schema import PriceGrid, SimulationConfig
 
@@ -80,6 +86,18 @@ class SettlementStudy(_Model):
     quick: dict = Field(default_factory=lambda: {"episodes": 12, "days": 1, "anneal_episodes": 12, "greedy_episodes": 2,
                                                   "final_episodes": 3})
 
+    @field_validator("mechanisms", "anneal_mechanisms")
+    @classmethod
+    def _known_mechanisms(cls, value: list[str]) -> list[str]:
+        from trexsim.engine.mechanisms import registered_mechanisms
+
+        names = registered_mechanisms()  # built-ins and installed plug-ins
+        unknown = [m for m in value if m not in names]
+        if unknown:
+            raise ValueError(f"unknown settlement mechanism(s) {', '.join(map(repr, unknown))}; "
+                             f"choose from {', '.join(names)}")
+        return value
+
     def quick_version(self) -> "SettlementStudy":
         return self.model_copy(update=self.quick)
 
@@ -130,6 +148,7 @@ class CellResult:
     efficient_wh: int = 0  # the most an episode can settle: min(supply, demand) x rounds with deliveries
     rounds: int = 0
     seconds: float = 0.0
+    backend: str = "compiled"  # or "simulation: <why the compiled market cannot run it>"
 
     def settled_share(self, episodes: int = 1) -> float:
         """Settled energy of the last ``episodes`` episodes over the most they could settle."""
@@ -159,13 +178,116 @@ def weighted_median(values: np.ndarray, weights: np.ndarray) -> float | None:
     return float(values[int(np.searchsorted(cum, total / 2.0))])
 
 
+def cell_backend(config: SimulationConfig) -> str | None:
+    """``None`` if the compiled study market runs this cell exactly, else why it cannot.
+
+    The compiled market prices every pair by a compiled price rule, so a mechanism runs there only
+    if :func:`~trexsim.engine.mechanisms.compiled_price_rule` gives it one (a subclass of a built-in
+    that overrides its clearing or prices does not).
+    """
+    from trexsim.engine.mechanisms import compiled_price_rule, get_mechanism
+    from trexsim.studies.fast_market import fast_path_supported
+
+    name = config.market.settlement
+    if compiled_price_rule(get_mechanism(name)) is None:
+        return f"settlement {name!r} has no compiled price rule"
+    return fast_path_supported(config)
+
+
+class SimulatedMarket:
+    """A cell's episodes on the general simulation (:class:`~trexsim.simulation.Simulation`): every
+    mechanism, slower; the same :class:`~trexsim.studies.fast_market.EpisodeTrace` histograms as
+    :class:`~trexsim.studies.fast_market.FastMarket` (``tests/test_study.py`` checks both give the
+    same traces for a built-in mechanism). ``out_dir`` holds the run's summary-level database.
+    """
+
+    def __init__(self, config: SimulationConfig, out_dir: Path):
+        from trexsim.fabric import topics
+        from trexsim.simulation import Simulation
+
+        self.config = config
+        self.sim = Simulation(config, out_dir)
+        self.population = next(p for p in self.sim.participants.traders if p.kind == "q_learning")
+        n = len(self.sim.participant_ids)
+        if self.population.members.size != n:
+            raise ValueError("the study's simulated market needs every participant to be a q_learning trader")
+        self._grid = np.empty((n, self.population.prices.shape[1]))
+        self._grid[self.population.members] = self.population.prices
+        self._action: dict[tuple[int, int], int] = {}
+        self._trace = None
+        self.sim.fabric.subscribe(topics.ORDERS, self._on_orders)
+        self.sim.fabric.subscribe(topics.CLEARED, self._on_cleared)
+
+    def _on_orders(self, msg) -> None:
+        t = self._trace
+        participant = np.asarray(msg.participant, dtype=np.int64)
+        # the price index each trader chose (its own grid; the market books the price snapped to the tick)
+        action = np.abs(self._grid[participant] - np.asarray(msg.price)[:, None]).argmin(axis=1)
+        q = np.asarray(msg.quantity_wh, dtype=np.float64)
+        bids = np.asarray(msg.side) == 0
+        np.add.at(t["bid_wh"], action[bids], q[bids])
+        np.add.at(t["ask_wh"], action[~bids], q[~bids])
+        for p, i, a in zip(participant.tolist(), np.asarray(msg.order_id).tolist(), action.tolist()):
+            self._action[(p, i)] = a
+
+    def _on_cleared(self, msg) -> None:
+        t = self._trace
+        for b, bid, s, ask, q in zip(np.asarray(msg.buyer).tolist(), np.asarray(msg.bid_id).tolist(),
+                                     np.asarray(msg.seller).tolist(), np.asarray(msg.ask_id).tolist(),
+                                     np.asarray(msg.quantity_wh).tolist()):
+            i, j = self._action[(b, bid)], self._action[(s, ask)]
+            t["settled_wh"][i + j] += q
+            t["buyer_wh"][i] += q
+            t["seller_wh"][j] += q
+            t["total"] += q
+
+    def run_episode(self, episode: int):
+        from trexsim.studies.fast_market import EpisodeTrace
+
+        p = self._grid.shape[1]
+        self._trace = {"bid_wh": np.zeros(p), "ask_wh": np.zeros(p), "settled_wh": np.zeros(2 * p - 1),
+                       "buyer_wh": np.zeros(p), "seller_wh": np.zeros(p), "total": 0}
+        self._action.clear()
+        self.sim.begin_episode(episode)
+        while self.sim.step():
+            pass
+        self.sim.end_episode()
+        t = self._trace
+        return EpisodeTrace(t["bid_wh"], t["ask_wh"], t["settled_wh"], t["buyer_wh"], t["seller_wh"], int(t["total"]),
+                            np.zeros(self._grid.shape[0]))
+
+    def close(self) -> None:
+        self.sim.recorder.close()
+
+
 def run_cell(study: SettlementStudy, mechanism: str, scenario: str, seed: int, progress=None) -> CellResult:
-    """Train one cell on the compiled market and collect its histograms."""
+    """Train one cell and collect its histograms: on the compiled market, or on the general simulation
+    for a mechanism the compiled market cannot run (:func:`cell_backend`; the result says which)."""
+    import tempfile
+
     from trexsim.studies.fast_market import FastMarket
 
     start = time.perf_counter()
     config = study.cell_config(mechanism, scenario, seed)
-    market = FastMarket(config)
+    reason = cell_backend(config)
+    tmp = None
+    if reason is None:
+        market = FastMarket(config)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="trexsim-study-")
+        market = SimulatedMarket(config, Path(tmp.name))
+    try:
+        out = _train_cell(study, mechanism, scenario, seed, config, market, progress)
+    finally:
+        if tmp is not None:
+            market.close()
+            tmp.cleanup()
+    out.backend = "compiled" if reason is None else f"simulation: {reason}"
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def _train_cell(study, mechanism, scenario, seed, config, market, progress) -> CellResult:
     prices = market.population.prices[0]
     p = prices.size
     anneal = mechanism in study.anneal_mechanisms
@@ -191,7 +313,6 @@ def run_cell(study: SettlementStudy, mechanism: str, scenario: str, seed: int, p
         if progress is not None:
             progress.put((mechanism, scenario, seed, episode + 1, config.study.episodes))
     out.rounds = config.study.rounds_per_episode * config.study.episodes
-    out.seconds = time.perf_counter() - start
     return out
 
 
@@ -210,7 +331,9 @@ def verdict(cell: CellResult, study: SettlementStudy) -> tuple[str, str]:
     bid, ask, settle = (_band(m[k], lo, hi) for k in ("bid", "ask", "settlement"))
     observed = (f"bids {bid}, asks {ask}, settlements {settle}; "
                 f"{cell.settled_share(study.final_episodes):.0%} of the tradeable energy settled")
-    if cell.mechanism == "exact_match":
+    if cell.mechanism not in PAPER:
+        expected = "no expectation in the paper (not one of its mechanisms)"
+    elif cell.mechanism == "exact_match":
         expected = "fails to converge in the training time"
     elif cell.scenario == "over_supply":
         expected = "asks driven low, bids following"
@@ -223,7 +346,10 @@ def verdict(cell: CellResult, study: SettlementStudy) -> tuple[str, str]:
     return expected, observed
 
 
-def matches_paper(cell: CellResult, study: SettlementStudy) -> bool:
+def matches_paper(cell: CellResult, study: SettlementStudy) -> bool | None:
+    """Whether the cell behaves as the paper expects; None for a mechanism the paper did not study."""
+    if cell.mechanism not in PAPER:
+        return None
     lo, hi = study.prices.min_price, study.prices.max_price
     m = cell.medians()
     bid, ask = _band(m["bid"], lo, hi), _band(m["ask"], lo, hi)
@@ -316,9 +442,11 @@ def write_report(study: SettlementStudy, results: list[CellResult], out_dir: Pat
                      "greedy_median_ask": greedy["ask"], "expected": expected, "observed": observed,
                      "matches_paper": matches_paper(r, study), "settled_wh_last_episode": r.settled_per_episode_wh[-1],
                      "settled_share": round(r.settled_share(study.final_episodes), 4),
-                     "rounds": r.rounds, "seconds": round(r.seconds, 2)})
+                     "rounds": r.rounds, "seconds": round(r.seconds, 2), "backend": r.backend})
     robustness = {}
     for r in rows:
+        if r["matches_paper"] is None:
+            continue
         key = f"{r['mechanism']}/{r['scenario']}"
         robustness.setdefault(key, []).append(r["matches_paper"])
     summary = {"study": study.model_dump(), "cells": rows,
