@@ -85,6 +85,9 @@ def test_every_kind_of_bad_message_is_refused_recorded_and_answered(tmp_path, br
         one = lambda v, dt=np.int64: np.array([v], dtype=dt)  # noqa: E731
         # (for delivery k + 2: the market has already cleared k + 1, so an order for it is too late)
         mallory._send(f"{topic}/orders", Orders(0, k, k + 2, one(0), one(0), one(0), one(99.0, float), one(500), one(big)))
+        # an order for k + 1, which the market cleared at the end of round k, sent before round k + 1 starts:
+        # too late, refused and recorded (it used to be booked and never traded)
+        mallory._send(f"{topic}/orders", Orders(0, k, k + 1, one(0), one(0), one(0), one(0.12, float), one(500), one(big + 3)))
         mallory._send(f"{topic}/orders", Orders(0, k - 3, k - 2, one(1), one(0), one(0), one(0.12, float), one(500), one(big + 1)))
         mallory._send(f"{topic}/orders", Orders(0, k, k + 1, one(4), one(0), one(0), one(0.12, float), one(500), one(big + 2)))
         meter = lambda r, load: MeterReadings(0, r, one(2), one(load), one(0), one(0), one(0), one(0.0, float), one(load))  # noqa: E731
@@ -104,7 +107,7 @@ def test_every_kind_of_bad_message_is_refused_recorded_and_answered(tmp_path, br
         net.close()
     replayed = len(_DECODER.decode(seen_orders[0]).message.order_id)
     reasons = dict(query(sim.db_path, "SELECT reason, count(*) FROM rejections GROUP BY reason"))
-    assert reasons == {"malformed": 1, "oversized": 1, "price_out_of_range": 1, "wrong_round": 2,
+    assert reasons == {"malformed": 1, "oversized": 1, "price_out_of_range": 1, "wrong_round": 2, "delivery_too_near": 1,
                        "participant_not_sender": 1, "meter_out_of_range": 1, "duplicate_order_id": replayed}
     assert query(sim.db_path, "SELECT round, participant, price FROM rejections WHERE reason = 'price_out_of_range'") == [(5, 0, 99.0)]
     # none of it changed a contract or a bill
