@@ -19,7 +19,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from test_mqtt_fabric import MOSQUITTO, community, free_port
+from test_mqtt_fabric import MOSQUITTO, broker, community, free_port  # noqa: F401 - broker is a fixture
 
 pytest.importorskip("paho.mqtt", reason="paho-mqtt is not installed")
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)")
@@ -509,3 +509,54 @@ def test_hellos_cannot_amplify_into_catch_ups(tmp_path, bus):
     assert len(prices) == HELLO_BURST and max(prices) < 1000  # the 10 rounds left, not the episode's 30
     assert [e["event"] for e in net.events if e["event"] == "hello_rate_limited"] == ["hello_rate_limited"]
     assert book(sim.db_path) == book(local_db)
+
+
+# ---------------------------------------------------------------------------------------------- item 9
+@pytest.fixture(params=["mqtt", "socketio"])
+def open_bus(request):
+    """An open Mosquitto or an open relay (no accounts): url."""
+    if request.param == "mqtt":
+        yield request.getfixturevalue("broker")
+    else:
+        pytest.importorskip("socketio", reason="python-socketio is not installed")
+        from trexsim.fabric.socketio_server import ServerThread
+
+        with ServerThread() as srv:
+            yield srv.url
+
+
+def test_an_aborted_run_stops_its_module_processes_at_once(tmp_path, open_bus):
+    """Every module in its own process; the controller fails at round 5. The market used to wait its 300 s
+    timeout and the households their 60 s before exiting; the controller now tells them."""
+    from trexsim.fabric import open_fabric
+    from trexsim.modules.controller import Controller
+
+    cfg = community().model_dump(mode="json", by_alias=True)
+    cfg["study"].update(days=ROUNDS / 1440, name="abort")
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    ns = "test/abort"
+    node = [sys.executable, "-m", "trexsim", "node"]
+    procs = [subprocess.Popen([*node, "market", str(path), "--fabric", open_bus, "--namespace", ns, "--out",
+                               str(tmp_path / "market")]),
+             subprocess.Popen([*node, "participants", str(path), "--fabric", open_bus, "--namespace", ns])]
+    controller = open_fabric(open_bus, namespace=ns, role="controller", participant_ids=IDS, timeout_s=60)
+
+    def fail(episode, next_round):
+        if next_round == 5:
+            raise RuntimeError("the operator pulled the plug")
+
+    try:
+        controller.wait_for_hellos(2, timeout_s=60)
+        with pytest.raises(RuntimeError, match="pulled the plug"):
+            Controller(controller, IDS, 0, 60, ROUNDS, 1, 1).run(on_round=fail)
+        t0 = time.monotonic()
+        codes = [p.wait(timeout=40) for p in procs]
+        elapsed = time.monotonic() - t0
+    finally:
+        controller.close()
+        for p in procs:
+            p.kill()
+    assert codes == [2, 2] and elapsed < 20
+    # the market's database says the run failed
+    assert query(tmp_path / "market" / "run.duckdb", "SELECT status FROM runs") == [("failed",)]

@@ -506,6 +506,17 @@ class MqttFabric:
             last_heard = time.monotonic()
             self._receive(mqtt_topic, payload)
 
+    def abort(self, reason: str) -> None:
+        """Tell every module process the run has stopped (an ``Error`` on ``sim/end``), so none waits out its timeout."""
+        if self.role not in ("coordinator", "controller"):
+            return
+        try:
+            self._send(f"{self.ns}/sim/end", Error(self._episode, self._round, "aborted", str(reason)[:500]))
+            if self._own_loop:
+                self._client.loop(timeout=0.1)  # let it out before the connection closes
+        except Exception:  # noqa: BLE001 - the connection may be what failed; the processes then time out
+            pass
+
     def close(self) -> None:
         self._client.disconnect()
         if self._own_loop:
@@ -667,6 +678,10 @@ class MqttFabric:
             return self._refuse(account, "malformed", f"a {kind.__name__} does not belong on {mqtt_topic}")
         if parts[0] == "fabric":
             return self._on_fabric(parts[2], message)
+        if kind is Error and parts[0] == "sim":
+            if self._serving:
+                raise TrexsimError(f"{self.account}: the controller stopped the run: {message.detail}")
+            return
         if account is not None and parts[2] == "tc_plan":
             members = self._gate.account_members(account) if self._gate is not None else None
             if members is None:
@@ -837,6 +852,8 @@ def _prices_from(message: GridPrices, first_round: int) -> GridPrices | None:
 
 
 def _allowed_kinds(parts: list[str]) -> tuple:
+    if parts == ["sim", "end"]:
+        return _CONTROL + (Error,)  # an Error there: the controller stopped the run (abort)
     if len(parts) == 2 and parts[0] == "sim":
         return _CONTROL
     if parts == ["grid", "prices"]:

@@ -54,12 +54,19 @@ class Controller:
         self._send(topics.EPISODE_END, EpisodeEnd(self.episode))
 
     def run(self, on_round: Callable[[int, int], None] | None = None) -> None:
-        """Every episode, every round, then SimulationEnd."""
-        self.announce()
-        for episode in range(self.episodes):
-            self.start_episode(episode)
-            while self.step():
-                if on_round is not None:
-                    on_round(episode, self.round)
-            self.end_episode()
-        self._send(topics.SIMULATION_END, SimulationEnd(self.episodes))
+        """Every episode, every round, then SimulationEnd. If the run fails, a networked fabric tells the module
+        processes (``abort``), so that none waits out its timeout."""
+        try:
+            self.announce()
+            for episode in range(self.episodes):
+                self.start_episode(episode)
+                while self.step():
+                    if on_round is not None:
+                        on_round(episode, self.round)
+                self.end_episode()
+            self._send(topics.SIMULATION_END, SimulationEnd(self.episodes))
+        except BaseException as exc:
+            abort = getattr(self.fabric, "abort", None)
+            if abort is not None:
+                abort(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            raise
