@@ -560,3 +560,61 @@ def test_an_aborted_run_stops_its_module_processes_at_once(tmp_path, open_bus):
     assert codes == [2, 2] and elapsed < 20
     # the market's database says the run failed
     assert query(tmp_path / "market" / "run.duckdb", "SELECT status FROM runs") == [("failed",)]
+
+
+# ---------------------------------------------------------------------------------------------- item 7
+def test_a_late_order_to_a_market_in_its_own_process_is_rejected_and_recorded(tmp_path, open_bus):
+    """Every module in its own process; an order sent between RoundEnd(r) and RoundStart(r + 1) for delivery
+    in r + 1, a round the market has cleared already: it used to be booked and never traded. The market now
+    rejects it (delivery_too_near), records it, and tells the sender."""
+    from trexsim.fabric import open_fabric
+    from trexsim.fabric.mqtt import _DECODER
+
+    cfg = community().model_dump(mode="json", by_alias=True)
+    cfg["study"].update(days=ROUNDS / 1440, name="late")
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    config = parse_config(cfg)
+    ns = "test/late"
+    node = [sys.executable, "-m", "trexsim", "node"]
+    procs = [subprocess.Popen([*node, "market", str(path), "--fabric", open_bus, "--namespace", ns, "--out",
+                               str(tmp_path / "market"), "--timeout", "60"]),
+             subprocess.Popen([*node, "participants", str(path), "--fabric", open_bus, "--namespace", ns, "--group", "0",
+                               "--groups", "2", "--timeout", "60"]),
+             subprocess.Popen([*node, "participants", str(path), "--fabric", open_bus, "--namespace", ns, "--group", "1",
+                               "--groups", "2", "--timeout", "60"])]
+    controller = open_fabric(open_bus, namespace=ns, role="controller", participant_ids=IDS, timeout_s=60)
+    late = open_fabric(open_bus, namespace=ns, role="participants", account="pro-1", timeout_s=10)
+    answers = []
+    one = lambda v, dt=np.int64: np.array([v], dtype=dt)  # noqa: E731
+    from trexsim.modules.controller import Controller
+
+    def between(episode, next_round):
+        if next_round == 10:  # RoundEnd(9) is acknowledged by the market: round 10 is cleared, round 10 not started
+            late._send(f"{ns}/p/pro-1/orders", Orders(0, 9, 10, one(0), one(0), one(0), one(0.2, float), one(300),
+                                                      one(1 << 45)))
+            deadline = time.monotonic() + 20
+            while not answers and time.monotonic() < deadline:
+                try:
+                    topic, payload = late._inbox.get(timeout=0.1)
+                except Exception:  # queue.Empty
+                    continue
+                msg = _DECODER.decode(payload).message
+                if topic.endswith("/settlements") and type(msg).__name__ == "Rejected":
+                    answers.append((msg.reason, msg.order_id.tolist()))
+
+    try:
+        controller.wait_for_hellos(3, timeout_s=60)
+        Controller(controller, IDS, config.study.start_utc_s, 60, ROUNDS, 1, 1).run(on_round=between)
+        codes = [p.wait(timeout=30) for p in procs]
+    finally:
+        late.close()
+        controller.close()
+        for p in procs:
+            p.kill()
+    assert codes == [0, 0, 0]
+    assert answers == [(["delivery_too_near"], [1 << 45])]
+    db = tmp_path / "market" / "run.duckdb"
+    assert query(db, f"SELECT round, delivery_round, participant, reason FROM rejections WHERE order_id = {1 << 45}") == [
+        (9, 10, 0, "delivery_too_near")]
+    assert query(db, f"SELECT count(*) FROM orders WHERE order_id = {1 << 45}") == [(0,)]
