@@ -618,3 +618,50 @@ def test_a_late_order_to_a_market_in_its_own_process_is_rejected_and_recorded(tm
     assert query(db, f"SELECT round, delivery_round, participant, reason FROM rejections WHERE order_id = {1 << 45}") == [
         (9, 10, 0, "delivery_too_near")]
     assert query(db, f"SELECT count(*) FROM orders WHERE order_id = {1 << 45}") == [(0,)]
+
+
+# ---------------------------------------------------------------------------------------------- item 9
+def test_a_failed_networked_run_keeps_its_database_and_writes_its_fabric_events(tmp_path, mosquitto, accounts_dir,
+                                                                               monkeypatch):
+    """`trexsim run --fabric ... --participant-processes 2` that fails at round 12: the output folder, the rows
+    recorded before the fault and the barrier's events stay, and the runs table says 'failed'."""
+    from typer.testing import CliRunner
+
+    import trexsim.cli as cli
+
+    cfg = community().model_dump(mode="json", by_alias=True)
+    cfg["study"].update(days=ROUNDS / 1440, name="fails")
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+
+    mallory = []
+
+    def run_until_round_12(sim, quiet, plots):
+        def fail(episode, round_done):
+            if round_done == 5:  # an event for the barrier to record: a household account's forged hello
+                mallory.append(login((mosquitto, accounts_dir.credentials,
+                                      json.loads(accounts_dir.credentials.read_text())["accounts"], MqttFabric),
+                                     "con-1"))
+                mallory[0]._send(f"{NS}/fabric/hello/con-1", Hello("con-1", "market", "con-1"))
+                deadline = time.monotonic() + 20
+                while not any(e["event"] == "refused_hello" for e in sim.fabric.events) and time.monotonic() < deadline:
+                    sim.fabric.poll(0.05)
+            if round_done == 12:
+                raise cli.TrexsimError("the operator pulled the plug at round 12")
+        return sim.run(on_round=fail, plots=plots)
+
+    monkeypatch.setattr(cli, "_run_with_progress", run_until_round_12)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli.app, ["run", str(path), "--out", str(out), "--fabric", mosquitto,
+                                          "--participant-processes", "2", "--credentials",
+                                          str(accounts_dir.credentials), "--quiet"])
+    assert result.exit_code == 2, result.output
+    db = out / "run.duckdb"
+    assert query(db, "SELECT status FROM runs") == [("failed",)]
+    # the rounds delivered before the fault are kept
+    assert query(db, "SELECT count(*), count(DISTINCT participant), max(round) FROM deliveries") == [(60, 5, 11)]
+    try:
+        assert query(db, "SELECT episode, round, event, account FROM fabric_events") == [(0, 4, "refused_hello", "con-1")]
+    finally:
+        for m in mallory:
+            m.close()

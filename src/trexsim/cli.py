@@ -61,6 +61,11 @@ class _NothingLeftBehind:
             self._created = candidate
         self._before = {p.name for p in self.folder.iterdir()} if self._created is None and self.folder.is_dir() else set()
 
+    def release(self) -> None:
+        """From now on a failure keeps what is there: a run that has started recording keeps its database (its
+        runs.status says 'failed'), so that nothing recorded before a fault is lost."""
+        self.folder = None
+
     def __enter__(self) -> "_NothingLeftBehind":
         return self
 
@@ -130,6 +135,7 @@ def _run(config, out, example, no_plots, quiet, fabric, participant_processes, c
             namespace = options["namespace"]
             network = open_fabric(fabric, **options)
         sim = Simulation(cfg, out, fabric=network, local_participants=not participant_processes)
+        leftovers.release()
         if network is not None:
             from trexsim.node import configure_market_fabric
 
@@ -144,6 +150,14 @@ def _run(config, out, example, no_plots, quiet, fabric, participant_processes, c
                 _wait_for_nodes(network, nodes, timeout_s=120)
             result = _run_with_progress(sim, quiet, plots=False if no_plots else None)
             finished = True
+        except BaseException:
+            if network is not None:  # a failed run keeps what it recorded, the barrier's events included
+                from trexsim.node import record_fabric_events
+
+                record_fabric_events(sim.db_path, getattr(network, "events", []))
+            err_console.print(f"[yellow]the run failed; what it recorded is kept in {sim.db_path} "
+                              "(runs.status 'failed')[/]")
+            raise
         finally:
             for node in nodes:
                 if not finished:  # the run failed: its module processes have nothing left to wait for

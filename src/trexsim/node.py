@@ -267,6 +267,7 @@ def serve_market(config, fabric, out_dir: str | Path | None = None):
         sim.recorder.finish_meta(status)
         if status != "finished":
             sim.recorder.close()
+            record_fabric_events(sim.db_path, getattr(fabric, "events", []))  # a failed run keeps its fabric events
     summary = sim.write_summary()
     sim.recorder.close()
     finish_networked_run(sim.out_dir, sim.db_path, summary, fabric, sim.participant_ids)
