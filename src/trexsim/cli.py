@@ -1,4 +1,4 @@
-"""The ``trexsim`` command: run, validate, schema, init, export, plot.
+"""The ``trexsim`` command: run, report, validate, schema, init, export, plot, ...
 
 Every command reports a user's mistake as a message naming what is wrong and where,
 never as a traceback (exit status 2).
@@ -23,6 +23,38 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 EXAMPLES = ("community", "two-houses", "tc")
+
+
+def _flags_without_type() -> None:
+    """Show boolean flags as flags in --help (``--no-plots``), not as ``--no-plots <bool>``: recent typer
+    versions print the type of every option, flags included."""
+    option = getattr(getattr(typer, "core", None), "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None or getattr(shown, "_trexsim", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    display_type_rich._trexsim = True
+    option.display_type_rich = display_type_rich
+
+
+_flags_without_type()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from trexsim import __version__
+
+        console.print(f"trexsim {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """trexsim: simulate transactive energy markets (T-REX / ALEX)."""
 
 
 def _example_path(name: str) -> Path:
@@ -88,7 +120,8 @@ def run(
     config: Optional[Path] = typer.Argument(None, help="Config file (JSON, // comments allowed). Default: the bundled 'community' example."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: runs/<study name>)."),
     example: Optional[str] = typer.Option(None, help=f"Run a bundled example instead: {', '.join(EXAMPLES)}."),
-    no_plots: bool = typer.Option(False, "--no-plots", help="Skip the figures."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG figures."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip the HTML report (report.html)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
     fabric: Optional[str] = typer.Option(None, "--fabric", help="Run over a networked fabric: mqtt://[USER:PASS@]HOST:PORT, mqtts://..., socketio://HOST:PORT."),
     participant_processes: int = typer.Option(0, "--participant-processes", min=0,
@@ -97,16 +130,16 @@ def run(
     barrier_timeout: float = typer.Option(10.0, "--barrier-timeout", min=0.01, help="With --fabric: seconds a round waits for a participant process before going on without it."),
     ca_file: Optional[Path] = typer.Option(None, "--ca-file", help="With an mqtts:// fabric: CA certificate to verify the broker."),
 ) -> None:
-    """Run a simulation; write its database, summary.json and figures."""
+    """Run a simulation; write its database, summary.json, figures and report.html."""
     with _NothingLeftBehind() as leftovers:  # a failed run leaves no (empty or half-written) output folder
         status = _run(config, out, example, no_plots, quiet, fabric, participant_processes, credentials, barrier_timeout,
-                      ca_file, leftovers)
+                      ca_file, leftovers, report=not no_report)
     if status:  # a degraded networked run: its results stay, its exit status says so
         raise typer.Exit(status)
 
 
 def _run(config, out, example, no_plots, quiet, fabric, participant_processes, credentials, barrier_timeout, ca_file,
-         leftovers: _NothingLeftBehind) -> None:
+         leftovers: _NothingLeftBehind, report: bool = True) -> None:
     from trexsim.config import load_config
 
     network = None
@@ -114,6 +147,8 @@ def _run(config, out, example, no_plots, quiet, fabric, participant_processes, c
         path = config if config is not None else _example_path(example or "community")
         cfg = load_config(path)
         leftovers.watch(out if out is not None else Path("runs") / cfg.study.name)
+        if not quiet and not _kernels_compiled():
+            err_console.print("compiling the market kernels, once (about 15 s; later runs reuse them)")
         from trexsim.simulation import Simulation
 
         nodes = []
@@ -166,11 +201,11 @@ def _run(config, out, example, no_plots, quiet, fabric, participant_processes, c
                     node.wait(timeout=30)
                 except Exception:  # a node that does not stop by itself is stopped
                     node.kill()
-        report = {}
+        fabric_report = {}
         if network is not None:
             from trexsim.node import finish_networked_run
 
-            report = finish_networked_run(result.out_dir, result.database, result.summary, network, sim.participant_ids)
+            fabric_report = finish_networked_run(result.out_dir, result.database, result.summary, network, sim.participant_ids)
             if not quiet and network.events:
                 console.print(f"fabric events (table fabric_events): {len(network.events)}")
     except TrexsimError as exc:
@@ -182,18 +217,48 @@ def _run(config, out, example, no_plots, quiet, fabric, participant_processes, c
     finally:
         if network is not None:
             network.close()
+    page = None
+    if report:
+        from trexsim.records.report import write_report
+
+        try:
+            page = write_report(result.out_dir)
+        except TrexsimError as exc:  # the run's results stay; only the report is missing
+            err_console.print(f"[yellow]warning:[/] no report: {exc}")
     if not quiet:
         print_summary(result.summary)
         console.print(f"\nresults: [bold]{result.out_dir}[/]  (database {result.database.name}, summary.json)")
         if result.figures:
             console.print(f"figures: [bold]{result.figures[0].parent}[/]  ({', '.join(f.name for f in result.figures)})")
+        if page is not None:
+            console.print(f"report: [bold]{page}[/]  (open it in a browser; it needs no network)")
     from trexsim.node import DEGRADED_EXIT_STATUS, degraded_warning
 
-    warning = degraded_warning(report)
+    warning = degraded_warning(fabric_report)
     if warning is not None:  # even with --quiet: a degraded run never passes for a normal one
         err_console.print(f"[bold red]{warning}[/]")
         return DEGRADED_EXIT_STATUS
     return 0
+
+
+def _kernels_compiled() -> bool:
+    """Whether numba's cache already holds the market kernels (else the first run compiles them, ~15 s)."""
+    import os
+
+    from importlib.util import find_spec
+
+    spec = find_spec("trexsim.engine")
+    places = [Path(p) / "__pycache__" for p in (spec.submodule_search_locations or [])] if spec else []
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        places.append(Path(os.environ["NUMBA_CACHE_DIR"]))
+    places.append(Path.home() / ".cache" / "numba")
+    for place in places:
+        try:
+            if place.is_dir() and next(place.rglob("market_round.*.nbi"), None) is not None:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _wait_for_nodes(network, nodes, timeout_s: float) -> None:
@@ -231,25 +296,30 @@ def _run_with_progress(sim, quiet: bool, plots):
 
 
 def print_summary(summary: dict) -> None:
+    """The run's table, readable in an 80-column terminal: energies in kWh, money in $."""
+    from rich import box
+
     study, market = summary["study"], summary["market"]
-    table = Table(title=f"{study['name']}: {study['participants']} participants, {study['days']} day(s), "
-                        f"{study['settlement']}, episode {summary['episode']}")
-    table.add_column("participant", no_wrap=True)
-    for col in ("market\nbought Wh", "market\nsold Wh", "grid\nbought Wh", "grid\nsold Wh", "net\ncost $",
-                "grid-only\ncost $", "savings\n$"):
+    table = Table(title=f"{study['name']}: {study['participants']} participants, {study['days']:g} day(s), "
+                        f"{study['settlement']}, episode {summary['episode']}",
+                  caption="energy in kWh, money in $ (negative bill: earned)", box=box.SIMPLE_HEAD, pad_edge=False,
+                  padding=(0, 1))
+    table.add_column("participant", overflow="fold", max_width=16)
+    for col in ("bought\nmarket", "sold\nmarket", "bought\ngrid", "sold\ngrid", "bill", "grid\nonly", "saved"):
         table.add_column(col, justify="right", no_wrap=True)
     rows = list(summary["participants"].items())
     shown = rows if len(rows) <= 40 else rows[:20] + rows[-20:]
+    kwh = lambda wh: f"{wh / 1000:,.1f}"  # noqa: E731
     for n, (pid, p) in enumerate(shown):
         if len(rows) > 40 and n == 20:
             table.add_row(f"... {len(rows) - 40} more", *[""] * 7)
-        table.add_row(pid, f"{p['market_bought_wh']:,}", f"{p['market_sold_wh']:,}", f"{p['grid_bought_wh']:,}",
-                      f"{p['grid_sold_wh']:,}", f"{p['net_cost']:.2f}", f"{p['grid_only_cost']:.2f}", f"{p['savings']:.2f}")
+        table.add_row(pid, kwh(p["market_bought_wh"]), kwh(p["market_sold_wh"]), kwh(p["grid_bought_wh"]),
+                      kwh(p["grid_sold_wh"]), f"{p['net_cost']:.2f}", f"{p['grid_only_cost']:.2f}", f"{p['savings']:.2f}")
     console.print(table)
     price = market.get("mean_settlement_price")
     console.print(
         f"market: settled {market['settled_wh']:,} Wh at a mean price of "
-        f"{'-' if price is None else f'{price:.4f} $/kWh'}; auctioneer surplus {market['auctioneer_surplus']:.4f} $; "
+        f"{'-' if price is None else f'{price:.4f} $/kWh'}; auctioneer surplus {market['auctioneer_surplus']:.4f} $;\n"
         f"rejected orders {market['rejected_orders']}; community bill {market['total_net_cost']:.2f} $ "
         f"vs {market['total_grid_only_cost']:.2f} $ grid-only")
     cons = summary.get("conservation", {})
@@ -369,6 +439,22 @@ def plot(run_dir: Path = typer.Argument(..., help="A run's output folder.")) -> 
         _fail(exc)
         return
     console.print(f"wrote {', '.join(str(f) for f in figures)}")
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="One run's output folder, or several to compare side by side."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="The HTML file (default RUN_DIR/report.html; with several runs, ./report.html)."),
+) -> None:
+    """Write a run's interactive report: one HTML file that opens offline in any browser (several runs: side by side)."""
+    from trexsim.records.report import write_report
+
+    try:
+        page = write_report(run_dirs, out)
+    except TrexsimError as exc:
+        _fail(exc)
+        return
+    console.print(f"wrote [bold]{page}[/] ({page.stat().st_size / 1e6:.1f} MB; open it in a browser, it needs no network)")
 
 
 @app.command()
