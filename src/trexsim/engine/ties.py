@@ -87,6 +87,19 @@ def participant_rank(key, episode, delivery_round, n_participants):
 
 
 @numba.njit(cache=True, nogil=True)
+def place_batch(participant, booked):
+    """Each order's place among its participant's orders in one delivery round's book (0 for the
+    first), for a batch appended to the book; ``booked`` (orders booked so far, per participant)
+    is advanced in place. With the round placed and the participant's tie rank, the place fixes an
+    order's position in the submission order whatever the arrival order of other batches."""
+    position = np.empty(participant.size, dtype=np.int64)
+    for i in range(participant.size):
+        position[i] = booked[participant[i]]
+        booked[participant[i]] += 1
+    return position
+
+
+@numba.njit(cache=True, nogil=True)
 def submission_order(participant, placed_round, n_participants, tie_break, key, episode, delivery_round):
     """The permutation that puts a book in submission order: round placed, then the participant's
     place (roster position, or this round's random draw), then the order within its batch.

@@ -19,11 +19,11 @@ from __future__ import annotations
 import numpy as np
 
 from trexsim.config.schema import MarketConfig
-from trexsim.engine.checks import CLEARING_RULES, DELIVERY_RULES, auctioneer_surplus_usd, check_clearing, check_delivery
-from trexsim.engine.delivery import settle_round
+from trexsim.engine.checks import CLEARING_RULES, DELIVERY_RULES
 from trexsim.engine.intake import REASONS, reject_codes
-from trexsim.engine.mechanisms import clear_round, get_mechanism
-from trexsim.engine.ties import RANDOM, participant_rank, tie_break_code, tie_key
+from trexsim.engine.market_round import clear_checked, settle_checked
+from trexsim.engine.mechanisms import get_mechanism
+from trexsim.engine.ties import RANDOM, participant_rank, place_batch, tie_break_code, tie_key
 from trexsim.errors import ConservationError
 from trexsim.fabric import topics
 from trexsim.fabric.messages import (
@@ -115,17 +115,7 @@ class _Book:
         the submission order, whatever the arrival order of other participants' messages."""
         self.parts.append((participant, side, pool, price, quantity_wh, order_id))
         self.placed.append(placed_round)
-        if participant.size == 1 or np.all(participant[1:] > participant[:-1]):  # each participant once
-            position = self.counts[participant].copy()
-        else:
-            order = np.argsort(participant, kind="stable")
-            ordered = participant[order]
-            starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-            first = np.repeat(starts, np.diff(np.r_[starts, ordered.size]))
-            position = np.empty(participant.size, dtype=np.int64)
-            position[order] = np.arange(participant.size) - first
-            position += self.counts[participant]
-        self.counts += np.bincount(participant, minlength=self.counts.size)
+        position = place_batch(participant, self.counts)
         return position
 
     def rounds(self) -> np.ndarray:
@@ -190,8 +180,9 @@ class Market:
         self._meter = []
 
     # ------------------------------------------------------------------ intake
-    def validate(self, msg: Orders) -> tuple[np.ndarray, list[str]]:
-        """Accepted mask and the reasons of the rejected orders. Never raises on bad values."""
+    def validate(self, msg: Orders) -> tuple[np.ndarray | None, list[str]]:
+        """Accepted mask (None: every order accepted; empty: the message is refused whole) and the
+        reasons of the rejected orders. Never raises on bad values."""
         n = len(msg.participant)
         lengths = {len(msg.side), len(msg.pool), len(msg.price), len(msg.quantity_wh), len(msg.order_id)}
         if lengths != {n}:
@@ -219,9 +210,9 @@ class Market:
         order_id = np.asarray(msg.order_id)
         if order_id.dtype.kind not in "iu":  # ids are whole numbers; a float id is refused, never truncated
             codes[(codes == 0) & ~_whole_int64(order_id)] = _BAD_ORDER_ID
+        if not codes.any():
+            return None, []
         ok = codes == 0
-        if ok.all():
-            return ok, []
         return ok, [_REASON_NAMES[c] for c in codes[~ok]]
 
     def _snap_allowed(self, price: np.ndarray) -> np.ndarray:
@@ -243,24 +234,25 @@ class Market:
             ok, reasons = self.validate(msg)
         except Exception as exc:  # a message we cannot even read is rejected whole, never fatal
             ok, reasons = np.zeros(0, dtype=bool), [f"malformed: {exc}"]
-        if ok.size == 0 and reasons:
-            self._reject_all(msg, reasons)
-            return
-        if not ok.all():
+        if ok is not None:
+            if ok.size == 0:
+                if reasons:
+                    self._reject_all(msg, reasons)
+                return
             bad = ~ok
             self.fabric.publish(topics.REJECTED, Rejected(
                 msg.episode, msg.round, msg.delivery_round,
                 _recorded_index(msg.participant, bad), _recorded_index(msg.side, bad), _recorded_index(msg.pool, bad),
                 np.asarray(msg.price, dtype=np.float64)[bad], np.asarray(msg.quantity_wh, dtype=np.float64)[bad],
                 np.asarray(msg.order_id)[bad], reasons))
-        if not ok.any():
-            return
+            if not ok.any():
+                return
         book = self._books.get(msg.delivery_round)
         if book is None:
             rank = (participant_rank(self.tie_key, self.episode, msg.delivery_round, self.n)
                     if self.tie_break == RANDOM else None)
             book = self._books[msg.delivery_round] = _Book(self.n, rank)
-        if ok.all():
+        if ok is None:
             entry = (_int64(msg.participant), _int64(msg.side), _int64(msg.pool),
                      self._snap_price(np.asarray(msg.price, dtype=np.float64)), _int64(msg.quantity_wh), _int64(msg.order_id))
         else:
@@ -307,21 +299,18 @@ class Market:
         # "submission order" is by round placed, then place in the roster (or the round's random order),
         # then order within the batch, never by arrival time: the same book however the participants
         # are split over processes
-        arrays = book.arrays()
-        (pool_c, buyer, seller, q, bp, sp, bid_id, ask_id, bought, sold, cost, revenue, bid_index, ask_index) = clear_round(
-            self.mechanism, *arrays, book.rounds(), n, tie_break=self.tie_break, key=self.tie_key,
-            episode=self.episode, delivery_round=delivery_round)
-        rule, index = check_clearing(arrays[:5], (pool_c, buyer, seller, q, bp, sp, bid_index, ask_index),
-                                     (bought, sold, cost, revenue), self.mechanism.budget_balance == "strong")
-        if rule:
+        c = clear_checked(self.mechanism, *book.arrays(), book.rounds(), n, tie_break=self.tie_break, key=self.tie_key,
+                          episode=self.episode, delivery_round=delivery_round)
+        if c.broken_rule:
+            rule, index = c.broken_rule, c.broken_at
             where = f"match {index}" if rule < 10 else (f"order {index}" if rule == 10 else f"participant {index}")
             raise ConservationError(
                 f"episode {self.episode}, round {self.round} (clearing delivery round {delivery_round}), mechanism "
                 f"{self.mechanism.name!r}: broken rule: {CLEARING_RULES[rule]} ({where})")
-        # from each pair's prices, so exactly 0 for a strongly budget-balanced mechanism
-        surplus = float(auctioneer_surplus_usd(np.ascontiguousarray(q, dtype=np.int64), bp, sp))
-        self._contracts[delivery_round] = (bought, sold, cost, revenue, surplus)
-        return Cleared(self.episode, self.round, delivery_round, pool_c, buyer, seller, q, bp, sp, bid_id, ask_id)
+        # the surplus from each pair's prices, so exactly 0 for a strongly budget-balanced mechanism
+        self._contracts[delivery_round] = (c.bought_wh, c.sold_wh, c.cost_usd, c.revenue_usd, c.auctioneer_surplus_usd)
+        return Cleared(self.episode, self.round, delivery_round, c.pool, c.buyer, c.seller, c.quantity_wh, c.buyer_price,
+                       c.seller_price, c.bid_id, c.ask_id)
 
     def settle(self, round_index: int) -> Delivered:
         n = self.n
@@ -336,21 +325,18 @@ class Market:
             charge, discharge = meter.battery_charge_wh, meter.battery_discharge_wh
             baseline = meter.grid_only_net_wh
         buy_p, sell_p = float(self._buy[round_index]), float(self._sell[round_index])
-        res, grid_only_cost, energy_error, traded_error = settle_round(load, gen, charge, discharge, bought, sold, baseline,
-                                                                       buy_p, sell_p)
-        self._check_conservation(round_index, (load, gen, charge, discharge), (bought, sold, cost, revenue), res,
-                                 (buy_p, sell_p), surplus, energy_error, traded_error)
+        res = settle_checked(load, gen, charge, discharge, bought, sold, baseline, cost, revenue, buy_p, sell_p, surplus)
+        self._check_conservation(round_index, res, cost, revenue, surplus)
         return Delivered(
             self.episode, round_index, buy_p, sell_p, res.net_meter_wh, bought, sold,
             res.grid_import_wh, res.grid_export_wh, res.shortfall_wh, res.unused_wh, res.battery_cover_wh,
-            cost, revenue, res.grid_cost_usd, res.grid_revenue_usd, grid_only_cost, surplus)
+            cost, revenue, res.grid_cost_usd, res.grid_revenue_usd, res.grid_only_cost_usd, surplus)
 
-    def _check_conservation(self, round_index: int, meter, contracts, res, prices, surplus: float, energy_error: int,
-                            traded_error: int) -> None:
-        """The delivery round's independent checks (:mod:`trexsim.engine.checks`); raises on a broken rule."""
-        rule, who = check_delivery(meter, contracts, (res.grid_import_wh, res.grid_export_wh, res.grid_cost_usd,
-                                                      res.grid_revenue_usd), prices, surplus)
-        cost, revenue = contracts[2], contracts[3]
+    def _check_conservation(self, round_index: int, res, cost, revenue, surplus: float) -> None:
+        """Keeps the run's largest errors; raises on a broken rule of the delivery checks
+        (:mod:`trexsim.engine.checks`, run inside :func:`~trexsim.engine.market_round.settle_checked`)."""
+        rule, who = res.broken_rule, res.broken_at
+        energy_error, traded_error = res.energy_error_wh, res.traded_error_wh
         money_error = abs(float(cost.sum()) - float(revenue.sum()) - surplus)
         self.max_energy_error_wh = max(self.max_energy_error_wh, abs(energy_error), abs(traded_error))
         if not np.isfinite(money_error):
