@@ -78,3 +78,41 @@ def test_powerflow_command(tmp_path, two_houses):
     r = runner.invoke(app, ["powerflow", str(out), "--mapping", str(tmp_path / "missing.json"),
                             "--feeder", str(tmp_path / "missing.dss")])
     assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_version_and_flags():
+    from trexsim import __version__
+
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.strip() == f"trexsim {__version__}"
+    r = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "120"})
+    assert r.exit_code == 0 and "--no-plots" in r.output and "--no-report" in r.output
+    assert "<bool>" not in r.output  # flags are shown as flags, not as options taking a value
+
+
+def test_summary_table_fits_80_columns(tmp_path, two_houses):
+    two_houses["study"]["days"] = 30 / 1440
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(two_houses))
+    r = runner.invoke(app, ["run", str(cfg), "--out", str(tmp_path / "o"), "--no-plots", "--no-report"],
+                      env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    table = r.output[r.output.index("participant"):r.output.index("energy in kWh")]
+    assert "…" not in table and max(len(line) for line in table.splitlines()) <= 80
+    assert "grid" in table and "saved" in table and "seller" in table
+
+
+def test_json_syntax_error_in_plain_words(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{\n  "study": {"name": "x"}\n  "market": {}\n}\n')
+    r = runner.invoke(app, ["validate", str(bad)])
+    assert r.exit_code == 2
+    assert "line 3, column 3: expected ',' or '}', found '\"' (is a comma missing before it?)" in r.output
+    assert '3 |   "market": {}' in r.output and "U+" not in r.output and "b'" not in r.output
+
+
+def test_export_of_a_missing_run_creates_nothing(tmp_path):
+    for extra in ([], ["--out", str(tmp_path / "elsewhere" / "x")]):
+        r = runner.invoke(app, ["export", str(tmp_path / "nothing"), *extra])
+        assert r.exit_code == 2 and "no run database" in r.output
+        assert list(tmp_path.iterdir()) == []

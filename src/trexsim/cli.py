@@ -64,12 +64,14 @@ def _example_path(name: str) -> Path:
 
 
 def _fail(exc: Exception) -> None:
+    from rich.markup import escape
+
     if isinstance(exc, ConfigError):
-        err_console.print(f"[bold red]invalid config[/] {exc.source or ''}")
+        err_console.print(f"[bold red]invalid config[/] {escape(exc.source or '')}")
         for path, msg in exc.problems:
-            err_console.print(f"  [yellow]{path or '(top level)'}[/]: {msg}")
+            err_console.print(f"  [yellow]{escape(path)}[/]: {escape(str(msg))}" if path else f"  {escape(str(msg))}")
     else:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
     raise typer.Exit(2)
 
 

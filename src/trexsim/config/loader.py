@@ -125,13 +125,46 @@ def read_config_text(path: Path) -> Any:
     except Exception as exc:  # pyjson5 raises its own hierarchy; report it as a config problem
         message = getattr(exc, "message", None) or str(exc)
         where = re.search(r"near (\d+)", message)
+        detail = _plain_json_error(re.sub(r" near \d+", "", message))
         if where:
             offset = max(0, int(where.group(1)) - 1)  # pyjson5 reports the position after the character
             line = text.count("\n", 0, offset) + 1
-            column = offset - (text.rfind("\n", 0, offset) + 1) + 1
-            detail = re.sub(r" near \d+", "", message)
-            message = f"line {line}, column {column}: {detail}"
+            start = text.rfind("\n", 0, offset) + 1
+            column = offset - start + 1
+            end = text.find("\n", start)
+            shown = text[start:end if end >= 0 else len(text)].replace("\t", " ")
+            message = (f"line {line}, column {column}: {detail}\n"
+                       f"    {line} | {shown[:200]}\n    {' ' * len(str(line))} | {' ' * (column - 1)}^")
+        else:
+            message = detail
         raise ConfigError([("", f"not valid JSON: {message}")], str(path)) from None
+
+
+_JSON_TOKENS = {"comma": "','", "colon": "':'", "IdentifierStart": "a key", "IdentifierPart": "a key",
+                "string": "string", "ValueStart": "a value"}
+
+
+def _plain_json_error(message: str) -> str:
+    """pyjson5's message in plain words: ``Expected b'comma' or U+007d, found U+0022`` becomes
+    ``expected ',' or '}', found '"' (is a comma missing before it?)``."""
+    def char(m: re.Match) -> str:
+        c = chr(int(m.group(1), 16))
+        return repr(c) if c.isprintable() and c != " " else f"U+{m.group(1).upper()}"
+
+    text = re.sub(r"U\+([0-9A-Fa-f]{4,6})", char, message)
+    text = re.sub(r"b'(\w+)'", lambda m: _JSON_TOKENS.get(m.group(1), m.group(1)), text)
+    text = text.replace("Extra data", "unexpected text after the end of the document:")
+    text = text.replace("Unclosed string starting", "a string that is never closed (a missing '\"'?)")
+    text = text.replace("Unclosed object starting", "an object ('{') that is never closed (a missing '}'?)")
+    text = text.replace("Unclosed array starting", "an array ('[') that is never closed (a missing ']'?)")
+    text = text.replace("Unexpected end of file", "the file ends too early (a missing '}' or ']'?)")
+    if text.startswith("Expected"):
+        text = "e" + text[1:]
+        if re.search(r"expected ','.*found", text):
+            text += " (is a comma missing before it?)"
+        elif "expected a key, found ','" in text:
+            text += " (a comma too many?)"
+    return text
 
 
 def load_config(path: str | Path) -> SimulationConfig:

@@ -387,6 +387,11 @@ def _share_axes(charts: list[Chart]) -> None:
     """Give the charts of one row the same y range (and x range where ``share_x``), so runs compare at a glance."""
     if len(charts) < 2:
         return
+    heat = [t for c in charts for t in c.traces if t.get("type") == "heatmap"]
+    if heat:  # one colour scale for every run's matrix
+        values = [v for t in heat for row in t["z"] for v in row if v is not None]
+        for t in heat:
+            t["zmin"], t["zmax"] = (0, max(values)) if values else (0, 1)
     for axis, key in (("yaxis", "y"), ("xaxis", "x")):
         if axis == "xaxis" and not all(c.share_x for c in charts):
             continue
@@ -469,7 +474,7 @@ _SCRIPT = """
   var config = {responsive: true, displaylogo: false};
   charts.forEach(function (c) {
     var el = document.getElementById(c.id);
-    var layout = Object.assign({margin: {l: 60, r: 20, t: 10, b: 50}, legend: {orientation: 'h', y: -0.2},
+    var layout = Object.assign({margin: {l: 60, r: 20, t: 10, b: 50}, legend: {orientation: 'h', x: 0, y: -0.22, yanchor: 'top'},
                                 font: {size: 11}}, c.layout);
     try {
       Plotly.newPlot(el, c.traces, layout, config).then(function () {
@@ -543,6 +548,9 @@ def _page(runs: list[_Run], summaries: list[list[tuple[str, str]]], sections: li
             else:
                 cid = f"chart-{s.key}-{i}"
                 parts.append(f"<div class='chart' id='{cid}'></div>")
+                named = sum(1 for t in chart.traces if t.get("showlegend", True) and t.get("type") != "heatmap")
+                height = 360 + 20 * max(0, -(-named // 4) - 1)  # room for a legend of many lines below the plot
+                parts[-1] = f"<div class='chart' id='{cid}' style='height:{height}px'></div>"
                 charts.append({"id": cid, "traces": chart.traces, "layout": chart.layout})
             parts.append("</div>")
         parts.append("</div>")
