@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 
 from trexsim.errors import TrexsimError
-from trexsim.records.schema import RECORDS, TABLES
+from trexsim.records.schema import RECORDS, TABLES, VIEWS
 
 
 def open_run(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
@@ -20,7 +20,8 @@ def open_run(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
 def export_run(run_dir: str | Path, fmt: str = "parquet", out_dir: str | Path | None = None) -> list[Path]:
     """Write each table to ``out_dir`` (default ``run_dir/export``) as ``<table>.parquet`` or ``.csv``.
 
-    ``deliveries`` is written from its view, derived columns included, as a user reads it. The
+    ``deliveries`` is written from its view, derived columns included, as a user reads it, and so are the
+    convenience views (``meter_readings``, ``grid_trades``, ``battery_states``, ``profits``, ``trades``). The
     tables of optional modules (the live powerflow's ``powerflow_*``) are written when they hold rows.
     """
     if fmt not in ("parquet", "csv"):
@@ -33,7 +34,8 @@ def export_run(run_dir: str | Path, fmt: str = "parquet", out_dir: str | Path | 
         optional = [t for t in TABLES if t not in RECORDS and t != "delivery_rows"]
         present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         filled = [t for t in optional if t in present and con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]]
-        for table in RECORDS + filled:
+        views = [v for v in VIEWS if v not in RECORDS]
+        for table in RECORDS + views + filled:
             target = out / f"{table}.{fmt}"
             options = "(FORMAT parquet)" if fmt == "parquet" else "(FORMAT csv, HEADER true)"
             con.execute(f"COPY (SELECT * FROM {table}) TO '{target.as_posix()}' {options}")
