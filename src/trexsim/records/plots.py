@@ -1,7 +1,11 @@
-"""Figures of a run, drawn from its database: ``trexsim plot RUN_DIR`` redraws them.
+"""Figures of a run for papers, drawn from its database: ``trexsim plot RUN_DIR`` redraws them.
+
+Each has a title naming the run, axes with units and a caption line under it saying what it shows;
+lines that may coincide differ in style (solid, dashed, dotted, markers), not only in colour. For
+looking at a run, the interactive ``report.html`` (:mod:`trexsim.records.report`) shows more.
 
 - ``prices.png``: settlement prices per delivery round against the grid's buy and sell prices
-- ``energy.png``: energy traded in the market and with the grid, per round
+- ``energy.png``: the community's total energy traded in the market and with the grid, per round
 - ``battery_soc.png``: batteries' state of charge
 - ``bills.png``: each participant's bill against its grid-only bill
 """
@@ -34,6 +38,18 @@ def _times(con, rounds: pd.Series) -> tuple[pd.DatetimeIndex | pd.Series, str]:
     return t.tz_localize(None), tz
 
 
+def _caption(fig, text: str) -> None:
+    """A line under the figure saying what it shows."""
+    fig.text(0.01, 0.01, text, fontsize=7.5, color="0.3", ha="left", va="bottom", wrap=True)
+
+
+def _per(frame: pd.DataFrame, n_rounds: int) -> str:
+    """'per round', or the mean over how many rounds a point stands for when the series was binned."""
+    if n_rounds <= MAX_POINTS:
+        return "per round"
+    return f"mean of {int(np.ceil(n_rounds / MAX_POINTS))} rounds per point"
+
+
 def _binned(frame: pd.DataFrame, columns: list[str], how: str = "mean") -> pd.DataFrame:
     if len(frame) <= MAX_POINTS:
         return frame
@@ -63,42 +79,47 @@ def plot_run(run_dir: str | Path) -> list[Path]:
             "SELECT delivery_round AS round, sum(quantity_wh * buyer_price) / sum(quantity_wh) AS buyer_price, "
             "sum(quantity_wh * seller_price) / sum(quantity_wh) AS seller_price FROM settlements WHERE episode = ? "
             "GROUP BY 1 ORDER BY 1", [episode]).df()
-        settlement = con.execute("SELECT any_value(settlement) FROM runs").fetchone()[0]
+        settlement, name = con.execute("SELECT any_value(settlement), any_value(name) FROM runs").fetchone()
+        n = len(rounds)
 
         # prices
         fig, ax = plt.subplots(figsize=(10, 4))
         r = _binned(rounds, ["grid_buy_price", "grid_sell_price"])
         t, tz = _times(con, r["round"])
-        ax.step(t, r["grid_buy_price"], where="post", color="tab:red", label="grid buy price")
-        ax.step(t, r["grid_sell_price"], where="post", color="tab:green", label="grid sell price")
+        ax.step(t, r["grid_buy_price"], where="post", color="tab:red", lw=1.2, label="grid buy price")
+        ax.step(t, r["grid_sell_price"], where="post", color="tab:green", lw=1.2, ls="--", label="grid sell price")
         if len(prices):
             p = _binned(prices, ["buyer_price", "seller_price"])
             tp, _ = _times(con, p["round"])
             if np.allclose(p["buyer_price"], p["seller_price"]):
                 ax.plot(tp, p["buyer_price"], ".", ms=2, color="tab:blue", label="settlement price")
             else:
-                ax.plot(tp, p["buyer_price"], ".", ms=2, color="tab:blue", label="price paid by buyers")
-                ax.plot(tp, p["seller_price"], ".", ms=2, color="tab:orange", label="price received by sellers")
-        ax.set_ylabel("$/kWh")
+                ax.plot(tp, p["buyer_price"], "^", ms=2.5, color="tab:blue", label="price paid by buyers")
+                ax.plot(tp, p["seller_price"], "v", ms=2.5, color="tab:orange", label="price received by sellers")
+        ax.set_ylabel("price ($/kWh)")
         ax.set_xlabel(f"local time ({tz})")
-        ax.set_title(f"Settlement prices ({settlement}), episode {episode}")
+        ax.set_title(f"{name}: settlement prices ({settlement}), episode {episode}")
         ax.legend(loc="best", fontsize=8)
         fig.autofmt_xdate()
+        _caption(fig, f"Quantity-weighted mean price of the energy settled for each delivery round "
+                      f"({_per(prices, len(prices))}), against the grid's net-billing buy and sell prices.")
         figures.append(_save(fig, out / "prices.png", plt))
 
         # energy
         fig, ax = plt.subplots(figsize=(10, 4))
         e = _binned(rounds, ["market_wh", "grid_import_wh", "grid_export_wh"])
         t, tz = _times(con, e["round"])
-        ax.plot(t, e["market_wh"], label="traded in the market", color="tab:blue")
-        ax.plot(t, e["grid_import_wh"], label="bought from the grid", color="tab:red", alpha=0.8)
-        ax.plot(t, -e["grid_export_wh"], label="sold to the grid (negative)", color="tab:green", alpha=0.8)
+        ax.plot(t, e["market_wh"], label="traded in the market", color="tab:blue", lw=1.2)
+        ax.plot(t, e["grid_import_wh"], label="bought from the grid", color="tab:red", lw=1, ls="--")
+        ax.plot(t, -e["grid_export_wh"], label="sold to the grid (negative)", color="tab:green", lw=1, ls=":")
         ax.axhline(0, color="black", lw=0.5)
-        ax.set_ylabel("Wh per round")
+        ax.set_ylabel("energy (Wh per round)")
         ax.set_xlabel(f"local time ({tz})")
-        ax.set_title("Energy per round")
+        ax.set_title(f"{name}: community energy, all households together, episode {episode}")
         ax.legend(loc="best", fontsize=8)
         fig.autofmt_xdate()
+        _caption(fig, f"Sum over every household of the energy traded in the market and with the grid "
+                      f"({_per(rounds, n)}); sales to the grid drawn below zero.")
         figures.append(_save(fig, out / "energy.png", plt))
 
         # batteries
@@ -115,7 +136,8 @@ def plot_run(run_dir: str | Path) -> list[Path]:
             if values.shape[1] <= 12:
                 names = con.execute("SELECT participant, participant_id FROM participants").df().set_index("participant")["participant_id"]
                 for j, col in enumerate(wide.columns):
-                    ax.plot(t, values[:, j] * 100, lw=1, label=str(names.get(col, col)))
+                    ax.plot(t, values[:, j] * 100, lw=1, ls=("-", "--", ":", "-.")[j // 10 % 4],
+                            label=str(names.get(col, col)))
                 ax.legend(loc="best", fontsize=7, ncol=2)
             else:
                 lo, med, hi = np.percentile(values, [10, 50, 90], axis=1)
@@ -123,10 +145,12 @@ def plot_run(run_dir: str | Path) -> list[Path]:
                 ax.plot(t, med * 100, label="median")
                 ax.legend(loc="best", fontsize=8)
             ax.set_ylim(0, 100)
-            ax.set_ylabel("state of charge (%)")
+            ax.set_ylabel("state of charge (% of capacity)")
             ax.set_xlabel(f"local time ({tz})")
-            ax.set_title("Battery state of charge")
+            ax.set_title(f"{name}: battery state of charge, episode {episode}")
             fig.autofmt_xdate()
+            _caption(fig, "Energy stored in each battery at the end of each round, as a share of its capacity"
+                          + ("." if values.shape[1] <= 12 else "; the median and the 10-90 % band across batteries."))
             figures.append(_save(fig, out / "battery_soc.png", plt))
 
         # bills
@@ -150,9 +174,11 @@ def plot_run(run_dir: str | Path) -> list[Path]:
                     ax.plot(lim, lim, color="black", lw=0.5, label="no change")
                     ax.set_xlabel("grid-only bill ($)")
                 ax.axhline(0, color="black", lw=0.5)
-                ax.set_ylabel("bill ($, negative = earned)")
-                ax.set_title(f"Bills, episode {summary.get('episode', episode)}")
+                ax.set_ylabel("bill with the market ($, negative = earned)" if len(ids) > 40 else "bill ($, negative = earned)")
+                ax.set_title(f"{name}: bills over episode {summary.get('episode', episode)}")
                 ax.legend(loc="best", fontsize=8)
+                _caption(fig, "Each household's bill with the market (market and grid trades) against the bill it "
+                              "would have paid with the grid alone, its battery on self-consumption.")
                 figures.append(_save(fig, out / "bills.png", plt))
     finally:
         con.close()
@@ -160,7 +186,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
 
 
 def _save(fig, path: Path, plt) -> Path:
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))  # room for the caption line
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
