@@ -44,6 +44,7 @@ class Chart:
     traces: list[dict]
     layout: dict
     share_x: bool = True  # side by side, the runs' x axes get one range too (False for categories of each run)
+    height_px: int | None = None  # None: from the number of lines in the legend
 
 
 @dataclass
@@ -274,10 +275,9 @@ def _sections(run: _Run) -> dict[str, Chart]:
     # who traded with whom
     if run.has("settlements"):
         pairs = run.q("SELECT seller, buyer, sum(quantity_wh) / 1000.0 AS kwh FROM settlements WHERE episode = ? GROUP BY ALL")
-        volume = pairs.groupby("seller")["kwh"].sum().add(pairs.groupby("buyer")["kwh"].sum(), fill_value=0)
-        top = set(volume.sort_values(ascending=False).index[:MAX_MATRIX])
-        sellers = sorted({s for s in pairs["seller"] if s in top})
-        buyers = sorted({b for b in pairs["buyer"] if b in top})
+        # the sellers that sold most and the buyers that bought most
+        sellers = sorted(pairs.groupby("seller")["kwh"].sum().sort_values(ascending=False).index[:MAX_MATRIX])
+        buyers = sorted(pairs.groupby("buyer")["kwh"].sum().sort_values(ascending=False).index[:MAX_MATRIX])
         z = np.full((len(sellers), len(buyers)), np.nan)
         si, bi = {s: i for i, s in enumerate(sellers)}, {b: i for i, b in enumerate(buyers)}
         for s, b, k in pairs[["seller", "buyer", "kwh"]].itertuples(index=False):
@@ -288,7 +288,7 @@ def _sections(run: _Run) -> dict[str, Chart]:
              "z": [_num(row) for row in z], "colorscale": "Blues", "reversescale": True, "colorbar": {"title": {"text": "kWh"}},
              "hovertemplate": "%{y} sold %{z:.2f} kWh to %{x}<extra></extra>"},
         ], {"xaxis": {"title": {"text": "buyer"}, "type": "category"}, "yaxis": {"title": {"text": "seller"}, "type": "category"}},
-            share_x=False)
+            share_x=False, height_px=max(360, 160 + 16 * len(sellers)))
 
     # batteries
     with_battery = [int(p) for p, c in zip(run.participants["participant"], run.participants["battery_capacity_wh"]) if c > 0]
@@ -370,7 +370,8 @@ SECTIONS: list[tuple[str, str, str]] = [
                                                            "(negative: it earned money)."),
     ("shares", "Shares of the market's trades", "Each household's share of the energy bought and sold in the market."),
     ("matrix", "Who traded with whom", "Energy each seller (row) sold to each buyer (column) over the episode; with many "
-                                       "households, the most active ones."),
+                                       f"households, the {MAX_MATRIX} sellers that sold most and the {MAX_MATRIX} buyers "
+                                       "that bought most."),
     ("battery", "Battery state of charge", "State of charge of each battery, mean over each bin; with many batteries, "
                                            "the median and the 10-90 % band."),
     ("rejections", "Rejected orders by reason", "Orders the market refused, counted by the reason it gave."),
@@ -476,6 +477,9 @@ _SCRIPT = """
     var el = document.getElementById(c.id);
     var layout = Object.assign({margin: {l: 60, r: 20, t: 10, b: 50}, legend: {orientation: 'h', x: 0, y: -0.22, yanchor: 'top'},
                                 font: {size: 11}}, c.layout);
+    ['xaxis', 'yaxis'].forEach(function (a) {  // long household names push the margins instead of being cut
+      layout[a] = Object.assign({automargin: true}, layout[a] || {});
+    });
     try {
       Plotly.newPlot(el, c.traces, layout, config).then(function () {
         el.dataset.drawn = '1'; drawn += 1; done();
@@ -549,7 +553,7 @@ def _page(runs: list[_Run], summaries: list[list[tuple[str, str]]], sections: li
                 cid = f"chart-{s.key}-{i}"
                 parts.append(f"<div class='chart' id='{cid}'></div>")
                 named = sum(1 for t in chart.traces if t.get("showlegend", True) and t.get("type") != "heatmap")
-                height = 360 + 20 * max(0, -(-named // 4) - 1)  # room for a legend of many lines below the plot
+                height = chart.height_px or 360 + 20 * max(0, -(-named // 4) - 1)  # room for a legend below the plot
                 parts[-1] = f"<div class='chart' id='{cid}' style='height:{height}px'></div>"
                 charts.append({"id": cid, "traces": chart.traces, "layout": chart.layout})
             parts.append("</div>")
