@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from trexsim.config.loader import parse_config
 from trexsim.engine.mechanisms import clear_round, get_mechanism
-from trexsim.engine.ties import PRO_RATA, RANDOM, SUBMISSION, participant_rank, tie_key
+from trexsim.engine.ties import PRO_RATA, RANDOM, SUBMISSION, participant_rank, submission_order, tie_key
 from trexsim.simulation import Simulation
 
 M1 = get_mechanism("average_price")
@@ -155,3 +155,17 @@ def test_random_is_the_default():
     cfg = copy.deepcopy(_community("random").model_dump())
     del cfg["market"]["tie_break"]
     assert parse_config(cfg).market.tie_break == "random"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 60), st.lists(st.tuples(st.integers(0, 59), st.integers(0, 2)), max_size=150),
+       st.integers(0, 2**62), st.integers(0, 5), st.integers(0, 1439))
+def test_the_random_order_from_the_markets_rank_is_the_order_from_the_draws(n, orders, key, episode, delivery_round):
+    """The market sorts its book by the participant rank it already computed for tie_rank (a counting sort);
+    the envs and the study sort the draws. Same book, same order."""
+    participant = np.array([p % n for p, _ in orders], dtype=np.int64)
+    placed = np.array([r for _, r in orders], dtype=np.int64)
+    from_draws = submission_order(participant, placed, n, RANDOM, key, episode, delivery_round)
+    from_rank = submission_order(participant, placed, n, RANDOM, key, episode, delivery_round,
+                                 participant_rank(key, episode, delivery_round, n))
+    assert from_draws.tolist() == from_rank.tolist()

@@ -45,10 +45,10 @@ class Clearing(NamedTuple):
 
 @numba.njit(cache=True, nogil=True)
 def _clear_checked(participant, side, pool, price, quantity_wh, order_id, placed_round, n_participants, rule,
-                   equal_prices, n_pools, tie_break, key, episode, delivery_round, strong):
+                   equal_prices, n_pools, tie_break, key, episode, delivery_round, strong, rank):
     (pools, buyer, seller, q, bp, sp, bid_id, ask_id, bought, sold, cost, revenue, bi, ai) = _clear_round(
         participant, side, pool, price, quantity_wh, order_id, placed_round, n_participants, rule, equal_prices, n_pools,
-        tie_break, key, episode, delivery_round)
+        tie_break, key, episode, delivery_round, rank)
     broken, at = _check_clearing(participant, side, pool, price, quantity_wh, pools, buyer, seller, q, bp, sp, bi, ai,
                                  bought, sold, cost, revenue, strong)
     surplus = auctioneer_surplus_usd(q, bp, sp)
@@ -57,12 +57,13 @@ def _clear_checked(participant, side, pool, price, quantity_wh, order_id, placed
 
 def clear_checked(mechanism: Mechanism, participant, side, pool, price, quantity_wh, order_id, placed_round,
                   n_participants: int, n_pools: int = 2, *, tie_break: int = SUBMISSION, key: int = 0, episode: int = 0,
-                  delivery_round: int = 0) -> Clearing:
+                  delivery_round: int = 0, rank: np.ndarray | None = None) -> Clearing:
     """Clear one delivery round's whole book (:func:`~trexsim.engine.mechanisms.clear_round`), check
     it (:func:`~trexsim.engine.checks.check_clearing`) and total the auctioneer's surplus.
 
     The record's ``broken_rule`` says whether a check failed; the caller decides what to do (the
-    market stops the run, naming the rule).
+    market stops the run, naming the rule). ``rank``: the round's participant rank under the
+    random tie-break, where the caller has computed it (:func:`~trexsim.engine.ties.submission_order`).
     """
     i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
     participant, side, pool, quantity_wh, order_id, placed_round = (
@@ -74,7 +75,7 @@ def clear_checked(mechanism: Mechanism, participant, side, pool, price, quantity
         return Clearing._make(_clear_checked(
             participant, side, pool, price, quantity_wh, order_id, placed_round, int(n_participants), rule,
             bool(getattr(mechanism, "equal_prices", False)), int(n_pools), int(tie_break), int(key), int(episode),
-            int(delivery_round), strong))
+            int(delivery_round), strong, None if rank is None else np.ascontiguousarray(rank, dtype=np.int64)))
     cleared = clear_round(mechanism, participant, side, pool, price, quantity_wh, order_id, placed_round,
                           n_participants, n_pools, tie_break=tie_break, key=key, episode=episode,
                           delivery_round=delivery_round)

@@ -213,7 +213,7 @@ class ExactPrice(RulePricedMechanism):
 
 @numba.njit(cache=True, nogil=True)
 def _clear_round(participant, side, pool, price, quantity_wh, order_id, placed_round, n_participants, rule,
-                 equal_prices, n_pools, tie_break, key, episode, delivery_round):
+                 equal_prices, n_pools, tie_break, key, episode, delivery_round, rank=None):
     """One delivery round's book, cleared and totalled in one compiled call.
 
     The book is matched in submission order under the round's tie-break rule
@@ -222,7 +222,7 @@ def _clear_round(participant, side, pool, price, quantity_wh, order_id, placed_r
     and the contracts summed per participant.
     """
     bi, ai, q, pools = clear_book_ordered(participant, side, pool, price, quantity_wh, placed_round, n_participants,
-                                          equal_prices, n_pools, tie_break, key, episode, delivery_round)
+                                          equal_prices, n_pools, tie_break, key, episode, delivery_round, rank)
     k = q.size
     buyer = np.empty(k, dtype=np.int64)
     seller = np.empty(k, dtype=np.int64)

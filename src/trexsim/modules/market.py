@@ -300,7 +300,7 @@ class Market:
         # then order within the batch, never by arrival time: the same book however the participants
         # are split over processes
         c = clear_checked(self.mechanism, *book.arrays(), book.rounds(), n, tie_break=self.tie_break, key=self.tie_key,
-                          episode=self.episode, delivery_round=delivery_round)
+                          episode=self.episode, delivery_round=delivery_round, rank=book.rank)
         if c.broken_rule:
             rule, index = c.broken_rule, c.broken_at
             where = f"match {index}" if rule < 10 else (f"order {index}" if rule == 10 else f"participant {index}")
