@@ -479,7 +479,7 @@ def train(
         import tensorboard  # noqa: F401
         import torch  # noqa: F401
     except ModuleNotFoundError as exc:
-        _fail(TrexsimError(f"{exc.name} is not installed; training needs the rl extra: pip install 'trexsim\\[rl]'"))  # \[: not rich markup
+        _fail(TrexsimError(f"{exc.name} is not installed; training needs the rl extra: pip install 'trexsim[rl]'"))  # _fail escapes rich markup
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
