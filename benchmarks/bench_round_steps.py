@@ -71,6 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    import importlib
-
     main()
