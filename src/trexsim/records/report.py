@@ -413,6 +413,12 @@ def _share_axes(charts: list[Chart]) -> None:
             pad = (hi - lo) * 0.05 or 1.0
             rng = [lo - pad, hi + pad]
         elif all(isinstance(v, str) for v in values) and all(c.layout.get(axis, {}).get("type") == "date" for c in charts):
+            spans = []
+            for c in charts:
+                xs = [v for t in c.traces for v in t.get(key, []) if v is not None]
+                spans.append((min(xs), max(xs)) if xs else None)
+            if any(sp is None for sp in spans) or max(a for a, _ in spans) > min(b for _, b in spans):
+                continue  # runs over different periods: each keeps its own time axis
             rng = [min(values), max(values)]
         else:
             continue
@@ -553,7 +559,8 @@ def _page(runs: list[_Run], summaries: list[list[tuple[str, str]]], sections: li
                 cid = f"chart-{s.key}-{i}"
                 parts.append(f"<div class='chart' id='{cid}'></div>")
                 named = sum(1 for t in chart.traces if t.get("showlegend", True) and t.get("type") != "heatmap")
-                height = chart.height_px or 360 + 20 * max(0, -(-named // 4) - 1)  # room for a legend below the plot
+                per_row = max(2, 6 // cols)  # legend entries in a row of the legend below the plot
+                height = chart.height_px or 360 + 22 * max(0, -(-named // per_row) - 1)
                 parts[-1] = f"<div class='chart' id='{cid}' style='height:{height}px'></div>"
                 charts.append({"id": cid, "traces": chart.traces, "layout": chart.layout})
             parts.append("</div>")
