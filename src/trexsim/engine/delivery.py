@@ -129,16 +129,3 @@ def _settle_round(load, gen, charge, discharge, bought, sold, grid_only_net, buy
     energy_error = energy_balance_error_wh(load, gen, charge, discharge, imp, exp)
     return net, imp, exp, shortfall, unused, cover, cost, revenue, grid_only_cost, energy_error, traded
 
-
-def settle_round(load_wh, generation_wh, battery_charge_wh, battery_discharge_wh, bought_wh, sold_wh, grid_only_net_wh,
-                 buy_price: float, sell_price: float):
-    """:func:`settle_delivery` plus grid-only bills and conservation checks, for the market's round loop.
-
-    Returns ``(DeliveryResult, grid_only_cost_usd, energy_error_wh, traded_error_wh)``.
-    """
-    i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
-    (net, imp, exp, shortfall, unused, cover, cost, revenue, grid_only_cost, energy_error, traded_error) = _settle_round(
-        i64(load_wh), i64(generation_wh), i64(battery_charge_wh), i64(battery_discharge_wh), i64(bought_wh), i64(sold_wh),
-        i64(grid_only_net_wh), float(buy_price), float(sell_price))
-    return (DeliveryResult(net, imp, exp, shortfall, unused, cover, cost, revenue), grid_only_cost, int(energy_error),
-            int(traded_error))

@@ -89,14 +89,16 @@ def clear_checked(mechanism: Mechanism, participant, side, pool, price, quantity
 
 
 class Settlement(NamedTuple):
-    """One delivered round, settled against the meters and checked (arrays per participant)."""
+    """One delivered round, settled against the meters and checked: the per-participant arrays of
+    :class:`~trexsim.engine.delivery.DeliveryResult` (in its order), each participant's grid-only
+    bill, the two conservation sums and the checks' verdict."""
 
-    net_meter_wh: np.ndarray  # metered net energy, + import
+    net_meter_wh: np.ndarray
     grid_import_wh: np.ndarray
     grid_export_wh: np.ndarray
-    shortfall_wh: np.ndarray  # sold energy not delivered (bought from the grid instead)
-    unused_wh: np.ndarray  # bought energy not used (exported to the grid)
-    battery_cover_wh: np.ndarray  # shortfall that the battery's discharge covered
+    shortfall_wh: np.ndarray
+    unused_wh: np.ndarray
+    battery_cover_wh: np.ndarray
     grid_cost_usd: np.ndarray
     grid_revenue_usd: np.ndarray
     grid_only_cost_usd: np.ndarray  # each participant's bill had it never traded
@@ -120,7 +122,7 @@ def _settle_checked(load, gen, charge, discharge, bought, sold, grid_only_net, c
 def settle_checked(load_wh, generation_wh, battery_charge_wh, battery_discharge_wh, bought_wh, sold_wh,
                    grid_only_net_wh, cost_usd, revenue_usd, buy_price: float, sell_price: float,
                    auctioneer_surplus: float) -> Settlement:
-    """Net billing of one delivered round (:func:`~trexsim.engine.delivery.settle_round`) with the
+    """Net billing of one delivered round (:func:`~trexsim.engine.delivery.settle_delivery` and the grid-only bills) with the
     delivery checks of :func:`~trexsim.engine.checks.check_delivery`, in one compiled call.
 
     Meter and contract energies in Wh, money in $, prices in $/kWh.
