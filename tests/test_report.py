@@ -257,3 +257,12 @@ def test_powerflow_and_tc_draw(browser, tmp_path):
         assert title in page
     _check_in_browser(browser, out / "report.html", tmp_path / "tc.png")
 
+
+
+def test_a_replayed_powerflow_is_in_the_report(tmp_path, two_houses):
+    pytest.importorskip("opendssdirect", reason="the powerflow extra is not installed")
+    two_houses["study"]["days"] = 30 / 1440
+    out = _run(tmp_path, two_houses, "replayed", "--no-report")
+    assert runner.invoke(app, ["powerflow", str(out)]).exit_code == 0
+    page = write_report(out).read_text()
+    assert "Powerflow: voltage envelope" in page and "Powerflow: transformer and line loading" in page

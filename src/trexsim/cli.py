@@ -632,6 +632,16 @@ def compare(
     for pid in result.report["participants"]:
         bills.add_row(pid, *[f"{modes[m]['bills'][pid]:.3f}" for m in MODES])
     console.print(bills)
+    runs = [m for m in MODES if (result.out_dir / m / "run.duckdb").exists()]  # the modes recorded in a database
+    if runs:
+        from trexsim.records.report import write_report
+
+        try:
+            page = write_report([result.out_dir / m for m in runs], result.out_dir / "report.html",
+                                labels=[LABELS[m] for m in runs])
+            console.print(f"report of {', '.join(LABELS[m] for m in runs)} side by side: [bold]{page}[/]")
+        except TrexsimError as exc:
+            err_console.print(f"[yellow]warning:[/] no report: {exc}")
     console.print(f"report, figures and each mode's run: [bold]{result.out_dir}[/]")
 
 

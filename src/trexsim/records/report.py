@@ -85,6 +85,10 @@ def _num(values, digits: int = 6) -> list:
     return out
 
 
+def _sql_path(path: Path) -> str:
+    return path.resolve().as_posix().replace("'", "''")
+
+
 class _Run:
     """The aggregates of one run's last episode, read from its database."""
 
@@ -108,6 +112,27 @@ class _Run:
         self.bin_s = _bin_seconds(self.interval_s, self.rounds)
         self.bin_rounds = self.bin_s // self.interval_s
         self.title = f"{self.name} ({self.settlement})"
+        self._powerflow_sources()
+
+    def _powerflow_sources(self) -> None:
+        """Views ``pf_rounds`` and ``pf_violations``: the live powerflow's tables, or else what ``trexsim
+        powerflow RUN_DIR`` replayed from the run into RUN_DIR/powerflow (the same columns, as Parquet)."""
+        replay = self.dir / "powerflow"
+        if self.has("powerflow_rounds"):
+            self.con.execute("CREATE OR REPLACE TEMP VIEW pf_rounds AS SELECT * FROM powerflow_rounds")
+            if "powerflow_violations" in self.tables:
+                self.con.execute("CREATE OR REPLACE TEMP VIEW pf_violations AS SELECT * FROM powerflow_violations")
+        elif (replay / "rounds.parquet").exists():
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW pf_rounds AS SELECT * FROM read_parquet('{_sql_path(replay / 'rounds.parquet')}')")
+            if (replay / "violations.parquet").exists():
+                # the replay's violations carry no episode: it replays one episode, the one in its rounds
+                self.con.execute("CREATE OR REPLACE TEMP VIEW pf_violations AS SELECT e.episode, v.* FROM "
+                                 f"read_parquet('{_sql_path(replay / 'violations.parquet')}') v, "
+                                 "(SELECT max(episode) AS episode FROM pf_rounds) e")
+        else:
+            return
+        self.tables |= {"pf_rounds"} | ({"pf_violations"} if self.con.execute(
+            "SELECT count(*) FROM duckdb_views() WHERE view_name = 'pf_violations'").fetchone()[0] else set())
 
     def has(self, table: str) -> bool:
         return table in self.tables and self.con.execute(
@@ -312,9 +337,9 @@ def _sections(run: _Run) -> dict[str, Chart]:
                                       "yaxis": {"title": {"text": "rejected orders"}}}, share_x=False)
 
     # powerflow
-    if run.has("powerflow_rounds"):
+    if run.has("pf_rounds"):
         pf = run.q(f"SELECT round // {run.bin_rounds} AS bin, min(v_min_pu) AS vmin, max(v_max_pu) AS vmax, "
-                   "max(transformer_loading_pct) AS tr, max(line_loading_pct) AS line FROM powerflow_rounds "
+                   "max(transformer_loading_pct) AS tr, max(line_loading_pct) AS line FROM pf_rounds "
                    "WHERE episode = ? GROUP BY bin ORDER BY bin")
         px = run.times(pf["bin"])
         charts["voltage"] = Chart([
@@ -328,8 +353,8 @@ def _sections(run: _Run) -> dict[str, Chart]:
             {"type": "scatter", "mode": "lines", "name": "most loaded line", "x": px, "y": _num(pf["line"]),
              "line": {"color": COLORS[5], "dash": "dot"}},
         ], _time_layout(run, f"loading, % of rating (peak per {per})"))
-        if run.has("powerflow_violations"):
-            v = run.q("SELECT kind, count(*) AS n FROM powerflow_violations WHERE episode = ? GROUP BY kind ORDER BY n DESC")
+        if run.has("pf_violations"):
+            v = run.q("SELECT kind, count(*) AS n FROM pf_violations WHERE episode = ? GROUP BY kind ORDER BY n DESC")
             charts["violations"] = Chart([{"type": "bar", "x": list(v["kind"]), "y": [int(n) for n in v["n"]],
                                            "marker": {"color": COLORS[3]}, "name": "violations"}],
                                          {"xaxis": {"title": {"text": "kind"}, "type": "category"},
@@ -483,8 +508,8 @@ _SCRIPT = """
     var el = document.getElementById(c.id);
     var layout = Object.assign({margin: {l: 60, r: 20, t: 10, b: 50}, legend: {orientation: 'h', x: 0, y: -0.22, yanchor: 'top'},
                                 font: {size: 11}}, c.layout);
-    ['xaxis', 'yaxis'].forEach(function (a) {  // long household names push the margins instead of being cut
-      layout[a] = Object.assign({automargin: true}, layout[a] || {});
+    Object.keys(layout).concat(['xaxis', 'yaxis']).forEach(function (a) {  // long labels push the margins, not cut
+      if (/^[xy]axis[0-9]*$/.test(a)) layout[a] = Object.assign({automargin: true}, layout[a] || {});
     });
     try {
       Plotly.newPlot(el, c.traces, layout, config).then(function () {
@@ -497,9 +522,20 @@ _SCRIPT = """
 """
 
 
-def write_report(run_dirs: list[str | Path] | str | Path, out: str | Path | None = None) -> Path:
+def write_report(run_dirs: list[str | Path] | str | Path, out: str | Path | None = None,
+                 labels: list[str] | None = None) -> Path:
     """Write the HTML report of one run (default ``RUN_DIR/report.html``) or of several side by side
-    (default ``report.html`` in the current folder); return its path."""
+    (default ``report.html`` in the current folder); return its path.
+
+    Parameters
+    ----------
+    run_dirs : path or list of paths
+        The output folders of ``trexsim run`` (each with its ``run.duckdb``).
+    out : path, optional
+        The HTML file to write.
+    labels : list of str, optional
+        A heading for each run (default: its study name and settlement mechanism).
+    """
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
     dirs = [Path(d) for d in run_dirs]
@@ -507,6 +543,8 @@ def write_report(run_dirs: list[str | Path] | str | Path, out: str | Path | None
         raise TrexsimError("give at least one run folder")
     out = Path(out) if out is not None else (dirs[0] / "report.html" if len(dirs) == 1 else Path("report.html"))
     runs = [_Run(d) for d in dirs]
+    for run, label in zip(runs, labels or []):
+        run.title = label
     try:
         per_run = [_sections(r) for r in runs]
         summaries = [_summary_rows(r) for r in runs]
