@@ -37,57 +37,66 @@ class FixedPriceTraders(TraderPopulation):
         self._offers_battery = bool(np.isfinite(self.battery_ask_price).any())
 
     def act(self, obs: TraderObservation) -> OrderBatch:
-        net = obs.planned_net_wh
-        if not self._offers_battery:
-            return OrderBatch(*_residual_orders(np.ascontiguousarray(net, dtype=np.int64), self.bid_price, self.ask_price,
-                                                self.bid_pool))
-        member = np.flatnonzero(net)
-        side = (net[member] < 0).astype(np.int64)  # BID = 0 for a need, ASK = 1 for a surplus
-        is_ask = side.astype(bool)
-        price = np.where(is_ask, self.ask_price[member], self.bid_price[member])
-        pool = np.where(is_ask, NON_DISPATCH, self.bid_pool[member])
-        qty = np.abs(net[member])
-        if self._offers_battery:
-            sellers = np.flatnonzero(np.isfinite(self.battery_ask_price) & (obs.spare_discharge_wh > 0))
-            member = np.concatenate([member, sellers])
-            side = np.concatenate([side, np.full(sellers.size, ASK)])
-            pool = np.concatenate([pool, np.full(sellers.size, DISPATCH)])
-            price = np.concatenate([price, self.battery_ask_price[sellers]])
-            qty = np.concatenate([qty, obs.spare_discharge_wh[sellers]])
-        return OrderBatch(member.astype(np.int64), side.astype(np.int64), pool.astype(np.int64), price, qty.astype(np.int64))
+        return OrderBatch(*fixed_price_batch(
+            np.ascontiguousarray(obs.planned_net_wh, dtype=np.int64),
+            np.ascontiguousarray(obs.spare_discharge_wh, dtype=np.int64), self.bid_price, self.ask_price,
+            self.bid_pool, self.battery_ask_price, self._offers_battery))
+
+
+# The fixed-price rule, written once: FixedPriceTraders (modules) and the compiled RL env's round
+# kernel (trexsim.envs._kernels) both place their orders through these two functions.
+@numba.njit(cache=True, nogil=True)
+def residual_order(i, net_wh, bid_price, ask_price, bid_pool, o_part, o_side, o_pool, o_price, o_qty, count):
+    """Household ``i``'s order for its planned net energy ``net_wh`` (+ import): a bid at its bid
+    price in its bid pool for a need, an ask at its ask price in the non-dispatchable pool for a
+    surplus, none at 0. Written at ``o_*[count]``; returns the new count."""
+    if net_wh == 0:
+        return count
+    o_part[count] = i
+    if net_wh > 0:
+        o_side[count] = BID
+        o_pool[count] = bid_pool[i]
+        o_price[count] = bid_price[i]
+        o_qty[count] = net_wh
+    else:
+        o_side[count] = ASK
+        o_pool[count] = NON_DISPATCH
+        o_price[count] = ask_price[i]
+        o_qty[count] = -net_wh
+    return count + 1
 
 
 @numba.njit(cache=True, nogil=True)
-def _residual_orders(net_wh, bid_price, ask_price, bid_pool):
-    """A bid for each positive net energy and an ask for each negative one, in member order.
+def battery_order(i, spare_wh, battery_ask_price, o_part, o_side, o_pool, o_price, o_qty, count):
+    """Household ``i``'s ask for its battery's spare discharge (:func:`~trexsim.devices.battery.spare_discharge_wh`)
+    in the dispatchable pool at its ``battery_ask_price`` (NaN: it offers none). Returns the new count."""
+    if not np.isfinite(battery_ask_price[i]) or spare_wh <= 0:
+        return count
+    o_part[count] = i
+    o_side[count] = ASK
+    o_pool[count] = DISPATCH
+    o_price[count] = battery_ask_price[i]
+    o_qty[count] = spare_wh
+    return count + 1
 
-    Returns ``(member, side, pool, price, quantity_wh)``; asks go to the non-dispatchable pool.
+
+@numba.njit(cache=True, nogil=True)
+def fixed_price_batch(net_wh, spare_wh, bid_price, ask_price, bid_pool, battery_ask_price, offers_battery):
+    """A population's orders: every residual order in member order, then every battery ask.
+
+    Returns ``(member, side, pool, price, quantity_wh)``.
     """
     n = net_wh.size
+    cap = 2 * n if offers_battery else n
+    member = np.empty(cap, dtype=np.int64)
+    side = np.empty(cap, dtype=np.int64)
+    pool = np.empty(cap, dtype=np.int64)
+    price = np.empty(cap)
+    quantity = np.empty(cap, dtype=np.int64)
     count = 0
     for i in range(n):
-        if net_wh[i] != 0:
-            count += 1
-    member = np.empty(count, dtype=np.int64)
-    side = np.empty(count, dtype=np.int64)
-    pool = np.empty(count, dtype=np.int64)
-    price = np.empty(count)
-    quantity = np.empty(count, dtype=np.int64)
-    j = 0
-    for i in range(n):
-        v = net_wh[i]
-        if v == 0:
-            continue
-        member[j] = i
-        if v > 0:
-            side[j] = BID
-            pool[j] = bid_pool[i]
-            price[j] = bid_price[i]
-            quantity[j] = v
-        else:
-            side[j] = ASK
-            pool[j] = NON_DISPATCH
-            price[j] = ask_price[i]
-            quantity[j] = -v
-        j += 1
-    return member, side, pool, price, quantity
+        count = residual_order(i, net_wh[i], bid_price, ask_price, bid_pool, member, side, pool, price, quantity, count)
+    if offers_battery:
+        for i in range(n):
+            count = battery_order(i, spare_wh[i], battery_ask_price, member, side, pool, price, quantity, count)
+    return member[:count], side[:count], pool[:count], price[:count], quantity[:count]

@@ -92,6 +92,20 @@ def dispatch_and_step(residual_wh, stored_wh, capacity_wh, charge_limit_wh, disc
 
 
 @numba.njit(cache=True, nogil=True)
+def spare_discharge_wh(stored_wh, discharge_limit_wh, efficiency, planned_discharge_wh, active):
+    """What each battery could still deliver in a round beyond its planned discharge [Wh, whole]:
+    the largest discharge at the meter from ``stored_wh`` (:func:`max_discharge_wh`) less the plan;
+    0 for batteries not on self-consumption (``active`` False)."""
+    n = stored_wh.size
+    spare = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        if active[i]:
+            spare[i] = np.int64(np.floor(min(discharge_limit_wh[i], stored_wh[i] * efficiency[i]) + 1e-9)) \
+                - planned_discharge_wh[i]
+    return spare
+
+
+@numba.njit(cache=True, nogil=True)
 def stored_after_committed(load_wh, generation_wh, bought_wh, sold_wh, keep_plan, plan_delta_wh, stored_wh, capacity_wh,
                            charge_limit_wh, discharge_limit_wh, efficiency, retention, active):
     """The stored energy a coming round will leave [Wh], from its forecast and what is already

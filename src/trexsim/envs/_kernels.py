@@ -33,7 +33,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from trexsim.devices.battery import dispatch_and_step, stored_after_committed
+from trexsim.agents.baselines import battery_order, residual_order
+from trexsim.devices.battery import dispatch_and_step, spare_discharge_wh, stored_after_committed
 from trexsim.engine.delivery import _settle
 from trexsim.engine.intake import _codes
 from trexsim.engine.ties import clear_book_ordered
@@ -175,37 +176,23 @@ def step_copies(k, rounds, close_steps,
             for i in range(n):
                 plan_delta[e, sd, i] = planned_after[i] - stored[i]
             has_plan[e, sd] = True
+            spare = spare_discharge_wh(stored, discharge_limit_wh, efficiency, d_plan, active)
             for i in range(n):
                 kind = trader[i]
                 if kind == FIXED_PRICE:
-                    net = residual[i] + (c_plan[i] - d_plan[i])
-                    if net != 0:
-                        o_part[count] = i
-                        if net < 0:
-                            o_side[count] = ASK
-                            o_pool[count] = NON_DISPATCH
-                            o_price[count] = fixed_ask_price[i]
-                            o_booked[count] = fixed_ask_price_booked[i]
-                            o_qty[count] = -net
+                    first = count
+                    count = residual_order(i, residual[i] + (c_plan[i] - d_plan[i]), fixed_bid_price, fixed_ask_price,
+                                           bid_pool, o_part, o_side, o_pool, o_price, o_qty, count)
+                    if offers_battery:
+                        count = battery_order(i, spare[i], battery_ask_price, o_part, o_side, o_pool, o_price, o_qty,
+                                              count)
+                    for t in range(first, count):  # the same orders at the prices as booked (on the tick)
+                        if o_side[t] == BID:
+                            o_booked[t] = fixed_bid_price_booked[i]
+                        elif o_pool[t] == DISPATCH:
+                            o_booked[t] = battery_ask_price_booked[i]
                         else:
-                            o_side[count] = BID
-                            o_pool[count] = bid_pool[i]
-                            o_price[count] = fixed_bid_price[i]
-                            o_booked[count] = fixed_bid_price_booked[i]
-                            o_qty[count] = net
-                        count += 1
-                    if offers_battery and np.isfinite(battery_ask_price[i]) and active[i]:
-                        # spare discharge: the battery's limit at the planned state less its planned discharge
-                        lim = min(discharge_limit_wh[i], stored[i] * efficiency[i])
-                        spare = np.int64(np.floor(lim + 1e-9)) - d_plan[i]
-                        if spare > 0:
-                            o_part[count] = i
-                            o_side[count] = ASK
-                            o_pool[count] = DISPATCH
-                            o_price[count] = battery_ask_price[i]
-                            o_booked[count] = battery_ask_price_booked[i]
-                            o_qty[count] = spare
-                            count += 1
+                            o_booked[t] = fixed_ask_price_booked[i]
                 elif kind == EXTERNAL:
                     j = agent_of[i]
                     if bid_wh[e, j] > 0:

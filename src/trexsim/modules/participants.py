@@ -22,7 +22,7 @@ import numpy as np
 from trexsim.agents.base import OrderBatch, TraderObservation, build_trader_populations, population_kinds
 from trexsim.config.schema import ParticipantConfig
 from trexsim.data.profiles import ProfileSet
-from trexsim.devices.battery import BatteryBank, meter_round, plan_round, stored_after_committed
+from trexsim.devices.battery import BatteryBank, meter_round, plan_round, spare_discharge_wh, stored_after_committed
 from trexsim.fabric import topics
 from trexsim.seeding import population_rngs
 from trexsim.fabric.messages import Cleared, Delivered, EpisodeStart, GridPrices, MeterReadings, Orders, RoundStart
@@ -193,9 +193,8 @@ class Participants:
             battery.efficiency, battery.retention, battery.self_consumption)
         self._plan_delta[d] = after - stored
         if self._offers_battery:
-            _, max_d = battery.limits(stored)
-            d_plan = np.maximum(-planned_battery, 0)
-            spare = np.where(battery.self_consumption, max_d - d_plan, 0)
+            spare = spare_discharge_wh(stored, battery.discharge_limit_wh, battery.efficiency,
+                                       np.maximum(-planned_battery, 0), battery.self_consumption)
         else:
             spare = self._zeros
         parts = []
