@@ -740,8 +740,9 @@ def node_market(
     credentials: Optional[Path] = typer.Option(None, "--credentials", help=_CREDENTIALS_HELP),
     timeout: float = typer.Option(300.0, "--timeout", min=0.1, help="Give up after this many seconds without a message."),
     ca_file: Optional[Path] = typer.Option(None, "--ca-file", help="CA certificate for an mqtts:// broker."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip the HTML report (report.html)."),
 ) -> None:
-    """Run the market, the grid and the recorder (the run's database) until the simulation ends."""
+    """Run the market, the grid and the recorder (the run's database, its report.html) until the simulation ends."""
     def body():
         from trexsim.config import load_config
         from trexsim.node import serve_market
@@ -755,6 +756,13 @@ def node_market(
             network.close()
         console.print(f"market done: settled {summary['market']['settled_wh']:,} Wh, rejected orders "
                       f"{summary['market']['rejected_orders']}; results in [bold]{out_dir}[/]")
+        if not no_report:
+            from trexsim.records.report import write_report
+
+            try:
+                console.print(f"report: [bold]{write_report(out_dir)}[/]")
+            except TrexsimError as exc:  # the run's results stay; only the report is missing
+                err_console.print(f"[yellow]warning:[/] no report: {exc}")
 
     _serve_node(body)
 
