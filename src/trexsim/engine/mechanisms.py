@@ -212,6 +212,42 @@ class ExactPrice(RulePricedMechanism):
 
 
 @numba.njit(cache=True, nogil=True)
+def add_contract(buyer, seller, quantity_wh, buyer_price, seller_price, bought_wh, sold_wh, cost_usd, revenue_usd):
+    """Add one match's contract to the participants' totals, in place: the buyer gets ``q`` Wh and
+    pays ``q x buyer price / 1000`` $, the seller delivers ``q`` Wh and receives ``q x seller price
+    / 1000`` $ (prices in $/kWh). Every driver totals its contracts through this function."""
+    bought_wh[buyer] += quantity_wh
+    sold_wh[seller] += quantity_wh
+    cost_usd[buyer] += quantity_wh * buyer_price / 1000.0
+    revenue_usd[seller] += quantity_wh * seller_price / 1000.0
+
+
+@numba.njit(cache=True, nogil=True)
+def total_contracts(buyer, seller, quantity_wh, buyer_price, seller_price, bought_wh, sold_wh, cost_usd, revenue_usd):
+    """:func:`add_contract` for every match, in matching order."""
+    for t in range(quantity_wh.size):
+        add_contract(buyer[t], seller[t], quantity_wh[t], buyer_price[t], seller_price[t], bought_wh, sold_wh, cost_usd,
+                     revenue_usd)
+
+
+@numba.njit(cache=True, nogil=True)
+def add_contracts(participant, price, bid_index, ask_index, quantity_wh, rule, bought_wh, sold_wh, cost_usd, revenue_usd):
+    """Price each match by ``rule`` (:func:`pair_prices`) and add its contract to the totals
+    (:func:`total_contracts`). Returns ``(buyer, seller, buyer_price, seller_price)`` per match."""
+    k = quantity_wh.size
+    buyer = np.empty(k, dtype=np.int64)
+    seller = np.empty(k, dtype=np.int64)
+    buyer_price = np.empty(k)
+    seller_price = np.empty(k)
+    for t in range(k):
+        buyer[t] = participant[bid_index[t]]
+        seller[t] = participant[ask_index[t]]
+        buyer_price[t], seller_price[t] = pair_prices(rule, price[bid_index[t]], price[ask_index[t]])
+    total_contracts(buyer, seller, quantity_wh, buyer_price, seller_price, bought_wh, sold_wh, cost_usd, revenue_usd)
+    return buyer, seller, buyer_price, seller_price
+
+
+@numba.njit(cache=True, nogil=True)
 def _clear_round(participant, side, pool, price, quantity_wh, order_id, placed_round, n_participants, rule,
                  equal_prices, n_pools, tie_break, key, episode, delivery_round, rank=None):
     """One delivery round's book, cleared and totalled in one compiled call.
@@ -223,31 +259,17 @@ def _clear_round(participant, side, pool, price, quantity_wh, order_id, placed_r
     """
     bi, ai, q, pools = clear_book_ordered(participant, side, pool, price, quantity_wh, placed_round, n_participants,
                                           equal_prices, n_pools, tie_break, key, episode, delivery_round, rank)
-    k = q.size
-    buyer = np.empty(k, dtype=np.int64)
-    seller = np.empty(k, dtype=np.int64)
-    buyer_price = np.empty(k)
-    seller_price = np.empty(k)
-    bid_id = np.empty(k, dtype=np.int64)
-    ask_id = np.empty(k, dtype=np.int64)
     bought = np.zeros(n_participants, dtype=np.int64)
     sold = np.zeros(n_participants, dtype=np.int64)
     cost = np.zeros(n_participants)
     revenue = np.zeros(n_participants)
-    for t in range(k):
-        b = participant[bi[t]]
-        a = participant[ai[t]]
-        buyer[t] = b
-        seller[t] = a
-        bp, sp = pair_prices(rule, price[bi[t]], price[ai[t]])
-        buyer_price[t] = bp
-        seller_price[t] = sp
+    buyer, seller, buyer_price, seller_price = add_contracts(participant, price, bi, ai, q, rule, bought, sold, cost,
+                                                             revenue)
+    bid_id = np.empty(q.size, dtype=np.int64)
+    ask_id = np.empty(q.size, dtype=np.int64)
+    for t in range(q.size):
         bid_id[t] = order_id[bi[t]]
         ask_id[t] = order_id[ai[t]]
-        bought[b] += q[t]
-        sold[a] += q[t]
-        cost[b] += q[t] * bp / 1000.0
-        revenue[a] += q[t] * sp / 1000.0
     return pools, buyer, seller, q, buyer_price, seller_price, bid_id, ask_id, bought, sold, cost, revenue, bi, ai
 
 
@@ -303,8 +325,8 @@ def clear_round(mechanism: Mechanism, participant, side, pool, price, quantity_w
     bi, ai, q = m.bid_index, m.ask_index, np.asarray(m.quantity_wh, dtype=np.int64)
     buyer, seller, bp, sp = participant[bi], participant[ai], np.asarray(m.buyer_price, dtype=np.float64), np.asarray(m.seller_price, dtype=np.float64)
     n = int(n_participants)
-    bought = np.bincount(buyer, weights=q, minlength=n).astype(np.int64)
-    sold = np.bincount(seller, weights=q, minlength=n).astype(np.int64)
-    cost = np.bincount(buyer, weights=q * bp / 1000.0, minlength=n)
-    revenue = np.bincount(seller, weights=q * sp / 1000.0, minlength=n)
+    bought, sold, cost, revenue = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n)
+    buyer, seller = np.ascontiguousarray(buyer, dtype=np.int64), np.ascontiguousarray(seller, dtype=np.int64)
+    total_contracts(buyer, seller, np.ascontiguousarray(q), np.ascontiguousarray(bp), np.ascontiguousarray(sp), bought, sold,
+                    cost, revenue)
     return pools, buyer, seller, q, bp, sp, order_id[bi], order_id[ai], bought, sold, cost, revenue, order[bi], order[ai]

@@ -9,7 +9,7 @@ It is the same round, not a second copy of its rules: it calls the engine's comp
 :func:`trexsim.devices.battery.dispatch_and_step` (batteries, for the meters, the plan and the
 grid-only shadow), :func:`trexsim.engine.intake._codes` (ALEX rule 7 intake checks),
 :func:`trexsim.engine.ties.clear_book_ordered` (ALEX matching of every pool under the tie-break rule),
-:func:`trexsim.engine.mechanisms.pair_prices` (settlement prices) and
+:func:`trexsim.engine.mechanisms.pair_prices` and :func:`~trexsim.engine.mechanisms.add_contract` (settlement prices, contract totals) and
 :func:`trexsim.engine.delivery._settle` (delivery and net billing) — in the order the general
 round loop calls them (``modules/participants.py`` then ``modules/market.py``):
 
@@ -38,7 +38,7 @@ from trexsim.devices.battery import dispatch_and_step, spare_discharge_wh, store
 from trexsim.engine.delivery import _settle
 from trexsim.engine.intake import _codes
 from trexsim.engine.ties import clear_book_ordered
-from trexsim.engine.mechanisms import pair_prices
+from trexsim.engine.mechanisms import add_contract, pair_prices
 
 NO_ORDERS, FIXED_PRICE, EXTERNAL = 0, 1, 2
 BID, ASK = 0, 1
@@ -250,13 +250,8 @@ def step_copies(k, rounds, close_steps,
                                                   o_qty[:accepted].copy(), np.zeros(accepted, dtype=np.int64), n,
                                                   equal_prices, N_POOLS, tie_break, tie_keys[e], 0, d)
                 for t in range(q.size):
-                    b = part[bi[t]]
-                    s = part[ai[t]]
                     bp, sp = pair_prices(price_rule, price[bi[t]], price[ai[t]])
-                    b_d[b] += q[t]
-                    s_d[s] += q[t]
-                    cost_d[b] += q[t] * bp / 1000.0
-                    rev_d[s] += q[t] * sp / 1000.0
+                    add_contract(part[bi[t]], part[ai[t]], q[t], bp, sp, b_d, s_d, cost_d, rev_d)
                     volume += q[t]
                     value += q[t] * (bp + sp) / 2
             cleared[e, 0] = value / volume if volume > 0 else 0.0

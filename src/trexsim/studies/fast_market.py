@@ -4,7 +4,7 @@ The settlement study runs ~40 million market rounds; the general in-process simu
 and messages) runs thousands of rounds a second, so the study runs whole episodes inside one
 Numba function. It is the same rules, not a second copy of them: it calls the engine's own
 compiled kernels — :func:`trexsim.engine.ties.clear_book_ordered` (ALEX matching under the tie-break rule),
-:func:`trexsim.engine.mechanisms.pair_prices` (settlement prices),
+:func:`trexsim.engine.mechanisms.pair_prices` and :func:`~trexsim.engine.mechanisms.add_contract` (settlement prices, contract totals),
 :func:`trexsim.engine.delivery._settle` (delivery and net billing) — and the Q-learning
 population's :func:`~trexsim.agents.qlearning.choose_actions` and
 :func:`~trexsim.agents.qlearning.update_values`, in the order the general round loop calls them,
@@ -27,7 +27,7 @@ from trexsim.agents.qlearning import QLearningTraders, choose_actions, update_va
 from trexsim.config.schema import SimulationConfig
 from trexsim.engine.delivery import _settle
 from trexsim.engine.ties import clear_book_ordered, tie_break_code, tie_key
-from trexsim.engine.mechanisms import RulePricedMechanism, get_mechanism, pair_prices
+from trexsim.engine.mechanisms import RulePricedMechanism, add_contract, get_mechanism, pair_prices
 from trexsim.seeding import participants_rng, population_rngs
 
 
@@ -123,13 +123,9 @@ def _episode(load_wh, gen_wh, close_steps, rounds, buy_price, sell_price, prices
                 bi, ai, q, _ = clear_book_ordered(participant, side[:count].copy(), pool[:count], price, qty,
                                                   zeros[:count], n, equal_prices, 2, tie_break, tie_key, episode, d)
                 for t in range(q.size):
-                    b = participant[bi[t]]
-                    s = participant[ai[t]]
                     bp, sp = pair_prices(price_rule, price[bi[t]], price[ai[t]])
-                    bought[slot, b] += q[t]
-                    sold[slot, s] += q[t]
-                    cost[slot, b] += q[t] * bp / 1000.0
-                    revenue[slot, s] += q[t] * sp / 1000.0
+                    add_contract(participant[bi[t]], participant[ai[t]], q[t], bp, sp, bought[slot], sold[slot],
+                                 cost[slot], revenue[slot])
                     settled_wh[action[bi[t]] + action[ai[t]]] += q[t]
                     buyer_wh[action[bi[t]]] += q[t]
                     seller_wh[action[ai[t]]] += q[t]
