@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -48,23 +47,28 @@ class Browser:
              "--no-default-browser-check", "--disable-extensions", "--remote-debugging-port=0",
              f"--user-data-dir={profile}", "--window-size=1400,1000", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        port = None
+        # chromium prints its DevTools address once it listens; its stderr is read on a thread throughout, so that
+        # it never blocks on a full pipe and a chromium that never starts is a timeout here, not a hang
+        import queue
+        import threading
+
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in self.proc.stderr] + [lines.put(None)],
+                         daemon=True).start()
+        port, seen = None, []
         deadline = time.monotonic() + timeout_s
-        lines = []
-        while port is None:  # chromium prints its DevTools address once it listens
-            line = self.proc.stderr.readline()
-            if not line:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("chromium did not start: " + "".join(lines[-20:]))
-                continue
-            lines.append(line)
+        while port is None:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                self.proc.kill()
+                raise RuntimeError("chromium did not start: " + "".join(seen[-20:]))
+            seen.append(line)
             m = re.search(r"DevTools listening on ws://[^:]+:(\d+)/", line)
             if m:
                 port = int(m.group(1))
-        # keep reading chromium's stderr so that it never blocks on a full pipe
-        import threading
-
-        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as resp:
             pages = [t for t in json.load(resp) if t["type"] == "page"]
         self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=timeout_s, suppress_origin=True)

@@ -21,7 +21,6 @@ import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import numpy as np
