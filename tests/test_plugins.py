@@ -131,3 +131,38 @@ def test_register_refuses_a_taken_name_or_an_unknown_budget_rule():
             def settlement_prices(self, bid_price, ask_price):
                 return bid_price, ask_price
     assert "test_no_budget_rule" not in registered_mechanisms()
+
+
+def test_a_subclass_of_a_built_in_with_its_own_prices_is_never_run_by_a_compiled_path(monkeypatch):
+    """A plug-in deriving from AveragePrice but pricing every pair at the ask: the compiled env and the
+    study's compiled market know only the built-in price rule, so they must refuse it (falling back to the
+    general simulation), never clear it at the midpoint."""
+    import numpy as np
+
+    from trexsim import parse_config
+    from trexsim.engine import mechanisms as mech
+    from trexsim.envs._core import compiled_supported
+    from trexsim.studies.fast_market import fast_path_supported
+    from trexsim.studies.settlement import SettlementStudy
+
+    monkeypatch.setattr(mech, "_REGISTRY", dict(mech._REGISTRY))
+
+    @register_mechanism
+    class AskPrice(mech.AveragePrice):
+        name = "ask_price_test"
+
+        def settlement_prices(self, bid_price, ask_price):
+            ask = np.asarray(ask_price, dtype=np.float64)
+            return ask, ask.copy()
+
+    assert mech.compiled_price_rule(get_mechanism("ask_price_test")) is None
+    study_cell = SettlementStudy().cell_config("average_price", "balanced", 0).model_dump(mode="json", by_alias=True)
+    study_cell["market"]["settlement"] = "ask_price_test"
+    assert "no compiled price rule" in fast_path_supported(parse_config(study_cell))
+    env_config = parse_config({
+        "study": {"name": "t", "days": 1, "seed": 1},
+        "market": {"settlement": "ask_price_test"},
+        "participants": {"a": {"profile": {"type": "flat", "load_w": 500, "generation_w": 0}, "trader": {"type": "external"}},
+                         "b": {"profile": {"type": "flat", "load_w": 0, "generation_w": 900}, "trader": {"type": "external"}}},
+    })
+    assert "no compiled price rule" in compiled_supported(env_config)

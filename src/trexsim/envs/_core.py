@@ -24,7 +24,7 @@ from gymnasium import spaces
 from trexsim.config.schema import SimulationConfig
 from trexsim.data.profiles import Clock, ProfileSet
 from trexsim.engine.grid import tariff_prices
-from trexsim.engine.mechanisms import RulePricedMechanism, get_mechanism
+from trexsim.engine.mechanisms import compiled_price_rule, get_mechanism
 from trexsim.engine.ties import tie_break_code, tie_key
 from trexsim.envs import _kernels as K
 from trexsim.errors import ConfigError
@@ -98,7 +98,7 @@ def compiled_supported(config: SimulationConfig) -> str | None:
     if config.market.type != "alex":
         return f"market.type {config.market.type!r} (the grid prices come from the TC market module)"
     mech = get_mechanism(config.market.settlement)
-    if not isinstance(mech, RulePricedMechanism):
+    if compiled_price_rule(mech) is None:  # (a subclass with its own prices or clearing has none)
         return f"settlement {config.market.settlement!r} has no compiled price rule"
     if config.market.allowed_prices is not None:
         return "market.allowed_prices"
@@ -241,7 +241,7 @@ class CompiledBatch:
         bank = c.participants.battery
         self.bank = bank
         mech = get_mechanism(c.config.market.settlement)
-        self.equal_prices, self.price_rule = bool(mech.equal_prices), int(mech.price_rule)
+        self.equal_prices, self.price_rule = bool(mech.equal_prices), compiled_price_rule(mech)
         m = c.config.market
         self.market = (float(m.min_price), float(m.max_price), float(m.max_order_wh))
         self.tie_break = tie_break_code(m.tie_break)

@@ -27,14 +27,14 @@ from trexsim.agents.qlearning import QLearningTraders, choose_actions, update_va
 from trexsim.config.schema import SimulationConfig
 from trexsim.engine.delivery import _settle
 from trexsim.engine.ties import clear_book_ordered, tie_break_code, tie_key
-from trexsim.engine.mechanisms import RulePricedMechanism, add_contract, get_mechanism, pair_prices
+from trexsim.engine.mechanisms import add_contract, compiled_price_rule, get_mechanism, pair_prices
 from trexsim.seeding import participants_rng, population_rngs
 
 
 def fast_path_supported(config: SimulationConfig) -> str | None:
     """``None`` if :func:`run_fast` can run this config, else the reason it cannot."""
     mech = get_mechanism(config.market.settlement)
-    if not isinstance(mech, RulePricedMechanism):
+    if compiled_price_rule(mech) is None:  # (a subclass with its own prices or clearing has none)
         return f"settlement {config.market.settlement!r} has no compiled price rule"
     if config.market.grid.tou:
         return "time-of-use grid prices"
@@ -181,7 +181,7 @@ class FastMarket:
         self.booked_prices = np.round(self.population.prices / tick) * tick
         mech = get_mechanism(config.market.settlement)
         self.equal_prices = bool(mech.equal_prices)
-        self.price_rule = int(mech.price_rule)
+        self.price_rule = compiled_price_rule(mech)
         self.rounds = config.study.rounds_per_episode
         self.close_steps = config.market.close_steps
         self.tie_break = tie_break_code(config.market.tie_break)
