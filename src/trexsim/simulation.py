@@ -74,6 +74,7 @@ class Simulation:
         self.market = Market(self.fabric, config.market, len(specs), rounds, study.seed)
         self.profiles = ProfileSet(self.participant_ids, [s.profile for s in specs], self.clock, study.seed,
                                    chunk_rounds=min(1440, rounds))
+        self.profiles.check_coverage(rounds)
         self.participants = Participants(self.fabric, self.participant_ids, specs, self.profiles, study.interval_s,
                                          rounds, config.market.close_steps, participants_rng(study.seed),
                                          tc=(config.tc or TCConfig()) if tc_market else None) if local_participants else None

@@ -1025,6 +1025,9 @@ class FileProfiles(ProfileSource):
             self._timelines.append((idx, _Timeline(start, interval, load, gen, interpolate[idx])))
         self._n = n
 
+    def check_coverage(self, n_rounds: int) -> None:
+        self._bounds(0, n_rounds)
+
     def _bounds(self, start_round: int, n_rounds: int) -> np.ndarray:
         bounds = self.clock.start_utc_s + (int(start_round) + np.arange(n_rounds + 1, dtype=np.int64)) * self.clock.interval_s
         for idx, tl in self._timelines:

@@ -61,6 +61,10 @@ class ProfileSource(ABC):
     def energy_wh(self, start_round: int, n_rounds: int) -> tuple[np.ndarray, np.ndarray]:
         """``(load_wh, generation_wh)``: float64 arrays ``(n_rounds, n_members)``, >= 0, already scaled."""
 
+    def check_coverage(self, n_rounds: int) -> None:
+        """Raise (a :class:`~trexsim.errors.ConfigError` naming the member and the time) if rounds
+        0..n_rounds-1 cannot all be served; a generated profile covers any span."""
+
     def whole_wh(self, start_round: int, n_rounds: int) -> tuple[np.ndarray, np.ndarray]:
         """``(load_wh, generation_wh)`` in whole Wh: int64 ``(n_rounds, n_members)``.
 
@@ -122,6 +126,12 @@ class ProfileSet:
     @property
     def n_participants(self) -> int:
         return len(self.participant_ids)
+
+    def check_coverage(self, n_rounds: int) -> None:
+        """Before a run starts: every source can serve its ``n_rounds`` rounds (a profile file that
+        ends early is an error now, not after part of the run has been recorded)."""
+        for _, source in self._groups:
+            source.check_coverage(n_rounds)
 
     def energy_wh(self, start_round: int, n_rounds: int) -> tuple[np.ndarray, np.ndarray]:
         """Integer Wh ``(load, generation)`` of shape ``(n_rounds, n_participants)``."""
