@@ -246,3 +246,24 @@ def test_tc_without_congestion_is_the_grid_only_run(tmp_path):
         assert tc["bills"][pid] == pytest.approx(grid["bills"][pid], abs=2e-3)
     assert tc["peak_transformer_loading_pct"] == pytest.approx(grid["peak_transformer_loading_pct"], rel=1e-3)
     assert tc["losses_kwh"] == pytest.approx(grid["losses_kwh"], rel=1e-3)
+
+
+def test_compare_of_the_tc_example_runs_grid_only_and_alex_at_the_tariff_on_the_configs_feeder(tmp_path):
+    """The bundled tc example says market.type 'tc', has a 100 kVA feeder in its powerflow section and no traders.
+    compare used to run all three columns as TC on a default feeder, with no word: three identical columns."""
+    from trexsim.cli import _example_path
+    from trexsim.config import load_config
+    from trexsim.tc.compare import compare_command
+
+    cfg = load_config(_example_path("tc"))
+    result = compare_command(cfg, out=tmp_path / "cmp", every=3, plots=False)
+    modes = result.report["modes"]
+    # the config's feeder, not the generated default
+    feeder = result.report["feeder"]
+    assert feeder["transformer_kva"] == 100 and feeder["spec"]["spacing_m"] == 60
+    # grid only bills at the flat tariff: lower than TC's congestion-priced bills, and a higher peak
+    assert modes["grid_only"]["total_bill"] < modes["tc"]["total_bill"]
+    assert modes["grid_only"]["peak_transformer_loading_pct"] > modes["tc"]["peak_transformer_loading_pct"]
+    # no traders: ALEX is grid only again, and the report says so
+    assert modes["alex"]["total_bill"] == pytest.approx(modes["grid_only"]["total_bill"])
+    assert any("no participant has a trader" in w for w in result.report["warnings"])

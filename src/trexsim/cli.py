@@ -612,6 +612,10 @@ def compare(
     except TrexsimError as exc:
         _fail(exc)
         return
+    from rich.markup import escape
+
+    for warning in result.report.get("warnings", []):
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
     modes = result.report["modes"]
     table = Table(title=f"{result.report['study']}: three ways on one feeder")
     table.add_column("")

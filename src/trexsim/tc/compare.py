@@ -49,6 +49,7 @@ def _metrics(pf: dict) -> dict[str, Any]:
 
 def _variant(config: SimulationConfig, grid_only: bool) -> SimulationConfig:
     data = config.model_dump(mode="json", by_alias=False)
+    data["market"]["type"] = "alex"  # grid only and ALEX bill at the tariff, whatever market the config names
     data["powerflow"] = None
     data["tc"] = None
     data["records"]["level"] = "full"
@@ -84,12 +85,21 @@ def compare_command(config: SimulationConfig | str | Path, feeder=None, mapping=
     cfg = load_config(config) if isinstance(config, (str, Path)) else config
     out_dir = Path(out) if out is not None else Path("runs") / f"{cfg.study.name}-compare"
     out_dir.mkdir(parents=True, exist_ok=True)
+    if feeder is None:  # the config's own feeder (as the TC market picks it), never a default one in its place
+        from trexsim.modules.tc import tc_feeder
+
+        feeder, own_mapping, _, _ = tc_feeder(cfg)
+        mapping = mapping if mapping is not None else own_mapping
     feeder_arg = Path(feeder) if isinstance(feeder, str) else feeder
     for what, path in (("feeder", feeder_arg), ("mapping", mapping)):  # before any run, not after the first
         if isinstance(path, (str, Path)) and not Path(path).is_file():
             raise TrexsimError(f"--{what} {path}: no such file")
     limits = {"v_min_pu": v_min_pu, "v_max_pu": v_max_pu, "max_loading_pct": max_loading_pct}
     alex_cfg = _variant(cfg, grid_only=False)  # first: a config ALEX cannot run fails before any work
+    warnings = []
+    if all(spec.trader.type in ("grid_only", "baseline_agent") for spec in alex_cfg.participants.values()):
+        warnings.append("no participant has a trader that places orders: the ALEX column is the grid-only run "
+                        "again (give the households traders, e.g. {\"type\": \"fixed_price\"}, to compare ALEX)")
     modes: dict[str, dict] = {}
     folders: dict[str, Path] = {}
 
@@ -108,7 +118,7 @@ def compare_command(config: SimulationConfig | str | Path, feeder=None, mapping=
     report = {
         "study": cfg.study.name, "participants": list(modes["grid_only"]["bills"]), "every": every, "limits": limits,
         "feeder": pf["feeder"], "modes": modes, "folders": {k: str(v) for k, v in folders.items()},
-        "tc": (cfg.tc.model_dump(mode="json") if cfg.tc else "defaults"),
+        "tc": (cfg.tc.model_dump(mode="json") if cfg.tc else "defaults"), "warnings": warnings,
     }
     figures = _figures(out_dir, folders, modes, cfg.study.timezone, limits) if plots else []
     report["figures"] = [str(f.relative_to(out_dir)) for f in figures]
