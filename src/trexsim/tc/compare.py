@@ -134,39 +134,53 @@ def _figures(out_dir: Path, folders: dict[str, Path], modes: dict, timezone: str
     import pandas as pd
     import pyarrow.parquet as pq
 
+    from trexsim.records.plots import _caption
+
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     colors = {"grid_only": "tab:gray", "tc": "tab:red", "alex": "tab:blue"}
+    # line styles and widths that keep coinciding modes visible (grid only and ALEX are often the same line)
+    styles = {"grid_only": dict(ls="-", lw=2.6, alpha=0.55), "tc": dict(ls="-", lw=1.0), "alex": dict(ls="--", lw=1.2)}
     rounds = {m: pq.read_table(folders[m] / "rounds.parquet").to_pandas() for m in MODES}
     figures = []
-    for column, ylabel, name, lims in (
+    study = out_dir.name
+    for column, ylabel, name, lims, title, caption in (
             ("transformer_loading_pct", "transformer loading (% of rating)", "compare_transformer_loading.png",
-             [limits["max_loading_pct"]]),
-            ("v_min_pu", "lowest bus voltage (p.u.)", "compare_min_voltage.png", [limits["v_min_pu"]])):
-        fig, ax = plt.subplots(figsize=(10, 4))
+             [limits["max_loading_pct"]], "Transformer loading",
+             "Loading of the feeder's transformer in each solved round, the three ways on the same feeder; dashed "
+             "black: the loading limit."),
+            ("v_min_pu", "lowest bus voltage (p.u.)", "compare_min_voltage.png", [limits["v_min_pu"]],
+             "Lowest bus voltage", "The lowest voltage of any bus in each solved round; dashed black: the lower limit.")):
+        fig, ax = plt.subplots(figsize=(10, 4.4))
         for m in MODES:
             t = pd.DatetimeIndex(rounds[m]["time_utc"]).tz_convert(timezone).tz_localize(None)
-            ax.step(t, rounds[m][column], where="post", lw=0.9, color=colors[m], label=LABELS[m])
+            ax.step(t, rounds[m][column], where="post", color=colors[m], label=LABELS[m], **styles[m])
         for lim in lims:
             ax.axhline(lim, color="black", ls="--", lw=1, label="limit")
+        ax.set_title(f"{study}: {title.lower()}, grid only vs transactive control vs ALEX")
         ax.set_ylabel(ylabel)
         ax.set_xlabel(f"local time ({timezone})")
         ax.legend(loc="best", fontsize=8)
         fig.autofmt_xdate()
-        fig.tight_layout()
+        _caption(fig, caption)
+        fig.tight_layout(rect=(0, 0.05, 1, 1))
         figures.append(fig_dir / name)
         fig.savefig(figures[-1], dpi=110)
         plt.close(fig)
     ids = list(modes["grid_only"]["bills"])
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(ids) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(ids) + 2), 4.4))
     x = np.arange(len(ids))
     for j, m in enumerate(MODES):
-        ax.bar(x + (j - 1) * 0.27, [modes[m]["bills"][p] for p in ids], width=0.27, color=colors[m], label=LABELS[m])
+        ax.bar(x + (j - 1) * 0.27, [modes[m]["bills"][p] for p in ids], width=0.27, color=colors[m], label=LABELS[m],
+               hatch=("", "//", "..")[j], edgecolor="white")
     ax.set_xticks(x, ids, rotation=45, ha="right", fontsize=8)
     ax.axhline(0, color="black", lw=0.6)
+    ax.set_title(f"{study}: each household's bill, three ways")
     ax.set_ylabel("bill ($, negative: earned)")
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
+    _caption(fig, "Each household's bill over the run: grid only and ALEX the run's net cost, TC its imports at the TC "
+                  "price and exports at the grid's sell price.")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     figures.append(fig_dir / "compare_bills.png")
     fig.savefig(figures[-1], dpi=110)
     plt.close(fig)
