@@ -82,38 +82,54 @@ class TraderPopulation(ABC):
         return []
 
 
-_KINDS = {"grid_only": "grid_only", "baseline_agent": "grid_only", "fixed_price": "fixed_price",
-          "basic_trader": "fixed_price", "q_learning": "q_learning", "qlearn_bandit": "q_learning",
-          "external": "external"}
+@dataclass(frozen=True)
+class TraderKind:
+    """One kind of trader and what can run it: the registry every driver's gate reads, so that no
+    driver silently runs a trader it does not implement (it falls back, or refuses naming it)."""
+
+    name: str  # the population's kind
+    config_types: tuple[str, ...]  # the ``trader.type`` values that select it
+    population: str  # "module:Class" of its TraderPopulation, imported when a run has one
+    compiled_env: bool  # the compiled RL env's round kernel (trexsim.envs._kernels) implements it
+    study_fast_path: bool  # the settlement study's compiled market (trexsim.studies.fast_market) implements it
+
+
+TRADER_KINDS: dict[str, TraderKind] = {k.name: k for k in (
+    TraderKind("grid_only", ("grid_only", "baseline_agent"), "trexsim.agents.baselines:GridOnlyTraders", True, False),
+    TraderKind("fixed_price", ("fixed_price", "basic_trader"), "trexsim.agents.baselines:FixedPriceTraders", True, False),
+    TraderKind("q_learning", ("q_learning", "qlearn_bandit"), "trexsim.agents.qlearning:QLearningTraders", False, True),
+    TraderKind("external", ("external",), "trexsim.agents.external:ExternalTraders", True, False),
+)}
+_KIND_OF_TYPE = {t: k for k in TRADER_KINDS.values() for t in k.config_types}
+
+
+def trader_kind(config_type: str) -> TraderKind:
+    """The registered kind of a ``trader.type``."""
+    try:
+        return _KIND_OF_TYPE[config_type]
+    except KeyError:
+        raise KeyError(f"unknown trader type {config_type!r}; registered: {', '.join(sorted(_KIND_OF_TYPE))}") from None
 
 
 def population_kinds(specs: list) -> list[str]:
     """The populations a list of trader configs makes, in build order (first appearance)."""
-    return list(dict.fromkeys(_KINDS[spec.type] for spec in specs))
+    return list(dict.fromkeys(trader_kind(spec.type).name for spec in specs))
 
 
 def build_trader_populations(specs: list, rng_for: "callable") -> list[TraderPopulation]:
-    """Group participants by trader type into populations.
+    """Group participants by trader kind into populations (in order of first appearance).
 
     ``specs[i]`` is participant i's trader config; ``rng_for(kind)`` gives each population
     its own generator spawned from the study seed.
     """
-    from trexsim.agents.baselines import FixedPriceTraders, GridOnlyTraders
+    import importlib
 
-    classes = {"grid_only": GridOnlyTraders, "baseline_agent": GridOnlyTraders,
-               "fixed_price": FixedPriceTraders, "basic_trader": FixedPriceTraders}
-    if any(spec.type in ("q_learning", "qlearn_bandit") for spec in specs):
-        from trexsim.agents.qlearning import QLearningTraders
-
-        classes.update({"q_learning": QLearningTraders, "qlearn_bandit": QLearningTraders})
-    if any(spec.type == "external" for spec in specs):
-        from trexsim.agents.external import ExternalTraders
-
-        classes["external"] = ExternalTraders
-    groups: dict[type, list[int]] = {}
+    groups: dict[str, list[int]] = {}
     for i, spec in enumerate(specs):
-        groups.setdefault(classes[spec.type], []).append(i)
+        groups.setdefault(trader_kind(spec.type).name, []).append(i)
     out = []
-    for cls, idx in groups.items():
+    for kind, idx in groups.items():
+        module, name = TRADER_KINDS[kind].population.split(":")
+        cls = getattr(importlib.import_module(module), name)
         out.append(cls(np.asarray(idx, dtype=np.int64), [specs[i] for i in idx], rng_for(cls.kind)))
     return out

@@ -24,6 +24,7 @@ from gymnasium import spaces
 from trexsim.config.schema import SimulationConfig
 from trexsim.data.profiles import Clock, ProfileSet
 from trexsim.engine.grid import tariff_prices
+from trexsim.agents.base import trader_kind
 from trexsim.engine.mechanisms import compiled_price_rule, get_mechanism
 from trexsim.engine.ties import tie_break_code, tie_key
 from trexsim.envs import _kernels as K
@@ -103,7 +104,7 @@ def compiled_supported(config: SimulationConfig) -> str | None:
     if config.market.allowed_prices is not None:
         return "market.allowed_prices"
     for pid, spec in config.participants.items():
-        if spec.trader.type not in ("grid_only", "baseline_agent", "fixed_price", "basic_trader", "external"):
+        if not trader_kind(spec.trader.type).compiled_env:
             return f"participant {pid} has a {spec.trader.type} trader"
     return None
 

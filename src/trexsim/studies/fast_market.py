@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from trexsim.agents.base import trader_kind
 from trexsim.agents.qlearning import QLearningTraders, choose_actions, update_values
 from trexsim.config.schema import SimulationConfig
 from trexsim.engine.delivery import _settle
@@ -41,7 +42,7 @@ def fast_path_supported(config: SimulationConfig) -> str | None:
     if config.market.allowed_prices is not None:
         return "market.allowed_prices"
     for pid, spec in config.participants.items():
-        if spec.trader.type not in ("q_learning", "qlearn_bandit"):
+        if not trader_kind(spec.trader.type).study_fast_path:
             return f"participant {pid} is not a q_learning trader"
         if spec.profile.type != "flat":
             return f"participant {pid} does not have a flat profile"
