@@ -114,3 +114,15 @@ def test_study_on_a_local_ray_instance_bound_to_loopback(tmp_path):
     on_ray = json.loads((tmp_path / "ray" / "results.json").read_text())
     serial = run_study(SettlementStudy.model_validate(json.loads(config.read_text())), tmp_path / "serial", workers=1)
     assert [c["settled_wh_last_episode"] for c in on_ray["cells"]] == [r.settled_per_episode_wh[-1] for r in serial]
+
+
+def test_a_quick_study_says_its_verdicts_mean_nothing(tmp_path):
+    """--quick is a smoke run (12 episodes): its 'as in paper' column must come with a word that it cannot converge."""
+    from typer.testing import CliRunner
+
+    from trexsim.cli import app
+
+    result = CliRunner().invoke(app, ["study", "settlement", "--quick", "--out", str(tmp_path / "q")],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "--quick: a smoke run of 12 episodes" in result.output and "says nothing about the mechanisms" in result.output

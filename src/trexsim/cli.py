@@ -902,6 +902,10 @@ def study_settlement(
         console.print(f"  {', '.join(mechs)}: on the general {backend} (slower; the same histograms)")
     for cell, text in report["robustness"].items():
         console.print(f"  {cell}: {text}")
+    if quick:
+        console.print(f"[yellow]--quick: a smoke run of {study.episodes} episodes, far too short for the traders to "
+                      "converge: its 'as in paper' column says nothing about the mechanisms (the full study runs "
+                      f"{SettlementStudy().episodes} episodes a cell)[/]")
     console.print(f"{report['rounds']:,} market rounds in {len(results)} cells; results and figures in [bold]{out}[/]")
 
 

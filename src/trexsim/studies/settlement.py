@@ -486,7 +486,9 @@ def plot_study(study: SettlementStudy, results: list[CellResult], out_dir: Path)
             ax.bar(x, h / h.max(), width=(prices[1] - prices[0]) * (0.5 if which == "settlements" else 0.9), color=color)
         ax.axhline(study.noise_threshold, color="gray", lw=0.6, ls="--")
         ax.set_ylim(0, 1.05)
-        ax.set_xlim(prices[0], prices[-1])
+        # half a bar beyond the window's ends: bars at exactly the lowest and highest price stay visible
+        pad = 0.6 * (prices[1] - prices[0])
+        ax.set_xlim(prices[0] - pad, prices[-1] + pad)
         ax.tick_params(labelsize=7)
 
     for mech in study.mechanisms:
