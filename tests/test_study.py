@@ -126,3 +126,19 @@ def test_a_quick_study_says_its_verdicts_mean_nothing(tmp_path):
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "--quick: a smoke run of 12 episodes" in result.output and "says nothing about the mechanisms" in result.output
+
+
+def test_m3_settlements_are_kept_at_the_prices_paid_and_received():
+    """M3 pays each side its own price: the cell keeps the energy at each bid price paid and each ask price
+    received (what the figures draw), and every Wh settled is in both; M1 both sides pay the midpoint."""
+    study = SettlementStudy(episodes=6, days=1, anneal_episodes=0, greedy_episodes=0, final_episodes=3)
+    r = run_cell(study, "exact_price", "balanced", 0)
+    assert r.buyer_price_wh.sum() == r.seller_price_wh.sum() == r.settled_wh.sum() > 0
+    paid = (r.buyer_price_wh * r.prices).sum() / r.buyer_price_wh.sum()
+    received = (r.seller_price_wh * r.prices).sum() / r.seller_price_wh.sum()
+    import numpy as np
+
+    half = np.linspace(r.prices[0], r.prices[-1], 2 * r.prices.size - 1)
+    midpoint = (r.settled_wh * half).sum() / r.settled_wh.sum()
+    assert paid > midpoint > received  # M3 keeps the spread; the midpoint is what nobody paid
+    assert midpoint == pytest.approx((paid + received) / 2)

@@ -32,6 +32,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trexsim.config.schema import PriceGrid, SimulationConfig
+from trexsim.engine.mechanisms import BID_PRICE, EACH_OWN_PRICE, compiled_price_rule, get_mechanism, registered_mechanisms
 
 PAPER = {"average_price": "M1", "exact_match": "M2", "exact_price": "M3"}
 CONVERGED_SHARE = 0.85  # a cell whose last episodes settle less than this share of the tradeable energy has not converged
@@ -144,6 +145,12 @@ class CellResult:
     greedy_bid_wh: np.ndarray | None = None  # over the greedy episodes after annealing (M3)
     greedy_ask_wh: np.ndarray | None = None
     greedy_settled_wh: np.ndarray | None = None
+    # quantity settled at each price of the grid as paid by the buyer / received by the seller: the
+    # settlement prices of a mechanism that pays each side its own price (M3), or the bid price (M2)
+    buyer_price_wh: np.ndarray | None = None
+    seller_price_wh: np.ndarray | None = None
+    greedy_buyer_price_wh: np.ndarray | None = None
+    greedy_seller_price_wh: np.ndarray | None = None
     settled_per_episode_wh: list[int] = field(default_factory=list)
     efficient_wh: int = 0  # the most an episode can settle: min(supply, demand) x rounds with deliveries
     rounds: int = 0
@@ -293,12 +300,14 @@ def _train_cell(study, mechanism, scenario, seed, config, market, progress) -> C
     anneal = mechanism in study.anneal_mechanisms
     final_from = study.episodes - min(study.final_episodes, study.episodes)
     greedy_from = study.episodes + study.anneal_episodes
-    out = CellResult(mechanism, scenario, seed, prices, np.zeros(p), np.zeros(p), np.zeros(2 * p - 1))
+    out = CellResult(mechanism, scenario, seed, prices, np.zeros(p), np.zeros(p), np.zeros(2 * p - 1),
+                     buyer_price_wh=np.zeros(p), seller_price_wh=np.zeros(p))
     sc = study.scenarios[scenario]
     out.efficient_wh = min(sc.sellers * sc.seller_wh, sc.buyers * sc.buyer_wh) * max(
         config.study.rounds_per_episode - config.market.close_steps, 0)
     if anneal and study.greedy_episodes:
         out.greedy_bid_wh, out.greedy_ask_wh, out.greedy_settled_wh = np.zeros(p), np.zeros(p), np.zeros(2 * p - 1)
+        out.greedy_buyer_price_wh, out.greedy_seller_price_wh = np.zeros(p), np.zeros(p)
     for episode in range(config.study.episodes):
         trace = market.run_episode(episode)
         out.settled_per_episode_wh.append(trace.settled_total_wh)
@@ -306,10 +315,14 @@ def _train_cell(study, mechanism, scenario, seed, config, market, progress) -> C
             out.bid_wh += trace.bid_wh
             out.ask_wh += trace.ask_wh
             out.settled_wh += trace.settled_wh
+            out.buyer_price_wh += trace.buyer_price_wh
+            out.seller_price_wh += trace.seller_price_wh
         if out.greedy_bid_wh is not None and episode >= greedy_from:
             out.greedy_bid_wh += trace.bid_wh
             out.greedy_ask_wh += trace.ask_wh
             out.greedy_settled_wh += trace.settled_wh
+            out.greedy_buyer_price_wh += trace.buyer_price_wh
+            out.greedy_seller_price_wh += trace.seller_price_wh
         if progress is not None:
             progress.put((mechanism, scenario, seed, episode + 1, config.study.episodes))
     out.rounds = config.study.rounds_per_episode * config.study.episodes
@@ -455,7 +468,8 @@ def write_report(study: SettlementStudy, results: list[CellResult], out_dir: Pat
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2))
     np.savez_compressed(out_dir / "histograms.npz", **{
         f"{r.mechanism}.{r.scenario}.{r.seed}.{name}": getattr(r, name)
-        for r in results for name in ("bid_wh", "ask_wh", "settled_wh", "greedy_bid_wh", "greedy_ask_wh", "greedy_settled_wh")
+        for r in results for name in ("bid_wh", "ask_wh", "settled_wh", "buyer_price_wh", "seller_price_wh", "greedy_bid_wh",
+                                      "greedy_ask_wh", "greedy_settled_wh", "greedy_buyer_price_wh", "greedy_seller_price_wh")
         if getattr(r, name) is not None})
     plot_study(study, results, out_dir)
     return summary
@@ -475,15 +489,28 @@ def plot_study(study: SettlementStudy, results: list[CellResult], out_dir: Path)
 
     def draw(ax, r, which, greedy=False):
         prices = r.prices
-        half = np.linspace(prices[0], prices[-1], 2 * prices.size - 1)
-        bid = r.greedy_bid_wh if greedy else r.bid_wh
-        ask = r.greedy_ask_wh if greedy else r.ask_wh
-        settled = r.greedy_settled_wh if greedy else r.settled_wh
-        series = {"bids": (prices, bid, "tab:blue"), "asks": (prices, ask, "tab:orange"),
-                  "settlements": (half, settled, "tab:green")}
-        x, h, color = series[which]
-        if h is not None and h.max() > 0:
-            ax.bar(x, h / h.max(), width=(prices[1] - prices[0]) * (0.5 if which == "settlements" else 0.9), color=color)
+        width = prices[1] - prices[0]
+        g = "greedy_" if greedy else ""
+        if which != "settlements":
+            h = getattr(r, g + ("bid_wh" if which == "bids" else "ask_wh"))
+            if h is not None and h.max() > 0:
+                ax.bar(prices, h / h.max(), width=0.9 * width, color="tab:blue" if which == "bids" else "tab:orange")
+        else:  # at the prices the mechanism makes the two sides pay and receive, never a price nobody paid
+            rule = compiled_price_rule(get_mechanism(r.mechanism)) if r.mechanism in registered_mechanisms() else None
+            buyer, seller = getattr(r, g + "buyer_price_wh"), getattr(r, g + "seller_price_wh")
+            if rule == EACH_OWN_PRICE and buyer is not None:
+                top = max(buyer.max(), seller.max(), 1e-12)
+                ax.bar(prices - 0.2 * width, buyer / top, width=0.4 * width, color="tab:green", label="paid (bid)")
+                ax.bar(prices + 0.2 * width, seller / top, width=0.4 * width, color="darkolivegreen", label="received (ask)")
+                ax.legend(fontsize=6, loc="upper right")
+            elif rule == BID_PRICE and buyer is not None:
+                if buyer.max() > 0:
+                    ax.bar(prices, buyer / buyer.max(), width=0.9 * width, color="tab:green")
+            else:  # the midpoint (M1), or a plug-in's prices drawn at (bid + ask) / 2
+                half = np.linspace(prices[0], prices[-1], 2 * prices.size - 1)
+                h = getattr(r, g + "settled_wh")
+                if h is not None and h.max() > 0:
+                    ax.bar(half, h / h.max(), width=0.5 * width, color="tab:green")
         ax.axhline(study.noise_threshold, color="gray", lw=0.6, ls="--")
         ax.set_ylim(0, 1.05)
         # half a bar beyond the window's ends: bars at exactly the lowest and highest price stay visible
