@@ -142,3 +142,16 @@ def test_m3_settlements_are_kept_at_the_prices_paid_and_received():
     midpoint = (r.settled_wh * half).sum() / r.settled_wh.sum()
     assert paid > midpoint > received  # M3 keeps the spread; the midpoint is what nobody paid
     assert midpoint == pytest.approx((paid + received) / 2)
+
+
+def test_reproduction_md_holds_the_table_generated_from_the_committed_results():
+    """REPRODUCTION.md's results table is results_table(docs/study/results.json), not typed by hand."""
+    import json
+    from pathlib import Path
+
+    from trexsim.studies.settlement import results_table
+
+    root = Path(__file__).resolve().parents[1]
+    table = results_table(json.loads((root / "docs" / "study" / "results.json").read_text()))
+    assert table in (root / "REPRODUCTION.md").read_text()
+    assert table.count("\n") == 2 + 9

@@ -466,6 +466,7 @@ def write_report(study: SettlementStudy, results: list[CellResult], out_dir: Pat
                "robustness": {k: f"{sum(v)}/{len(v)} seeds match the paper" for k, v in robustness.items()},
                "rounds": int(sum(r.rounds for r in results)), "cell_seconds": round(sum(r.seconds for r in results), 2)}
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / "results.md").write_text(results_table(summary))
     np.savez_compressed(out_dir / "histograms.npz", **{
         f"{r.mechanism}.{r.scenario}.{r.seed}.{name}": getattr(r, name)
         for r in results for name in ("bid_wh", "ask_wh", "settled_wh", "buyer_price_wh", "seller_price_wh", "greedy_bid_wh",
@@ -473,6 +474,44 @@ def write_report(study: SettlementStudy, results: list[CellResult], out_dir: Pat
         if getattr(r, name) is not None})
     plot_study(study, results, out_dir)
     return summary
+
+
+def results_table(summary: dict) -> str:
+    """The study's results as a Markdown table, from ``results.json`` (what ``run_study`` returns): one
+    row per cell; medians in $/kWh of the lowest seed with the range over all seeds in brackets, the
+    settled share's range, the paper's claim and how many seeds match it. REPRODUCTION.md's table is
+    this output, never typed by hand."""
+    cells: dict[tuple[str, str], list[dict]] = {}
+    for c in summary["cells"]:
+        cells.setdefault((c["mechanism"], c["scenario"]), []).append(c)
+
+    def value(rows: list[dict], key: str) -> str:
+        values = [r[key] for r in rows if r[key] is not None]
+        if not values:
+            return "-"
+        first = f"{rows[0][key]:.4f}" if rows[0][key] is not None else "-"
+        lo, hi = min(values), max(values)
+        if len(values) == 1:
+            return first
+        return f"{first} (all seeds)" if f"{lo:.4f}" == f"{hi:.4f}" else f"{first} ({lo:.4f}–{hi:.4f})"
+
+    def share(rows: list[dict]) -> str:
+        lo, hi = (f"{x:.0%}".replace("%", " %") for x in (min(r["settled_share"] for r in rows),
+                                                          max(r["settled_share"] for r in rows)))
+        return lo if lo == hi else f"{lo.split()[0]}–{hi}"
+
+    seeds = sorted({c["seed"] for c in summary["cells"]})
+    lines = [f"| cell | paper's claim | bid | ask | settle | greedy bid | greedy ask | settled share | "
+             f"as in the paper ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for (mech, scenario), rows in cells.items():
+        rows = sorted(rows, key=lambda r: r["seed"])
+        verdicts = [r["matches_paper"] for r in rows if r["matches_paper"] is not None]
+        matched = f"{sum(verdicts)}/{len(verdicts)}" if verdicts else "-"
+        lines.append(f"| {rows[0]['paper'] or mech} {scenario.replace('_', '-')} | {rows[0]['expected']} | "
+                     f"{value(rows, 'median_bid')} | {value(rows, 'median_ask')} | {value(rows, 'median_settlement')} | "
+                     f"{value(rows, 'greedy_median_bid')} | {value(rows, 'greedy_median_ask')} | {share(rows)} | {matched} |")
+    return "\n".join(lines) + "\n"
 
 
 def plot_study(study: SettlementStudy, results: list[CellResult], out_dir: Path) -> list[Path]:
