@@ -125,7 +125,10 @@ def test_a_quick_study_says_its_verdicts_mean_nothing(tmp_path):
     result = CliRunner().invoke(app, ["study", "settlement", "--quick", "--out", str(tmp_path / "q")],
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "--quick: a smoke run of 12 episodes" in result.output and "says nothing about the mechanisms" in result.output
+    assert "--quick: a smoke run of 12 episodes" in result.output and "gives no verdicts" in result.output
+    assert "seeds match the paper" not in result.output
+    rows = [line for line in result.output.splitlines() if line.lstrip("│ ").startswith(("M1", "M2", "M3"))]
+    assert len(rows) == 9 and not any(line.rstrip(" │").endswith(("no", "yes")) for line in rows)
 
 
 def test_m3_settlements_are_kept_at_the_prices_paid_and_received():
