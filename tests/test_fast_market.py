@@ -10,9 +10,9 @@ from trexsim.studies.fast_market import FastMarket, fast_path_supported
 
 
 def bandit_config(settlement, close_steps=1, seller_wh=167, buyer_wh=17, episodes=3, rounds=90, seed=11,
-                  tie_break="random"):
+                  tie_break="random", credit="order"):
     trader = {"type": "q_learning", "prices": {"min_price": 0.07, "max_price": 0.14, "count": 100},
-              "learning_rate": 0.1, "discount_factor": 0.98, "exploration": 0.1,
+              "learning_rate": 0.1, "discount_factor": 0.98, "exploration": 0.1, "credit": credit,
               "anneal": {"learning_rate": 0.98, "exploration": 0.98, "after_episode": 1}}
     participants = {}
     for i in range(2):
@@ -24,9 +24,11 @@ def bandit_config(settlement, close_steps=1, seller_wh=167, buyer_wh=17, episode
 
 
 @pytest.mark.parametrize("settlement", ["average_price", "exact_match", "exact_price"])
-@pytest.mark.parametrize("close_steps,tie_break", [(1, "random"), (2, "random"), (1, "pro_rata"), (2, "submission")])
-def test_same_settlements_and_tables_as_the_general_loop(tmp_path, settlement, close_steps, tie_break):
-    config = bandit_config(settlement, close_steps, seller_wh=83, buyer_wh=60, tie_break=tie_break)
+@pytest.mark.parametrize("close_steps,tie_break,credit", [(1, "random", "order"), (2, "random", "order"),
+                                                         (1, "pro_rata", "order"), (2, "submission", "order"),
+                                                         (1, "random", "next_action"), (2, "random", "next_action")])
+def test_same_settlements_and_tables_as_the_general_loop(tmp_path, settlement, close_steps, tie_break, credit):
+    config = bandit_config(settlement, close_steps, seller_wh=83, buyer_wh=60, tie_break=tie_break, credit=credit)
     assert fast_path_supported(config) is None
     sim = Simulation(config, tmp_path / "run")
     settled = {}
@@ -49,3 +51,21 @@ def test_same_settlements_and_tables_as_the_general_loop(tmp_path, settlement, c
 def test_unsupported_configs_are_named(two_houses):
     reason = fast_path_supported(parse_config(two_houses))
     assert reason == "participant buyer is not a q_learning trader"
+
+
+def test_next_action_credit_updates_other_actions_and_must_be_one_rule(tmp_path):
+    """credit 'next_action' (the original TREX-Core agent's) learns different tables from the same draws;
+    a run whose q_learning traders disagree on the rule is refused."""
+    from trexsim.errors import TrexsimError
+
+    tables = {}
+    for credit in ("order", "next_action"):
+        fast = FastMarket(bandit_config("average_price", seller_wh=83, buyer_wh=60, credit=credit))
+        traces = [fast.run_episode(e) for e in range(3)]
+        tables[credit] = fast.population.q_bid.copy()
+        assert sum(t.settled_total_wh for t in traces) > 0
+    assert not np.array_equal(tables["order"], tables["next_action"])
+    mixed = bandit_config("average_price").model_dump(mode="json", by_alias=True)
+    mixed["participants"]["buyer0"]["trader"]["credit"] = "next_action"
+    with pytest.raises(TrexsimError, match="the same credit rule"):
+        Simulation(parse_config(mixed), tmp_path / "mixed")

@@ -856,6 +856,7 @@ def study_settlement(
     out: Path = typer.Option(Path("runs/settlement-study"), "--out", "-o", help="Output folder."),
     workers: int = typer.Option(2, "--workers", "-w", min=1, help="Parallel processes."),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Run the cells on Ray: ray://HOST:PORT, or 'local' to start one."),
+    credit: Optional[str] = typer.Option(None, "--credit", help="Which action a reward updates: 'order' (the one that placed the order; the default) or 'next_action' (the original TREX-Core agent's)."),
 ) -> None:
     """The T-REX paper's settlement-mechanism study (M1/M2/M3 x over-supply/over-demand/balanced; any registered mechanism)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -875,6 +876,10 @@ def study_settlement(
                 raise ConfigError([(".".join(str(x) for x in e["loc"]), e["msg"]) for e in exc.errors()], str(config)) from None
         if quick:
             study = study.quick_version()
+        if credit is not None:
+            if credit not in ("order", "next_action"):
+                raise ConfigError([("--credit", f"{credit!r}: choose 'order' or 'next_action'")])
+            study = study.model_copy(update={"credit": credit})
         cells = len(study.mechanisms) * len(study.scenarios) * seeds
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cells"),
                       TimeElapsedColumn(), console=console) as progress:

@@ -115,6 +115,13 @@ class QLearningTraders(TraderPopulation):
         self._ids: list[str] | None = None
         # delivery round -> (member positions, sides, actions) of the orders placed for it
         self._pending: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        credits = {s.credit for s in specs}
+        if len(credits) > 1:
+            raise TrexsimError("q_learning: every q_learning trader of a run needs the same credit rule, "
+                               f"got {', '.join(sorted(credits))}")
+        # 'next_action': a delivery's reward updates the actions chosen last (in the round it arrives)
+        self.credit_next_action = credits == {"next_action"}
+        self._latest: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         # initial tables: files are checked now, rows matched by id once the ids are known
         self._table_files = {}
         for s in specs:
@@ -160,6 +167,7 @@ class QLearningTraders(TraderPopulation):
         self._load_tables()
         self.episode = int(episode)
         self._pending.clear()
+        self._latest = None
         self._set_episode(self.episode)
 
     def _set_episode(self, episode: int) -> None:
@@ -200,9 +208,11 @@ class QLearningTraders(TraderPopulation):
         if self._any_learning:
             keep = self.learning[member]
             if keep.all():
-                self._pending[obs.delivery_round] = (member, side, action)
+                self._pending[obs.delivery_round] = self._latest = (member, side, action)
             elif keep.any():
-                self._pending[obs.delivery_round] = (member[keep], side[keep], action[keep])
+                self._pending[obs.delivery_round] = self._latest = (member[keep], side[keep], action[keep])
+            else:
+                self._latest = None
         return OrderBatch(member, side, np.full(count, NON_DISPATCH, dtype=np.int64),
                           self.prices[member, action], np.abs(net[member]).astype(np.int64))
 
@@ -224,6 +234,10 @@ class QLearningTraders(TraderPopulation):
         entry = self._pending.pop(msg.round, None)
         if entry is None:
             return
+        if self.credit_next_action:  # the original's rule: to the actions just chosen, not the ones that earned it
+            if self._latest is None:
+                return
+            entry = self._latest
         member, side, action = entry
         p = self.members[member]
         reward = (msg.market_revenue_usd[p] - msg.market_cost_usd[p]) + (msg.grid_revenue_usd[p] - msg.grid_cost_usd[p])

@@ -340,6 +340,10 @@ class QLearningTrader(_Model):
     learning: bool = Field(True, description="False: act greedily and never update (evaluation).")
     greedy_after_episode: int | None = Field(None, ge=0, description="From the episode after this one: greedy, no updates.")
     q_table: str | None = Field(None, description="A q_tables.npz saved by an earlier run, to continue training or evaluate.")
+    credit: Literal["order", "next_action"] = Field(
+        "order", description="Which action a delivery's reward updates: 'order', the action that placed the order "
+                             "for it; 'next_action', the action chosen in the round the reward arrives (the original "
+                             "TREX-Core agent's credit assignment). The same for every q_learning trader of a run.")
 
 
 class ExternalTrader(_Model):

@@ -67,7 +67,7 @@ class EpisodeTrace:
 @numba.njit(cache=True, nogil=True)
 def _episode(load_wh, gen_wh, close_steps, rounds, buy_price, sell_price, prices, q_bid, q_ask, u, epsilon,
              alpha, gamma, learning, equal_prices, price_rule, tie_break, tie_key, episode, bid_wh, ask_wh, settled_wh,
-             buyer_wh, seller_wh, reward_usd):
+             buyer_wh, seller_wh, reward_usd, credit_next_action):
     n = load_wh.size
     slots = close_steps + 1
     bought = np.zeros((slots, n), dtype=np.int64)
@@ -78,6 +78,7 @@ def _episode(load_wh, gen_wh, close_steps, rounds, buy_price, sell_price, prices
     pend_side = np.zeros((slots, n), dtype=np.int64)
     pend_action = np.zeros((slots, n), dtype=np.int64)
     pend_count = np.zeros(slots, dtype=np.int64)
+    latest = -1  # the slot of the actions chosen last (credit 'next_action'); -1: none yet
     has_contracts = np.zeros(slots, dtype=np.bool_)
     net = load_wh - gen_wh
     member = np.empty(n, dtype=np.int64)
@@ -109,6 +110,7 @@ def _episode(load_wh, gen_wh, close_steps, rounds, buy_price, sell_price, prices
                     pend_action[slot, pc] = action[j]
                     pc += 1
             pend_count[slot] = pc
+            latest = slot
             if count > 0:
                 participant = member[:count].copy()
                 price = np.empty(count)
@@ -140,14 +142,17 @@ def _episode(load_wh, gen_wh, close_steps, rounds, buy_price, sell_price, prices
         res = _settle(load_wh, gen_wh, zeros, zeros, b_k, s_k, buy_price, sell_price)
         grid_cost, grid_revenue = res[6], res[7]
         if has_contracts[slot]:
-            pc = pend_count[slot]
+            credit = slot
+            if credit_next_action:  # the original's rule: to the actions just chosen, not the ones that earned it
+                credit = latest if pend_count[slot] > 0 else -1
+            pc = pend_count[credit] if credit >= 0 else 0
             if pc > 0:
                 rewards = np.empty(pc)
                 for j in range(pc):
-                    i = pend_member[slot, j]
+                    i = pend_member[credit, j]
                     rewards[j] = (r_k[i] - c_k[i]) + (grid_revenue[i] - grid_cost[i])
                     reward_usd[i] += rewards[j]
-                update_values(q_bid, q_ask, pend_member[slot, :pc], pend_side[slot, :pc], pend_action[slot, :pc],
+                update_values(q_bid, q_ask, pend_member[credit, :pc], pend_side[credit, :pc], pend_action[credit, :pc],
                               rewards, alpha, gamma)
             has_contracts[slot] = False
     return settled_total
@@ -204,6 +209,5 @@ class FastMarket:
         total = _episode(self.load_wh, self.gen_wh, self.close_steps, self.rounds, float(grid.buy_price),
                          float(grid.sell_price), self.booked_prices, pop.q_bid, pop.q_ask, u, pop.exploration,
                          pop.learning_rate, pop._gamma, pop.learning, self.equal_prices, self.price_rule, self.tie_break, self.tie_key,
-                         episode, bid, ask,
-                         settled, buyer, seller, reward)
+                         episode, bid, ask, settled, buyer, seller, reward, pop.credit_next_action)
         return EpisodeTrace(bid, ask, settled, buyer, seller, int(total), reward)

@@ -27,6 +27,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -84,6 +85,9 @@ class SettlementStudy(_Model):
     final_episodes: int = Field(10, ge=1)
     noise_threshold: float = Field(0.15, ge=0, le=1, description="Normalised concentration below this is exploration noise.")
     seed: int = Field(0, ge=0)
+    credit: Literal["order", "next_action"] = Field(
+        "order", description="Which action a reward updates: the one that placed the order ('order'), or the one "
+                             "chosen in the round the reward arrives ('next_action', the original TREX-Core agent's).")
     quick: dict = Field(default_factory=lambda: {"episodes": 12, "days": 1, "anneal_episodes": 12, "greedy_episodes": 2,
                                                   "final_episodes": 3})
 
@@ -114,6 +118,7 @@ class SettlementStudy(_Model):
             "anneal": ({"learning_rate": self.anneal_multiplier, "exploration": self.anneal_multiplier,
                         "after_episode": self.episodes - 1} if anneal else {}),
             "greedy_after_episode": (self.episodes + self.anneal_episodes - 1) if anneal else None,
+            "credit": self.credit,
         }
         per_hour = 3600 / self.interval_s
         participants = {}
