@@ -155,6 +155,9 @@ def test_reproduction_md_holds_the_table_generated_from_the_committed_results():
     from trexsim.studies.settlement import results_table
 
     root = Path(__file__).resolve().parents[1]
-    table = results_table(json.loads((root / "docs" / "study" / "results.json").read_text()))
-    assert table in (root / "REPRODUCTION.md").read_text()
-    assert table.count("\n") == 2 + 9
+    text = (root / "REPRODUCTION.md").read_text()
+    for results in ("docs/study/results.json", "docs/study/next_action/results.json"):
+        summary = json.loads((root / results).read_text())
+        table = results_table(summary)
+        assert table in text and table.count("\n") == 2 + 9
+    assert summary["study"]["credit"] == "next_action"
