@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not inst
 
 from trexsim import parse_config  # noqa: E402
 from trexsim.fabric.messages import Ack, Hello, MeterReadings, Orders  # noqa: E402
-from trexsim.fabric.mqtt import _DECODER, MqttFabric  # noqa: E402
+from trexsim.fabric.mqtt import _DECODER, _ENCODER, MqttFabric, _Envelope  # noqa: E402
 from trexsim.node import profile_meter_fallback  # noqa: E402
 from trexsim.simulation import Simulation  # noqa: E402
 
@@ -65,13 +65,23 @@ def book(db, where="true"):
             query(db, f"SELECT * EXCLUDE (episode) FROM deliveries WHERE {where} ORDER BY round, participant"))
 
 
+def first_orders(payload):
+    """The Orders in a participant process's answer to a round bundle (None if it placed none)."""
+    return first_orders_of(_DECODER.decode(payload).message.items)
+
+
+def first_orders_of(items):
+    return next((m for m in items if type(m).__name__ == "Orders"), None)
+
+
 def test_every_kind_of_bad_message_is_refused_recorded_and_answered(tmp_path, broker):  # noqa: F811
     path, ns, net, sim, local_db = setup(tmp_path, broker, "bad")
     nodes = [node(path, broker, ns, 0), node(path, broker, ns, 1)]
     mallory = MqttFabric(broker, ns, role="participants", account="grp-0-of-2")
     seen_orders = []
-    mallory._client.message_callback_add(f"{ns}/p/grp-0-of-2/orders", lambda c, u, m: seen_orders.append(m.payload))
-    mallory._client.subscribe(f"{ns}/p/grp-0-of-2/orders", qos=1)
+    # what the real grp-0-of-2 process answers each round bundle with: its meter readings, orders and Ack in one message
+    mallory._client.message_callback_add(f"{ns}/p/grp-0-of-2/round", lambda c, u, m: seen_orders.append(m.payload))
+    mallory._client.subscribe(f"{ns}/p/grp-0-of-2/round", qos=1)
     topic = f"{ns}/p/grp-0-of-2"
 
     def inject(episode, next_round):
@@ -93,7 +103,12 @@ def test_every_kind_of_bad_message_is_refused_recorded_and_answered(tmp_path, br
         meter = lambda r, load: MeterReadings(0, r, one(2), one(load), one(0), one(0), one(0), one(0.0, float), one(load))  # noqa: E731
         mallory._send(f"{topic}/meter", meter(k, -5))  # out of range
         mallory._send(f"{topic}/meter", meter(k - 3, 5))  # stale
-        raw(f"{topic}/orders", seen_orders[0], qos=1)  # a replay of the group's first orders
+        # a replay of the group's first answer (round 0's meter readings: stale; its orders: replayed ids; its Ack
+        # of an old bundle: nothing), and of those orders alone
+        first = next(p for p in seen_orders if first_orders(p) is not None)
+        raw(f"{topic}/round", first, qos=1)
+        sender = _DECODER.decode(first).sender
+        raw(f"{topic}/orders", _ENCODER.encode(_Envelope(sender, 0, first_orders(first))), qos=1)
         net.poll(1.0)
 
     try:
@@ -105,10 +120,13 @@ def test_every_kind_of_bad_message_is_refused_recorded_and_answered(tmp_path, br
         for n in nodes:
             n.kill()
         net.close()
-    replayed = len(_DECODER.decode(seen_orders[0]).message.order_id)
+    first = _DECODER.decode(next(p for p in seen_orders if first_orders(p) is not None)).message.items
+    replayed = len(first_orders_of(first).order_id)
+    stale = sum(len(m.participant) for m in first if type(m).__name__ == "MeterReadings")  # one row per household
     reasons = dict(query(sim.db_path, "SELECT reason, count(*) FROM rejections GROUP BY reason"))
-    assert reasons == {"malformed": 1, "oversized": 1, "price_out_of_range": 1, "wrong_round": 2, "delivery_too_near": 1,
-                       "participant_not_sender": 1, "meter_out_of_range": 1, "duplicate_order_id": replayed}
+    assert stale == 3 and reasons == {
+        "malformed": 1, "oversized": 1, "price_out_of_range": 1, "wrong_round": 2 + stale, "delivery_too_near": 1,
+        "participant_not_sender": 1, "meter_out_of_range": 1, "duplicate_order_id": 2 * replayed}
     assert query(sim.db_path, "SELECT round, participant, price FROM rejections WHERE reason = 'price_out_of_range'") == [(5, 0, 99.0)]
     # none of it changed a contract or a bill
     assert book(sim.db_path) == book(local_db)
@@ -118,8 +136,9 @@ def test_every_kind_of_bad_message_is_refused_recorded_and_answered(tmp_path, br
         mqtt_topic, payload = mallory._inbox.get()
         if mqtt_topic.endswith("/settlements"):
             msg = _DECODER.decode(payload).message
-            answers.extend([msg.reason] if type(msg).__name__ == "Error" else
-                           msg.reason if type(msg).__name__ == "Rejected" else [])
+            for m in (msg.items if type(msg).__name__ == "Bundle" else [msg]):  # a round bundle holds its Rejected rows
+                answers.extend([m.reason] if type(m).__name__ == "Error" else
+                               m.reason if type(m).__name__ == "Rejected" else [])
     mallory.close()
     assert sorted(set(answers)) == sorted(reasons)
 
@@ -185,8 +204,8 @@ def test_the_barrier_goes_on_without_a_silent_process_and_takes_it_back(tmp_path
                 envelope = _DECODER.decode(payload)
                 if mqtt_topic.endswith("/settlements"):
                     kinds.append(type(envelope.message).__name__)
-                if mqtt_topic.endswith("/round_start"):
-                    last = envelope.sequence
+                    if kinds[-1] == "Bundle" and type(envelope.message.items[-1]).__name__ == "RoundStart":
+                        last = envelope.sequence  # the latest round start, as this process's bundle
             silent._send(f"{ns}/fabric/ack/grp-1-of-2", Ack(silent.sender, net.sender, last))
             net.poll(0.3)
         waits.append(time.monotonic())
@@ -207,7 +226,8 @@ def test_the_barrier_goes_on_without_a_silent_process_and_takes_it_back(tmp_path
     assert sorted(gaps)[-3] < 0.5
     silent.close()
     # it got the catch-up on its own topic: the roster, the episode, the grid's prices
-    assert kinds == ["Roster", "EpisodeStart", "GridPrices"]
+    # and from the next round on, its round starts in its round bundles (waited for, never acknowledged)
+    assert kinds[:3] == ["Roster", "EpisodeStart", "GridPrices"] and kinds[3:] and set(kinds[3:]) == {"Bundle"}
     db = sim.db_path
     assert query(db, "SELECT count(*) FROM rejections WHERE reason = 'meter_missing'") == [(ROUNDS * 2,)]
     # the silent households are settled on the profiles their own process would have read

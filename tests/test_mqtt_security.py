@@ -69,7 +69,8 @@ def test_the_generated_files(secured):
     acl = files.acl.read_text()
     block = acl.split("user pro-2\n")[1].split("\n\n")[0].splitlines()
     assert block == acl_rules("pro-2", NS) == [
-        f"topic write {NS}/p/pro-2/orders", f"topic write {NS}/p/pro-2/meter", f"topic write {NS}/p/pro-2/tc_plan",
+        f"topic write {NS}/p/pro-2/orders", f"topic write {NS}/p/pro-2/meter", f"topic write {NS}/p/pro-2/round",
+        f"topic write {NS}/p/pro-2/tc_plan",
         f"topic read {NS}/tc/#", f"topic read {NS}/p/pro-2/settlements",
         f"topic read {NS}/sim/#", f"topic read {NS}/grid/#", f"topic read {NS}/market/#",
         f"topic write {NS}/fabric/hello/pro-2", f"topic write {NS}/fabric/ack/pro-2"]

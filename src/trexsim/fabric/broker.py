@@ -119,7 +119,7 @@ def acl_rules(account: str, ns: str) -> list[str]:
     if account == "observer":  # public information only
         return [f"topic read {ns}/sim/#", f"topic read {ns}/grid/#", f"topic read {ns}/market/#"]
     return [f"topic write {ns}/p/{account}/orders", f"topic write {ns}/p/{account}/meter",
-            f"topic write {ns}/p/{account}/tc_plan", f"topic read {ns}/tc/#",
+            f"topic write {ns}/p/{account}/round", f"topic write {ns}/p/{account}/tc_plan", f"topic read {ns}/tc/#",
             f"topic read {ns}/p/{account}/settlements", f"topic read {ns}/sim/#", f"topic read {ns}/grid/#",
             f"topic read {ns}/market/#", f"topic write {ns}/fabric/hello/{account}",
             f"topic write {ns}/fabric/ack/{account}"]

@@ -254,6 +254,19 @@ class TCPlan(_Msg):
     net_wh: np.ndarray
 
 
+class Bundle(_Msg):
+    """Several messages in one payload (networked fabrics): handled in order, each as if it came alone.
+
+    One a round each way between the coordinator and each participant process (docs/fabric.md, "One
+    message a round each way"): to the process on its ``settlements`` topic, its rows of the market's
+    results of the round that ended (``Rejected``, ``Cleared``, ``DeliveredRows``, ``Error``) and then the
+    next ``RoundStart``; from it on ``p/<account>/round``, its ``MeterReadings``, its ``Orders`` and its
+    ``Ack`` of that bundle. Which kinds a bundle may hold depends on its topic; a bundle never holds a bundle.
+    """
+
+    items: list[Union[RoundStart, Rejected, Cleared, DeliveredRows, Error, MeterReadings, Orders, Ack]]
+
+
 def merge_meter_readings(parts: list["MeterReadings"], n_participants: int) -> "MeterReadings":
     """One round's readings of every participant from the messages of several participant modules.
 
@@ -275,7 +288,7 @@ def merge_meter_readings(parts: list["MeterReadings"], n_participants: int) -> "
 Message = Union[
     Roster, EpisodeStart, EpisodeEnd, SimulationEnd, RoundStart, RoundEnd, GridPrices,
     Orders, Accepted, Rejected, Cleared, MeterReadings, Delivered, DeliveredRows, Hello, Ack, Goodbye, Error, MarketResults,
-    TCSchedule, TCPlan,
+    TCSchedule, TCPlan, Bundle,
 ]
 
 

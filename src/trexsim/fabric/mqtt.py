@@ -58,6 +58,7 @@ from trexsim.fabric import topics
 from trexsim.fabric.messages import (
     Accepted,
     Ack,
+    Bundle,
     Cleared,
     Delivered,
     DeliveredRows,
@@ -105,7 +106,12 @@ _CONTROL = (Roster, EpisodeStart, RoundStart, RoundEnd, EpisodeEnd, SimulationEn
 _MARKET_OUT = (Accepted, Rejected, Cleared, Delivered)
 _SIM_LEAF = {Roster: "roster", EpisodeStart: "episode_start", RoundStart: "round_start", RoundEnd: "round_end",
              EpisodeEnd: "episode_end", SimulationEnd: "end"}
-_INBOX_KINDS = (Accepted, Rejected, Cleared, DeliveredRows, Error, Roster, EpisodeStart, GridPrices)
+_INBOX_KINDS = (Accepted, Rejected, Cleared, DeliveredRows, Error, Roster, EpisodeStart, GridPrices, Bundle)
+# what a Bundle may hold: to a participant process (its settlements topic), its rows of the round's results, then
+# the next round start (last); from it (p/<account>/round), its meter readings, its orders and its Ack (last)
+_BUNDLE_DOWN = (Rejected, Cleared, DeliveredRows, Error, RoundStart)
+_BUNDLE_UP = (MeterReadings, Orders, Ack)
+MAX_BUNDLE_ITEMS = 64
 _METER_INT_FIELDS = ("load_wh", "generation_wh", "battery_charge_wh", "battery_discharge_wh", "grid_only_net_wh")
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1  # rounds and episodes are stored as INTEGER
 # without a config's limits (trexsim.node.meter_limits), no meter value may exceed this [Wh]: what an INTEGER holds
@@ -309,6 +315,12 @@ class MqttFabric:
         # not change during a run, and each PUBACK was a wake-up of the participant process and broker work)
         self._confirmed_topics: set[str] = set()
         self._own_loop = False  # True once serve() runs the network in this thread (no paho thread)
+        # one message a round each way (docs/fabric.md): the coordinator holds each account's rows of the market's
+        # results until the next round start, which goes with them in one Bundle to the account's settlements topic;
+        # a participant process answers such a bundle with one Bundle of what it published (meter, orders) and its Ack
+        self._held: dict[str, list[Any]] = {}
+        self._collecting: list[Any] | None = None
+        self._bundled = False  # this participant process gets its round starts in bundles (then not on sim/round_start)
 
     # ------------------------------------------------------------------ topics
     def _mqtt_topic_hello(self) -> str:
@@ -318,12 +330,13 @@ class MqttFabric:
         ns = self.ns
         return {
             "coordinator": [f"{ns}/fabric/hello/+", f"{ns}/fabric/ack/+", f"{ns}/p/+/orders", f"{ns}/p/+/meter",
-                            f"{ns}/p/+/tc_plan"],
+                            f"{ns}/p/+/tc_plan", f"{ns}/p/+/round"],
             "controller": [f"{ns}/fabric/hello/+", f"{ns}/fabric/ack/+", f"{ns}/grid/+"],
             "market": [f"{ns}/sim/+", f"{ns}/p/+/orders", f"{ns}/p/+/meter"],
             # not sim/round_end: a household has nothing to do then, and every wake-up of every
             # participant process costs the round time (the market's results come before the next round start)
-            "participants": [f"{ns}/sim/{leaf}" for leaf in _SIM_LEAF.values() if leaf != "round_end"]
+            "participants": [f"{ns}/sim/{leaf}" for leaf in _SIM_LEAF.values()
+                             if leaf != "round_end" and not (self._bundled and leaf == "round_start")]
                             + [f"{ns}/grid/+", f"{ns}/p/{self.account}/settlements", f"{ns}/tc/schedule"],
         }[self.role]
 
@@ -381,13 +394,18 @@ class MqttFabric:
             if self.role in ("coordinator", "controller"):
                 if kind is RoundEnd and self._gate is not None:
                     self._gate.before_round_end(message)
-                sequence = self._send(f"{self.ns}/sim/{_SIM_LEAF[kind]}", message)
+                if kind is RoundStart and self.role == "coordinator":
+                    sequence = self._start_round(message)
+                else:
+                    if kind is not RoundEnd:
+                        self._flush_held()
+                    sequence = self._send(f"{self.ns}/sim/{_SIM_LEAF[kind]}", message)
+                    live = {s for s, node in self._nodes.items()
+                            if node.live and (kind is not RoundEnd or node.role != "participants")}
+                    if live:
+                        self._pending[sequence] = live
                 if kind is RoundStart and self._first_round_sequence is None:
                     self._first_round_sequence = sequence
-                live = {s for s, node in self._nodes.items()
-                        if node.live and (kind is not RoundEnd or node.role != "participants")}
-                if live:
-                    self._pending[sequence] = live
         elif kind is GridPrices:
             self._track_control(message)
             if self.role in ("coordinator", "market"):
@@ -396,7 +414,10 @@ class MqttFabric:
             if self.role == "participants":
                 if kind is Orders and self._order_id_offset:
                     message = msgspec.structs.replace(message, order_id=message.order_id + self._order_id_offset)
-                self._send(f"{self.ns}/p/{self.account}/{'orders' if kind is Orders else 'meter'}", message)
+                if self._collecting is not None:  # answering a round bundle: all of it goes in one message
+                    self._collecting.append(message)
+                else:
+                    self._send(f"{self.ns}/p/{self.account}/{'orders' if kind is Orders else 'meter'}", message)
             elif kind is MeterReadings and self._gate is not None:
                 self._gate.note_meter(message)
         elif kind in _MARKET_OUT and self.role in ("coordinator", "market"):
@@ -608,7 +629,39 @@ class MqttFabric:
                 if not rows.any():
                     continue
                 part = _rows(message, rows)
-            self._send(f"{self.ns}/p/{account}/settlements", part)
+            if self.role == "coordinator":  # goes with the next round start, in one message (_start_round)
+                self._held.setdefault(account, []).append(part)
+            else:
+                self._send(f"{self.ns}/p/{account}/settlements", part)
+
+    def _start_round(self, message: RoundStart) -> int | None:
+        """The coordinator's round start: to each participant process, one Bundle on its settlements topic with its
+        rows of the last round's results and then the RoundStart; waited for like a broadcast (one sequence per
+        process). Returns the first bundle's sequence (None: no participant process)."""
+        first = None
+        for account, node in list(self._account_node.items()):
+            if node.role != "participants":
+                continue
+            items = self._held.pop(account, [])
+            items.append(message)
+            sequence = self._send(f"{self.ns}/p/{account}/settlements", Bundle(items))
+            if node.live:  # a late process gets it too: its acknowledgement takes it back
+                self._pending[sequence] = {node.key}
+            if first is None:
+                first = sequence
+        self._flush_held()  # rows of accounts heard from that have no process (never said hello)
+        # and on sim/round_start for everyone else (observers, a process not yet known); a process that has had a
+        # round bundle ignores it (and, over MQTT, unsubscribes from it)
+        sequence = self._send(f"{self.ns}/sim/round_start", message)
+        return sequence if first is None else first
+
+    def _flush_held(self) -> None:
+        """Send the market's results held for the next round start now (before any other control message)."""
+        if not self._held:
+            return
+        held, self._held = self._held, {}
+        for account, items in held.items():
+            self._send(f"{self.ns}/p/{account}/settlements", items[0] if len(items) == 1 else Bundle(items))
 
     # ------------------------------------------------------------------ receiving
     def _drain(self) -> None:
@@ -660,6 +713,8 @@ class MqttFabric:
 
     def _receive(self, mqtt_topic: str, payload: bytes) -> None:
         """Check one message from the broker and hand it to this process's modules."""
+        if self._bundled and mqtt_topic.endswith("/sim/round_start") and mqtt_topic == f"{self.ns}/sim/round_start":
+            return  # had in this round's bundle already
         rest = mqtt_topic[len(self.ns) + 1:] if mqtt_topic.startswith(self.ns + "/") else ""
         parts = rest.split("/")
         account = parts[1] if len(parts) == 3 and parts[0] == "p" else None
@@ -678,6 +733,8 @@ class MqttFabric:
             return self._refuse(account, "malformed", f"a {kind.__name__} does not belong on {mqtt_topic}")
         if parts[0] == "fabric":
             return self._on_fabric(parts[2], message)
+        if kind is Bundle:
+            return self._receive_bundle(mqtt_topic, parts, account, envelope)
         if kind is Error and parts[0] == "sim":
             if self._serving:
                 raise TrexsimError(f"{self.account}: the controller stopped the run: {message.detail}")
@@ -694,21 +751,7 @@ class MqttFabric:
             if net.size % max(idx.size, 1) or not np.all(np.isfinite(net)):
                 return self._refuse(account, "malformed", "a TCPlan's net_wh must be finite, rounds x households values")
         elif account is not None and parts[2] in ("orders", "meter"):
-            if self._gate is None:
-                return
-            try:
-                message = self._gate.admit(account, message)
-                if message is not None:
-                    self._gate._admitting = account
-                    try:
-                        self._dispatch_local(message)
-                    finally:
-                        self._gate._admitting = None
-            except (ValueError, TypeError, IndexError, OverflowError) as exc:
-                # values no check foresaw: the message is refused, the market goes on
-                self._queue.clear()
-                self._refuse(account, "malformed", f"could not be handled: {exc}")
-            return
+            return self._admit(account, message)
         elif kind is DeliveredRows:
             message = _expand(message, self._roster_size)
         elif account is not None and kind in (Roster, EpisodeStart) and self._serving:
@@ -724,6 +767,70 @@ class MqttFabric:
             self._send(f"{self.ns}/fabric/ack/{self.account}", Ack(self.sender, envelope.sender, envelope.sequence))
             if kind is SimulationEnd:
                 self._finished = True
+
+    def _admit(self, account: str, message: Any) -> None:
+        """Orders or meter readings from a participant account: checked by the gate, then to the market."""
+        if self._gate is None:
+            return
+        try:
+            message = self._gate.admit(account, message)
+            if message is not None:
+                self._gate._admitting = account
+                try:
+                    self._dispatch_local(message)
+                finally:
+                    self._gate._admitting = None
+        except (ValueError, TypeError, IndexError, OverflowError) as exc:
+            # values no check foresaw: the message is refused, the market goes on
+            self._queue.clear()
+            self._refuse(account, "malformed", f"could not be handled: {exc}")
+
+    def _receive_bundle(self, mqtt_topic: str, parts: list[str], account: str | None, envelope: _Envelope) -> None:
+        """A Bundle: its items in order, each checked and handled exactly as if it had come alone on its own topic."""
+        items = envelope.message.items
+        upstream = parts[2] == "round"
+        allowed = _BUNDLE_UP if upstream else _BUNDLE_DOWN
+        last = Ack if upstream else RoundStart
+        bad = [type(m).__name__ for m in items if type(m) not in allowed]
+        if bad or len(items) > MAX_BUNDLE_ITEMS or any(type(m) is last for m in items[:-1]):
+            return self._refuse(account, "malformed", f"a bundle on {mqtt_topic} holds at most {MAX_BUNDLE_ITEMS} of "
+                                                      f"{', '.join(k.__name__ for k in allowed)} (a {last.__name__} only "
+                                                      f"last){', not ' + bad[0] if bad else ''}")
+        if upstream:  # a participant process's answer to a round bundle: meter readings, orders, acknowledgement
+            if self._gate is None:
+                return
+            for m in items:
+                if type(m) is Ack:
+                    self._on_fabric(account, m)  # acts only on this account's own process, as on fabric/ack/<account>
+                else:
+                    self._admit(account, m)
+            return
+        start = items[-1] if items and type(items[-1]) is RoundStart else None
+        for m in items:
+            if m is start:
+                break
+            self._dispatch_local(_expand(m, self._roster_size) if type(m) is DeliveredRows else m)
+        if start is None:
+            return
+        if not self._bundled:
+            self._bundled = True
+            self._stop_round_start_broadcast()
+        self._track_control(start)
+        if not self._serving:
+            self._dispatch_local(start)
+            return
+        self._collecting = collected = []
+        try:
+            self._dispatch_local(start)
+        finally:
+            self._collecting = None
+        # after every reaction, in the same message: the coordinator handles them in this order
+        collected.append(Ack(self.sender, envelope.sender, envelope.sequence))
+        self._send(f"{self.ns}/p/{self.account}/round", Bundle(collected))
+
+    def _stop_round_start_broadcast(self) -> None:
+        """Round starts come in bundles now: no wake-up for the broadcast copy."""
+        self._client.unsubscribe(f"{self.ns}/sim/round_start")
 
     def _on_fabric(self, account: str, message: Any) -> None:
         """Hello, Goodbye and Ack from module processes (controller side).
@@ -863,7 +970,7 @@ def _allowed_kinds(parts: list[str]) -> tuple:
     if parts == ["tc", "schedule"]:
         return (TCSchedule,)
     if len(parts) == 3 and parts[0] == "p":
-        return {"orders": (Orders,), "meter": (MeterReadings,), "tc_plan": (TCPlan,),
+        return {"orders": (Orders,), "meter": (MeterReadings,), "tc_plan": (TCPlan,), "round": (Bundle,),
                 "settlements": _INBOX_KINDS}.get(parts[2], ())
     if len(parts) == 3 and parts[0] == "fabric":
         return {"hello": (Hello, Goodbye), "ack": (Ack,)}.get(parts[1], ())

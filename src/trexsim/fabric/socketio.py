@@ -182,6 +182,9 @@ class SocketIOFabric(MqttFabric):
             raise TrexsimError(f"Socket.IO send on {mqtt_topic} failed: {self._error or exc}") from None
         return sequence
 
+    def _stop_round_start_broadcast(self) -> None:
+        """The relay's filters are the connection's: the copies on sim/round_start are dropped unread."""
+
     def _run_network_here(self) -> None:
         """Nothing to take over: python-socketio's read thread feeds ``_inbox``."""
 
