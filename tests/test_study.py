@@ -57,7 +57,8 @@ def test_study_outputs_and_command(tmp_path):
     m3 = [c for c in report["cells"] if c["mechanism"] == "exact_price"][0]
     assert m3["greedy_median_bid"] is not None
     names = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
-    assert names == ["concentration_average_price.png", "concentration_exact_price.png", "greedy_exact_price.png"]
+    assert names == ["concentration_average_price.png", "concentration_exact_price.png", "greedy_average_price.png",
+                     "greedy_exact_price.png"]
     bad = tmp_path / "bad.json"
     bad.write_text('{"episodes": 0}')
     r = CliRunner().invoke(app, ["study", "settlement", str(bad), "--out", str(tmp_path / "o2")])
@@ -161,3 +162,20 @@ def test_reproduction_md_holds_the_table_generated_from_the_committed_results():
         table = results_table(summary)
         assert table in text and table.count("\n") == 2 + 9
     assert summary["study"]["credit"] == "next_action"
+
+
+def test_the_m2_verdict_is_judged_on_the_greedy_policy_and_can_fail():
+    """'fails to converge' used to be 'settled share in training < 85 %', which epsilon 0.1 alone guarantees;
+    it is now judged on the greedy episodes, so converged agents give 'no'."""
+    import numpy as np
+
+    from trexsim.studies.settlement import CellResult, matches_paper
+
+    study = SettlementStudy()
+    prices = np.linspace(0.07, 0.14, 100)
+    cell = CellResult("exact_match", "balanced", 0, prices, np.ones(100), np.ones(100), np.ones(199),
+                      training_share=0.6)
+    cell.greedy_share = 1.0  # greedy bids and asks meet: converged
+    assert matches_paper(cell, study) is False
+    cell.greedy_share = 0.3  # they miss each other
+    assert matches_paper(cell, study) is True

@@ -15,12 +15,14 @@ def test_simulated_cells_give_the_compiled_traces(tmp_path, mechanism):
     assert cell_backend(config) is None
     fast, simulated = FastMarket(config), SimulatedMarket(config, tmp_path)
     try:
+        settled = 0
         for episode in range(config.study.episodes):
             a, b = fast.run_episode(episode), simulated.run_episode(episode)
             for name in ("bid_wh", "ask_wh", "settled_wh", "buyer_price_wh", "seller_price_wh"):
                 assert np.array_equal(getattr(a, name), getattr(b, name)), (episode, name)
             assert a.settled_total_wh == b.settled_total_wh
-        assert a.settled_total_wh > 0 and a.bid_wh.sum() > 0
+            settled += a.settled_total_wh
+        assert settled > 0 and a.bid_wh.sum() > 0  # (the last, greedy, episode may settle nothing)
         assert np.array_equal(fast.population.q_bid, simulated.population.q_bid)  # the same learning, too
     finally:
         simulated.close()

@@ -893,13 +893,15 @@ def study_settlement(
 
     report = _json.loads((out / "results.json").read_text())
     table = Table(title=f"{study.name}: quantity-weighted medians over the last {study.final_episodes} training episodes")
-    for col in ("cell", "seed", "bid", "ask", "settle", "greedy\nbid", "greedy\nask", "settled\nshare", "as in\npaper"):
+    for col in ("cell", "seed", "bid", "ask", "settle", "greedy\nbid", "greedy\nask", "settled\nshare", "greedy\nsettled",
+                "as in\npaper"):
         table.add_column(col, no_wrap=True)
     fmt = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
     for c in report["cells"]:
         table.add_row(f"{c['paper'] or c['mechanism']} {c['scenario'].replace('_', '-')}", str(c["seed"]),
                       fmt(c["median_bid"]), fmt(c["median_ask"]), fmt(c["median_settlement"]),
                       fmt(c["greedy_median_bid"]), fmt(c["greedy_median_ask"]), f"{c['settled_share']:.0%}",
+                      "-" if c.get("greedy_settled_share") is None else f"{c['greedy_settled_share']:.0%}",
                       "-" if c["matches_paper"] is None or quick else ("yes" if c["matches_paper"] else "no"))
     console.print(table)
     for backend in sorted({c["backend"] for c in report["cells"] if c["backend"] != "compiled"}):
