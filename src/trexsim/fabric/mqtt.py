@@ -19,7 +19,10 @@ Messages between modules of one process are handed over in process, exactly as o
 broker on the topics of :mod:`trexsim.fabric.topics` (QoS 0, or 1 for a participant's first publish on a
 topic, so that a refusal comes back), each payload a msgpack array
 ``[sender, sequence, message]``. The market's outputs go to each participant account as its own
-rows only (``p/<account>/settlements``), plus a public :class:`MarketResults` per clearing.
+rows only (``p/<account>/settlements``), plus a public :class:`MarketResults` per clearing. In the
+coordinator those rows are held until the next round start and go with it in one :class:`Bundle` per
+participant process, which answers with one :class:`Bundle` (meter readings, orders, its Ack) on
+``p/<account>/round``: one message a round each way (docs/fabric.md).
 
 Synchronisation (the barrier): after each controller message, :meth:`settle` dispatches arriving
 messages until every live module process has acknowledged it (``fabric/ack/<account>``, published

@@ -12,8 +12,11 @@ MQTT topic                             messages                            writt
 ``<ns>/grid/prices``                   GridPrices                          the grid
 ``<ns>/p/<account>/orders``            Orders                              that participant
 ``<ns>/p/<account>/meter``             MeterReadings                       that participant
+``<ns>/p/<account>/round``             Bundle (meter, orders, Ack: its     that participant
+                                       answer to a round bundle)
 ``<ns>/p/<account>/settlements``       Accepted, Rejected, Cleared,        the market (and the
                                        Delivered, Error (its rows only);   controller, to catch
+                                       the round Bundle (rows, RoundStart)
                                        catch-up: Roster, EpisodeStart,     a rejoining module
                                        GridPrices                          up)
 ``<ns>/market/results``                MarketResults (public)              the market
