@@ -35,18 +35,14 @@ from trexsim.fabric import open_fabric
 from trexsim.node import configure_market_fabric, fabric_options, spawn_participant_nodes
 from trexsim.simulation import Simulation
 
+from bench_mqtt_processes import community as mqtt_processes_community  # noqa: E402 - a sibling script
+
 
 def community(households: int, rounds: int) -> dict:
-    pro = households // 2
-    return {
-        "study": {"days": rounds / 1440, "seed": 3, "start_datetime": "2021-07-01 11:00:00", "name": "bench-fabric"},
-        "participants": {
-            "pro": {"count": pro, "profile": {"type": "realistic", "pv_capacity_kw": 6},
-                    "trader": {"type": "fixed_price", "bid_price": 0.12, "ask_price": 0.10}},
-            "con": {"count": households - pro, "profile": {"type": "realistic", "pv_capacity_kw": 0},
-                    "trader": {"type": "fixed_price", "bid_price": 0.13, "ask_price": 0.11}},
-        },
-    }
+    """The households of bench_mqtt_processes.py (half with PV, fixed-price traders), under this benchmark's name."""
+    config = mqtt_processes_community(households, rounds)
+    config["study"]["name"] = "bench-fabric"
+    return config
 
 
 def free_port() -> int:
