@@ -315,6 +315,7 @@ def test_random_messages_never_stop_the_gate_or_the_market():
     from trexsim.fabric.messages import EpisodeStart, RoundStart
     from trexsim.fabric.mqtt import _Gate
     from trexsim.modules.market import Market
+    from trexsim.modules.delivery import ImbalanceSettlement
 
     class Fabric(InProcessFabric):  # the in-process fabric with what the gate asks of a networked one
         _episode, _round, meter_fallback, accounts = 0, 3, None, None
@@ -330,7 +331,8 @@ def test_random_messages_never_stop_the_gate_or_the_market():
             self.publish(topics.TOPIC_OF_KIND[type(message).__name__], message)
 
     fabric = Fabric()
-    market = Market(fabric, MarketConfig(), 5, 10)
+    Market(fabric, MarketConfig(), 5, 10)
+    delivery = ImbalanceSettlement(fabric, 5, 10)
     gate = _Gate(fabric, IDS)
     booked = []
     fabric.subscribe(topics.ACCEPTED, booked.append)
@@ -369,7 +371,7 @@ def test_random_messages_never_stop_the_gate_or_the_market():
     # no id was booked twice for one participant
     pairs = [(p, o) for a in booked for p, o in zip(a.participant.tolist(), a.order_id.tolist())]
     assert len(pairs) == len(set(pairs))
-    assert market.max_energy_error_wh == 0
+    assert delivery.max_energy_error_wh == 0
 
 
 def test_a_lost_market_stops_the_run_with_a_clear_error(broker):  # noqa: F811

@@ -26,6 +26,7 @@ from trexsim.errors import TrexsimError
 from trexsim.data.profiles import Clock, ProfileSet
 from trexsim.fabric.inprocess import InProcessFabric
 from trexsim.modules.controller import Controller
+from trexsim.modules.delivery import ImbalanceSettlement
 from trexsim.modules.grid import Grid
 from trexsim.modules.market import Market
 from trexsim.modules.participants import Participants
@@ -72,6 +73,7 @@ class Simulation:
         # (a TC run's grid prices come from the TC market module instead of the tariff)
         self.grid = None if tc_market else Grid(self.fabric, config.market.grid, study.timezone)
         self.market = Market(self.fabric, config.market, len(specs), rounds, study.seed)
+        self.delivery = ImbalanceSettlement(self.fabric, len(specs), rounds)
         self.profiles = ProfileSet(self.participant_ids, [s.profile for s in specs], self.clock, study.seed,
                                    chunk_rounds=min(1440, rounds))
         self.profiles.check_coverage(rounds)
@@ -158,8 +160,8 @@ class Simulation:
              "start_datetime": study.start_datetime, "timezone": study.timezone, "days": study.days,
              "episodes": study.episodes, "interval_s": study.interval_s, "participants": len(self.participant_ids),
              "run_id": self.run_id},
-            {"max_energy_error_wh": int(self.market.max_energy_error_wh),
-             "max_money_error_usd": float(self.market.max_money_error_usd), "checked_every_round": True},
+            {"max_energy_error_wh": int(self.delivery.max_energy_error_wh),
+             "max_money_error_usd": float(self.delivery.max_money_error_usd), "checked_every_round": True},
             {"database": str(self.db_path), "figures": str(self.out_dir / "figures")},
         )
         if self.powerflow is not None:

@@ -1,4 +1,4 @@
-"""ALEX, the local market module: order intake, clearing, delivery settlement.
+"""ALEX, the local market module: order intake and clearing.
 
 It wraps the pure kernels of :mod:`trexsim.engine`; every rule is written there once.
 
@@ -9,9 +9,9 @@ Per round ``k`` (see README, "Timeline of a round"):
    the market.
 2. At the end of round k it clears every pool for delivery round ``k + close_steps`` and
    publishes the contracts (``Cleared``).
-3. Still at the end of round k, it settles delivery round k: the meters of round k
-   against the contracts for round k, the grid taking the imbalance (``Delivered``).
-   Energy and money are checked to balance.
+
+Delivery is not the market's: :mod:`trexsim.modules.delivery` settles each delivered round against the
+meters, over the contracts of every market.
 """
 
 from __future__ import annotations
@@ -19,21 +19,17 @@ from __future__ import annotations
 import numpy as np
 
 from trexsim.config.schema import MarketConfig
-from trexsim.engine.checks import CLEARING_RULES, DELIVERY_RULES
+from trexsim.engine.checks import CLEARING_RULES
 from trexsim.engine.intake import REASONS, reject_codes
-from trexsim.engine.market_round import clear_checked, settle_checked
+from trexsim.engine.market_round import clear_checked
 from trexsim.engine.mechanisms import get_mechanism
 from trexsim.engine.ties import RANDOM, participant_rank, place_batch, tie_break_code, tie_key
 from trexsim.errors import ConservationError
 from trexsim.fabric import topics
 from trexsim.fabric.messages import (
     Accepted,
-    merge_meter_readings,
     Cleared,
-    Delivered,
     EpisodeStart,
-    GridPrices,
-    MeterReadings,
     Orders,
     Rejected,
     Roster,
@@ -144,18 +140,10 @@ class Market:
         self.round = -1
         self._cleared_through = -1  # the last delivery round cleared in this episode
         self._books: dict[int, _Book] = {}
-        self._contracts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]] = {}
-        self._meter: list[MeterReadings] = []
-        self._buy = np.zeros(rounds_per_episode)
-        self._sell = np.zeros(rounds_per_episode)
-        self.max_energy_error_wh = 0
-        self.max_money_error_usd = 0.0
         fabric.subscribe(topics.ROSTER, self.on_roster)
         fabric.subscribe(topics.EPISODE_START, self.on_episode_start)
-        fabric.subscribe(topics.GRID_PRICES, self.on_grid_prices)
         fabric.subscribe(topics.ROUND_START, self.on_round_start)
         fabric.subscribe(topics.ORDERS, self.on_orders)
-        fabric.subscribe(topics.METER, self.on_meter)
         fabric.subscribe(topics.ROUND_END, self.on_round_end)
 
     # ------------------------------------------------------------------ bookkeeping
@@ -167,17 +155,9 @@ class Market:
         self.round = -1
         self._cleared_through = -1
         self._books.clear()
-        self._contracts.clear()
-        self._meter = []
-
-    def on_grid_prices(self, msg: GridPrices) -> None:
-        end = msg.first_round + len(msg.buy_price)
-        self._buy[msg.first_round:end] = msg.buy_price
-        self._sell[msg.first_round:end] = msg.sell_price
 
     def on_round_start(self, msg: RoundStart) -> None:
         self.round = msg.round
-        self._meter = []
 
     # ------------------------------------------------------------------ intake
     def validate(self, msg: Orders) -> tuple[np.ndarray | None, list[str]]:
@@ -282,19 +262,14 @@ class Market:
             n = 1
         self.fabric.publish(topics.REJECTED, Rejected(msg.episode, msg.round, msg.delivery_round, *arrays, [reasons[0]] * n))
 
-    def on_meter(self, msg: MeterReadings) -> None:
-        if msg.episode == self.episode and msg.round == self.round:
-            self._meter.append(msg)  # one message per participant module
-
-    # ------------------------------------------------------------------ clearing and delivery
+    # ------------------------------------------------------------------ clearing
     def clear(self, delivery_round: int) -> Cleared:
-        """Clear every pool's book for ``delivery_round``; store the contracts."""
+        """Clear every pool's book for ``delivery_round``."""
         book = self._books.pop(delivery_round, None)
         n = self.n
         if book is None:
             empty_i = np.zeros(0, dtype=np.int64)
             empty_f = np.zeros(0)
-            self._contracts[delivery_round] = (np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), 0.0)
             return Cleared(self.episode, self.round, delivery_round, empty_i, empty_i, empty_i, empty_i, empty_f, empty_f, empty_i, empty_i)
         # "submission order" is by round placed, then place in the roster (or the round's random order),
         # then order within the batch, never by arrival time: the same book however the participants
@@ -307,48 +282,8 @@ class Market:
             raise ConservationError(
                 f"episode {self.episode}, round {self.round} (clearing delivery round {delivery_round}), mechanism "
                 f"{self.mechanism.name!r}: broken rule: {CLEARING_RULES[rule]} ({where})")
-        # the surplus from each pair's prices, so exactly 0 for a strongly budget-balanced mechanism
-        self._contracts[delivery_round] = (c.bought_wh, c.sold_wh, c.cost_usd, c.revenue_usd, c.auctioneer_surplus_usd)
         return Cleared(self.episode, self.round, delivery_round, c.pool, c.buyer, c.seller, c.quantity_wh, c.buyer_price,
                        c.seller_price, c.bid_id, c.ask_id)
-
-    def settle(self, round_index: int) -> Delivered:
-        n = self.n
-        bought, sold, cost, revenue, surplus = self._contracts.pop(
-            round_index, (np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), 0.0))
-        meter = merge_meter_readings(self._meter, n) if self._meter else None
-        if meter is None:  # nobody reported: settle as zero energy (the grid covers every contract)
-            z = np.zeros(n, dtype=np.int64)
-            load = gen = charge = discharge = baseline = z
-        else:
-            load, gen = meter.load_wh, meter.generation_wh
-            charge, discharge = meter.battery_charge_wh, meter.battery_discharge_wh
-            baseline = meter.grid_only_net_wh
-        buy_p, sell_p = float(self._buy[round_index]), float(self._sell[round_index])
-        res = settle_checked(load, gen, charge, discharge, bought, sold, baseline, cost, revenue, buy_p, sell_p, surplus)
-        self._check_conservation(round_index, res, cost, revenue, surplus)
-        return Delivered(
-            self.episode, round_index, buy_p, sell_p, res.net_meter_wh, bought, sold,
-            res.grid_import_wh, res.grid_export_wh, res.shortfall_wh, res.unused_wh, res.battery_cover_wh,
-            cost, revenue, res.grid_cost_usd, res.grid_revenue_usd, res.grid_only_cost_usd, surplus)
-
-    def _check_conservation(self, round_index: int, res, cost, revenue, surplus: float) -> None:
-        """Keeps the run's largest errors; raises on a broken rule of the delivery checks
-        (:mod:`trexsim.engine.checks`, run inside :func:`~trexsim.engine.market_round.settle_checked`)."""
-        rule, who = res.broken_rule, res.broken_at
-        energy_error, traded_error = res.energy_error_wh, res.traded_error_wh
-        money_error = abs(float(cost.sum()) - float(revenue.sum()) - surplus)
-        self.max_energy_error_wh = max(self.max_energy_error_wh, abs(energy_error), abs(traded_error))
-        if not np.isfinite(money_error):
-            money_error = float("inf")
-        self.max_money_error_usd = max(self.max_money_error_usd, money_error)
-        if rule or energy_error or traded_error:
-            broken = DELIVERY_RULES[rule] if rule else "energy consumed = energy supplied"
-            raise ConservationError(
-                f"episode {self.episode}, round {round_index} (delivery): broken rule: {broken}"
-                + (f" (participant {who})" if who >= 0 else "")
-                + f"; energy error {energy_error} Wh, traded error {traded_error} Wh, money error {money_error:.3g} $, "
-                  f"auctioneer surplus {surplus:.6g} $")
 
     def on_round_end(self, msg: RoundEnd) -> None:
         if msg.round != self.round:
@@ -357,4 +292,3 @@ class Market:
         if delivery < self.rounds:
             self._cleared_through = delivery
             self.fabric.publish(topics.CLEARED, self.clear(delivery))
-        self.fabric.publish(topics.DELIVERED, self.settle(msg.round))
