@@ -310,7 +310,7 @@ def test_a_tc_market_is_never_run_on_the_compiled_backend():
     env.reset(seed=5)
     hold = {"rl": np.array([-1.0, -1.0, -1.0, -1.0, 0.0])}  # no orders, battery idle: the grid at TC prices
     total = bill = tariff_bill = 0.0
-    market = env._sim.market  # the prices the run billed: the TC market's schedule
+    market = env._sim.delivery  # the prices the run billed: the TC market's schedule
     for _ in range(int(0.25 * 144)):
         _, r, _, _, info = env.step(hold)
         k, imp, exp = info["rl"]["delivered_round"], info["rl"]["grid_import_wh"], info["rl"]["grid_export_wh"]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import msgspec
+import numpy as np
 
 from trexsim import __version__
 from trexsim.config.schema import SimulationConfig, TCConfig
@@ -33,6 +34,14 @@ from trexsim.modules.participants import Participants
 from trexsim.records.summary import build_summary
 from trexsim.records.writer import Recorder
 from trexsim.seeding import participants_rng, run_id_rng
+
+
+def home_market_ids(config: SimulationConfig) -> list[str] | None:
+    """Each participant's home market id (where its trader's orders go); None with one market (orders name none)."""
+    markets = config.market_list()
+    if len(markets) == 1:
+        return None
+    return [markets[i].id for i in config.home_markets()]
 
 
 @dataclass
@@ -72,15 +81,24 @@ class Simulation:
         # subscription order is delivery order: the market reads orders before the recorder does
         # (a TC run's grid prices come from the TC market module instead of the tariff)
         self.grid = None if tc_market else Grid(self.fabric, config.market.grid, study.timezone)
-        self.market = Market(self.fabric, config.market, len(specs), rounds, study.seed)
+        markets = config.market_list()
+        market_ids = [m.id for m in markets]
+        member_lists = config.market_members()
+        self.markets = [
+            Market(self.fabric, m, len(specs), rounds, study.seed, members=np.asarray(members, dtype=np.int64),
+                   market_ids=market_ids, children=[c.id for c in markets if c.parent == m.id])
+            for m, members in zip(markets, member_lists)]
+        self.market = self.markets[0]
         self.delivery = ImbalanceSettlement(self.fabric, len(specs), rounds)
         self.profiles = ProfileSet(self.participant_ids, [s.profile for s in specs], self.clock, study.seed,
                                    chunk_rounds=min(1440, rounds))
         self.profiles.check_coverage(rounds)
         self.participants = Participants(self.fabric, self.participant_ids, specs, self.profiles, study.interval_s,
                                          rounds, config.market.close_steps, participants_rng(study.seed),
-                                         tc=(config.tc or TCConfig()) if tc_market else None) if local_participants else None
-        self.recorder = Recorder(self.fabric, self.db_path, len(specs), config.records.level, config.records.batch_rounds)
+                                         tc=(config.tc or TCConfig()) if tc_market else None,
+                                         home_market=home_market_ids(config)) if local_participants else None
+        self.recorder = Recorder(self.fabric, self.db_path, len(specs), config.records.level, config.records.batch_rounds,
+                                 market_ids=market_ids)
         self.powerflow = None
         if config.powerflow is not None:  # the live powerflow (OpenDSS, imported only here); docs/powerflow.md
             from trexsim.modules.powerflow import PowerflowModule
@@ -108,6 +126,9 @@ class Simulation:
             {"participant": list(range(len(specs))), "participant_id": self.participant_ids,
              "trader": [s.trader.type for s in specs], "profile": [s.profile.type for s in specs],
              "battery_capacity_wh": [s.storage.capacity_wh if s.storage else 0.0 for s in specs]},
+            {"market": list(range(len(self.markets))), "market_id": [m.id for m in self.markets],
+             "settlement": [m.config.settlement for m in self.markets], "parent": [m.parent for m in self.markets],
+             "members": [len(members) for members in self.config.market_members()]},
         )
 
     @property
@@ -164,6 +185,14 @@ class Simulation:
              "max_money_error_usd": float(self.delivery.max_money_error_usd), "checked_every_round": True},
             {"database": str(self.db_path), "figures": str(self.out_dir / "figures")},
         )
+        if len(self.markets) > 1:  # each market's contracts over every episode
+            summary["markets"] = {}
+            for i, m in enumerate(self.markets):
+                wh, contracts, value = self.recorder.totals.by_market.get(i, [0, 0, 0.0])
+                summary["markets"][m.id] = {
+                    "settlement": m.config.settlement, "parent": m.parent, "members": int(m.member_count),
+                    "settled_wh": int(wh), "contracts": int(contracts),
+                    "mean_buyer_price": (value / wh * 1000.0) if wh else None}
         if self.powerflow is not None:
             summary["powerflow"] = self.powerflow.summary()
         if self.tc_market is not None:

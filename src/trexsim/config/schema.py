@@ -174,6 +174,12 @@ class MarketConfig(_Model):
                     "round, drawn from study.seed), 'pro_rata' (equal-price orders share the energy their price level "
                     "trades in proportion to their quantities, whole Wh by largest remainder) or 'submission' (the "
                     "roster order).")
+    members: list[str] | None = Field(
+        None, description="Who trades here (in a config with several 'markets'): participant ids or names of "
+                          "participant groups (a key of 'participants' with a count). null: everyone.")
+    parent: str | None = Field(
+        None, description="The market (an id in 'markets') that takes the orders this one leaves unmatched, for the "
+                          "same delivery round, before the grid takes the rest: a street's market below a community's.")
 
     @field_validator("settlement")
     @classmethod
@@ -489,6 +495,11 @@ class SimulationConfig(_Model):
     version: str | None = Field(None, description="Accepted for TREX-Core compatibility; ignored.")
     study: StudyConfig = Field(default_factory=StudyConfig)
     market: MarketConfig = Field(default_factory=MarketConfig)
+    markets: list[MarketConfig] | None = Field(
+        None, min_length=1, description="Several markets, each with its own id, mechanism and members, instead of "
+                                        "'market' (docs/configuration.md, 'Several markets'). 'market' then reads as "
+                                        "the first of them.")
+    grid: GridConfig | None = Field(None, description="With 'markets': the grid behind every market (one for all).")
     participants: dict[str, ParticipantConfig]
     records: RecordsConfig = Field(default_factory=RecordsConfig)
     powerflow: PowerflowConfig | None = Field(None, description="A live powerflow module (docs/powerflow.md).")
@@ -506,11 +517,108 @@ class SimulationConfig(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> "SimulationConfig":
-        self.expanded_participants()
+        members = self.expanded_participants()
+        if self.markets is not None:
+            self._check_markets([pid for pid, _ in members])
+        elif self.grid is not None:
+            raise ValueError("grid: a top-level 'grid' goes with 'markets'; with one 'market', set market.grid")
         if self.market.close_steps >= self.study.rounds_per_episode:
             raise ValueError(f"market.close_steps ({self.market.close_steps}) must be below the rounds per episode "
                              f"({self.study.rounds_per_episode}), or nothing is ever delivered")
         return self
+
+    def _check_markets(self, participant_ids: list[str]) -> None:
+        if "market" in self.model_fields_set:
+            raise ValueError("give either 'market' (one market) or 'markets' (several), not both")
+        ids = [m.id for m in self.markets]
+        groups = {key for key, spec in self.participants.items() if spec.count != 1}
+        known = set(participant_ids) | groups
+        for i, m in enumerate(self.markets):
+            where = f"markets[{i}] ({m.id!r})"
+            if not m.id or any(c in m.id for c in "/#+ \t\x00"):
+                raise ValueError(f"{where}.id: not allowed (no spaces, '/', '#', '+')")
+            if ids.count(m.id) > 1:
+                raise ValueError(f"{where}.id: two markets have this id")
+            if "grid" in m.model_fields_set:
+                raise ValueError(f"{where}.grid: the grid is one for every market; set it at the top level ('grid')")
+            if m.type != "alex" and len(self.markets) > 1:
+                raise ValueError(f"{where}.type: {m.type!r} runs as the only market; several markets are type 'alex'")
+            if m.close_steps != self.markets[0].close_steps:
+                raise ValueError(f"{where}.close_steps: every market has the same close_steps "
+                                 f"({self.markets[0].close_steps}, as markets[0]'s) in this version")
+            for name in m.members or []:
+                if name not in known:
+                    raise ValueError(f"{where}.members: {name!r} is neither a participant id nor a participant group")
+            if m.parent is not None:
+                if m.parent not in ids:
+                    raise ValueError(f"{where}.parent: no market has the id {m.parent!r}")
+                seen, up = {m.id}, m.parent
+                while up is not None:
+                    if up in seen:
+                        raise ValueError(f"{where}.parent: the markets' parents form a loop through {up!r}")
+                    seen.add(up)
+                    up = self.markets[ids.index(up)].parent
+        homeless = [pid for pid, home in zip(participant_ids, self.home_markets()) if home < 0]
+        if homeless:
+            raise ValueError(f"markets: {homeless[0]!r}{f' and {len(homeless) - 1} more' if len(homeless) > 1 else ''} "
+                             "trade in no market: name them (or their group) in a market's members, or leave one "
+                             "market's members null (open to everyone)")
+        # the first market stands for all where one market's settings are read (close_steps, the grid)
+        grid = self.grid if self.grid is not None else GridConfig()
+        self.markets = [m.model_copy(update={"grid": grid}) for m in self.markets]
+        object.__setattr__(self, "market", self.markets[0])
+
+    def market_list(self) -> list[MarketConfig]:
+        """Every market of the simulation: 'markets', or the one 'market'."""
+        return list(self.markets) if self.markets is not None else [self.market]
+
+    def market_members(self) -> list[list[int]]:
+        """For each market of :meth:`market_list`, the roster indices of the participants who may trade in it:
+        its ``members`` (everyone if null) and everyone who may trade in a market below it."""
+        ids = [pid for pid, _ in self.expanded_participants()]
+        index = {pid: i for i, pid in enumerate(ids)}
+        by_group = {}
+        for key, spec in self.participants.items():
+            if spec.count != 1:
+                width = len(str(spec.count))
+                by_group[key] = [index[f"{key}-{i:0{width}d}"] for i in range(1, spec.count + 1)]
+        markets = self.market_list()
+        own = []
+        for m in markets:
+            if m.members is None:
+                own.append(set(range(len(ids))))
+            else:
+                own.append({j for name in m.members for j in (by_group[name] if name in by_group else [index[name]])})
+        position = {m.id: i for i, m in enumerate(markets)}
+        out = [set(s) for s in own]
+        for i, m in enumerate(markets):
+            up = m.parent
+            while up is not None:
+                out[position[up]] |= own[i]
+                up = markets[position[up]].parent
+        return [sorted(s) for s in out]
+
+    def home_markets(self) -> list[int]:
+        """Each participant's home market (an index into :meth:`market_list`, -1 for none): where its trader
+        places orders. The first market that names it in ``members`` (directly or by its group), else the first
+        market open to everyone."""
+        ids = [pid for pid, _ in self.expanded_participants()]
+        markets = self.market_list()
+        if len(markets) == 1:
+            return [0] * len(ids)
+        groups_of = {}
+        for key, spec in self.participants.items():
+            if spec.count != 1:
+                width = len(str(spec.count))
+                for i in range(1, spec.count + 1):
+                    groups_of[f"{key}-{i:0{width}d}"] = key
+        everyone = next((i for i, m in enumerate(markets) if m.members is None), -1)
+        home = []
+        for pid in ids:
+            named = next((i for i, m in enumerate(markets) if m.members is not None
+                          and (pid in m.members or groups_of.get(pid) in m.members)), everyone)
+            home.append(named)
+        return home
 
     def expanded_participants(self) -> list[tuple[str, ParticipantConfig]]:
         """Participants in config order, with ``count`` copies expanded to their own ids."""

@@ -96,6 +96,8 @@ def compiled_supported(config: SimulationConfig) -> str | None:
     Every configured feature the compiled round does not implement must be named here: ``auto``
     then falls back to the simulation backend instead of silently running a different market.
     """
+    if len(config.market_list()) > 1:
+        return f"markets: {len(config.market_list())} markets (the compiled round has one)"
     if config.market.type != "alex":
         return f"market.type {config.market.type!r} (the grid prices come from the TC market module)"
     mech = get_mechanism(config.market.settlement)

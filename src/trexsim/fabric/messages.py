@@ -85,6 +85,10 @@ class Orders(_Msg):
     price: np.ndarray  # $/kWh
     quantity_wh: np.ndarray  # whole Wh, > 0
     order_id: np.ndarray  # sender-chosen ids, unique per participant and episode
+    # the market these orders are for ('': the only one); a market's own id in ``from_market`` when it hands
+    # the orders it left unmatched to its parent market (participants never set it)
+    market: str = ""
+    from_market: str = ""
 
 
 class Accepted(_Msg):
@@ -103,6 +107,7 @@ class Accepted(_Msg):
     # (roster position, or the round's random draw) and its place in the book as it arrived
     tie_rank: np.ndarray | None = None
     batch_position: np.ndarray | None = None
+    market: str = ""  # the market that booked them
 
 
 class Rejected(_Msg):
@@ -118,6 +123,7 @@ class Rejected(_Msg):
     quantity_wh: np.ndarray
     order_id: np.ndarray
     reason: list[str]
+    market: str = ""  # the market that refused them
 
 
 class Cleared(_Msg):
@@ -134,6 +140,7 @@ class Cleared(_Msg):
     seller_price: np.ndarray
     bid_id: np.ndarray
     ask_id: np.ndarray
+    market: str = ""  # the market that cleared them
 
 
 class MeterReadings(_Msg):
@@ -217,6 +224,7 @@ class MarketResults(_Msg):
     min_price: float
     max_price: float
     mean_price: float
+    market: str = ""
 
 
 class Ack(_Msg):

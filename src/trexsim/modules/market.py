@@ -54,11 +54,14 @@ REJECT_REASONS = {
     "delivery_too_near": "delivery round earlier than round + close_steps (past or too near), or already cleared",
     "delivery_too_far": "delivery round beyond round + close_steps + max_ahead_rounds",
     "delivery_after_episode": "delivery round after the episode's last round",
+    "not_a_member": "the participant does not trade in this market (its members)",
+    "unknown_market": "no market has this id (Orders.market), or the orders name none where there are several",
 }
 
-_REASON_NAMES = list(REASONS) + ["price_not_allowed", "bad_order_id"]
+_REASON_NAMES = list(REASONS) + ["price_not_allowed", "bad_order_id", "not_a_member"]
 _PRICE_NOT_ALLOWED = len(REASONS)
 _BAD_ORDER_ID = len(REASONS) + 1
+_NOT_A_MEMBER = len(REASONS) + 2
 
 
 def _whole_int64(values: np.ndarray) -> np.ndarray:
@@ -125,10 +128,29 @@ class _Book:
 
 
 class Market:
-    def __init__(self, fabric, config: MarketConfig, n_participants: int, rounds_per_episode: int, seed: int = 0):
-        """``seed``: the study's seed, from which the ``random`` tie-break draws each round's order."""
+    def __init__(self, fabric, config: MarketConfig, n_participants: int, rounds_per_episode: int, seed: int = 0, *,
+                 members: np.ndarray | None = None, market_ids: list[str] | None = None, children: list[str] = ()):
+        """``seed``: the study's seed, from which the ``random`` tie-break draws each round's order.
+
+        With several markets (``market_ids``: every market's id, this one's among them): ``members``, the roster
+        indices that may trade here (None: everyone); ``children``, how many markets hand this one what they left
+        unmatched (it clears a delivery round once all of them have). The first market of ``market_ids`` also
+        refuses orders naming no market or an unknown one, so that no order goes unanswered."""
         self.fabric = fabric
         self.config = config
+        self.id = config.id
+        self.market_ids = list(market_ids) if market_ids is not None else [self.id]
+        self._only = len(self.market_ids) == 1
+        self._answers_unknown = self.market_ids[0] == self.id
+        self.member_mask = None
+        self.member_count = n_participants if members is None else len(members)
+        if members is not None and len(members) < n_participants:
+            self.member_mask = np.zeros(n_participants, dtype=bool)
+            self.member_mask[np.asarray(members, dtype=np.int64)] = True
+        self.parent = config.parent
+        self.children = frozenset(children)
+        self._awaiting: dict[int, int] = {}  # delivery round -> children still to hand over their leftovers
+        self._round_over = -1  # the last round whose end this market has seen
         self.mechanism = get_mechanism(config.settlement)
         self.tie_break = tie_break_code(config.tie_break)
         self.tie_key = tie_key(seed)
@@ -154,7 +176,9 @@ class Market:
         self.episode = msg.episode
         self.round = -1
         self._cleared_through = -1
+        self._round_over = -1
         self._books.clear()
+        self._awaiting.clear()
 
     def on_round_start(self, msg: RoundStart) -> None:
         self.round = msg.round
@@ -187,6 +211,11 @@ class Market:
         if self.allowed_prices is not None:
             off_list = (codes == 0) & np.isnan(self._snap_allowed(np.asarray(msg.price, dtype=np.float64)))
             codes[off_list] = _PRICE_NOT_ALLOWED
+        if self.member_mask is not None:
+            ok_so_far = codes == 0  # (a valid roster index by now)
+            outsider = np.zeros(n, dtype=bool)
+            outsider[ok_so_far] = ~self.member_mask[np.asarray(msg.participant)[ok_so_far].astype(np.int64)]
+            codes[outsider] = _NOT_A_MEMBER
         order_id = np.asarray(msg.order_id)
         if order_id.dtype.kind not in "iu":  # ids are whole numbers; a float id is refused, never truncated
             codes[(codes == 0) & ~_whole_int64(order_id)] = _BAD_ORDER_ID
@@ -209,7 +238,41 @@ class Market:
         tick = self.config.price_tick
         return np.round(price / tick) * tick
 
+    def _takes(self, msg: Orders) -> bool:
+        """Whether these orders are this market's to answer (book or refuse)."""
+        market = msg.market
+        if market == self.id or (market == "" and self._only):
+            return True
+        if self._answers_unknown and (market == "" or market not in self.market_ids):
+            self._reject_all(msg, ["unknown_market"])
+        return False
+
     def on_orders(self, msg: Orders) -> None:
+        if not self._only and not self._takes(msg):
+            return
+        if msg.from_market:
+            self._on_leftovers(msg)
+            return
+        self._book_orders(msg)
+
+    def _on_leftovers(self, msg: Orders) -> None:
+        """A child market's unmatched orders for ``msg.delivery_round``: booked, and once every child has handed
+        its over and the round is over, the round is cleared."""
+        d = msg.delivery_round
+        if msg.from_market not in self.children:
+            self._reject_all(msg, ["unknown_market"])
+            return
+        if msg.episode != self.episode or msg.round != self.round or d != self.round + self.close_steps \
+                or self._awaiting.get(d, len(self.children)) <= 0:
+            self._reject_all(msg, ["wrong_round"])
+            return
+        if len(msg.participant):
+            self._book_orders(msg)
+        waiting = self._awaiting[d] = self._awaiting.get(d, len(self.children)) - 1
+        if waiting == 0 and self._round_over == self.round:
+            self._clear_and_publish(d)
+
+    def _book_orders(self, msg: Orders) -> None:
         try:
             ok, reasons = self.validate(msg)
         except Exception as exc:  # a message we cannot even read is rejected whole, never fatal
@@ -224,7 +287,7 @@ class Market:
                 msg.episode, msg.round, msg.delivery_round,
                 _recorded_index(msg.participant, bad), _recorded_index(msg.side, bad), _recorded_index(msg.pool, bad),
                 np.asarray(msg.price, dtype=np.float64)[bad], np.asarray(msg.quantity_wh, dtype=np.float64)[bad],
-                np.asarray(msg.order_id)[bad], reasons))
+                np.asarray(msg.order_id)[bad], reasons, market=self.id))
             if not ok.any():
                 return
         book = self._books.get(msg.delivery_round)
@@ -243,7 +306,7 @@ class Market:
         position = book.add(*entry, placed_round=msg.round)
         rank = entry[0] if book.rank is None else book.rank[entry[0]]
         self.fabric.publish(topics.ACCEPTED, Accepted(msg.episode, msg.round, msg.delivery_round, *entry,
-                                                      tie_rank=rank, batch_position=position))
+                                                      tie_rank=rank, batch_position=position, market=self.id))
 
     def _reject_all(self, msg: Orders, reasons: list[str]) -> None:
         def col(values, dtype):
@@ -260,21 +323,30 @@ class Market:
             arrays = [np.full(1, -1, dtype=np.int64), np.full(1, -1, dtype=np.int64), np.full(1, -1, dtype=np.int64),
                       np.full(1, np.nan), np.full(1, np.nan), np.full(1, -1, dtype=np.int64)]
             n = 1
-        self.fabric.publish(topics.REJECTED, Rejected(msg.episode, msg.round, msg.delivery_round, *arrays, [reasons[0]] * n))
+        self.fabric.publish(topics.REJECTED, Rejected(msg.episode, msg.round, msg.delivery_round, *arrays, [reasons[0]] * n,
+                                                      market=self.id))
 
     # ------------------------------------------------------------------ clearing
     def clear(self, delivery_round: int) -> Cleared:
         """Clear every pool's book for ``delivery_round``."""
+        return self._clear(delivery_round)[0]
+
+    def _clear(self, delivery_round: int) -> tuple[Cleared, tuple[np.ndarray, ...] | None]:
+        """The round's contracts and, for a market with a parent, the orders it left unmatched (their remaining
+        quantities; participant, side, pool, price, quantity_wh, order_id)."""
         book = self._books.pop(delivery_round, None)
         n = self.n
         if book is None:
             empty_i = np.zeros(0, dtype=np.int64)
             empty_f = np.zeros(0)
-            return Cleared(self.episode, self.round, delivery_round, empty_i, empty_i, empty_i, empty_i, empty_f, empty_f, empty_i, empty_i)
+            cleared = Cleared(self.episode, self.round, delivery_round, empty_i, empty_i, empty_i, empty_i, empty_f,
+                              empty_f, empty_i, empty_i, market=self.id)
+            return cleared, (empty_i, empty_i, empty_i, empty_f, empty_i, empty_i)
         # "submission order" is by round placed, then place in the roster (or the round's random order),
         # then order within the batch, never by arrival time: the same book however the participants
         # are split over processes
-        c = clear_checked(self.mechanism, *book.arrays(), book.rounds(), n, tie_break=self.tie_break, key=self.tie_key,
+        orders = book.arrays()
+        c = clear_checked(self.mechanism, *orders, book.rounds(), n, tie_break=self.tie_break, key=self.tie_key,
                           episode=self.episode, delivery_round=delivery_round, rank=book.rank)
         if c.broken_rule:
             rule, index = c.broken_rule, c.broken_at
@@ -282,13 +354,34 @@ class Market:
             raise ConservationError(
                 f"episode {self.episode}, round {self.round} (clearing delivery round {delivery_round}), mechanism "
                 f"{self.mechanism.name!r}: broken rule: {CLEARING_RULES[rule]} ({where})")
-        return Cleared(self.episode, self.round, delivery_round, c.pool, c.buyer, c.seller, c.quantity_wh, c.buyer_price,
-                       c.seller_price, c.bid_id, c.ask_id)
+        cleared = Cleared(self.episode, self.round, delivery_round, c.pool, c.buyer, c.seller, c.quantity_wh,
+                          c.buyer_price, c.seller_price, c.bid_id, c.ask_id, market=self.id)
+        if self.parent is None:
+            return cleared, None
+        matched = np.zeros(len(orders[0]), dtype=np.int64)
+        np.add.at(matched, c.bid_index, c.quantity_wh)
+        np.add.at(matched, c.ask_index, c.quantity_wh)
+        remaining = orders[4] - matched
+        left = remaining > 0
+        return cleared, (orders[0][left], orders[1][left], orders[2][left], orders[3][left], remaining[left],
+                         orders[5][left])
+
+    def _clear_and_publish(self, delivery_round: int) -> None:
+        self._cleared_through = delivery_round
+        self._awaiting.pop(delivery_round, None)
+        cleared, leftovers = self._clear(delivery_round)
+        self.fabric.publish(topics.CLEARED, cleared)
+        if self.parent is not None:  # what this market left unmatched goes up, for the same delivery round
+            self.fabric.publish(topics.ORDERS, Orders(self.episode, self.round, delivery_round, *leftovers,
+                                                      market=self.parent, from_market=self.id))
 
     def on_round_end(self, msg: RoundEnd) -> None:
         if msg.round != self.round:
             return
+        self._round_over = msg.round
         delivery = msg.round + self.close_steps
-        if delivery < self.rounds:
-            self._cleared_through = delivery
-            self.fabric.publish(topics.CLEARED, self.clear(delivery))
+        if delivery >= self.rounds:
+            return
+        if self.children and self._awaiting.setdefault(delivery, len(self.children)) > 0:
+            return  # cleared when the last child market hands over what it left
+        self._clear_and_publish(delivery)

@@ -35,11 +35,14 @@ _DELIVERED_ARRAYS = [f for f in Delivered.__struct_fields__ if f not in ("episod
 class Participants:
     def __init__(self, fabric, participant_ids: list[str], specs: list[ParticipantConfig], profiles: ProfileSet,
                  interval_s: int, rounds_per_episode: int, close_steps: int, rng: np.random.Generator,
-                 roster_index: np.ndarray | None = None, roster_size: int | None = None, tc=None):
+                 roster_index: np.ndarray | None = None, roster_size: int | None = None, tc=None,
+                 home_market: list[str] | None = None):
         """``roster_index``: where these households stand in the whole roster, when this module holds
         only some of them (one process of a networked run); messages always use roster indices.
         ``tc``: the ``TCConfig`` of a transactive-control run (``market.type: tc``): the households then answer
-        the TC market's schedules and follow the published one (``trexsim.tc.households``)."""
+        the TC market's schedules and follow the published one (``trexsim.tc.households``).
+        ``home_market``: with several markets, the id of the market each household's trader places its orders in
+        (one per household of this module); None: the only market."""
         self.fabric = fabric
         self.ids = list(participant_ids)
         self.n = len(self.ids)
@@ -91,6 +94,17 @@ class Participants:
         self._plan_delta: dict[int, np.ndarray] = {}
         # order ids are unique per participant module: a module's ids start at its first household's place << 40
         self._order_id_base = int(self.roster_index.min()) << 40 if self.n else 0
+        # with several markets: (market id, this module's positions of the households trading there)
+        self._routes: list[tuple[str, np.ndarray]] | None = None
+        if home_market is not None:
+            if len(home_market) != self.n:
+                raise ValueError(f"home_market: {len(home_market)} ids for {self.n} households")
+            names = np.asarray(home_market, dtype=object)
+            self._routes = [(m, np.flatnonzero(names == m)) for m in dict.fromkeys(home_market)]
+            # each roster index's route (-1: not held here)
+            self._route_of = np.full(self.roster_size, -1, dtype=np.int64)
+            for i, (_, positions) in enumerate(self._routes):
+                self._route_of[self.roster_index[positions]] = i
         self._next_order_id = self._order_id_base
         fabric.subscribe(topics.EPISODE_START, self.on_episode_start)
         fabric.subscribe(topics.GRID_PRICES, self.on_grid_prices)
@@ -216,7 +230,15 @@ class Participants:
         count = cols[0].size
         ids = np.arange(self._next_order_id, self._next_order_id + count, dtype=np.int64)
         self._next_order_id += count
-        self.fabric.publish(topics.ORDERS, Orders(self.episode, k, d, cols[0], cols[1], cols[2], cols[3], cols[4], ids))
+        if self._routes is None:
+            self.fabric.publish(topics.ORDERS, Orders(self.episode, k, d, cols[0], cols[1], cols[2], cols[3], cols[4], ids))
+            return
+        route = self._route_of[cols[0]]
+        for i, (market, _) in enumerate(self._routes):  # one message per market, each order to its household's home
+            pick = np.flatnonzero(route == i)
+            if pick.size:
+                self.fabric.publish(topics.ORDERS, Orders(self.episode, k, d, *(c[pick] for c in cols), ids[pick],
+                                                          market=market))
 
 
 __all__ = ["OrderBatch", "Participants"]

@@ -26,19 +26,22 @@ TABLES: dict[str, str] = {
     "participants": """
         participant INTEGER, participant_id VARCHAR, trader VARCHAR, profile VARCHAR,
         battery_capacity_wh DOUBLE""",
+    # the markets of the run: ``market`` is the index the orders, rejections and settlements tables carry
+    "markets": """
+        market SMALLINT, market_id VARCHAR, settlement VARCHAR, parent VARCHAR, members INTEGER""",
     "rounds": """
         episode INTEGER, round INTEGER, start_utc_s BIGINT, grid_buy_price DOUBLE, grid_sell_price DOUBLE,
         market_wh BIGINT, grid_import_wh BIGINT, grid_export_wh BIGINT, auctioneer_surplus_usd DOUBLE""",
     "orders": """
         episode INTEGER, round INTEGER, delivery_round INTEGER, order_id BIGINT, participant INTEGER,
         side order_side, pool energy_pool, price DOUBLE, quantity_wh INTEGER, tie_rank INTEGER,
-        batch_position INTEGER""",
+        batch_position INTEGER, market SMALLINT""",
     "rejections": """
         episode INTEGER, round INTEGER, delivery_round INTEGER, order_id BIGINT, participant BIGINT,
-        side BIGINT, pool BIGINT, price DOUBLE, quantity_wh DOUBLE, reason VARCHAR""",
+        side BIGINT, pool BIGINT, price DOUBLE, quantity_wh DOUBLE, reason VARCHAR, market SMALLINT""",
     "settlements": """
         episode INTEGER, round INTEGER, delivery_round INTEGER, pool energy_pool, buyer INTEGER, seller INTEGER,
-        quantity_wh INTEGER, buyer_price DOUBLE, seller_price DOUBLE, bid_id BIGINT, ask_id BIGINT""",
+        quantity_wh INTEGER, buyer_price DOUBLE, seller_price DOUBLE, bid_id BIGINT, ask_id BIGINT, market SMALLINT""",
     "delivery_rows": """
         episode INTEGER, round INTEGER, participant INTEGER,
         load_wh INTEGER, generation_wh INTEGER, battery_charge_wh INTEGER, battery_discharge_wh INTEGER,

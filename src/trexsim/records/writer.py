@@ -94,6 +94,8 @@ class Totals:
         self.settled_seller_value_usd: dict[int, float] = {}
         self.surplus_usd: dict[int, float] = {}
         self.rejections: dict[int, int] = {}
+        # per market (its index in the markets table), over every episode: [energy Wh, contracts, buyers' value $]
+        self.by_market: dict[int, list] = {}
 
     def episode(self, e: int) -> dict[str, np.ndarray]:
         if e not in self.by_episode:
@@ -107,7 +109,10 @@ class Totals:
 
 
 class Recorder:
-    def __init__(self, fabric, db_path: Path, n_participants: int, level: str = "full", batch_rounds: int = 1440):
+    def __init__(self, fabric, db_path: Path, n_participants: int, level: str = "full", batch_rounds: int = 1440,
+                 market_ids: list[str] | None = None):
+        """``market_ids``: the run's markets, in the order of the ``markets`` table (a message naming no market
+        is the first's)."""
         self.path = Path(db_path)
         self.con = create_database(self.path)
         self.full = level == "full"
@@ -118,6 +123,8 @@ class Recorder:
         # summed per buffer, so summary.json is the same to the last digit whatever the level
         self.buffer_rounds = min(self.batch_rounds, -(-ROW_GROUP_ROWS // max(1, n_participants)))
         self.totals = Totals(n_participants)
+        self._market_index = {m: i for i, m in enumerate(market_ids or [""])}
+        self._market_index[""] = 0
         self._rows: dict[str, list] = {name: [] for name in ("rounds", "orders", "settlements", "rejections")}
         self._meter: list[MeterReadings] = []
         self._round_start: dict[int, int] = {}
@@ -176,9 +183,15 @@ class Recorder:
         cur.execute("USE run")
         return cur
 
-    def write_meta(self, runs_row: dict, participants_rows: dict[str, list]) -> None:
+    def write_meta(self, runs_row: dict, participants_rows: dict[str, list], markets_rows: dict[str, list] | None = None) -> None:
         self.con.append("runs", _frame(runs_row, single=True))
         self.con.append("participants", _frame(participants_rows))
+        if markets_rows is not None:
+            self.con.append("markets", _frame(markets_rows))
+
+    def _market(self, market_id: str) -> int:
+        """The index of a market in the ``markets`` table (-1: a market this run does not have)."""
+        return self._market_index.get(market_id, -1)
 
     def finish_meta(self, status: str) -> None:
         self.wait()
@@ -214,7 +227,8 @@ class Recorder:
             np.full(n, delivery, dtype=np.int32), np.asarray(msg.order_id, dtype=np.int64),
             np.asarray(msg.participant, dtype=np.int64), np.asarray(msg.side, dtype=np.int64),
             np.asarray(msg.pool, dtype=np.int64), np.asarray(msg.price, dtype=np.float64),
-            np.asarray(msg.quantity_wh, dtype=np.float64), np.asarray(msg.reason, dtype=object)))
+            np.asarray(msg.quantity_wh, dtype=np.float64), np.asarray(msg.reason, dtype=object),
+            np.full(n, self._market(msg.market), dtype=np.int16)))
 
     def on_cleared(self, msg: Cleared) -> None:
         if len(msg.quantity_wh):
@@ -262,6 +276,13 @@ class Recorder:
             self.totals.settled_wh[int(e)] += int(q[rows].sum())
             self.totals.settled_value_usd[int(e)] += float((q[rows] * columns["buyer_price"][rows]).sum() / 1000.0)
             self.totals.settled_seller_value_usd[int(e)] += float((q[rows] * columns["seller_price"][rows]).sum() / 1000.0)
+        market = columns["market"]
+        for m in np.unique(market):
+            rows = market == m
+            entry = self.totals.by_market.setdefault(int(m), [0, 0, 0.0])
+            entry[0] += int(q[rows].sum())
+            entry[1] += int(rows.sum())
+            entry[2] += float((q[rows] * columns["buyer_price"][rows]).sum() / 1000.0)
 
     def _add_totals(self, k: int) -> None:
         episodes = self._dkeys[:k, 0]
@@ -352,6 +373,7 @@ class Recorder:
             counts = np.array([len(m.quantity_wh) for m in messages])
             columns = {c: np.repeat(np.array([getattr(m, c) for m in messages], dtype=np.int32), counts)
                        for c in ("episode", "round", "delivery_round")}
+            columns["market"] = np.repeat(np.array([self._market(m.market) for m in messages], dtype=np.int16), counts)
             for column, attribute in fields.items():
                 columns[column] = np.concatenate([getattr(m, attribute) for m in messages],
                                                  dtype=_DTYPES.get(column), casting="same_kind")

@@ -34,6 +34,8 @@ from trexsim.seeding import participants_rng, population_rngs
 
 def fast_path_supported(config: SimulationConfig) -> str | None:
     """``None`` if :func:`run_fast` can run this config, else the reason it cannot."""
+    if len(config.market_list()) > 1:
+        return f"markets: {len(config.market_list())} markets (the compiled round has one)"
     mech = get_mechanism(config.market.settlement)
     if compiled_price_rule(mech) is None:  # (a subclass with its own prices or clearing has none)
         return f"settlement {config.market.settlement!r} has no compiled price rule"
