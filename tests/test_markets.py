@@ -18,6 +18,7 @@ from trexsim.errors import ConfigError
 from trexsim.fabric import topics
 from trexsim.fabric.messages import Orders
 from trexsim.simulation import Simulation
+from test_mqtt_fabric import broker  # noqa: F401 - a fixture
 
 ROUNDS = 10
 
@@ -186,3 +187,47 @@ def test_one_market_records_index_zero(tmp_path, two_houses):
     assert con.execute("SELECT DISTINCT market FROM orders").fetchall() == [(0,)]
     con.close()
     assert "markets" not in res.summary
+
+
+def test_the_tree_over_mqtt_with_participant_processes_gives_the_same_ledger(tmp_path, broker):  # noqa: F811
+    import json
+
+    from typer.testing import CliRunner
+
+    from trexsim.cli import app
+
+    cfg = copy.deepcopy(TREE)
+    cfg["study"]["days"] = 20 / 1440
+    path = tmp_path / "tree.json"
+    path.write_text(json.dumps(cfg))
+    local = Simulation(parse_config(cfg), tmp_path / "local").run(plots=False)
+    r = CliRunner().invoke(app, ["run", str(path), "--fabric", broker, "--participant-processes", "2",
+                                 "--out", str(tmp_path / "net"), "--no-plots", "--quiet"])
+    assert r.exit_code == 0, r.output
+
+    def book(db):
+        con = duckdb.connect(str(db), read_only=True)
+        rows = [con.execute(f"SELECT {cols} FROM {table} ORDER BY ALL").fetchall() for table, cols in (
+            # (order ids differ: each participant process numbers its own from its first household's place)
+            ("settlements", "market, delivery_round, pool, buyer, seller, quantity_wh, buyer_price, seller_price"),
+            ("orders", "market, round, delivery_round, participant, side, price, quantity_wh"),
+            ("deliveries", "* EXCLUDE (episode)"))]
+        con.close()
+        return rows
+
+    net = book(tmp_path / "net" / "run.duckdb")
+    assert len(net[0]) == 4 * 19 and net == book(local.database)
+
+
+def test_a_participant_process_cannot_pose_as_a_street_market(broker):  # noqa: F811
+    from trexsim.fabric.mqtt import MqttFabric, _Gate
+
+    fabric = MqttFabric(broker, namespace="gate-markets", role="coordinator")
+    refused = []
+    fabric._refuse = lambda account, reason, detail, message=None: refused.append(reason)
+    gate = _Gate(fabric, [pid for pid, _ in parse_config(copy.deepcopy(TREE)).expanded_participants()])
+    one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731
+    forged = Orders(0, 0, 1, one(A_SELLER), one(1), one(0), np.array([0.01]), one(10**6), one(1),
+                    market="community", from_market="street-a")
+    assert gate.admit("a-seller", forged) is None and refused == ["not_a_market"]
+    fabric.close()

@@ -72,9 +72,13 @@ def hold_participants(config, fabric, index: np.ndarray):
     # build the first chunk of profiles now, before joining: otherwise every process does it inside round 0
     # and the whole run waits for the slowest (seconds each, with many processes on few cores)
     profiles.round_wh(0)
+    from trexsim.simulation import home_market_ids
+
+    homes = home_market_ids(config)
     return Participants(fabric, ids, specs, profiles, study.interval_s, study.rounds_per_episode, config.market.close_steps,
                         participants_rng(study.seed), roster_index=np.asarray(index, dtype=np.int64), roster_size=len(members),
-                        tc=(config.tc or TCConfig()) if config.market.type == "tc" else None)
+                        tc=(config.tc or TCConfig()) if config.market.type == "tc" else None,
+                        home_market=None if homes is None else [homes[i] for i in index])
 
 
 def participants_account(config, group: int, groups: int) -> tuple[str, np.ndarray]:

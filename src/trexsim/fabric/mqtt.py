@@ -1095,6 +1095,9 @@ class _Gate:
 
     def _admit_orders(self, account: str, msg: Orders) -> Orders | None:
         fabric = self.fabric
+        if msg.from_market:  # only a market hands its leftovers to its parent market, and markets run here
+            fabric._refuse(account, "not_a_market", f"orders claiming to come from market {msg.from_market!r}", msg)
+            return None
         n = len(msg.participant)
         ids = np.asarray(msg.order_id)
         if ids.dtype.kind not in "iu":
