@@ -104,6 +104,8 @@ def _example(name, **changes):
 CONFIGS["example-two-houses"] = _example("two-houses", market={"tie_break": "submission"})
 CONFIGS["example-community"] = _example("community", study={"days": 1})
 CONFIGS["example-tc"] = _example("tc")
+# two street markets under a community market (M1 streets, M3 community), realistic households
+CONFIGS["example-two-streets"] = _example("two-streets")
 # M3 learners over two episodes with orders two rounds ahead, the default tie rule
 CONFIGS["m3-qlearning-close2"] = copy.deepcopy(CONFIGS["m1-qlearning"]) | {
     "market": {"settlement": "exact_price", "close_steps": 2, "grid": {"buy_price": 0.1449, "sell_price": 0.069}}}
@@ -120,9 +122,12 @@ PINS = {
     "example-community": "a425d4aa823d6fb9",
     "example-tc": "32838a302e2b4bdf",
     "m3-qlearning-close2": "7acb0e3d692e1021",
+    "example-two-streets": "ff279708ba584ae7",
 }
 
 
+# with several markets, the market of every order, rejection and contract too
+MARKET_TABLES = {name: cols + ", market" for name, cols in TABLES.items() if name in ("orders", "rejections", "settlements")}
 TC_TABLES = {"tc_schedule": "episode, horizon_first_round, first_round, start_utc_s, tou_buy_price, congestion, price, "
                             "sell_price, predicted_transformer_loading_pct, predicted_voltage_deviation_pu"}
 
@@ -150,7 +155,8 @@ def test_ledger_is_pinned(name, tmp_path):
         pytest.importorskip("opendssdirect", reason="the TC example needs the powerflow extra (pip install 'trexsim[powerflow]')")
     config = parse_config(CONFIGS[name])
     result = Simulation(config, tmp_path / name).run(plots=False)
-    got = ledger_hash(result.database, TABLES | (TC_TABLES if name == "example-tc" else {}))
+    got = ledger_hash(result.database, TABLES | (TC_TABLES if name == "example-tc" else {})
+                      | (MARKET_TABLES if config.markets is not None else {}))
     if os.environ.get("TREXSIM_PRINT_PINS"):
         print(f"\n    {name!r}: {got!r},")
     assert PINS[name] is not None, f"{name}: no pin yet (got {got})"

@@ -207,7 +207,7 @@ def test_every_reason_the_market_can_give_is_documented():
     from trexsim.modules.market import _REASON_NAMES, REJECT_REASONS
 
     codes = {r for r in _REASON_NAMES if r} | {"malformed", "wrong_round", "delivery_too_near", "delivery_too_far",
-                                               "delivery_after_episode"}
+                                               "delivery_after_episode", "unknown_market"}
     assert codes == set(REJECT_REASONS)
     assert set(REASONS[1:]) <= codes
     reference = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()

@@ -231,3 +231,10 @@ def test_a_participant_process_cannot_pose_as_a_street_market(broker):  # noqa: 
                     market="community", from_market="street-a")
     assert gate.admit("a-seller", forged) is None and refused == ["not_a_market"]
     fabric.close()
+
+
+def test_a_config_with_markets_reads_back_from_its_own_dump():
+    config = parse_config(copy.deepcopy(TREE))
+    again = parse_config(config.model_dump(mode="json"))
+    assert again.market_list() == config.market_list() and again.home_markets() == config.home_markets()
+    assert [m.grid.buy_price for m in again.market_list()] == [0.1449] * 3

@@ -528,8 +528,11 @@ class SimulationConfig(_Model):
         return self
 
     def _check_markets(self, participant_ids: list[str]) -> None:
-        if "market" in self.model_fields_set:
+        # (a dumped config holds both, 'market' as the first of 'markets', and every market's grid: it reads back)
+        if "market" in self.model_fields_set and self.market != self.markets[0]:
             raise ValueError("give either 'market' (one market) or 'markets' (several), not both")
+        grids = [(i, m.grid) for i, m in enumerate(self.markets) if "grid" in m.model_fields_set]
+        grid = self.grid if self.grid is not None else (grids[0][1] if grids else GridConfig())
         ids = [m.id for m in self.markets]
         groups = {key for key, spec in self.participants.items() if spec.count != 1}
         known = set(participant_ids) | groups
@@ -539,8 +542,8 @@ class SimulationConfig(_Model):
                 raise ValueError(f"{where}.id: not allowed (no spaces, '/', '#', '+')")
             if ids.count(m.id) > 1:
                 raise ValueError(f"{where}.id: two markets have this id")
-            if "grid" in m.model_fields_set:
-                raise ValueError(f"{where}.grid: the grid is one for every market; set it at the top level ('grid')")
+            if "grid" in m.model_fields_set and m.grid != grid:
+                raise ValueError(f"{where}.grid: the grid is one for every market; set it once at the top level ('grid')")
             if m.type != "alex" and len(self.markets) > 1:
                 raise ValueError(f"{where}.type: {m.type!r} runs as the only market; several markets are type 'alex'")
             if m.close_steps != self.markets[0].close_steps:
@@ -564,7 +567,6 @@ class SimulationConfig(_Model):
                              "trade in no market: name them (or their group) in a market's members, or leave one "
                              "market's members null (open to everyone)")
         # the first market stands for all where one market's settings are read (close_steps, the grid)
-        grid = self.grid if self.grid is not None else GridConfig()
         self.markets = [m.model_copy(update={"grid": grid}) for m in self.markets]
         object.__setattr__(self, "market", self.markets[0])
 

@@ -609,7 +609,7 @@ class MqttFabric:
             self._send(f"{self.ns}/market/results", MarketResults(
                 message.episode, message.round, message.delivery_round, int(q.size), total,
                 float(prices.min()) if q.size else float("nan"), float(prices.max()) if q.size else float("nan"),
-                float((prices * q).sum() / total) if total else float("nan")))
+                float((prices * q).sum() / total) if total else float("nan"), market=message.market))
         if kind is Accepted or (kind is Cleared and not len(message.quantity_wh)):
             return  # an order not refused was booked; no contracts, nothing to tell
         masks = self.__dict__.setdefault("_account_masks", {})
