@@ -14,6 +14,7 @@ caches, so compile and cache-load time are not counted.
     python benchmarks/bench_rounds.py --json bench.json
     python benchmarks/bench_rounds.py --year                    # 365 days x 1000 households, summary records
     python benchmarks/bench_rounds.py --one 1000 full           # one case, in this process (for cProfile)
+    python benchmarks/bench_rounds.py --sizes 1000 --records full --streets 10  # 10 street markets + a community
 
 This is a benchmark, not a test: it prints PASS/MISS next to the targets and never fails on them.
 """
@@ -49,7 +50,10 @@ def groups(n: int) -> dict[str, int]:
     return {"prosumer": pv_battery, "pv": pv - pv_battery, "consumer": n - pv}
 
 
-def make_config(n: int, level: str, days: float = 1.0, seed: int = 42, batch_rounds: int | None = None) -> dict:
+def make_config(n: int, level: str, days: float = 1.0, seed: int = 42, batch_rounds: int | None = None,
+                streets: int = 0) -> dict:
+    """``streets`` > 0: the households split into that many street markets (M1) under one community market
+    (M3) that takes what the streets leave unmatched."""
     trader = {"type": "fixed_price", "bid_price": 0.12, "ask_price": 0.10}
     kinds = {
         "prosumer": {"profile": {"type": "realistic", "annual_load_kwh": 5500, "pv_capacity_kw": 7.0},
@@ -58,17 +62,26 @@ def make_config(n: int, level: str, days: float = 1.0, seed: int = 42, batch_rou
         "consumer": {"profile": {"type": "realistic", "annual_load_kwh": 4500, "pv_capacity_kw": 0}},
     }
     participants = {}
-    for name, count in groups(n).items():
-        if count > 0:
-            participants[name] = {**kinds[name], "trader": dict(trader), "count": count}
+    markets = []
+    for street in range(max(1, streets)):
+        size = n // max(1, streets) + (1 if street < n % max(1, streets) else 0)
+        prefix = f"street{street}-" if streets else ""
+        names = []
+        for name, count in groups(size).items():
+            if count > 0:
+                participants[prefix + name] = {**kinds[name], "trader": dict(trader), "count": count}
+                names.append(prefix + name)
+        markets.append({"id": f"street{street}", "members": names, "parent": "community", "settlement": "average_price"})
     records = {"level": level, "plots": False}
     if batch_rounds:
         records["batch_rounds"] = batch_rounds
     return {
         "study": {"name": f"bench-{n}-{level}", "start_datetime": "2021-07-01 00:00:00", "timezone": "America/Edmonton",
                   "days": days, "episodes": 1, "seed": seed, "interval_s": 60},
-        "market": {"type": "alex", "settlement": "average_price", "close_steps": 1,
-                   "grid": {"buy_price": 0.1449, "sell_price": 0.069}},
+        **({"markets": markets + [{"id": "community", "settlement": "exact_price"}],
+            "grid": {"buy_price": 0.1449, "sell_price": 0.069}} if streets else
+           {"market": {"type": "alex", "settlement": "average_price", "close_steps": 1,
+                       "grid": {"buy_price": 0.1449, "sell_price": 0.069}}}),
         "participants": participants,
         "records": records,
     }
@@ -85,7 +98,7 @@ def peak_rss_mb() -> float:
 
 # --------------------------------------------------------------------------- one case
 def run_one(n: int, level: str, days: float, progress: bool = False, profile: str | None = None,
-            batch_rounds: int | None = None) -> dict:
+            batch_rounds: int | None = None, streets: int = 0) -> dict:
     """One case in this process: warm up, build, run; return the measurements.
 
     With ``profile``, cProfile covers only the measured part (construction and ``run``),
@@ -106,7 +119,7 @@ def run_one(n: int, level: str, days: float, progress: bool = False, profile: st
         Simulation(parse_config(warm), tmp / "warm").run(plots=False)
         warmup_s = time.perf_counter() - t0
 
-        config = parse_config(make_config(n, level, days=days, batch_rounds=batch_rounds))
+        config = parse_config(make_config(n, level, days=days, batch_rounds=batch_rounds, streets=streets))
         rounds = config.study.rounds_per_episode * config.study.episodes
         profiler = None
         if profile:
@@ -145,13 +158,14 @@ def run_one(n: int, level: str, days: float, progress: bool = False, profile: st
         "rounds_per_s": rounds / run_s,
         "peak_rss_mb": peak_rss_mb(), "db_bytes": size, "settled_wh": settled,
         "batch_rounds": config.records.batch_rounds,
-        "groups": groups(n),
+        "groups": groups(n), "streets": streets,
     }
 
 
 def run_subprocess(n: int, level: str, days: float, timeout: float | None, progress: bool,
-                   batch_rounds: int | None = None) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--one", str(n), level, "--days", repr(days)]
+                   batch_rounds: int | None = None, streets: int = 0) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--one", str(n), level, "--days", repr(days),
+           "--streets", str(streets)]
     if batch_rounds:
         cmd += ["--batch-rounds", str(batch_rounds)]
     if progress:
@@ -258,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--year-participants", type=int, default=1000, help="households in --year (default: %(default)s)")
     p.add_argument("--batch-rounds", type=int, default=None,
                    help="records.batch_rounds of the runs (default: the package default)")
+    p.add_argument("--streets", type=int, default=0,
+                   help="split the households into this many street markets under a community market (default: one market)")
     p.add_argument("--repeat", type=int, default=1,
                    help="fresh processes per case; the table shows the median by rounds/s (default: 1)")
     p.add_argument("--timeout", type=float, default=0, help="seconds per case before it is abandoned (0: none)")
@@ -269,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     if args.one:
-        res = run_one(int(args.one[0]), args.one[1], args.days, args.progress, args.profile, args.batch_rounds)
+        res = run_one(int(args.one[0]), args.one[1], args.days, args.progress, args.profile, args.batch_rounds,
+                      args.streets)
         print(json.dumps(res))
         return 0
 
@@ -295,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for n in sizes:
         for level in levels:
-            runs = [run_subprocess(n, level, days, args.timeout or None, args.progress, args.batch_rounds)
+            runs = [run_subprocess(n, level, days, args.timeout or None, args.progress, args.batch_rounds, args.streets)
                     for _ in range(max(1, args.repeat))]
             ok = sorted((r for r in runs if "error" not in r), key=lambda r: r["rounds_per_s"])
             row = dict(ok[(len(ok) - 1) // 2]) if ok else runs[0]

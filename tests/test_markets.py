@@ -18,7 +18,7 @@ from trexsim.errors import ConfigError
 from trexsim.fabric import topics
 from trexsim.fabric.messages import Orders
 from trexsim.simulation import Simulation
-from test_mqtt_fabric import broker  # noqa: F401 - a fixture
+from test_mqtt_fabric import broker, run_here_and_in_processes  # noqa: F401 - broker is a fixture
 
 ROUNDS = 10
 
@@ -190,20 +190,9 @@ def test_one_market_records_index_zero(tmp_path, two_houses):
 
 
 def test_the_tree_over_mqtt_with_participant_processes_gives_the_same_ledger(tmp_path, broker):  # noqa: F811
-    import json
-
-    from typer.testing import CliRunner
-
-    from trexsim.cli import app
-
     cfg = copy.deepcopy(TREE)
     cfg["study"]["days"] = 20 / 1440
-    path = tmp_path / "tree.json"
-    path.write_text(json.dumps(cfg))
-    local = Simulation(parse_config(cfg), tmp_path / "local").run(plots=False)
-    r = CliRunner().invoke(app, ["run", str(path), "--fabric", broker, "--participant-processes", "2",
-                                 "--out", str(tmp_path / "net"), "--no-plots", "--quiet"])
-    assert r.exit_code == 0, r.output
+    local = run_here_and_in_processes(cfg, tmp_path, broker)
 
     def book(db):
         con = duckdb.connect(str(db), read_only=True)

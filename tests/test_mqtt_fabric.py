@@ -113,22 +113,29 @@ def test_an_unreachable_broker_is_a_clear_error():
         MqttFabric("http://127.0.0.1:1883")
 
 
-def test_participants_in_separate_processes_give_the_same_ledger(tmp_path, broker):
+def run_here_and_in_processes(cfg: dict, tmp_path, broker: str, processes: int = 2):
+    """The config run in process (``tmp_path/local``) and with its participants in ``processes`` processes over
+    the broker (``tmp_path/net``, through `trexsim run --fabric`); returns the local run's result."""
     import json
 
     from typer.testing import CliRunner
 
     from trexsim.cli import app
 
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    local = Simulation(parse_config(cfg), tmp_path / "local").run(plots=False)
+    r = CliRunner().invoke(app, ["run", str(path), "--fabric", broker, "--participant-processes", str(processes),
+                                 "--out", str(tmp_path / "net"), "--no-plots", "--quiet"])
+    assert r.exit_code == 0, r.output
+    return local
+
+
+def test_participants_in_separate_processes_give_the_same_ledger(tmp_path, broker):
     cfg = community().model_dump(mode="json", by_alias=True)
     cfg["study"]["days"] = 30 / 1440
     cfg["study"]["name"] = "processes"
-    path = tmp_path / "c.json"
-    path.write_text(json.dumps(cfg))
-    local = Simulation(parse_config(cfg), tmp_path / "local").run(plots=False)
-    r = CliRunner().invoke(app, ["run", str(path), "--fabric", broker, "--participant-processes", "2",
-                                 "--out", str(tmp_path / "net"), "--no-plots", "--quiet"])
-    assert r.exit_code == 0, r.output
+    local = run_here_and_in_processes(cfg, tmp_path, broker)
 
     def book(db):
         con = duckdb.connect(str(db), read_only=True)
