@@ -10,6 +10,7 @@ energy and money balance. Per round ``k``, at the end of round k, it publishes `
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from trexsim.engine.checks import DELIVERY_RULES, auctioneer_surplus_usd
@@ -28,6 +29,14 @@ from trexsim.fabric.messages import (
     RoundStart,
     merge_meter_readings,
 )
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_cleared(buyer, seller, quantity_wh, buyer_price, seller_price, bought_wh, sold_wh, cost_usd, revenue_usd):
+    """One market's contracts added to the participants' totals; returns their auctioneer surplus [$]
+    (from each pair's prices, so exactly 0 for a strongly budget-balanced mechanism). One compiled call."""
+    total_contracts(buyer, seller, quantity_wh, buyer_price, seller_price, bought_wh, sold_wh, cost_usd, revenue_usd)
+    return auctioneer_surplus_usd(quantity_wh, buyer_price, seller_price)
 
 
 class _Contracts:
@@ -50,9 +59,8 @@ class _Contracts:
         seller = np.ascontiguousarray(msg.seller, dtype=np.int64)
         bp = np.ascontiguousarray(msg.buyer_price, dtype=np.float64)
         sp = np.ascontiguousarray(msg.seller_price, dtype=np.float64)
-        total_contracts(buyer, seller, q, bp, sp, self.bought_wh, self.sold_wh, self.cost_usd, self.revenue_usd)
-        # the surplus from each pair's prices, so exactly 0 for a strongly budget-balanced mechanism
-        self.surplus_usd += float(auctioneer_surplus_usd(q, bp, sp))
+        self.surplus_usd += _add_cleared(buyer, seller, q, bp, sp, self.bought_wh, self.sold_wh, self.cost_usd,
+                                         self.revenue_usd)
 
 
 class ImbalanceSettlement:
