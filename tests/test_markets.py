@@ -227,3 +227,20 @@ def test_a_config_with_markets_reads_back_from_its_own_dump():
     again = parse_config(config.model_dump(mode="json"))
     assert again.market_list() == config.market_list() and again.home_markets() == config.home_markets()
     assert [m.grid.buy_price for m in again.market_list()] == [0.1449] * 3
+
+
+def test_trexsim_run_prints_each_market(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from trexsim.cli import app
+
+    path = tmp_path / "tree.json"
+    path.write_text(json.dumps(TREE))
+    r = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out"), "--no-plots", "--no-report"])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "street-a (average_price -> community): 9.0 kWh, 9 contracts, buyers 0.1000 $/kWh" in text
+    assert "community (exact_price): 27.0 kWh, 18 contracts, buyers 0.1200 $/kWh" in text
+    assert "3 markets" in text

@@ -324,6 +324,11 @@ def print_summary(summary: dict) -> None:
         f"{'-' if price is None else f'{price:.4f} $/kWh'}; auctioneer surplus {market['auctioneer_surplus']:.4f} $;\n"
         f"rejected orders {market['rejected_orders']}; community bill {market['total_net_cost']:.2f} $ "
         f"vs {market['total_grid_only_cost']:.2f} $ grid-only")
+    for mid, m in (summary.get("markets") or {}).items():
+        mean = m.get("mean_buyer_price")
+        console.print(f"  {mid} ({m['settlement']}{' -> ' + m['parent'] if m['parent'] else ''}): "
+                      f"{m['settled_wh'] / 1000:,.1f} kWh, {m['contracts']:,} contracts"
+                      + (f", buyers {mean:.4f} $/kWh" if mean is not None else ""))
     cons = summary.get("conservation", {})
     console.print(f"conservation checked every round: max energy error {cons.get('max_energy_error_wh')} Wh, "
                   f"max money error {cons.get('max_money_error_usd', 0):.2e} $")

@@ -118,7 +118,7 @@ class Simulation:
     def _write_meta(self, specs) -> None:
         study = self.config.study
         self.recorder.write_meta(
-            {"run_id": self.run_id, "name": study.name, "seed": study.seed, "settlement": self.config.market.settlement,
+            {"run_id": self.run_id, "name": study.name, "seed": study.seed, "settlement": self._settlement_label(),
              "close_steps": self.config.market.close_steps, "interval_s": study.interval_s, "start_utc_s": study.start_utc_s,
              "rounds_per_episode": study.rounds_per_episode, "episodes": study.episodes, "timezone": study.timezone,
              "trexsim_version": __version__, "config_json": self.config.model_dump_json(),
@@ -130,6 +130,12 @@ class Simulation:
              "settlement": [m.config.settlement for m in self.markets], "parent": [m.parent for m in self.markets],
              "members": [len(members) for members in self.config.market_members()]},
         )
+
+    def _settlement_label(self) -> str:
+        """The mechanism of the run: the market's, or 'K markets' (each market's is in the markets table)."""
+        if len(self.markets) == 1:
+            return self.config.market.settlement
+        return f"{len(self.markets)} markets"
 
     @property
     def total_rounds(self) -> int:
@@ -177,7 +183,7 @@ class Simulation:
         study = self.config.study
         summary = build_summary(
             self.recorder.totals, self.participant_ids,
-            {"name": study.name, "seed": study.seed, "settlement": self.config.market.settlement,
+            {"name": study.name, "seed": study.seed, "settlement": self._settlement_label(),
              "start_datetime": study.start_datetime, "timezone": study.timezone, "days": study.days,
              "episodes": study.episodes, "interval_s": study.interval_s, "participants": len(self.participant_ids),
              "run_id": self.run_id},
