@@ -16,6 +16,8 @@ meters, over the contracts of every market.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from trexsim.config.schema import MarketConfig
@@ -57,6 +59,10 @@ REJECT_REASONS = {
     "not_a_member": "the participant does not trade in this market (its members)",
     "unknown_market": "no market has this id (Orders.market), or the orders name none where there are several",
 }
+
+# the round's random order of the participants, drawn once for every market of the run (each market's book
+# reads it; none writes it): with a street's and a community's markets, one draw instead of one per market
+_shared_rank = lru_cache(maxsize=32)(participant_rank)
 
 _REASON_NAMES = list(REASONS) + ["price_not_allowed", "bad_order_id", "not_a_member"]
 _PRICE_NOT_ALLOWED = len(REASONS)
@@ -292,7 +298,7 @@ class Market:
                 return
         book = self._books.get(msg.delivery_round)
         if book is None:
-            rank = (participant_rank(self.tie_key, self.episode, msg.delivery_round, self.n)
+            rank = (_shared_rank(self.tie_key, self.episode, msg.delivery_round, self.n)
                     if self.tie_break == RANDOM else None)
             book = self._books[msg.delivery_round] = _Book(self.n, rank)
         if ok is None:
@@ -358,9 +364,10 @@ class Market:
                           c.buyer_price, c.seller_price, c.bid_id, c.ask_id, market=self.id)
         if self.parent is None:
             return cleared, None
-        matched = np.zeros(len(orders[0]), dtype=np.int64)
-        np.add.at(matched, c.bid_index, c.quantity_wh)
-        np.add.at(matched, c.ask_index, c.quantity_wh)
+        # (whole Wh, exact in float64 far beyond any book's total)
+        size = len(orders[0])
+        matched = (np.bincount(c.bid_index, weights=c.quantity_wh, minlength=size)
+                   + np.bincount(c.ask_index, weights=c.quantity_wh, minlength=size)).astype(np.int64)
         remaining = orders[4] - matched
         left = remaining > 0
         return cleared, (orders[0][left], orders[1][left], orders[2][left], orders[3][left], remaining[left],
