@@ -244,3 +244,15 @@ def test_trexsim_run_prints_each_market(tmp_path):
     assert "street-a (average_price -> community): 9.0 kWh, 9 contracts, buyers 0.1000 $/kWh" in text
     assert "community (exact_price): 27.0 kWh, 18 contracts, buyers 0.1200 $/kWh" in text
     assert "3 markets" in text
+
+
+def test_with_one_market_orders_naming_another_are_refused(tmp_path, two_houses):
+    cfg = two_houses | {"study": two_houses["study"] | {"days": 4 / 1440}}
+    sim = Simulation(parse_config(cfg), tmp_path / "r")
+    refused = []
+    sim.fabric.subscribe(topics.REJECTED, lambda m: refused.append((m.market, m.reason)))
+    one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731
+    sim.fabric.subscribe(topics.ROUND_START, lambda msg: msg.round == 1 and sim.fabric.publish(topics.ORDERS, Orders(
+        0, 1, 2, one(0), one(0), one(0), np.array([0.12]), one(100), one(10**12), market="elsewhere")))
+    sim.run(plots=False)
+    assert refused == [("alex", ["unknown_market"])]

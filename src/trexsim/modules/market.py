@@ -244,17 +244,11 @@ class Market:
         tick = self.config.price_tick
         return np.round(price / tick) * tick
 
-    def _takes(self, msg: Orders) -> bool:
-        """Whether these orders are this market's to answer (book or refuse)."""
-        market = msg.market
-        if market == self.id or (market == "" and self._only):
-            return True
-        if self._answers_unknown and (market == "" or market not in self.market_ids):
-            self._reject_all(msg, ["unknown_market"])
-        return False
-
     def on_orders(self, msg: Orders) -> None:
-        if not self._only and not self._takes(msg):
+        market = msg.market
+        if market != self.id and (market or not self._only):  # another market's, or naming none among several
+            if self._answers_unknown and (market == "" or market not in self.market_ids):
+                self._reject_all(msg, ["unknown_market"])
             return
         if msg.from_market:
             self._on_leftovers(msg)
