@@ -256,3 +256,22 @@ def test_with_one_market_orders_naming_another_are_refused(tmp_path, two_houses)
         0, 1, 2, one(0), one(0), one(0), np.array([0.12]), one(100), one(10**12), market="elsewhere")))
     sim.run(plots=False)
     assert refused == [("alex", ["unknown_market"])]
+
+
+def test_an_rl_env_over_several_markets_runs_them_all_or_refuses():
+    from trexsim.envs import parallel_env, vector_env
+
+    cfg = copy.deepcopy(TREE)
+    cfg["participants"]["b-buyer"]["trader"] = {"type": "external", "max_price": 0.5, "max_quantity_wh": 5000}
+    config = parse_config(cfg)
+    with pytest.raises(ValueError, match="markets: 3 markets"):
+        vector_env(config, num_envs=1, backend="compiled")
+    assert vector_env(config, num_envs=1).backend == "simulation"
+    env = parallel_env(config)
+    env.reset(seed=1)
+    bought = []
+    env._sim.fabric.subscribe(topics.CLEARED, lambda m: bought.append((m.market, int(m.quantity_wh[m.buyer == B_BUYER].sum()))))
+    for _ in range(3):  # [bid price, bid Wh, ask price, ask Wh, battery]: a bid of 5000 Wh at 0.5 $/kWh, no ask
+        env.step({"b-buyer": np.array([1.0, 1.0, -1.0, -1.0, 0.0])})
+    env.close()
+    assert ("street-b", 500) in bought and ("community", 3000) in bought
