@@ -275,3 +275,22 @@ def test_an_rl_env_over_several_markets_runs_them_all_or_refuses():
         env.step({"b-buyer": np.array([1.0, 1.0, -1.0, -1.0, 0.0])})
     env.close()
     assert ("street-b", 500) in bought and ("community", 3000) in bought
+
+
+def test_three_levels_streets_community_and_city(tmp_path):
+    cfg = copy.deepcopy(TREE)
+    cfg["markets"][2].update(members=["a-seller", "a-buyer", "b-buyer", "b-seller"], parent="city")
+    cfg["markets"].append({"id": "city", "settlement": "average_price", "tie_break": "submission"})  # c-seller's home
+    sim, res = _run(tmp_path, cfg)
+    con = duckdb.connect(str(res.database), read_only=True)
+    rows = con.execute("SELECT m.market_id, seller, buyer, quantity_wh, buyer_price, seller_price FROM settlements "
+                       "JOIN markets m USING (market) WHERE delivery_round = 5 ORDER BY market, seller").fetchall()
+    con.close()
+    # the community matches the streets' leftovers (2000 Wh at M3's prices) and hands b-buyer's last 1500 Wh bid
+    # up to the city, where c-seller's 1000 Wh ask at 0.09 meets it at (0.12 + 0.09) / 2 (M1)
+    assert [(*r[:4], round(r[4], 12), round(r[5], 12)) for r in rows] == [
+        ("street-a", A_SELLER, A_BUYER, 1000, 0.10, 0.10), ("street-b", B_SELLER, B_BUYER, 500, 0.10, 0.10),
+        ("community", A_SELLER, B_BUYER, 2000, 0.12, 0.08), ("city", C_SELLER, B_BUYER, 1000, 0.105, 0.105)]
+    traded = ROUNDS - 1
+    assert res.summary["participants"]["b-buyer"]["grid_bought_wh"] == 4000 + traded * 500
+    assert res.summary["market"]["auctioneer_surplus"] == pytest.approx(traded * 0.08, abs=1e-9)
