@@ -294,3 +294,16 @@ def test_three_levels_streets_community_and_city(tmp_path):
     traded = ROUNDS - 1
     assert res.summary["participants"]["b-buyer"]["grid_bought_wh"] == 4000 + traded * 500
     assert res.summary["market"]["auctioneer_surplus"] == pytest.approx(traded * 0.08, abs=1e-9)
+
+
+def test_a_stricter_parent_checks_the_leftovers_it_is_handed(tmp_path):
+    cfg = copy.deepcopy(TREE)
+    cfg["markets"][2]["max_price"] = 0.11  # the streets' bids at 0.12 are too dear for the community
+    sim, res = _run(tmp_path, cfg)
+    con = duckdb.connect(str(res.database), read_only=True)
+    refused = con.execute("SELECT market, participant, reason, count(*) FROM rejections GROUP BY ALL").fetchall()
+    con.close()
+    assert refused == [(2, B_BUYER, "price_out_of_range", ROUNDS - 1)]
+    # the community market matches nothing: its only buyer's leftover was refused, its sellers export
+    assert res.summary["markets"]["community"]["settled_wh"] == 0
+    assert res.summary["participants"]["b-buyer"]["grid_bought_wh"] == 4000 + (ROUNDS - 1) * 3500

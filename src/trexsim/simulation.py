@@ -86,7 +86,7 @@ class Simulation:
         member_lists = config.market_members()
         self.markets = [
             Market(self.fabric, m, len(specs), rounds, study.seed, members=np.asarray(members, dtype=np.int64),
-                   market_ids=market_ids, children=[c.id for c in markets if c.parent == m.id])
+                   market_ids=market_ids, children=[c for c in markets if c.parent == m.id])
             for m, members in zip(markets, member_lists)]
         self.market = self.markets[0]
         self.delivery = ImbalanceSettlement(self.fabric, len(specs), rounds)

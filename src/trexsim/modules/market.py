@@ -99,6 +99,17 @@ def _int64(values) -> np.ndarray:
     return arr if arr.dtype == np.int64 else arr.astype(np.int64)
 
 
+def _intake_admits(parent: MarketConfig, child: MarketConfig) -> bool:
+    """Whether every order ``child`` books passes ``parent``'s intake as well: the child's price window, order
+    size and price list lie within the parent's, and both snap prices alike (members, rounds and ids hold for
+    leftovers by construction: a parent's members include its children's, and leftovers come for the round)."""
+    if child.min_price < parent.min_price or child.max_price > parent.max_price or child.max_order_wh > parent.max_order_wh:
+        return False
+    if parent.allowed_prices is not None:
+        return child.allowed_prices is not None and set(child.allowed_prices) <= set(parent.allowed_prices)
+    return child.allowed_prices is None and child.price_tick == parent.price_tick
+
+
 class _Book:
     """Accepted orders for one delivery round, appended batch by batch.
 
@@ -135,11 +146,12 @@ class _Book:
 
 class Market:
     def __init__(self, fabric, config: MarketConfig, n_participants: int, rounds_per_episode: int, seed: int = 0, *,
-                 members: np.ndarray | None = None, market_ids: list[str] | None = None, children: list[str] = ()):
+                 members: np.ndarray | None = None, market_ids: list[str] | None = None,
+                 children: list[MarketConfig] = ()):
         """``seed``: the study's seed, from which the ``random`` tie-break draws each round's order.
 
         With several markets (``market_ids``: every market's id, this one's among them): ``members``, the roster
-        indices that may trade here (None: everyone); ``children``, how many markets hand this one what they left
+        indices that may trade here (None: everyone); ``children``, the markets that hand this one what they left
         unmatched (it clears a delivery round once all of them have). The first market of ``market_ids`` also
         refuses orders naming no market or an unknown one, so that no order goes unanswered."""
         self.fabric = fabric
@@ -154,7 +166,9 @@ class Market:
             self.member_mask = np.zeros(n_participants, dtype=bool)
             self.member_mask[np.asarray(members, dtype=np.int64)] = True
         self.parent = config.parent
-        self.children = frozenset(children)
+        self.children = frozenset(c.id for c in children)
+        # children whose every booked order passes this market's intake too: their leftovers are booked unchecked
+        self._checked_children = frozenset(c.id for c in children if _intake_admits(config, c))
         self._awaiting: dict[int, int] = {}  # delivery round -> children still to hand over their leftovers
         self._round_over = -1  # the last round whose end this market has seen
         self.mechanism = get_mechanism(config.settlement)
@@ -267,14 +281,15 @@ class Market:
             self._reject_all(msg, ["wrong_round"])
             return
         if len(msg.participant):
-            self._book_orders(msg)
+            self._book_orders(msg, checked=msg.from_market in self._checked_children)
         waiting = self._awaiting[d] = self._awaiting.get(d, len(self.children)) - 1
         if waiting == 0 and self._round_over == self.round:
             self._clear_and_publish(d)
 
-    def _book_orders(self, msg: Orders) -> None:
+    def _book_orders(self, msg: Orders, checked: bool = False) -> None:
+        """``checked``: every order already passed an intake at least as strict as this market's."""
         try:
-            ok, reasons = self.validate(msg)
+            ok, reasons = (None, []) if checked else self.validate(msg)
         except Exception as exc:  # a message we cannot even read is rejected whole, never fatal
             ok, reasons = np.zeros(0, dtype=bool), [f"malformed: {exc}"]
         if ok is not None:
