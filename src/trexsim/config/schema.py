@@ -579,11 +579,10 @@ class SimulationConfig(_Model):
         its ``members`` (everyone if null) and everyone who may trade in a market below it."""
         ids = [pid for pid, _ in self.expanded_participants()]
         index = {pid: i for i, pid in enumerate(ids)}
-        by_group = {}
-        for key, spec in self.participants.items():
-            if spec.count != 1:
-                width = len(str(spec.count))
-                by_group[key] = [index[f"{key}-{i:0{width}d}"] for i in range(1, spec.count + 1)]
+        by_group: dict[str, list[int]] = {}
+        for i, group in enumerate(self._groups()):
+            if group is not None:
+                by_group.setdefault(group, []).append(i)
         markets = self.market_list()
         own = []
         for m in markets:
@@ -608,19 +607,18 @@ class SimulationConfig(_Model):
         markets = self.market_list()
         if len(markets) == 1:
             return [0] * len(ids)
-        groups_of = {}
-        for key, spec in self.participants.items():
-            if spec.count != 1:
-                width = len(str(spec.count))
-                for i in range(1, spec.count + 1):
-                    groups_of[f"{key}-{i:0{width}d}"] = key
         everyone = next((i for i, m in enumerate(markets) if m.members is None), -1)
         home = []
-        for pid in ids:
+        for pid, group in zip(ids, self._groups()):
             named = next((i for i, m in enumerate(markets) if m.members is not None
-                          and (pid in m.members or groups_of.get(pid) in m.members)), everyone)
+                          and (pid in m.members or (group is not None and group in m.members))), everyone)
             home.append(named)
         return home
+
+    def _groups(self) -> list[str | None]:
+        """Each participant's group (its key in ``participants`` when it has a ``count``, else None), in the
+        order of :meth:`expanded_participants`."""
+        return [key if spec.count != 1 else None for key, spec in self.participants.items() for _ in range(spec.count)]
 
     def expanded_participants(self) -> list[tuple[str, ParticipantConfig]]:
         """Participants in config order, with ``count`` copies expanded to their own ids."""

@@ -342,12 +342,9 @@ class Market:
                                                       market=self.id))
 
     # ------------------------------------------------------------------ clearing
-    def clear(self, delivery_round: int) -> Cleared:
-        """Clear every pool's book for ``delivery_round``."""
-        return self._clear(delivery_round)[0]
-
     def _clear(self, delivery_round: int) -> tuple[Cleared, tuple[np.ndarray, ...] | None]:
-        """The round's contracts and, for a market with a parent, the orders it left unmatched (their remaining
+        """Every pool's book for ``delivery_round`` cleared: the round's contracts and, for a market with a
+        parent, the orders it left unmatched (their remaining
         quantities; participant, side, pool, price, quantity_wh, order_id)."""
         book = self._books.pop(delivery_round, None)
         n = self.n
