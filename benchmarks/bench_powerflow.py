@@ -17,7 +17,7 @@
    solve every round; ``solver`` "inline" and "process"; the default, "auto", is "process" on a machine that
    gives the run a second core: the line ``machine:`` says which), alternated, best of ``--repeat``, after
    warm-up runs that compile and cache. The load average is printed before and after: this machine is shared.
-3. The TC co-simulation of the same community for a day (``run_tc``, hourly prices, 4 passes), best of ``--repeat``.
+(TC runs of the same community: ``benchmarks/bench_tc.py``.)
 
 Targets (issue 6, this 2-core machine): 1,440 solves of a 50-house feeder in under 15 s; a live powerflow
 module slowing a one-day ALEX run by less than 2x. Prints PASS/MISS; never fails on them.
@@ -93,14 +93,12 @@ def run_once(n: int, powerflow: bool, folder: Path) -> tuple[float, dict]:
 def runs(sizes: list[int], repeat: int) -> list[dict]:
     from trexsim import parse_config
     from trexsim.simulation import Simulation
-    from trexsim.tc.cosim import run_tc
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         warm = community(2, True, days=60 / 86400 * 10)
         Simulation(parse_config(warm), tmp / "warm").run(plots=False)  # JIT, imports, OpenDSS loaded
-        run_tc(parse_config(community(2, False, days=1 / 24)), out_dir=tmp / "warm-tc", plots=False)
         for n in sizes:  # the profiles of every size once (weather and PV model caches)
             run_once(n, False, tmp / f"warm-{n}")
         for n in sizes:
@@ -114,13 +112,7 @@ def runs(sizes: list[int], repeat: int) -> list[dict]:
                     if mode:
                         solve_s[mode].append(s["solve_s"])
             base = min(times[False])
-            t_tc = []
-            for r in range(repeat):
-                t0 = time.perf_counter()
-                res = run_tc(parse_config(community(n, False)), out_dir=tmp / f"tc-{n}-{r}", plots=False)
-                t_tc.append(time.perf_counter() - t0)
-            row = {"households": n, "alex_s": round(base, 3), "tc_day_s": round(min(t_tc), 3),
-                   "tc_market_s": res.summary["market_s"]}
+            row = {"households": n, "alex_s": round(base, 3)}
             text = []
             for mode in ("inline", "process"):
                 t = min(times[mode])
@@ -130,8 +122,7 @@ def runs(sizes: list[int], repeat: int) -> list[dict]:
                 text.append(f"{mode} {t:.2f} s (x{t / base:.2f}; {min(solve_s[mode]):.2f} s solving) "
                             f"{'PASS' if t / base < 2 else 'MISS'}")
             rows.append(row)
-            print(f"{n:>6} households, one day: ALEX {base:.2f} s; with live powerflow: {'; '.join(text)} (< 2x); "
-                  f"TC co-simulation {min(t_tc):.2f} s", flush=True)
+            print(f"{n:>6} households, one day: ALEX {base:.2f} s; with live powerflow: {'; '.join(text)} (< 2x)", flush=True)
     return rows
 
 

@@ -1,4 +1,4 @@
-"""The TC market as modules (``market.type: tc``) against the array co-simulation (``run_tc``) and ALEX.
+"""The TC market as modules (``market.type: tc``) against an ALEX run of the same community.
 
 ``python benchmarks/bench_tc.py [--sizes 10,50,200] [--repeat 3] [--json FILE]``
 
@@ -8,8 +8,6 @@ profiles, 60 % with PV, half with a 13.5 kWh battery; here every trader ``grid_o
 - ``tc modules``: ``trexsim run`` of the config with ``market.type: tc`` (day-ahead hourly schedule, 4 passes,
   20 % flexible load; full records, no figures): the TC market module and the participants module exchanging
   5 schedules and 5 plans over the in-process fabric, then 1,440 rounds billed at the schedule;
-- ``run_tc``: the array co-simulation of the same community (its replay of the net loads on the feeder
-  included, as ``trexsim compare`` runs it);
 - ``alex``: the same community in an ordinary run (grid tariff), for scale.
 
 Best of ``--repeat`` each, alternated, after warm-up runs (JIT, imports, profile caches).
@@ -47,36 +45,30 @@ def main() -> None:
     args = ap.parse_args()
     from trexsim import parse_config
     from trexsim.simulation import Simulation
-    from trexsim.tc.cosim import run_tc
 
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         Simulation(parse_config(config(4, "tc")), tmp / "warm").run(plots=False)
-        run_tc(parse_config(config(4, "tc")), out_dir=tmp / "warm-arrays", plots=False)
         for n in sizes:
             Simulation(parse_config(config(n, "alex")), tmp / f"warm-{n}").run(plots=False)
-            times: dict[str, list[float]] = {"tc modules": [], "run_tc": [], "alex": []}
+            times: dict[str, list[float]] = {"tc modules": [], "alex": []}
             solves = None
             for r in range(args.repeat):
                 for mode in times:
                     out = tmp / f"{mode.replace(' ', '-')}-{n}-{r}"
                     t0 = time.perf_counter()
-                    if mode == "run_tc":
-                        run_tc(parse_config(config(n, "tc")), out_dir=out, plots=False)
-                    else:
-                        res = Simulation(parse_config(config(n, "tc" if mode == "tc modules" else "alex")), out).run(plots=False)
-                        if mode == "tc modules":
-                            solves = res.summary["tc"]
+                    res = Simulation(parse_config(config(n, "tc" if mode == "tc modules" else "alex")), out).run(plots=False)
+                    if mode == "tc modules":
+                        solves = res.summary["tc"]
                     times[mode].append(time.perf_counter() - t0)
             row = {"households": n, **{m: round(min(t), 3) for m, t in times.items()},
                    "tc_solves": solves["powerflow_solves_for_prices"], "tc_solve_s": solves["solve_s"],
                    "mean_price": solves["mean_price"], "max_congestion": solves["max_congestion"]}
             rows.append(row)
             print(f"{n:>5} households, one day: TC as modules {row['tc modules']:.2f} s "
-                  f"({row['tc_solves']} solves for prices, {row['tc_solve_s']:.2f} s); run_tc (with replay) "
-                  f"{row['run_tc']:.2f} s; ALEX run {row['alex']:.2f} s", flush=True)
+                  f"({row['tc_solves']} solves for prices, {row['tc_solve_s']:.2f} s); ALEX run {row['alex']:.2f} s", flush=True)
     machine = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
                "load_average": os.getloadavg()}
     print("machine:", machine)

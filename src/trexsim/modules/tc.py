@@ -3,8 +3,8 @@
 Runs instead of the grid module's tariff when ``market.type`` is ``tc`` (docs/powerflow.md, "The TC market
 on the fabric"). Episodes are cut into horizons of ``tc.horizon_h`` (the last one may be shorter). Ahead of
 each horizon — at the end of round ``first - close_steps - 1``, or at the episode's start for the first
-ones, so the traders of round ``first - close_steps`` already see its prices — it runs the TC loop of
-``trexsim.tc.cosim`` as messages:
+ones, so the traders of round ``first - close_steps`` already see its prices — it runs the TC loop as
+messages:
 
 1. publishes a ``TCSchedule`` (pass 0: the grid's time-of-use buy price); every participant module answers
    with a ``TCPlan``: its households' planned net energy per round under that schedule (flexible loads
@@ -35,7 +35,15 @@ from trexsim.config.schema import SimulationConfig, TCConfig
 from trexsim.engine.grid import tariff_prices
 from trexsim.fabric import topics
 from trexsim.fabric.messages import EpisodeStart, GridPrices, RoundEnd, RoundStart, TCPlan, TCSchedule
-from trexsim.tc.cosim import _rounds
+from trexsim.errors import TrexsimError
+
+
+def _rounds(value_s: float, interval_s: int, key: str) -> int:
+    """``value_s`` as a whole number (>= 1) of the study's rounds; else an error naming ``key``."""
+    n = value_s / interval_s
+    if n < 1 or abs(n - round(n)) > 1e-9:
+        raise TrexsimError(f"{key}: {value_s:g} s is not a whole number (>= 1) of the study's {interval_s} s rounds")
+    return int(round(n))
 
 
 def tc_feeder(config: SimulationConfig):

@@ -2,14 +2,19 @@
 
 1. ``grid_only``: no coordination. The config's households with every trader replaced by ``grid_only``
    (batteries on self-consumption, no flexible load moved); a trexsim run, its ledger replayed on the feeder.
-2. ``tc``: transactive control (``trexsim.tc.cosim.run_tc``): the TC market's price schedule from the
-   predicted powerflow, price-reactive batteries and flexible loads; its metered net loads on the feeder.
-3. ``alex``: the config as written (its traders in the ALEX market); a trexsim run, its ledger replayed.
+2. ``tc``: transactive control: the config with ``market.type: "tc"`` and every trader replaced by
+   ``grid_only``, a trexsim run on the in-process fabric (the TC market module prices each horizon from the
+   predicted powerflow; price-reactive batteries and flexible loads answer), its ledger replayed.
+3. ``alex``: the config as written with ``market.type: "alex"`` (its traders in the ALEX market); a trexsim run,
+   its ledger replayed.
 
-All three net loads go through the same feeder with the same code (``replay_ledger``), so the metrics
-are comparable: peak transformer loading, hours over limits, lowest voltage, losses, and every household's
-bill (grid only and ALEX: the run's net cost; TC: imports at the TC price, exports at the grid's sell price).
-Writes ``OUT/report.json``, ``OUT/figures/`` and each mode's folder (``OUT/grid_only``, ``OUT/tc``, ``OUT/alex``).
+Each leg's market type is set here, whatever the config names. All three are trexsim runs of the same
+households, profiles and seed, recorded the same way, and their net loads go through the same feeder with the
+same code (``powerflow_command``), so the metrics are comparable: peak transformer loading, hours over limits,
+lowest voltage, losses, and every household's bill (the run's net cost; under TC imports are billed at the
+published TC price, exports at the grid's sell price). Two legs with the same metered net loads are named in
+the report's ``warnings`` when their bills are the same too. Writes ``OUT/report.json``, ``OUT/figures/`` and each leg's run folder
+(``OUT/grid_only``, ``OUT/tc``, ``OUT/alex``).
 """
 
 from __future__ import annotations
@@ -47,21 +52,50 @@ def _metrics(pf: dict) -> dict[str, Any]:
     }
 
 
-def _variant(config: SimulationConfig, grid_only: bool) -> SimulationConfig:
+def _variant(config: SimulationConfig, mode: str) -> SimulationConfig:
+    """The config as ``mode`` runs it: its market type, traders and records set for the comparison."""
     data = config.model_dump(mode="json", by_alias=False)
-    data["market"]["type"] = "alex"  # grid only and ALEX bill at the tariff, whatever market the config names
+    if mode == "tc":  # one TC market in place of whatever markets the config has (TC runs as the only market)
+        first = data["markets"][0] if data.get("markets") else data["market"]
+        data["markets"] = None
+        data["market"] = {**first, "type": "tc", "id": first.get("id", "alex"), "members": None, "parent": None,
+                          "grid": data.get("grid") or first.get("grid")}
+        data["grid"] = None
+    elif data.get("markets"):
+        for market in data["markets"]:
+            market["type"] = "alex"
+    else:
+        data["market"]["type"] = "alex"  # grid only and ALEX bill at the tariff, whatever market the config names
     data["powerflow"] = None
-    data["tc"] = None
+    if mode != "tc":
+        data["tc"] = None
     data["records"]["level"] = "full"
     data["records"]["plots"] = False
     for pid, spec in data["participants"].items():
-        if grid_only:
+        if mode in ("grid_only", "tc"):
             spec["trader"] = {"type": "grid_only"}
             if spec.get("storage") and spec["storage"]["policy"] == "external":
                 spec["storage"]["policy"] = "self_consumption"
         elif spec["trader"]["type"] == "external":
             raise TrexsimError(f"participants.{pid}.trader: an external trader needs an outside driver (an RL "
                                f"environment); trexsim compare runs the ALEX market with traders that act on their own")
+    return SimulationConfig.model_validate(data)
+
+
+def _config_value(value):
+    """A feeder or mapping argument as a config holds it: a path as a string, generator parameters as a dict."""
+    import dataclasses
+
+    if isinstance(value, Path):
+        return str(value)
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    return value
+
+
+def _on_feeder(config: SimulationConfig, feeder, mapping) -> SimulationConfig:
+    data = config.model_dump(mode="json", by_alias=False)
+    data["tc"] = {**(data["tc"] or {}), "feeder": _config_value(feeder), "mapping": _config_value(mapping)}
     return SimulationConfig.model_validate(data)
 
 
@@ -72,7 +106,37 @@ def _run_and_replay(config: SimulationConfig, out: Path, feeder, mapping, every:
     result = Simulation(config, out).run(plots=False)
     report = powerflow_command(out, feeder=feeder, mapping=mapping, every=every, plots=plots, detail=False, **limits)
     bills = {pid: float(p["net_cost"]) for pid, p in result.summary["participants"].items()}
-    return report.summary, bills, report.out_dir
+    return result, report.summary, bills
+
+
+def _ledger(run_dir: Path, sql: str) -> dict[str, np.ndarray]:
+    import duckdb
+
+    con = duckdb.connect(str(run_dir / "run.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchnumpy()
+    finally:
+        con.close()
+
+
+def _net_meter_wh(run_dir: Path, n: int) -> np.ndarray:
+    """(rounds, participants) metered net energy of the run's first episode, + import."""
+    d = _ledger(run_dir, "SELECT net_meter_wh FROM deliveries WHERE episode = 0 ORDER BY round, participant")
+    return d["net_meter_wh"].reshape(-1, n)
+
+
+def _tc_extras(run_dir: Path, ids: list[str], grid_only_dir: Path, tc_summary: dict) -> dict[str, Any]:
+    """What TC adds to a leg's metrics: the congestion part of each bill, the highest price, the load moved."""
+    d = _ledger(run_dir, "SELECT d.participant, d.grid_import_wh, r.grid_buy_price - s.tou_buy_price AS congestion, "
+                         "d.load_wh FROM deliveries d JOIN rounds r USING (episode, round) "
+                         "ASOF JOIN tc_schedule s ON s.episode = d.episode AND d.round >= s.first_round "
+                         "WHERE d.episode = 0 ORDER BY d.round, d.participant")
+    paid = np.bincount(d["participant"], weights=d["grid_import_wh"] * d["congestion"], minlength=len(ids)) / 1000.0
+    base = _ledger(grid_only_dir, "SELECT load_wh FROM deliveries WHERE episode = 0 ORDER BY round, participant")
+    shifted_wh = np.abs(d["load_wh"].astype(np.float64) - base["load_wh"]).sum() / 2.0
+    return {"congestion_paid": {pid: round(float(v), 6) for pid, v in zip(ids, paid)},
+            "max_price": tc_summary["max_price"], "mean_price": tc_summary["mean_price"],
+            "shifted_load_kwh": float(shifted_wh / 1000.0)}
 
 
 def compare_command(config: SimulationConfig | str | Path, feeder=None, mapping=None, out: str | Path | None = None,
@@ -80,7 +144,6 @@ def compare_command(config: SimulationConfig | str | Path, feeder=None, mapping=
                     plots: bool = True) -> CompareReport:
     """Run grid-only, TC and ALEX on one feeder; write ``out`` (default runs/<study>-compare)."""
     from trexsim.config import load_config
-    from trexsim.tc.cosim import run_tc
 
     cfg = load_config(config) if isinstance(config, (str, Path)) else config
     out_dir = Path(out) if out is not None else Path("runs") / f"{cfg.study.name}-compare"
@@ -95,30 +158,37 @@ def compare_command(config: SimulationConfig | str | Path, feeder=None, mapping=
         if isinstance(path, (str, Path)) and not Path(path).is_file():
             raise TrexsimError(f"--{what} {path}: no such file")
     limits = {"v_min_pu": v_min_pu, "v_max_pu": v_max_pu, "max_loading_pct": max_loading_pct}
-    alex_cfg = _variant(cfg, grid_only=False)  # first: a config ALEX cannot run fails before any work
+    # every variant first: a config one leg cannot run fails before any work
+    variants = {mode: _variant(cfg, mode) for mode in MODES}
+    # the TC market predicts on the feeder the comparison measures on
+    variants["tc"] = _on_feeder(variants["tc"], feeder_arg, mapping)
+    tc_section = variants["tc"].tc.model_dump(mode="json", exclude={"feeder", "mapping"})
     warnings = []
-    if all(spec.trader.type in ("grid_only", "baseline_agent") for spec in alex_cfg.participants.values()):
+    if all(spec.trader.type in ("grid_only", "baseline_agent") for spec in variants["alex"].participants.values()):
         warnings.append("no participant has a trader that places orders: the ALEX column is the grid-only run "
                         "again (give the households traders, e.g. {\"type\": \"fixed_price\"}, to compare ALEX)")
     modes: dict[str, dict] = {}
-    folders: dict[str, Path] = {}
-
-    pf, bills, folders["grid_only"] = _run_and_replay(_variant(cfg, grid_only=True), out_dir / "grid_only", feeder_arg,
-                                                      mapping, every, limits, plots)
-    modes["grid_only"] = {**_metrics(pf), "bills": bills}
-    tc = run_tc(cfg, feeder=feeder_arg, mapping=mapping, out_dir=out_dir / "tc", every=every, plots=plots, **limits)
-    folders["tc"] = tc.out_dir
-    modes["tc"] = {**_metrics(tc.powerflow), "bills": {k: float(v) for k, v in tc.summary["bills"].items()},
-                   "congestion_paid": tc.summary["congestion_paid"], "max_price": tc.summary["max_price"],
-                   "shifted_load_kwh": tc.summary["shifted_load_kwh"]}
-    pf, bills, folders["alex"] = _run_and_replay(alex_cfg, out_dir / "alex", feeder_arg, mapping, every, limits, plots)
-    modes["alex"] = {**_metrics(pf), "bills": bills}
+    folders = {mode: out_dir / mode for mode in MODES}
+    ids: list[str] = []
+    for mode in MODES:
+        result, pf, bills = _run_and_replay(variants[mode], folders[mode], feeder_arg, mapping, every, limits, plots)
+        modes[mode] = {**_metrics(pf), "bills": bills}
+        ids = list(bills)
+        if mode == "tc":
+            modes[mode].update(_tc_extras(folders[mode], ids, folders["grid_only"], result.summary["tc"]))
     for m in modes.values():
         m["total_bill"] = float(sum(m["bills"].values()))
+    nets = {mode: _net_meter_wh(folders[mode], len(ids)) for mode in MODES}
+    for i, a in enumerate(MODES):
+        for b in MODES[i + 1:]:
+            same_bills = all(abs(modes[a]["bills"][pid] - modes[b]["bills"][pid]) < 1e-9 for pid in ids)
+            if same_bills and np.array_equal(nets[a], nets[b]):
+                warnings.append(f"{LABELS[a]} and {LABELS[b]} gave the same result: the same net energy metered "
+                                f"in every round and the same bills, so their columns are one run's")
     report = {
-        "study": cfg.study.name, "participants": list(modes["grid_only"]["bills"]), "every": every, "limits": limits,
+        "study": cfg.study.name, "participants": ids, "every": every, "limits": limits,
         "feeder": pf["feeder"], "modes": modes, "folders": {k: str(v) for k, v in folders.items()},
-        "tc": (cfg.tc.model_dump(mode="json") if cfg.tc else "defaults"), "warnings": warnings,
+        "tc": tc_section or "defaults", "warnings": warnings,
     }
     figures = _figures(out_dir, folders, modes, cfg.study.timezone, limits) if plots else []
     report["figures"] = [str(f.relative_to(out_dir)) for f in figures]
@@ -141,7 +211,7 @@ def _figures(out_dir: Path, folders: dict[str, Path], modes: dict, timezone: str
     colors = {"grid_only": "tab:gray", "tc": "tab:red", "alex": "tab:blue"}
     # line styles and widths that keep coinciding modes visible (grid only and ALEX are often the same line)
     styles = {"grid_only": dict(ls="-", lw=2.6, alpha=0.55), "tc": dict(ls="-", lw=1.0), "alex": dict(ls="--", lw=1.2)}
-    rounds = {m: pq.read_table(folders[m] / "rounds.parquet").to_pandas() for m in MODES}
+    rounds = {m: pq.read_table(folders[m] / "powerflow" / "rounds.parquet").to_pandas() for m in MODES}
     figures = []
     study = out_dir.name
     for column, ylabel, name, lims, title, caption in (
@@ -178,13 +248,53 @@ def _figures(out_dir: Path, folders: dict[str, Path], modes: dict, timezone: str
     ax.set_title(f"{study}: each household's bill, three ways")
     ax.set_ylabel("bill ($, negative: earned)")
     ax.legend(loc="best", fontsize=8)
-    _caption(fig, "Each household's bill over the run: grid only and ALEX the run's net cost, TC its imports at the TC "
-                  "price and exports at the grid's sell price.")
+    _caption(fig, "Each household's bill over the run: its net cost in the ledger (under TC imports at the published "
+                  "TC price, exports at the grid's sell price; else the tariff and the ALEX settlements).")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     figures.append(fig_dir / "compare_bills.png")
     fig.savefig(figures[-1], dpi=110)
     plt.close(fig)
+    figures.append(_plot_schedule(fig_dir, folders["tc"], timezone, study))
     return figures
+
+
+def _plot_schedule(fig_dir: Path, run_dir: Path, timezone: str, study: str) -> Path:
+    """The TC run's published schedule against the grid's price, with the loading each schedule predicted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    rows = _ledger(run_dir, "SELECT * FROM tc_schedule WHERE episode = 0 ORDER BY first_round")
+    intervals = [dict(zip(rows, values)) for values in zip(*rows.values())]
+    starts = [int(iv["start_utc_s"]) for iv in intervals]
+    starts.append(starts[-1] + (starts[-1] - starts[-2] if len(starts) > 1 else 3600))  # the last interval's end
+    t = pd.to_datetime(starts, unit="s", utc=True).tz_convert(timezone).tz_localize(None)
+
+    def series(key):  # the last value repeated at the end, so the last step is drawn
+        values = [iv[key] for iv in intervals]
+        return values + values[-1:]
+
+    fig, ax1 = plt.subplots(figsize=(10, 4))
+    ax1.step(t, series("tou_buy_price"), where="post", color="tab:gray", label="grid buy price")
+    ax1.step(t, series("price"), where="post", color="tab:red", label="TC price")
+    ax1.set_ylabel("$/kWh")
+    ax1.set_xlabel(f"local time ({timezone})")
+    ax2 = ax1.twinx()
+    ax2.step(t, series("predicted_transformer_loading_pct"), where="post", color="tab:purple",
+             lw=0.8, ls="--", label="predicted transformer loading (published schedule)")
+    ax2.set_ylabel("% of rating")
+    lines = ax1.get_legend_handles_labels()
+    more = ax2.get_legend_handles_labels()
+    ax1.legend(lines[0] + more[0], lines[1] + more[1], loc="best", fontsize=8)
+    ax1.set_title(f"{study}: the published TC price schedule")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    path = fig_dir / "compare_tc_prices.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 __all__ = ["CompareReport", "compare_command"]

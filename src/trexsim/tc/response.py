@@ -1,4 +1,4 @@
-"""The two halves of a TC pass, shared by the TC market module and the array co-simulation.
+"""The two halves of a TC pass: the households' response and the TC market's prediction.
 
 - ``respond``: what the households do over one horizon under one price schedule — flexible loads move
   within their windows (``trexsim.devices.flexible_load``), price-reactive batteries charge when it is
@@ -9,8 +9,8 @@
   (% of rating) and the largest voltage deviation from 1 p.u. of the checked nodes.
 
 The participants module calls ``respond`` for its own households when a schedule arrives over the fabric
-(``trexsim.tc.households``); ``trexsim.tc.cosim.run_tc`` calls both for the whole community at once. One
-copy of each rule, so the two give the same schedules.
+(``trexsim.tc.households``); the TC market module (``trexsim.modules.tc``) calls ``predict_intervals`` on
+the plans they answer with.
 """
 
 from __future__ import annotations
