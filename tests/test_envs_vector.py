@@ -90,8 +90,8 @@ def test_every_copy_equals_the_ordinary_simulation(settlement, action, close_ste
                 settled += infos["bought_wh"][i, j] + infos["sold_wh"][i, j]
             if t < ROUNDS - 1:  # (the last step already reset the vector env for its next episode)
                 # every household's battery, not only the agents'
-                assert np.array_equal(env._sim.participants.battery.stored_wh, vec._batch.stored[i])
-                assert np.array_equal(env._sim.participants.shadow_stored_wh, vec._batch.shadow[i])
+                assert np.array_equal(env._sim.participants.battery.stored_wh, vec._batch.state.stored_wh[i])
+                assert np.array_equal(env._sim.participants.shadow_stored_wh, vec._batch.state.shadow_wh[i])
         assert terms.all() == (t == ROUNDS - 1)
     assert rejected > 0 and settled > 0  # the comparison covered intake refusals and real trades
     for env in singles:

@@ -25,9 +25,19 @@ REASONS = (
 
 @numba.njit(cache=True, nogil=True)
 def _codes(participant, side, pool, price, quantity, n_participants, n_pools, min_price, max_price, max_quantity):
+    out = np.zeros(participant.size, dtype=np.int8)
+    _codes_into(out, participant, side, pool, price, quantity, n_participants, n_pools, min_price, max_price,
+                max_quantity)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _codes_into(out, participant, side, pool, price, quantity, n_participants, n_pools, min_price, max_price,
+                max_quantity):
+    """:func:`_codes` into ``out`` (int8, at least as long as the book; 0: accepted)."""
     n = participant.size
-    out = np.zeros(n, dtype=np.int8)
     for i in range(n):
+        out[i] = 0
         q = quantity[i]
         p = price[i]
         # indices arrive as float64 so that 0.5 or NaN is refused, never truncated to 0
@@ -49,7 +59,6 @@ def _codes(participant, side, pool, price, quantity, n_participants, n_pools, mi
             out[i] = 8
         elif p < min_price or p > max_price:
             out[i] = 9
-    return out
 
 
 def reject_codes(participant, side, pool, price, quantity_wh, *, n_participants: int, n_pools: int = 2,

@@ -2,7 +2,7 @@
 that run copies of the community round by round.
 
 - :class:`CompiledBatch`: ``N`` copies stepped by one Numba call per round
-  (:func:`trexsim.envs._kernels.step_copies`, built from the engine's kernels). Used when the
+  (:func:`trexsim.engine.step.step`, the one round of the engine's kernels). Used when the
   config is within its scope (:func:`compiled_supported`): fixed-price, grid-only and external
   traders, a pairwise mechanism with a compiled price rule, no ``market.allowed_prices``.
 - :class:`SimulationBatch`: ``N`` ordinary :class:`~trexsim.simulation.Simulation` objects, each
@@ -27,6 +27,7 @@ from trexsim.engine.grid import tariff_prices
 from trexsim.agents.base import trader_kind
 from trexsim.engine.mechanisms import compiled_price_rule, get_mechanism
 from trexsim.engine.ties import tie_break_code, tie_key
+from trexsim.engine import step as S
 from trexsim.envs import _kernels as K
 from trexsim.errors import ConfigError
 
@@ -216,38 +217,35 @@ class Community:
 
 
 class CompiledBatch:
-    """``num_envs`` copies of the community in arrays, one :func:`step_copies` call per round."""
+    """``num_envs`` copies of the community in arrays, one :func:`trexsim.engine.step.step` call per round."""
 
     def __init__(self, community: Community, num_envs: int):
         c = self.c = community
         self.num_envs = N = int(num_envs)
-        n, a_n, slots = c.n, len(c.agents), c.close_steps + 1
-        pops = c.participants.traders
-        self.trader = np.zeros(n, dtype=np.int64)
+        n, a_n = c.n, len(c.agents)
+        trader = np.zeros(n, dtype=np.int64)
         f_bid = np.zeros(n)
         f_ask = np.zeros(n)
         bid_pool = np.zeros(n, dtype=np.int64)
         batt_ask = np.full(n, np.nan)
-        for pop in pops:
+        for pop in c.participants.traders:
             if pop.kind == "fixed_price":
                 m = pop.members
-                self.trader[m] = K.FIXED_PRICE
+                trader[m] = S.FIXED_PRICE
                 f_bid[m], f_ask[m], bid_pool[m], batt_ask[m] = pop.bid_price, pop.ask_price, pop.bid_pool, pop.battery_ask_price
             elif pop.kind == "external":
-                self.trader[pop.members] = K.EXTERNAL
-        self.f_bid, self.f_ask, self.bid_pool, self.batt_ask = f_bid, f_ask, bid_pool, batt_ask
-        self.f_bid_b, self.f_ask_b = c.booked(f_bid), c.booked(f_ask)
-        self.batt_ask_b = c.booked(batt_ask)
-        self.offers_battery = bool(np.isfinite(batt_ask).any())
-        self.agent_of = np.full(n, -1, dtype=np.int64)
-        self.agent_of[c.agent_index] = np.arange(a_n)
-        bank = c.participants.battery
-        self.bank = bank
+                trader[pop.members] = S.EXTERNAL
+        agent_of = np.full(n, -1, dtype=np.int64)
+        agent_of[c.agent_index] = np.arange(a_n)
+        self.bank = bank = c.participants.battery
         mech = get_mechanism(c.config.market.settlement)
-        self.equal_prices, self.price_rule = bool(mech.equal_prices), compiled_price_rule(mech)
         m = c.config.market
-        self.market = (float(m.min_price), float(m.max_price), float(m.max_order_wh))
-        self.tie_break = tie_break_code(m.tie_break)
+        self.params = S.RoundParams(
+            c.rounds, c.close_steps, bank.capacity_wh, bank.charge_limit_wh, bank.discharge_limit_wh, bank.efficiency,
+            bank.retention, bank.self_consumption, c.external_battery, trader, f_bid, c.booked(f_bid), f_ask,
+            c.booked(f_ask), bid_pool, batt_ask, c.booked(batt_ask), bool(np.isfinite(batt_ask).any()), agent_of,
+            c.agent_index, float(m.min_price), float(m.max_price), float(m.max_order_wh), bool(mech.equal_prices),
+            compiled_price_rule(mech), tie_break_code(m.tie_break))
         self.tie_keys = np.zeros(N, dtype=np.int64)
         R = c.rounds
         # every copy's whole episode of profiles, int32 Wh (8 bytes a household-round a copy) unless a
@@ -255,20 +253,10 @@ class CompiledBatch:
         self.load = np.zeros((N, R, n), dtype=np.int32)
         self.gen = np.zeros((N, R, n), dtype=np.int32)
         self.seeds: list[int | None] = [None] * N
-        self.stored = np.zeros((N, n))
-        self.shadow = np.zeros((N, n))
-        self.c_bought = np.zeros((N, slots, n), dtype=np.int64)
-        self.c_sold = np.zeros((N, slots, n), dtype=np.int64)
-        self.c_cost = np.zeros((N, slots, n))
-        self.c_revenue = np.zeros((N, slots, n))
-        self.has_contracts = np.zeros((N, slots), dtype=np.bool_)
-        self.plan_delta = np.zeros((N, slots, n))
-        self.has_plan = np.zeros((N, slots), dtype=np.bool_)
-        self.setpoint = np.zeros((N, slots, a_n), dtype=np.int64)
-        self.has_setpoint = np.zeros((N, slots), dtype=np.bool_)
-        self.cleared = np.zeros((N, 2 + 2 * a_n))
-        self.ledger = np.zeros((N, a_n, len(K.LEDGER_COLUMNS)))
-        self.rejected = np.zeros((N, a_n), dtype=np.int64)
+        self.state = S.new_state(N, n, a_n, c.close_steps)
+        self.out = S.new_outputs(N, n, a_n)
+        self.work = S.new_workspace(n)
+        self.ledger, self.rejected, self.cleared = self.out.ledger, self.out.rejected, self.state.cleared
         self.obs = np.zeros((N, a_n, OBS_SIZE), dtype=np.float32)
         self.round = 0
 
@@ -283,10 +271,8 @@ class CompiledBatch:
                 self.load[e], self.gen[e] = load, gen
                 self.tie_keys[e] = tie_key(int(seed))
                 self.seeds[e] = seed
-        self.stored[:] = self.bank.initial_soc * self.bank.capacity_wh
-        self.shadow[:] = self.stored
-        for arr in (self.has_contracts, self.has_plan, self.has_setpoint, self.cleared, self.rejected):
-            arr[:] = 0
+        S.reset_state(self.state, self.bank.initial_soc * self.bank.capacity_wh)
+        self.rejected[:] = 0
         self.round = 0
         d = c.close_steps
         a_n = len(c.agents)
@@ -295,23 +281,17 @@ class CompiledBatch:
             K.observe(self.obs[e], d, c.rounds, c.time_features,
                       self.load[e, d, c.agent_index].astype(np.float64) if inside else np.zeros(a_n),
                       self.gen[e, d, c.agent_index].astype(np.float64) if inside else np.zeros(a_n),
-                      self.stored[e, c.agent_index], c.capacity, c.buy_price[d] if inside else 0.0,
+                      self.state.stored_wh[e, c.agent_index], c.capacity, c.buy_price[d] if inside else 0.0,
                       c.sell_price[d] if inside else 0.0, 0.0, 0.0, np.zeros(a_n), np.zeros(a_n), c.max_q,
                       c.max_price, c.n)
         return self.obs
 
     def step(self, orders) -> None:
-        c, b = self.c, self.bank
-        bid_price, bid_booked, bid_wh, ask_price, ask_booked, ask_wh, battery = orders
-        K.step_copies(self.round, c.rounds, c.close_steps, self.load, self.gen, c.buy_price, c.sell_price,
-                      b.capacity_wh, b.charge_limit_wh, b.discharge_limit_wh, b.efficiency, b.retention,
-                      b.self_consumption, c.external_battery, self.trader, self.f_bid, self.f_bid_b, self.f_ask,
-                      self.f_ask_b, self.bid_pool, self.batt_ask, self.batt_ask_b, self.offers_battery, self.agent_of,
-                      c.agent_index, *self.market, self.equal_prices, self.price_rule, self.tie_break, self.tie_keys, bid_price, bid_booked, bid_wh,
-                      ask_price, ask_booked, ask_wh, battery, self.stored, self.shadow, self.c_bought, self.c_sold,
-                      self.c_cost, self.c_revenue, self.has_contracts, self.plan_delta, self.has_plan, self.setpoint,
-                      self.has_setpoint, self.cleared, self.ledger, self.rejected, self.obs, c.time_features, c.max_q,
-                      c.max_price)
+        c = self.c
+        inputs = S.RoundInputs(self.load, self.gen, c.buy_price, c.sell_price, self.tie_keys, 0, *orders)
+        # an env's episode is episode 0 of a run with the copy's seed (as the simulation backend runs it)
+        S.step(self.round, self.params, self.state, inputs, self.out, self.work)
+        K.observe_copies(self.round, self.params, self.state, inputs, c.time_features, c.max_q, c.max_price, self.obs)
         self.round += 1
 
     def close(self) -> None:

@@ -2,13 +2,11 @@
 
 The settlement study runs ~40 million market rounds; the general in-process simulation (modules
 and messages) runs thousands of rounds a second, so the study runs whole episodes inside one
-Numba function. It is the same rules, not a second copy of them: it calls the engine's own
-compiled kernels — :func:`trexsim.engine.ties.clear_book_ordered` (ALEX matching under the tie-break rule),
-:func:`trexsim.engine.mechanisms.pair_prices` and :func:`~trexsim.engine.mechanisms.add_contract` (settlement prices, contract totals),
-:func:`trexsim.engine.delivery._settle` (delivery and net billing) — and the Q-learning
-population's :func:`~trexsim.agents.qlearning.choose_actions` and
-:func:`~trexsim.agents.qlearning.update_values`, in the order the general round loop calls them,
-with the population's own random stream. ``tests/test_fast_market.py`` runs the same scenario
+Numba function. It is the same round, not a second copy of it: each round is the engine's one round,
+:func:`trexsim.engine.step.step` (intake, clearing, contracts, delivery and net billing), with the
+Q-learning population's orders given as external orders, chosen before it by the population's own
+:func:`~trexsim.agents.qlearning.choose_actions` and learned from after it by
+:func:`~trexsim.agents.qlearning.update_values`, with the population's own random stream. ``tests/test_fast_market.py`` runs the same scenario
 both ways and requires identical settlements and Q-tables.
 
 Scope (checked by :func:`fast_path_supported`): every participant a ``q_learning`` trader with a
@@ -26,9 +24,11 @@ import numpy as np
 from trexsim.agents.base import trader_kind
 from trexsim.agents.qlearning import QLearningTraders, choose_actions, update_values
 from trexsim.config.schema import SimulationConfig
-from trexsim.engine.delivery import _settle
-from trexsim.engine.ties import clear_book_ordered, tie_break_code, tie_key
-from trexsim.engine.mechanisms import add_contract, compiled_price_rule, get_mechanism, pair_prices
+from trexsim.engine.mechanisms import compiled_price_rule, get_mechanism
+from trexsim.engine.step import (EXTERNAL, L_GRID_COST, L_GRID_REVENUE, L_MARKET_COST, L_MARKET_REVENUE, RoundInputs,
+                                 RoundParams, new_outputs, new_state, new_workspace, reset_state,
+                                 step)
+from trexsim.engine.ties import tie_break_code, tie_key
 from trexsim.seeding import participants_rng, population_rngs
 
 
@@ -67,43 +67,33 @@ class EpisodeTrace:
 
 
 @numba.njit(cache=True, nogil=True)
-def _episode(load_wh, gen_wh, close_steps, rounds, buy_price, sell_price, prices, q_bid, q_ask, u, epsilon,
-             alpha, gamma, learning, equal_prices, price_rule, tie_break, tie_key, episode, bid_wh, ask_wh, settled_wh,
-             buyer_wh, seller_wh, reward_usd, credit_next_action):
-    n = load_wh.size
+def _episode(params, state, inputs, out, work, prices, q_bid, q_ask, u, epsilon, alpha, gamma, learning, bid_wh, ask_wh,
+             settled_wh, buyer_wh, seller_wh, reward_usd, credit_next_action):
+    rounds = params.rounds
+    close_steps = params.close_steps
+    n = params.agent_index.size  # every participant is an agent: its orders are given as external orders
     slots = close_steps + 1
-    bought = np.zeros((slots, n), dtype=np.int64)
-    sold = np.zeros((slots, n), dtype=np.int64)
-    cost = np.zeros((slots, n))
-    revenue = np.zeros((slots, n))
     pend_member = np.zeros((slots, n), dtype=np.int64)
     pend_side = np.zeros((slots, n), dtype=np.int64)
     pend_action = np.zeros((slots, n), dtype=np.int64)
     pend_count = np.zeros(slots, dtype=np.int64)
     latest = -1  # the slot of the actions chosen last (credit 'next_action'); -1: none yet
-    has_contracts = np.zeros(slots, dtype=np.bool_)
-    net = load_wh - gen_wh
+    net = inputs.load_wh[0, 0] - inputs.generation_wh[0, 0]  # flat profiles: every round alike
     member = np.empty(n, dtype=np.int64)
     side = np.empty(n, dtype=np.int64)
     action = np.empty(n, dtype=np.int64)
+    action_of = np.zeros(n, dtype=np.int64)  # participant -> the price index of its order this round
     last_action = np.empty(n, dtype=np.int64)
     last_side = np.empty(n, dtype=np.int64)
     last_explored = np.empty(n, dtype=np.bool_)
-    pool = np.zeros(n, dtype=np.int64)
-    zeros = np.zeros(n, dtype=np.int64)
     settled_total = 0
     for k in range(rounds):
         d = k + close_steps
-        # during round k: orders for delivery round d, cleared at the end of round k
+        # during round k: the agents' orders for delivery round d, cleared at the end of round k
         if d < rounds:
             count = choose_actions(q_bid, q_ask, net, u[k], epsilon, member, side, action, last_action, last_side,
                                    last_explored)
             slot = d % slots
-            bought[slot, :] = 0
-            sold[slot, :] = 0
-            cost[slot, :] = 0.0
-            revenue[slot, :] = 0.0
-            has_contracts[slot] = True
             pc = 0
             for j in range(count):
                 if learning[member[j]]:
@@ -113,50 +103,47 @@ def _episode(load_wh, gen_wh, close_steps, rounds, buy_price, sell_price, prices
                     pc += 1
             pend_count[slot] = pc
             latest = slot
-            if count > 0:
-                participant = member[:count].copy()
-                price = np.empty(count)
-                qty = np.empty(count, dtype=np.int64)
-                for j in range(count):
-                    price[j] = prices[member[j], action[j]]
-                    x = net[member[j]]
-                    qty[j] = x if x > 0 else -x
-                    if side[j] == 0:
-                        bid_wh[action[j]] += qty[j]
-                    else:
-                        ask_wh[action[j]] += qty[j]
-                bi, ai, q, _ = clear_book_ordered(participant, side[:count].copy(), pool[:count], price, qty,
-                                                  zeros[:count], n, equal_prices, 2, tie_break, tie_key, episode, d)
-                for t in range(q.size):
-                    bp, sp = pair_prices(price_rule, price[bi[t]], price[ai[t]])
-                    add_contract(participant[bi[t]], participant[ai[t]], q[t], bp, sp, bought[slot], sold[slot],
-                                 cost[slot], revenue[slot])
-                    settled_wh[action[bi[t]] + action[ai[t]]] += q[t]
-                    buyer_wh[action[bi[t]]] += q[t]
-                    seller_wh[action[ai[t]]] += q[t]
-                    settled_total += q[t]
-        # end of round k: settle delivery round k, reward the orders placed for it
-        slot = k % slots
-        if has_contracts[slot]:
-            b_k, s_k, c_k, r_k = bought[slot], sold[slot], cost[slot], revenue[slot]
-        else:
-            b_k, s_k, c_k, r_k = zeros, zeros, np.zeros(n), np.zeros(n)
-        res = _settle(load_wh, gen_wh, zeros, zeros, b_k, s_k, buy_price, sell_price)
-        grid_cost, grid_revenue = res[6], res[7]
-        if has_contracts[slot]:
-            credit = slot
+            inputs.bid_wh[0, :] = 0
+            inputs.ask_wh[0, :] = 0
+            for j in range(count):
+                i = member[j]
+                price = prices[i, action[j]]
+                qty = net[i] if net[i] > 0 else -net[i]
+                action_of[i] = action[j]
+                if side[j] == 0:
+                    inputs.bid_price[0, i] = price
+                    inputs.bid_price_booked[0, i] = price
+                    inputs.bid_wh[0, i] = qty
+                    bid_wh[action[j]] += qty
+                else:
+                    inputs.ask_price[0, i] = price
+                    inputs.ask_price_booked[0, i] = price
+                    inputs.ask_wh[0, i] = qty
+                    ask_wh[action[j]] += qty
+        step(k, params, state, inputs, out, work)
+        if d < rounds:
+            for t in range(out.match_count[0]):
+                b = action_of[out.match_buyer[0, t]]
+                a = action_of[out.match_seller[0, t]]
+                q = out.match_wh[0, t]
+                settled_wh[b + a] += q
+                buyer_wh[b] += q
+                seller_wh[a] += q
+                settled_total += q
+        # end of round k: delivery round k settled; reward the orders placed for it
+        if k >= close_steps:
+            credit = k % slots
             if credit_next_action:  # the original's rule: to the actions just chosen, not the ones that earned it
-                credit = latest if pend_count[slot] > 0 else -1
+                credit = latest if pend_count[credit] > 0 else -1
             pc = pend_count[credit] if credit >= 0 else 0
             if pc > 0:
                 rewards = np.empty(pc)
                 for j in range(pc):
-                    i = pend_member[credit, j]
-                    rewards[j] = (r_k[i] - c_k[i]) + (grid_revenue[i] - grid_cost[i])
-                    reward_usd[i] += rewards[j]
+                    row = out.ledger[0, pend_member[credit, j]]
+                    rewards[j] = (row[L_MARKET_REVENUE] - row[L_MARKET_COST]) + (row[L_GRID_REVENUE] - row[L_GRID_COST])
+                    reward_usd[pend_member[credit, j]] += rewards[j]
                 update_values(q_bid, q_ask, pend_member[credit, :pc], pend_side[credit, :pc], pend_action[credit, :pc],
                               rewards, alpha, gamma)
-            has_contracts[slot] = False
     return settled_total
 
 
@@ -190,10 +177,28 @@ class FastMarket:
         mech = get_mechanism(config.market.settlement)
         self.equal_prices = bool(mech.equal_prices)
         self.price_rule = compiled_price_rule(mech)
-        self.rounds = config.study.rounds_per_episode
+        self.rounds = R = config.study.rounds_per_episode
         self.close_steps = config.market.close_steps
-        self.tie_break = tie_break_code(config.market.tie_break)
-        self.tie_key = tie_key(config.study.seed)
+        m = config.market
+        n = len(specs)
+        zeros, none = np.zeros(n), np.zeros(n, dtype=np.bool_)
+        everyone = np.arange(n, dtype=np.int64)
+        # the one round (trexsim.engine.step) with no batteries and every participant an agent placing orders
+        self.params = RoundParams(
+            R, self.close_steps, zeros, zeros, zeros, np.ones(n), np.ones(n), none, none,
+            np.full(n, EXTERNAL, dtype=np.int64), zeros, zeros, zeros, zeros, np.zeros(n, dtype=np.int64),
+            np.full(n, np.nan), np.full(n, np.nan), False, everyone, everyone, float(m.min_price), float(m.max_price),
+            float(m.max_order_wh), self.equal_prices, self.price_rule, tie_break_code(m.tie_break))
+        self.state = new_state(1, n, n, self.close_steps)
+        self.out = new_outputs(1, n, n)
+        self.work = new_workspace(n)
+        self._profiles = (np.ascontiguousarray(np.broadcast_to(self.load_wh, (1, R, n))),
+                          np.ascontiguousarray(np.broadcast_to(self.gen_wh, (1, R, n))))
+        grid = config.market.grid
+        self._prices = (np.full(R, float(grid.buy_price)), np.full(R, float(grid.sell_price)))
+        self._orders = tuple(np.zeros((1, n), dtype=dt) for dt in (np.float64, np.float64, np.int64, np.float64,
+                                                                   np.float64, np.int64, np.int64))
+        self.tie_keys = np.array([tie_key(config.study.seed)], dtype=np.int64)
 
     def run_episode(self, episode: int) -> EpisodeTrace:
         pop = self.population
@@ -207,9 +212,9 @@ class FastMarket:
         buyer = np.zeros(p)
         seller = np.zeros(p)
         reward = np.zeros(n)
-        grid = self.config.market.grid
-        total = _episode(self.load_wh, self.gen_wh, self.close_steps, self.rounds, float(grid.buy_price),
-                         float(grid.sell_price), self.booked_prices, pop.q_bid, pop.q_ask, u, pop.exploration,
-                         pop.learning_rate, pop._gamma, pop.learning, self.equal_prices, self.price_rule, self.tie_break, self.tie_key,
-                         episode, bid, ask, settled, buyer, seller, reward, pop.credit_next_action)
+        reset_state(self.state, np.zeros(n))
+        inputs = RoundInputs(*self._profiles, *self._prices, self.tie_keys, int(episode), *self._orders)
+        total = _episode(self.params, self.state, inputs, self.out, self.work, self.booked_prices, pop.q_bid, pop.q_ask, u,
+                         pop.exploration, pop.learning_rate, pop._gamma, pop.learning, bid, ask, settled, buyer, seller,
+                         reward, pop.credit_next_action)
         return EpisodeTrace(bid, ask, settled, buyer, seller, int(total), reward)
