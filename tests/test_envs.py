@@ -189,3 +189,38 @@ def test_history_must_be_a_whole_number_of_at_least_one():
             parallel_env(community(), history=bad)
     with pytest.raises(ValueError, match="history"):
         gym_env(community(agents=1), history=0)
+
+
+@pytest.mark.parametrize("backend", ["compiled", "simulation"])
+def test_reset_without_a_seed_starts_a_new_episode(backend):
+    """Gymnasium's semantics: reset() continues the env's sequence of episodes instead of replaying the
+    last one (an SB3 loop resets without a seed and would otherwise see one episode forever)."""
+    def first_obs(env, **kw):
+        obs, infos = env.reset(**kw)
+        return obs["rl0"].tolist(), infos["rl0"]["seed"]
+
+    env = parallel_env(community(), backend=backend)
+    o5, s5 = first_obs(env)                      # the first reset: the config's study.seed (5)
+    o6, s6 = first_obs(env)                      # then the next episode: seed 6
+    assert (s5, s6) == (5, 6) and o5 != o6
+    o9, s9 = first_obs(env, seed=9)
+    o10, s10 = first_obs(env)
+    assert (s9, s10) == (9, 10)
+    fresh = parallel_env(community(), backend=backend)
+    assert first_obs(fresh, seed=6) == (o6, 6)   # an unseeded episode is the seeded one of its seed
+    assert first_obs(fresh, seed=10) == (o10, 10)
+    assert first_obs(fresh, seed=9) == (o9, 9)   # and a seed starts the sequence again
+
+
+def test_vector_reset_without_a_seed_continues_the_seed_sequence():
+    from trexsim.envs import vector_env
+
+    vec = vector_env(community(), num_envs=3)
+    _, infos = vec.reset(seed=4)
+    assert infos["seeds"].tolist() == [4, 5, 6]
+    _, infos = vec.reset()
+    assert infos["seeds"].tolist() == [7, 8, 9]   # the next episode's, as the automatic reset would give
+    _, infos = vec.reset(seed=4)
+    assert infos["seeds"].tolist() == [4, 5, 6]
+    first = vector_env(community(), num_envs=2)
+    assert first.reset()[1]["seeds"].tolist() == [5, 6]   # the config's seed the first time

@@ -81,6 +81,8 @@ class TrexParallelEnv(ParallelEnv):
         self._reward = np.zeros((1, len(c.agents)))
         self.agents: list[str] = []
         self._round = 0
+        self._first_seed: int | None = None   # the seed of the last reset(seed=...), episodes counted from it
+        self._episodes = 0
 
     def observation_space(self, agent: str) -> spaces.Space:
         return self._obs_spaces[agent]
@@ -95,7 +97,17 @@ class TrexParallelEnv(ParallelEnv):
 
     # ------------------------------------------------------------------ episodes
     def reset(self, seed: int | None = None, options: dict | None = None):
-        seed = self._config.study.seed if seed is None else check_seed(seed)
+        """Start an episode. ``reset(seed=s)`` starts the sequence of episode seeds ``s, s + 1, ...`` with
+        ``s``; ``reset()`` without a seed continues it (Gymnasium's semantics: a new episode, not the last
+        one again), starting at the config's ``study.seed`` the first time. The seed decides the
+        households' realistic profiles and the round's random tie order; infos give it as ``seed``."""
+        if seed is not None:
+            self._first_seed, self._episodes = check_seed(seed), 0
+        elif self._first_seed is None:
+            self._first_seed, self._episodes = self._config.study.seed, 0
+        else:
+            self._episodes += 1
+        seed = check_seed(self._first_seed + self._episodes)
         obs = self._batch.reset([seed])
         if self._history is not None:
             obs = self._history.start(obs)
@@ -103,7 +115,8 @@ class TrexParallelEnv(ParallelEnv):
         self.agents = list(self.possible_agents)
         d = self._community.close_steps
         obs = obs[0].copy()
-        return {a: obs[j] for j, a in enumerate(self.agents)}, {a: {"delivery_round": d} for a in self.agents}
+        return {a: obs[j] for j, a in enumerate(self.agents)}, {a: {"delivery_round": d, "seed": seed}
+                                                                for a in self.agents}
 
     def close(self) -> None:
         self._batch.close()

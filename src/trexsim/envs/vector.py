@@ -99,9 +99,15 @@ class TrexVectorEnv:
         return obs.copy()
 
     def reset(self, seed: int | None = None, options: dict | None = None):
-        """Start every copy: copy ``i`` with seed ``seed + i`` (``seed`` defaults to the config's)."""
-        self._base_seed = self._config.study.seed if seed is None else check_seed(seed)
-        self._episode = 0
+        """Start every copy: after ``reset(seed=s)`` copy ``i`` runs seed ``s + i``; ``reset()`` without a
+        seed continues the sequence the automatic resets follow (with ``reseed``: the next episode's seeds,
+        ``s + e*N + i``), from the config's ``study.seed`` the first time (Gymnasium's semantics)."""
+        if seed is not None:
+            self._base_seed, self._episode = check_seed(seed), 0
+        elif not self._started:
+            self._base_seed, self._episode = self._config.study.seed, 0
+        else:
+            self._episode += 1
         obs = self._start()
         return obs, {"seeds": self.seeds.copy(), "delivery_round": self._community.close_steps}
 
