@@ -224,3 +224,39 @@ def test_vector_reset_without_a_seed_continues_the_seed_sequence():
     assert infos["seeds"].tolist() == [4, 5, 6]
     first = vector_env(community(), num_envs=2)
     assert first.reset()[1]["seeds"].tolist() == [5, 6]   # the config's seed the first time
+
+
+@pytest.mark.parametrize("backend", ["compiled", "simulation"])
+def test_observation_bounds_are_tight_and_hold(backend):
+    """Each index's bounds follow from the config (docs/envs.md, "Observation"); a whole episode of random
+    actions stays inside them, and every copy of the vector env inside its own."""
+    from trexsim.envs import vector_env
+
+    cfg = community(rounds=120)
+    cfg["market"] = {"grid": {"buy_price": 0.2, "sell_price": 0.05, "tou": [
+        {"hours": [17, 18, 19], "buy_price": 0.3, "sell_price": 0.06}]}, "max_price": 1.0, "max_order_wh": 5000}
+    env = parallel_env(cfg, backend=backend)
+    space = env.observation_space("rl0")
+    trader = parse_config(cfg).participants["rl0"].trader
+    mp, mq = trader.max_price, trader.max_quantity_wh
+    assert space.low.tolist()[:4] == [-1] * 4 and space.high.tolist()[:4] == [1] * 4
+    assert space.high[6] == 1 and space.high[11] == 1 and space.high[12] == 1
+    assert space.high[7] == pytest.approx(0.3 / mp, rel=1e-5)                   # the dearest tariff price
+    assert space.high[9] == pytest.approx(1.0 / mp, rel=1e-5)                   # market.max_price
+    assert space.high[10] == pytest.approx(2 * 5000 / mq, rel=1e-5)
+    assert np.all(space.low[4:] >= 0) and space.high[4] == 1000
+    obs, _ = env.reset(seed=2)
+    rng = np.random.default_rng(1)
+    seen = 0
+    while env.agents:
+        for a in env.agents:
+            assert env.observation_space(a).contains(obs[a]), (a, obs[a])
+        obs, *_ = env.step({a: rng.uniform(-1, 1, 5).astype(np.float32) for a in env.agents})
+        seen += 1
+    assert seen == 120
+    if backend == "compiled":
+        vec = vector_env(cfg, num_envs=3)
+        o, _ = vec.reset(seed=2)
+        for _ in range(60):
+            assert vec.observation_space.contains(o)
+            o, *_ = vec.step(rng.uniform(-1, 1, (3, 2, 5)))

@@ -59,9 +59,14 @@ def check_history(history) -> int:
     return value
 
 
-def observation_space(history: int = 1) -> spaces.Box:
-    """One agent's observation space: ``history`` stacked 13-value observations (zeros lie inside)."""
-    return spaces.Box(-1.0, OBS_HIGH, (history * OBS_SIZE,), np.float32)
+def observation_space(history: int = 1, low=None, high=None) -> spaces.Box:
+    """One agent's observation space: ``history`` stacked 13-value observations (zeros lie inside).
+    ``low`` / ``high``: the 13 bounds of one observation (:meth:`Community.observation_bounds`; default
+    the loosest, -1 and :data:`OBS_HIGH`)."""
+    low = np.full(OBS_SIZE, -1.0) if low is None else np.asarray(low, dtype=np.float64)
+    high = np.full(OBS_SIZE, OBS_HIGH) if high is None else np.asarray(high, dtype=np.float64)
+    return spaces.Box(np.tile(low, history).astype(np.float32), np.tile(high, history).astype(np.float32),
+                      (history * OBS_SIZE,), np.float32)
 
 
 class History:
@@ -165,9 +170,40 @@ class Community:
         self.capacity = bank.capacity_wh[self.agent_index].copy()
         self.tick = float(config.market.price_tick)
         self._decode_buffers: dict[tuple, tuple] = {}
-        # normalised values lie in [-1, a few]; the bound is generous, not a clip
-        self.observation_spaces = {a: spaces.Box(-1.0, OBS_HIGH, (OBS_SIZE,), np.float32) for a in self.agents}
+        self.obs_low, self.obs_high = self.observation_bounds()
+        self.observation_spaces = {a: self.observation_space(j, 1) for j, a in enumerate(self.agents)}
         self.action_spaces = {a: self._action_space(x) for a, x in zip(self.agents, t)}
+
+    def observation_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(low, high)``, each (agents, 13): the bounds every observation of the config keeps, in every
+        episode and on every date (``trexsim train``'s dated episodes share one space).
+
+        Times of day and week in [-1, 1]; state of charge and the agent's own last contracts (one bid and
+        one ask of at most ``max_quantity_wh``) in [0, 1]; grid prices in [0, the config's dearest tariff
+        price / ``max_price``] (a TC market's prices have no such bound: :data:`OBS_HIGH`); the mean
+        settlement price in [0, ``market.max_price`` / ``max_price``]; the settled energy in
+        [0, 2 ``market.max_order_wh`` / ``max_quantity_wh``] (at most two orders a participant). Forecast
+        load and generation / ``max_quantity_wh`` have no bound a config fixes: [0, :data:`OBS_HIGH`].
+        """
+        market, grid = self.config.market, self.config.market.grid
+        tariff = max([grid.buy_price, grid.sell_price] + [p for t in grid.tou for p in (t.buy_price, t.sell_price)])
+        a_n = len(self.agents)
+        low = np.zeros((a_n, OBS_SIZE))
+        high = np.ones((a_n, OBS_SIZE))
+        low[:, 0:4] = -1.0
+        high[:, 4:6] = OBS_HIGH
+        high[:, 7:9] = OBS_HIGH if market.type == "tc" else tariff / self.max_price[:, None]
+        low[:, 9] = np.minimum(0.0, market.min_price / self.max_price)
+        high[:, 9] = np.maximum(market.max_price, 0.0) / self.max_price
+        high[:, 10] = 2.0 * market.max_order_wh / self.max_q
+        # a margin of a millionth where the observation's float arithmetic differs from the bound's
+        high[:, 7:11] *= 1.0 + 1e-6
+        low[:, 9] *= 1.0 + 1e-6
+        return low, high
+
+    def observation_space(self, agent: int, history: int = 1) -> spaces.Box:
+        """Agent ``agent``'s (an index) space of ``history`` stacked observations."""
+        return observation_space(history, self.obs_low[agent], self.obs_high[agent])
 
     def profiles(self, seed: int) -> ProfileSet:
         specs = [s.profile for s in self.specs]

@@ -56,7 +56,7 @@ from pettingzoo import ParallelEnv
 from trexsim.config.schema import SimulationConfig
 from trexsim.envs import _kernels as K
 from trexsim.envs._core import (OBS_HIGH, OBS_SIZE, Community, History, SimulationBatch, check_history, check_seed,
-                                make_batch, observation_space)
+                                make_batch)
 
 __all__ = ["OBS_HIGH", "OBS_SIZE", "TrexParallelEnv"]
 
@@ -73,7 +73,7 @@ class TrexParallelEnv(ParallelEnv):
         self._batch = make_batch(c, 1, backend, out_dir)
         self.backend = "simulation" if isinstance(self._batch, SimulationBatch) else "compiled"
         # built once: PettingZoo requires the same object on every call
-        self._obs_spaces = c.observation_spaces if k == 1 else {a: observation_space(k) for a in c.agents}
+        self._obs_spaces = c.observation_spaces if k == 1 else {a: c.observation_space(j, k) for j, a in enumerate(c.agents)}
         self._history = History(1, len(c.agents), k) if k > 1 else None
         self._act_spaces = c.action_spaces
         self._noop = c.noop[None].copy()

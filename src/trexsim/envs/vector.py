@@ -37,7 +37,7 @@ from gymnasium import spaces
 
 from trexsim.config.schema import SimulationConfig
 from trexsim.envs import _kernels as K
-from trexsim.envs._core import (ACTION_SIZE, OBS_HIGH, OBS_SIZE, Community, History, SimulationBatch, check_history,
+from trexsim.envs._core import (ACTION_SIZE, OBS_SIZE, Community, History, SimulationBatch, check_history,
                                 check_seed, make_batch, observation_space)
 
 __all__ = ["TrexVectorEnv"]
@@ -62,9 +62,15 @@ class TrexVectorEnv:
         self._batch = make_batch(c, self.num_envs, backend)
         self.backend = "simulation" if isinstance(self._batch, SimulationBatch) else "compiled"
         self.reseed = bool(reseed)
-        self.single_observation_space = observation_space(k)
-        self.observation_space = spaces.Box(-1.0, OBS_HIGH, (self.num_envs, self.n_agents, k * OBS_SIZE), np.float32)
-        self._obs_spaces = c.observation_spaces if k == 1 else {a: observation_space(k) for a in c.agents}
+        # one agent's space holds every agent's observations (the loosest of their bounds); the batch's
+        # space is each agent's own, for every copy
+        self.single_observation_space = observation_space(k, c.obs_low.min(axis=0), c.obs_high.max(axis=0))
+        low = np.tile(c.obs_low, (1, k)).astype(np.float32)
+        high = np.tile(c.obs_high, (1, k)).astype(np.float32)
+        self.observation_space = spaces.Box(np.broadcast_to(low, (self.num_envs, *low.shape)).copy(),
+                                            np.broadcast_to(high, (self.num_envs, *high.shape)).copy(),
+                                            (self.num_envs, self.n_agents, k * OBS_SIZE), np.float32)
+        self._obs_spaces = c.observation_spaces if k == 1 else {a: c.observation_space(j, k) for j, a in enumerate(c.agents)}
         self._history = History(self.num_envs, self.n_agents, k) if k > 1 else None
         self.single_action_spaces = c.action_spaces
         if not c.discrete.any():
@@ -189,7 +195,7 @@ class GymnasiumVectorView(_gym_vector_base()):
         if agent is None and len(spaces_) > 1:
             raise ValueError("the agents have different action spaces: name one learner with agent=")
         self.num_envs = env.num_envs * (env.n_agents if agent is None else 1)
-        self.single_observation_space = env.single_observation_space
+        self.single_observation_space = env.single_observation_space if agent is None else env.observation_space_of(agent)
         self.single_action_space = env.single_action_spaces[agent or env.agents[0]]
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
