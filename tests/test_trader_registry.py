@@ -37,4 +37,7 @@ def test_the_drivers_gates_follow_the_registry(monkeypatch):
     kinds["fixed_price"] = replace(kinds["fixed_price"], compiled_env=False)
     monkeypatch.setattr(base, "_KIND_OF_TYPE", {t: k for k in kinds.values() for t in k.config_types})
     assert compiled_supported(config) == "participant b has a fixed_price trader"
-    assert set(TRADER_KINDS) == {"grid_only", "fixed_price", "q_learning", "external"}
+    from trexsim.plugins import trader_origin
+
+    assert {k for k in TRADER_KINDS if trader_origin(k) == "built-in"} == {"grid_only", "fixed_price", "q_learning",
+                                                                           "external"}

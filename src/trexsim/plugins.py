@@ -1,4 +1,4 @@
-"""Plug-ins: packages outside trexsim that add settlement mechanisms through entry points.
+"""Plug-ins: packages outside trexsim that add settlement mechanisms and traders through entry points.
 
 A package registers a mechanism in its ``pyproject.toml``::
 
@@ -18,7 +18,15 @@ Every entry point of the group is loaded once, lazily: the first time the regist
 never a silent skip: a config that names the mechanism would otherwise fail later with "unknown
 mechanism", and one that does not would run without saying that an installed plug-in is broken.
 
-Traders and devices will get groups of their own (``trexsim.traders``, ``trexsim.devices``).
+Traders come the same way, in the group ``trexsim.traders``::
+
+    [project.entry-points."trexsim.traders"]
+    zi_constrained = "trexsim_zic:ZIConstrainedTraders"
+
+naming a :class:`~trexsim.agents.base.TraderPopulation` subclass with a ``config_model`` (registered by
+:func:`~trexsim.agents.base.register_trader`) or a module that registers its traders on import. They
+are loaded before the first config is validated (a participant's ``trader.type`` may name them), with
+the same errors. Devices will get a group of their own (``trexsim.devices``).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from types import ModuleType
 from trexsim.errors import TrexsimError
 
 MECHANISMS_GROUP = "trexsim.mechanisms"
+TRADERS_GROUP = "trexsim.traders"
 
 
 class PluginError(TrexsimError):
@@ -116,3 +125,69 @@ def mechanism_origin(name: str) -> str:
         return _origins[name]
     module = type(mechanism).__module__
     return "built-in" if module == registry.__name__ else f"registered at run time by {module}"
+
+
+_traders = {"loaded": False, "loading": False}
+_trader_error: list[PluginError] = []
+
+
+def trader_entry_points() -> list[metadata.EntryPoint]:
+    """The installed entry points of :data:`TRADERS_GROUP`, sorted by name."""
+    return sorted(metadata.entry_points(group=TRADERS_GROUP), key=lambda ep: (ep.name, ep.value))
+
+
+def load_trader_entry_point(ep: metadata.EntryPoint) -> list[str]:
+    """Load one trader entry point and register what it names; returns the trader kinds it provides."""
+    from trexsim.agents import base
+
+    where = describe(ep)
+    before = set(base.TRADER_KINDS)
+    try:
+        obj = ep.load()
+    except Exception as exc:  # anything an import can raise: name the plug-in, keep the cause
+        raise PluginError(f"{where} could not be loaded: {type(exc).__name__}: {exc}") from exc
+    if isinstance(obj, type) and issubclass(obj, base.TraderPopulation):
+        try:
+            base.register_trader(obj)
+        except (TypeError, ValueError) as exc:
+            raise PluginError(f"{where}: {exc}") from exc
+        names = [obj.kind]
+    elif isinstance(obj, ModuleType):
+        names = sorted(set(base.TRADER_KINDS) - before)
+        if not names:
+            raise PluginError(f"{where}: the module {obj.__name__} registered no trader (call register_trader "
+                              "with a TraderPopulation subclass, or name the class)")
+    else:
+        raise PluginError(f"{where} names {obj!r}, which is neither a TraderPopulation subclass nor a module")
+    for name in names:
+        _origins["trader:" + name] = where
+    return names
+
+
+def load_trader_plugins() -> bool:
+    """Load every trader plug-in once; re-raise the first failure on every later call. True when this call
+    registered trader kinds (the config models were rebuilt)."""
+    if _traders["loaded"] and not _trader_error:
+        return False
+    with _lock:
+        if _trader_error:
+            raise _trader_error[0]
+        if _traders["loaded"] or _traders["loading"]:
+            return False
+        _traders["loading"] = True
+        found = False
+        try:
+            for ep in trader_entry_points():
+                found |= bool(load_trader_entry_point(ep))
+        except PluginError as exc:
+            _trader_error.append(exc)
+            raise
+        finally:
+            _traders["loading"] = False
+            _traders["loaded"] = True
+        return found
+
+
+def trader_origin(kind: str) -> str:
+    """Where a registered trader kind comes from: ``built-in`` or a plug-in's entry point."""
+    return _origins.get("trader:" + kind, "built-in")

@@ -103,8 +103,53 @@ TRADER_KINDS: dict[str, TraderKind] = {k.name: k for k in (
 _KIND_OF_TYPE = {t: k for k in TRADER_KINDS.values() for t in k.config_types}
 
 
+def register_trader(population: type["TraderPopulation"]) -> type["TraderPopulation"]:
+    """Register a trader kind from outside trexsim (a plug-in; usable as a class decorator).
+
+    ``population`` is a :class:`TraderPopulation` subclass with ``kind`` (the kind's name) and
+    ``config_model``: a :class:`trexsim.config.schema.TraderSettings` subclass whose ``type`` field is a
+    ``Literal`` of the ``trader.type`` values that select it. No compiled driver implements a plug-in
+    trader: the RL env runs it on its simulation backend (``backend="auto"``), and a driver asked for a
+    compiled path refuses naming it.
+    """
+    import typing
+
+    from trexsim.config.schema import TraderSettings, add_trader_config
+
+    if not (isinstance(population, type) and issubclass(population, TraderPopulation)):
+        raise TypeError(f"{population!r} is not a TraderPopulation subclass")
+    name = getattr(population, "kind", "")
+    model = getattr(population, "config_model", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{population.__qualname__} has no 'kind' (the trader kind's name)")
+    if not (isinstance(model, type) and issubclass(model, TraderSettings)):
+        raise ValueError(f"{population.__qualname__}.config_model must be a trexsim.config.schema.TraderSettings "
+                         f"subclass, not {model!r}")
+    types = typing.get_args(model.model_fields["type"].annotation) if "type" in model.model_fields else ()
+    if not types or not all(isinstance(t, str) and t for t in types):
+        raise ValueError(f"{model.__qualname__}.type must be a Literal of the trader.type names, e.g. "
+                         f"type: Literal[{name!r}]")
+    where = f"{population.__module__}:{population.__qualname__}"
+    if name in TRADER_KINDS:
+        if TRADER_KINDS[name].population == where:
+            return population
+        raise ValueError(f"trader kind {name!r} is already registered ({TRADER_KINDS[name].population})")
+    taken = sorted(t for t in types if t in _KIND_OF_TYPE)
+    if taken:
+        raise ValueError(f"trader.type {taken[0]!r} already selects the {_KIND_OF_TYPE[taken[0]].name!r} trader")
+    kind = TraderKind(name, tuple(types), where, compiled_env=False, study_fast_path=False)
+    TRADER_KINDS[name] = kind
+    _KIND_OF_TYPE.update({t: kind for t in types})
+    add_trader_config(model)
+    return population
+
+
 def trader_kind(config_type: str) -> TraderKind:
     """The registered kind of a ``trader.type``."""
+    if config_type not in _KIND_OF_TYPE:
+        from trexsim.plugins import load_trader_plugins
+
+        load_trader_plugins()
     try:
         return _KIND_OF_TYPE[config_type]
     except KeyError:

@@ -374,7 +374,32 @@ class ExternalTrader(_Model):
         return self
 
 
-TraderConfig = Annotated[Union[GridOnlyTrader, FixedPriceTrader, QLearningTrader, ExternalTrader], Field(discriminator="type")]
+class TraderSettings(_Model):
+    """The base of a plug-in trader's config model (``trexsim.agents.base.register_trader``): a
+    ``type: Literal["name", ...]`` field and the trader's own settings; unknown keys are errors, as
+    everywhere in a config."""
+
+
+_TRADER_MODELS: list[type[_Model]] = [GridOnlyTrader, FixedPriceTrader, QLearningTrader, ExternalTrader]
+TraderConfig = Annotated[Union[tuple(_TRADER_MODELS)], Field(discriminator="type")]
+
+
+def trader_config_models() -> list[type[_Model]]:
+    """The config models of every registered trader type, built-in and plug-in."""
+    return list(_TRADER_MODELS)
+
+
+def add_trader_config(model: type[_Model]) -> None:
+    """Make ``model`` one of the configs a participant's ``trader`` may be (a plug-in's), and rebuild the
+    config models that hold it, so that it validates with errors named by key like a built-in's."""
+    if model in _TRADER_MODELS:
+        return
+    _TRADER_MODELS.append(model)
+    members = Union[tuple(_TRADER_MODELS)]
+    ParticipantConfig.model_fields["trader"].annotation = members   # (the field keeps its discriminator)
+    ParticipantConfig.__annotations__["trader"] = Annotated[members, Field(discriminator="type")]
+    ParticipantConfig.model_rebuild(force=True)
+    SimulationConfig.model_rebuild(force=True)
 
 
 class ParticipantConfig(_Model):
@@ -504,6 +529,17 @@ class SimulationConfig(_Model):
     records: RecordsConfig = Field(default_factory=RecordsConfig)
     powerflow: PowerflowConfig | None = Field(None, description="A live powerflow module (docs/powerflow.md).")
     tc: TCConfig | None = Field(None, description="Transactive-control settings for `trexsim compare` (docs/powerflow.md).")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _trader_plugins_first(cls, data: Any, handler):
+        # trader plug-ins add members to the trader union: load them before the first config is read,
+        # and validate again with the rebuilt models when loading them changed the union just now
+        from trexsim.plugins import load_trader_plugins
+
+        if load_trader_plugins():
+            return cls.model_validate(data)
+        return handler(data)
 
     @field_validator("participants")
     @classmethod
