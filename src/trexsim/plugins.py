@@ -63,6 +63,28 @@ def mechanism_entry_points() -> list[metadata.EntryPoint]:
     return sorted(metadata.entry_points(group=MECHANISMS_GROUP), key=lambda ep: (ep.name, ep.value))
 
 
+def _load_entry_point(ep: metadata.EntryPoint, base: type, register, defined_in, what: str, hint: str) -> list[str]:
+    """Load one entry point: a ``base`` subclass is registered by ``register`` (which returns its name), a
+    module must have registered something on import (``defined_in(module name)`` lists it)."""
+    where = describe(ep)
+    try:
+        obj = ep.load()
+    except Exception as exc:  # anything an import can raise: name the plug-in, keep the cause
+        raise PluginError(f"{where} could not be loaded: {type(exc).__name__}: {exc}") from exc
+    if isinstance(obj, type) and issubclass(obj, base):
+        try:
+            names = [register(obj)]
+        except (TypeError, ValueError) as exc:
+            raise PluginError(f"{where}: {exc}") from exc
+    elif isinstance(obj, ModuleType):
+        names = defined_in(obj.__name__)
+        if not names:
+            raise PluginError(f"{where}: the module {obj.__name__} registered no {what} ({hint})")
+    else:
+        raise PluginError(f"{where} names {obj!r}, which is neither a {base.__name__} subclass nor a module")
+    return names
+
+
 def load_mechanism_entry_point(ep: metadata.EntryPoint) -> list[str]:
     """Load one entry point and register what it names; returns the mechanism names it provides.
 
@@ -71,48 +93,45 @@ def load_mechanism_entry_point(ep: metadata.EntryPoint) -> list[str]:
     """
     from trexsim.engine import mechanisms as registry
 
-    where = describe(ep)
-    try:
-        obj = ep.load()
-    except Exception as exc:  # anything an import can raise: name the plug-in, keep the cause
-        raise PluginError(f"{where} could not be loaded: {type(exc).__name__}: {exc}") from exc
-    if isinstance(obj, type) and issubclass(obj, registry.Mechanism):
-        try:
-            registry.register_mechanism(obj)
-        except ValueError as exc:
-            raise PluginError(f"{where}: {exc}") from exc
-        names = [obj.name]
-    elif isinstance(obj, ModuleType):
-        names = registry.mechanisms_defined_in(obj.__name__)
-        if not names:
-            raise PluginError(f"{where}: the module {obj.__name__} registered no settlement mechanism "
-                              "(decorate a Mechanism subclass with @register_mechanism, or name the class)")
-    else:
-        raise PluginError(f"{where} names {obj!r}, which is neither a Mechanism subclass nor a module")
+    def register(cls):
+        registry.register_mechanism(cls)
+        return cls.name
+
+    names = _load_entry_point(ep, registry.Mechanism, register, registry.mechanisms_defined_in,
+                              "settlement mechanism",
+                              "decorate a Mechanism subclass with @register_mechanism, or name the class")
     for name in names:
-        _origins[name] = where
+        _origins[name] = describe(ep)
     return names
+
+
+def _load_group(state: dict, errors: list, entry_points, load_one) -> bool:
+    """Load every entry point of one group once (``state``: its flags, ``errors``: its first failure,
+    re-raised on every later call); True when this call loaded something."""
+    if state["loaded"] and not errors:
+        return False
+    with _lock:
+        if errors:
+            raise errors[0]
+        if state["loaded"] or state["loading"]:  # a plug-in asking the registry while it is imported
+            return False
+        state["loading"] = True
+        found = False
+        try:
+            for ep in entry_points():
+                found |= bool(load_one(ep))
+        except PluginError as exc:
+            errors.append(exc)
+            raise
+        finally:
+            state["loading"] = False
+            state["loaded"] = True
+        return found
 
 
 def load_mechanism_plugins() -> None:
     """Load every mechanism plug-in once; re-raise the first failure on every later call."""
-    if _state["loaded"] and not _error:
-        return
-    with _lock:
-        if _error:
-            raise _error[0]
-        if _state["loaded"] or _state["loading"]:  # a plug-in asking the registry while it is imported
-            return
-        _state["loading"] = True
-        try:
-            for ep in mechanism_entry_points():
-                load_mechanism_entry_point(ep)
-        except PluginError as exc:
-            _error.append(exc)
-            raise
-        finally:
-            _state["loading"] = False
-            _state["loaded"] = True
+    _load_group(_state, _error, mechanism_entry_points, load_mechanism_entry_point)
 
 
 def mechanism_origin(name: str) -> str:
@@ -140,52 +159,25 @@ def load_trader_entry_point(ep: metadata.EntryPoint) -> list[str]:
     """Load one trader entry point and register what it names; returns the trader kinds it provides."""
     from trexsim.agents import base
 
-    where = describe(ep)
-    before = set(base.TRADER_KINDS)
-    try:
-        obj = ep.load()
-    except Exception as exc:  # anything an import can raise: name the plug-in, keep the cause
-        raise PluginError(f"{where} could not be loaded: {type(exc).__name__}: {exc}") from exc
-    if isinstance(obj, type) and issubclass(obj, base.TraderPopulation):
-        try:
-            base.register_trader(obj)
-        except (TypeError, ValueError) as exc:
-            raise PluginError(f"{where}: {exc}") from exc
-        names = [obj.kind]
-    elif isinstance(obj, ModuleType):
-        names = sorted(set(base.TRADER_KINDS) - before)
-        if not names:
-            raise PluginError(f"{where}: the module {obj.__name__} registered no trader (call register_trader "
-                              "with a TraderPopulation subclass, or name the class)")
-    else:
-        raise PluginError(f"{where} names {obj!r}, which is neither a TraderPopulation subclass nor a module")
+    def register(cls):
+        base.register_trader(cls)
+        return cls.kind
+
+    def defined_in(module: str) -> list[str]:
+        return sorted(k for k, v in base.TRADER_KINDS.items()
+                      if v.population.split(":")[0] == module or v.population.startswith(module + "."))
+
+    names = _load_entry_point(ep, base.TraderPopulation, register, defined_in, "trader",
+                              "call register_trader with a TraderPopulation subclass, or name the class")
     for name in names:
-        _origins["trader:" + name] = where
+        _origins["trader:" + name] = describe(ep)
     return names
 
 
 def load_trader_plugins() -> bool:
     """Load every trader plug-in once; re-raise the first failure on every later call. True when this call
     registered trader kinds (the config models were rebuilt)."""
-    if _traders["loaded"] and not _trader_error:
-        return False
-    with _lock:
-        if _trader_error:
-            raise _trader_error[0]
-        if _traders["loaded"] or _traders["loading"]:
-            return False
-        _traders["loading"] = True
-        found = False
-        try:
-            for ep in trader_entry_points():
-                found |= bool(load_trader_entry_point(ep))
-        except PluginError as exc:
-            _trader_error.append(exc)
-            raise
-        finally:
-            _traders["loading"] = False
-            _traders["loaded"] = True
-        return found
+    return _load_group(_traders, _trader_error, trader_entry_points, load_trader_entry_point)
 
 
 def trader_origin(kind: str) -> str:

@@ -197,6 +197,21 @@ def new_workspace(n: int) -> Workspace:
 
 
 @numba.njit(cache=True, nogil=True)
+def _external_order(i, side, price, booked, quantity_wh, o_part, o_side, o_pool, o_price, o_booked, o_qty, count):
+    """An external agent's order for participant ``i`` (none when ``quantity_wh`` is 0), in the
+    non-dispatchable pool, written at ``o_*[count]``; returns the new count."""
+    if quantity_wh <= 0:
+        return count
+    o_part[count] = i
+    o_side[count] = side
+    o_pool[count] = NON_DISPATCH
+    o_price[count] = price
+    o_booked[count] = booked
+    o_qty[count] = quantity_wh
+    return count + 1
+
+
+@numba.njit(cache=True, nogil=True)
 def step(k, params, state, inputs, out, work):
     """Round ``k`` of every copy (see the module's docstring); fills ``out`` and updates ``state``.
     ``work``: the round's scratch buffers (:func:`new_workspace`), so that a round allocates little."""
@@ -302,22 +317,10 @@ def step(k, params, state, inputs, out, work):
                             o_booked[t] = fixed_ask_price_booked[i]
                 elif kind == EXTERNAL:
                     j = agent_of[i]
-                    if bid_wh[e, j] > 0:
-                        o_part[count] = i
-                        o_side[count] = BID
-                        o_pool[count] = NON_DISPATCH
-                        o_price[count] = bid_price[e, j]
-                        o_booked[count] = bid_price_booked[e, j]
-                        o_qty[count] = bid_wh[e, j]
-                        count += 1
-                    if ask_wh[e, j] > 0:
-                        o_part[count] = i
-                        o_side[count] = ASK
-                        o_pool[count] = NON_DISPATCH
-                        o_price[count] = ask_price[e, j]
-                        o_booked[count] = ask_price_booked[e, j]
-                        o_qty[count] = ask_wh[e, j]
-                        count += 1
+                    count = _external_order(i, BID, bid_price[e, j], bid_price_booked[e, j], bid_wh[e, j], o_part,
+                                            o_side, o_pool, o_price, o_booked, o_qty, count)
+                    count = _external_order(i, ASK, ask_price[e, j], ask_price_booked[e, j], ask_wh[e, j], o_part,
+                                            o_side, o_pool, o_price, o_booked, o_qty, count)
             for j in range(a_n):
                 setpoint[e, sd, j] = battery_wh[e, j]
             has_setpoint[e, sd] = True
