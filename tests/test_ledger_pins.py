@@ -103,7 +103,9 @@ def _example(name, **changes):
 # the bundled examples (the community shortened to one day; TC needs the powerflow extra)
 CONFIGS["example-two-houses"] = _example("two-houses", market={"tie_break": "submission"})
 CONFIGS["example-community"] = _example("community", study={"days": 1})
-CONFIGS["example-tc"] = _example("tc")
+CONFIGS["example-tc"] = _example("tc")   # its households plan with yesterday's profiles (the default forecast)
+CONFIGS["example-tc-perfect"] = _example("tc")
+CONFIGS["example-tc-perfect"]["tc"]["forecast"] = {"type": "perfect"}   # the pin from before forecasts existed
 # two street markets under a community market (M1 streets, M3 community), realistic households
 CONFIGS["example-two-streets"] = _example("two-streets")
 # M3 learners over two episodes with orders two rounds ahead, the default tie rule
@@ -120,7 +122,8 @@ PINS = {
     "m1-battery-dispatch-close2": "00048fa8261f3907",
     "example-two-houses": "34e0a04a68373c06",
     "example-community": "a425d4aa823d6fb9",
-    "example-tc": "32838a302e2b4bdf",
+    "example-tc": "460b957c77d3d92f",
+    "example-tc-perfect": "32838a302e2b4bdf",
     "m3-qlearning-close2": "7acb0e3d692e1021",
     "example-two-streets": "ff279708ba584ae7",
 }
@@ -151,11 +154,11 @@ def ledger_hash(db_path, tables=TABLES) -> str:
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_ledger_is_pinned(name, tmp_path):
-    if name == "example-tc":
+    if name.startswith("example-tc"):
         pytest.importorskip("opendssdirect", reason="the TC example needs the powerflow extra (pip install 'trexsim[powerflow]')")
     config = parse_config(CONFIGS[name])
     result = Simulation(config, tmp_path / name).run(plots=False)
-    got = ledger_hash(result.database, TABLES | (TC_TABLES if name == "example-tc" else {})
+    got = ledger_hash(result.database, TABLES | (TC_TABLES if name.startswith("example-tc") else {})
                       | (MARKET_TABLES if config.markets is not None else {}))
     if os.environ.get("TREXSIM_PRINT_PINS"):
         print(f"\n    {name!r}: {got!r},")

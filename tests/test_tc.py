@@ -226,6 +226,9 @@ def test_tc_conserves_flexible_energy(tmp_path):
 def test_compare_outputs(comparison):
     report = json.loads((comparison.out_dir / "report.json").read_text())
     assert set(report["modes"]) == {"grid_only", "tc", "alex"}
+    # which forecast each leg planned with (the community has no tc section: TC's default, yesterday's profiles)
+    assert report["forecasts"] == {"grid_only": None, "alex": {"type": "perfect"},
+                                   "tc": {"type": "persistence", "lag_days": 1.0, "error_pct": 10.0}}
     assert {p.name for p in comparison.figures} == {"compare_transformer_loading.png", "compare_min_voltage.png",
                                                     "compare_bills.png", "compare_tc_prices.png"}
     assert all(p.stat().st_size > 10_000 for p in comparison.figures)

@@ -495,6 +495,16 @@ class FlexibleLoadConfig(_Model):
     max_power_w: float = Field(3000.0, gt=0, description="Most flexible power a household draws in one round, W.")
 
 
+class ForecastConfig(_Model):
+    """How the TC households forecast their own load and PV (trexsim.tc.forecast; docs/powerflow.md)."""
+
+    type: Literal["perfect", "persistence", "noisy"] = Field(
+        "persistence", description="perfect: the profiles themselves; persistence: the same rounds lag_days "
+                                   "earlier; noisy: the profiles with a normal error of error_pct %.")
+    lag_days: float = Field(1.0, gt=0, le=366, description="persistence: days back (1: yesterday, 7: last week).")
+    error_pct: float = Field(10.0, ge=0, le=100, description="noisy: standard deviation of each round's relative error, %.")
+
+
 class TCConfig(_Model):
     """Transactive control: a price schedule from predicted powerflow, price-reactive batteries and flexible loads."""
 
@@ -505,6 +515,8 @@ class TCConfig(_Model):
     congestion: CongestionPricing = Field(default_factory=CongestionPricing)
     flexible_load: FlexibleLoadConfig | None = Field(default_factory=FlexibleLoadConfig)
     batteries: bool = Field(True, description="Participants' batteries react to the price (else self-consumption).")
+    forecast: ForecastConfig = Field(default_factory=ForecastConfig,
+                                     description="What the households plan with (default: yesterday's profiles).")
     feeder: str | dict[str, Any] | None = Field(
         None, description="The feeder the TC market predicts on (as powerflow.feeder); null: the powerflow "
                           "section's, else a generated one.")

@@ -112,6 +112,7 @@ class ProfileSet:
     def __init__(self, participant_ids: list[str], specs: list[ProfileConfig], clock: Clock, seed: int, chunk_rounds: int = 1440):
         self.participant_ids = list(participant_ids)
         self.clock = clock
+        self.seed = int(seed)
         self.chunk_rounds = max(1, int(chunk_rounds))
         groups: dict[str, list[int]] = {}
         for i, spec in enumerate(specs):

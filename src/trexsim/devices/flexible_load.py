@@ -101,3 +101,24 @@ def shift_flexible_load(load_wh: np.ndarray, price_per_kwh: np.ndarray, share, m
     if load.size == 0:
         return load.copy()
     return _shift(load, price, share_a, max_wh, int(window_rounds))
+
+
+def executed_shift_wh(planned_shift_wh: np.ndarray, real_load_wh: np.ndarray, share: float,
+                      window_rounds: int) -> np.ndarray:
+    """The move of flexible load a household really makes when its plan was made on a forecast [Wh].
+
+    ``planned_shift_wh`` (rounds, households): the plan's moved load minus the forecast it moved from (zero
+    sum over each window of ``window_rounds`` rounds from the first). Out of each round it takes at most
+    the flexible ``share`` of the real load (it cannot shed what is not consumed), and what it adds in the
+    window's other rounds shrinks in proportion, so every window's real energy is kept exactly.
+    """
+    shift = np.asarray(planned_shift_wh, dtype=np.float64)
+    out = np.zeros_like(shift)
+    removed = np.minimum(np.maximum(-shift, 0.0), share * np.maximum(np.asarray(real_load_wh, dtype=np.float64), 0.0))
+    added = np.maximum(shift, 0.0)
+    for w0 in range(0, shift.shape[0], max(1, int(window_rounds))):
+        sl = slice(w0, w0 + max(1, int(window_rounds)))
+        total_added = added[sl].sum(axis=0)
+        scale = np.divide(removed[sl].sum(axis=0), total_added, out=np.zeros_like(total_added), where=total_added > 0)
+        out[sl] = added[sl] * scale - removed[sl]
+    return out

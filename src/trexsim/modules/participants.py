@@ -190,7 +190,7 @@ class Participants:
         # will leave it (energy already sold for those rounds is not offered again)
         stored = battery.stored_wh
         if d > k + 1:
-            keep_plan = self._setpoint_mask if self.tc is None else self._setpoint_mask | self.tc.react
+            keep_plan = self._setpoint_mask if self.tc is None else self._setpoint_mask | self.tc.following
             zero = np.zeros(self.n, dtype=np.int64)
             for r in range(k + 1, d):
                 load_r, gen_r = self.profiles.round_wh(r)

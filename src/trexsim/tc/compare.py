@@ -189,6 +189,10 @@ def compare_command(config: SimulationConfig | str | Path, feeder=None, mapping=
         "study": cfg.study.name, "participants": ids, "every": every, "limits": limits,
         "feeder": pf["feeder"], "modes": modes, "folders": {k: str(v) for k, v in folders.items()},
         "tc": tc_section or "defaults", "warnings": warnings,
+        # what each leg's households planned with: TC's tc.forecast; the ALEX traders' own forecasts are their
+        # profiles (trexsim's traders forecast perfectly); grid only plans nothing
+        "forecasts": {"grid_only": None, "tc": variants["tc"].tc.forecast.model_dump(mode="json"),
+                      "alex": {"type": "perfect"}},
     }
     figures = _figures(out_dir, folders, modes, cfg.study.timezone, limits) if plots else []
     report["figures"] = [str(f.relative_to(out_dir)) for f in figures]

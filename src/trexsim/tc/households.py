@@ -2,14 +2,15 @@
 the published one.
 
 Held by a participants module when the run's market is ``tc``. For each :class:`TCSchedule` it receives it
-forecasts its households' loads and PV over the horizon (their own profiles: perfect foresight, as trexsim's
-traders forecast) and answers with the planned net energies under that schedule (``trexsim.tc.response``):
+forecasts its households' loads and PV over the horizon (``tc.forecast``: yesterday's profiles by default,
+or perfect, or with a stated error: ``trexsim.tc.forecast``) and answers with the planned net energies under that schedule (``trexsim.tc.response``):
 flexible loads moved within their windows, price-reactive batteries dispatched. When the horizon's first
 round is metered, it plans once more under the published schedule from the batteries' actual stored energy
 and then follows that plan round by round:
 
-- the metered consumption is the moved load, in whole Wh (rounded on the running sum, so a horizon's
-  consumption is the forecast's to within a Wh);
+- the metered consumption is the real load with the plan's move of flexible load applied, in whole Wh
+  (the move rounded on its running sum, so a window's consumption stays the real one's to within a Wh);
+  with a perfect forecast, the moved forecast itself;
 - a price-reactive battery gets the plan's ``charge - discharge`` as its set-point (whole Wh), which the
   battery kernel applies within its power and energy limits (``trexsim.devices.battery.meter_round``).
 
@@ -23,7 +24,9 @@ import numpy as np
 
 from trexsim.config.schema import TCConfig
 from trexsim.devices.battery import BatteryBank
+from trexsim.devices.flexible_load import executed_shift_wh
 from trexsim.fabric.messages import TCPlan, TCSchedule
+from trexsim.tc.forecast import forecast_wh, lag_rounds
 from trexsim.tc.response import respond
 
 
@@ -44,19 +47,32 @@ class TCHouseholds:
         self.window_rounds = 1
         if tc.flexible_load is not None:
             self.window_rounds = max(1, int(round(tc.flexible_load.window_h * 3600 / interval_s)))
+        if tc.forecast.type == "persistence":
+            lag_rounds(tc.forecast, self.interval_s)  # an error naming the key before any round
         self.active = battery.self_consumption & ~external
         self.react = self.active.copy() if tc.batteries else np.zeros_like(self.active)
+        self.following = self.react   # the batteries that follow the plan's set-points in this horizon
         self.reset()
 
     def reset(self) -> None:
         self._final: dict[int, np.ndarray] = {}    # horizon's first round -> the published schedule
         self._expected_end: tuple[int, np.ndarray] | None = None  # (round, stored energy the last final plan ends with)
         self._h0 = self._h1 = -1
-        self._load = self._setpoint = None
+        self.following = self.react
+        self._load = self._setpoint = self._shift = None
+        self._forecasts: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # horizon's first round -> its forecast
 
     # -- answering schedules ---------------------------------------------------------------------------------
+    def _forecast(self, first: int, n_rounds: int) -> tuple[np.ndarray, np.ndarray]:
+        """The horizon's forecast, made once (every pass of the TC loop plans with the same one)."""
+        if first not in self._forecasts:
+            self._forecasts = {f: v for f, v in self._forecasts.items() if f >= first}
+            self._forecasts[first] = forecast_wh(self.profiles, self.tc.forecast, first, n_rounds, self.interval_s,
+                                                 self.profiles.seed, self.roster_index)
+        return self._forecasts[first]
+
     def _respond(self, first: int, price: np.ndarray, stored_wh: np.ndarray):
-        load, gen = self.profiles.energy_wh(first, len(price))
+        load, gen = self._forecast(first, len(price))
         return respond(load, gen, price, stored_wh, self.battery, self.active, self.react, self.tc.flexible_load,
                        self.window_rounds, self.interval_s)
 
@@ -80,19 +96,35 @@ class TCHouseholds:
         if price is not None:  # a horizon starts: plan it from the batteries' actual energy
             r = self._respond(k, price, self.battery.stored_wh)
             self._h0, self._h1 = k, k + len(price)
-            self._load = whole_wh(r.load_wh)
+            if self.tc.forecast.type == "perfect":
+                self._load, self._shift = whole_wh(r.load_wh), None
+            else:  # the plan's move of flexible load, made on the real load when it is metered
+                planned = r.load_wh - self._forecast(k, len(price))[0]
+                flexible = self.tc.flexible_load
+                if flexible is not None and flexible.share > 0:
+                    real, _ = self.profiles.energy_wh(k, len(price))
+                    planned = executed_shift_wh(planned, real, flexible.share, self.window_rounds)
+                self._load, self._shift = None, whole_wh(planned)
             self._setpoint = np.rint(r.charge_wh - r.discharge_wh).astype(np.int64)
+            # a flat schedule gives no signal: the batteries run self-consumption on the real meter, not a
+            # plan made on the forecast
+            self.following = self.react if np.ptp(price) > 0 else np.zeros_like(self.react)
         if not (self._h0 <= k < self._h1):
             return load_wh, setpoint_mask, setpoint_wh
         row = k - self._h0
-        mask = setpoint_mask | self.react
-        setpoint = np.where(self.react, self._setpoint[row], setpoint_wh)
-        return self._load[row], mask, setpoint
+        mask = setpoint_mask | self.following
+        setpoint = np.where(self.following, self._setpoint[row], setpoint_wh)
+        return self._planned_load(row, load_wh), mask, setpoint
+
+    def _planned_load(self, row: int, load_wh: np.ndarray) -> np.ndarray:
+        if self._shift is None:
+            return self._load[row]
+        return np.maximum(np.asarray(load_wh, dtype=np.int64) + self._shift[row], 0)
 
     def load_forecast(self, d: int, load_wh: np.ndarray) -> np.ndarray:
         """The consumption planned for round d (the profile's where no plan covers it), for the traders."""
         if self._h0 <= d < self._h1:
-            return self._load[d - self._h0]
+            return self._planned_load(d - self._h0, load_wh)
         return load_wh
 
 
