@@ -296,6 +296,7 @@ def test_a_tc_market_is_never_run_on_the_compiled_backend():
 
     cfg = pyjson5.decode((resources.files("trexsim.config") / "examples" / "tc.json").read_text())
     cfg["study"]["days"] = 0.25
+    cfg["tc"]["forecast"] = {"type": "perfect"}   # (yesterday's night predicts no congestion in these 6 hours)
     cfg.pop("powerflow")
     cfg["participants"]["rl"] = {"profile": {"type": "realistic", "annual_load_kwh": 5000, "load_scale": 16,
                                              "pv_capacity_kw": 0},
