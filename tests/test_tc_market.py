@@ -287,3 +287,40 @@ def test_tc_with_imperfect_forecasts_on_the_bundled_example(tmp_path):
     assert result["yesterday"][0] == pytest.approx(139.3, abs=0.1) and result["yesterday"][0] < 0.95 * grid
     assert result["noisy"][0] == pytest.approx(127.9, abs=0.1) and result["noisy"][0] < 0.9 * grid
     assert result["yesterday"][1] > result["grid only"][1]
+
+
+# -- the congestion rent and its refund (tc.refund) -------------------------------------------------------------
+def test_congestion_refund_by_hand():
+    from trexsim.modules.tc import congestion_refund_usd
+
+    paid, imports = np.array([1.0, 2.0, 3.0]), np.array([100, 0, 300])
+    assert congestion_refund_usd(paid, imports, "none").tolist() == [0, 0, 0]
+    assert congestion_refund_usd(paid, imports, "equal").tolist() == [2, 2, 2]
+    assert congestion_refund_usd(paid, imports, "by_import").tolist() == [1.5, 0, 4.5]
+    assert congestion_refund_usd(paid, np.zeros(3), "by_import").tolist() == [2, 2, 2]   # nobody imported
+
+
+@pytest.mark.parametrize("rule", ["none", "by_import"])
+def test_the_congestion_rent_is_accounted_and_refunded_revenue_neutral(tmp_path, rule):
+    cfg = tc_config(iterations=2, refund=rule)
+    cfg["study"]["days"] = 0.5
+    result = Simulation(parse_config(cfg), tmp_path / rule).run(plots=False)
+    rows = table(result.out_dir, "SELECT participant, imports_wh, congestion_paid_usd, refund_usd FROM tc_congestion "
+                                 "ORDER BY participant")
+    # each household's payment by hand from the ledger: its imports times the price above the flat tariff
+    by_hand = table(result.out_dir, "SELECT d.participant, sum(d.grid_import_wh) AS imports, "
+                                    "sum(d.grid_import_wh * (r.grid_buy_price - 0.1449)) / 1000 AS paid "
+                                    "FROM deliveries d JOIN rounds r USING (episode, round) GROUP BY d.participant "
+                                    "ORDER BY d.participant")
+    assert rows["imports_wh"].tolist() == by_hand["imports"].tolist()
+    assert rows["congestion_paid_usd"] == pytest.approx(by_hand["paid"], abs=1e-9)
+    rent = rows["congestion_paid_usd"].sum()
+    assert rent > 1                                               # the feeder is congested: there is a rent
+    congestion = result.summary["tc"]["congestion"]
+    assert congestion["rent_usd"] == pytest.approx(rent) and congestion["refund"] == rule
+    if rule == "none":
+        assert np.all(rows["refund_usd"] == 0) and congestion["refunded_usd"] == 0
+    else:  # revenue neutral: all of it back, in proportion to imports
+        assert rows["refund_usd"].sum() == pytest.approx(rent, rel=1e-12)
+        assert rows["refund_usd"] == pytest.approx(rent * rows["imports_wh"] / rows["imports_wh"].sum())
+        assert congestion["participants"]["pro-1"]["refund_usd"] == pytest.approx(rows["refund_usd"][0])

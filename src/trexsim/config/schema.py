@@ -517,6 +517,10 @@ class TCConfig(_Model):
     batteries: bool = Field(True, description="Participants' batteries react to the price (else self-consumption).")
     forecast: ForecastConfig = Field(default_factory=ForecastConfig,
                                      description="What the households plan with (default: yesterday's profiles).")
+    refund: Literal["none", "equal", "by_import"] = Field(
+        "none", description="The congestion rent (imports x (TC price - tariff)) at each episode's end: 'none' "
+                            "keeps it with the network; 'equal' returns it in equal shares to the households; "
+                            "'by_import' in proportion to each household's imports (revenue neutral both ways).")
     feeder: str | dict[str, Any] | None = Field(
         None, description="The feeder the TC market predicts on (as powerflow.feeder); null: the powerflow "
                           "section's, else a generated one.")

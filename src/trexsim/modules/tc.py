@@ -34,7 +34,8 @@ import pyarrow as pa
 from trexsim.config.schema import SimulationConfig, TCConfig
 from trexsim.engine.grid import tariff_prices
 from trexsim.fabric import topics
-from trexsim.fabric.messages import EpisodeStart, GridPrices, RoundEnd, RoundStart, TCPlan, TCSchedule
+from trexsim.fabric.messages import (Delivered, EpisodeEnd, EpisodeStart, GridPrices, RoundEnd, RoundStart, TCPlan,
+                                     TCSchedule)
 from trexsim.errors import TrexsimError
 
 
@@ -44,6 +45,21 @@ def _rounds(value_s: float, interval_s: int, key: str) -> int:
     if n < 1 or abs(n - round(n)) > 1e-9:
         raise TrexsimError(f"{key}: {value_s:g} s is not a whole number (>= 1) of the study's {interval_s} s rounds")
     return int(round(n))
+
+
+def congestion_refund_usd(paid_usd: np.ndarray, imports_wh: np.ndarray, rule: str) -> np.ndarray:
+    """What ``tc.refund`` returns to each household at an episode's end [$]: nothing (``none``), the whole
+    congestion rent ``sum(paid_usd)`` in equal shares (``equal``) or in proportion to each household's
+    imports (``by_import``; equal shares if nobody imported). Revenue neutral: the refunds add up to the rent."""
+    paid = np.asarray(paid_usd, dtype=np.float64)
+    rent = float(paid.sum())
+    n = paid.size
+    if rule == "none" or n == 0:
+        return np.zeros(n)
+    imports = np.asarray(imports_wh, dtype=np.float64)
+    if rule == "by_import" and imports.sum() > 0:
+        return rent * imports / imports.sum()
+    return np.full(n, rent / n)
 
 
 def tc_feeder(config: SimulationConfig):
@@ -106,7 +122,13 @@ class TCMarketModule:
         self.rows: list[dict[str, Any]] = []   # every published price interval (also in tc_schedule)
         self.refused_plans = 0
         self.late_horizons = 0
+        self.participant_ids = list(participant_ids)
+        self._imports_wh = np.zeros(self.n, dtype=np.int64)   # this episode's, per household
+        self._paid_usd = np.zeros(self.n)                      # its congestion payments
+        self.congestion: dict[str, Any] | None = None          # the last settled episode's (summary.json)
         fabric.subscribe(topics.EPISODE_START, self.on_episode_start)
+        fabric.subscribe(topics.DELIVERED, self.on_delivered)
+        fabric.subscribe(topics.EPISODE_END, self.on_episode_end)
         fabric.subscribe(topics.ROUND_START, self.on_round_start)
         fabric.subscribe(topics.ROUND_END, self.on_round_end)
         fabric.subscribe(topics.TC_PLAN, self.on_plan)
@@ -126,6 +148,36 @@ class TCMarketModule:
         self._todo.clear()
         self._pass = None
         self._queue_due(-1)
+
+    # ------------------------------------------------------------------ the congestion rent and its refund
+    def on_delivered(self, msg: Delivered) -> None:
+        """Each household's congestion payment of the round: its imports times the TC price above the tariff."""
+        if msg.episode != self.episode or not 0 <= msg.round < len(self._tou):
+            return
+        imports = np.asarray(msg.grid_import_wh, dtype=np.int64)
+        self._imports_wh += imports
+        self._paid_usd += imports * ((float(msg.grid_buy_price) - float(self._tou[msg.round])) / 1000.0)
+
+    def on_episode_end(self, msg: EpisodeEnd) -> None:
+        if msg.episode != self.episode:
+            return
+        refund = congestion_refund_usd(self._paid_usd, self._imports_wh, self.tc.refund)
+        rows = {"episode": np.full(self.n, self.episode, dtype=np.int32), "participant": np.arange(self.n, dtype=np.int32),
+                "imports_wh": self._imports_wh.copy(), "congestion_paid_usd": self._paid_usd.copy(), "refund_usd": refund}
+        if self.con is not None:
+            self.con.register("_trexsim_tc_congestion", pa.table(rows))
+            try:
+                self.con.execute("INSERT INTO tc_congestion SELECT * FROM _trexsim_tc_congestion")
+            finally:
+                self.con.unregister("_trexsim_tc_congestion")
+        self.congestion = {
+            "episode": self.episode, "refund": self.tc.refund, "rent_usd": float(self._paid_usd.sum()),
+            "refunded_usd": float(refund.sum()),
+            "participants": {pid: {"congestion_paid_usd": float(p), "refund_usd": float(r)}
+                             for pid, p, r in zip(self.participant_ids, self._paid_usd, refund)},
+        }
+        self._imports_wh[:] = 0
+        self._paid_usd[:] = 0.0
 
     def on_round_start(self, msg: RoundStart) -> None:
         """A horizon whose prices are needed now is published as it stands (see ``_publish_late``)."""
@@ -247,10 +299,11 @@ class TCMarketModule:
             "max_predicted_transformer_loading_pct": float(np.nanmax([r["predicted_transformer_loading_pct"] for r in rows]))
             if rows and np.any(np.isfinite([r["predicted_transformer_loading_pct"] for r in rows])) else None,
             "late_horizons": self.late_horizons, "refused_plans": self.refused_plans,
+            "congestion": self.congestion,
         }
 
     def close(self) -> None:
         self.engine.close()
 
 
-__all__ = ["TCMarketModule", "tc_feeder"]
+__all__ = ["TCMarketModule", "congestion_refund_usd", "tc_feeder"]

@@ -67,6 +67,10 @@ TABLES: dict[str, str] = {
         episode INTEGER, horizon_first_round INTEGER, first_round INTEGER, start_utc_s BIGINT,
         tou_buy_price DOUBLE, congestion DOUBLE, price DOUBLE, sell_price DOUBLE,
         predicted_transformer_loading_pct DOUBLE, predicted_voltage_deviation_pu DOUBLE""",
+    # written by the TC market module at each episode's end: every household's congestion payment (its imports
+    # times the TC price above the tariff, $) and what tc.refund returns to it
+    "tc_congestion": """
+        episode INTEGER, participant INTEGER, imports_wh BIGINT, congestion_paid_usd DOUBLE, refund_usd DOUBLE""",
     "powerflow_episodes": """
         episode INTEGER, feeder VARCHAR, solved_rounds INTEGER, not_converged INTEGER, min_voltage_pu DOUBLE,
         max_voltage_pu DOUBLE, max_transformer_loading_pct DOUBLE, max_line_loading_pct DOUBLE, losses_kwh DOUBLE,

@@ -126,15 +126,15 @@ def _net_meter_wh(run_dir: Path, n: int) -> np.ndarray:
 
 
 def _tc_extras(run_dir: Path, ids: list[str], grid_only_dir: Path, tc_summary: dict) -> dict[str, Any]:
-    """What TC adds to a leg's metrics: the congestion part of each bill, the highest price, the load moved."""
-    d = _ledger(run_dir, "SELECT d.participant, d.grid_import_wh, r.grid_buy_price - s.tou_buy_price AS congestion, "
-                         "d.load_wh FROM deliveries d JOIN rounds r USING (episode, round) "
-                         "ASOF JOIN tc_schedule s ON s.episode = d.episode AND d.round >= s.first_round "
-                         "WHERE d.episode = 0 ORDER BY d.round, d.participant")
-    paid = np.bincount(d["participant"], weights=d["grid_import_wh"] * d["congestion"], minlength=len(ids)) / 1000.0
+    """What TC adds to a leg's metrics: who paid what congestion and got what back (the TC market's own
+    account, ``summary.json``'s ``tc.congestion``), the highest price, the load moved against grid only."""
+    d = _ledger(run_dir, "SELECT load_wh FROM deliveries WHERE episode = 0 ORDER BY round, participant")
     base = _ledger(grid_only_dir, "SELECT load_wh FROM deliveries WHERE episode = 0 ORDER BY round, participant")
     shifted_wh = np.abs(d["load_wh"].astype(np.float64) - base["load_wh"]).sum() / 2.0
-    return {"congestion_paid": {pid: round(float(v), 6) for pid, v in zip(ids, paid)},
+    people = tc_summary["congestion"]["participants"]
+    return {"congestion_paid": {pid: round(people[pid]["congestion_paid_usd"], 6) for pid in ids},
+            "congestion_refund": {pid: round(people[pid]["refund_usd"], 6) for pid in ids},
+            "refund": tc_summary["congestion"]["refund"],
             "max_price": tc_summary["max_price"], "mean_price": tc_summary["mean_price"],
             "shifted_load_kwh": float(shifted_wh / 1000.0)}
 
@@ -176,6 +176,8 @@ def compare_command(config: SimulationConfig | str | Path, feeder=None, mapping=
         ids = list(bills)
         if mode == "tc":
             modes[mode].update(_tc_extras(folders[mode], ids, folders["grid_only"], result.summary["tc"]))
+            # a household's bill is what it paid in the ledger less what tc.refund gave back
+            modes[mode]["bills"] = {pid: b - modes[mode]["congestion_refund"][pid] for pid, b in bills.items()}
     for m in modes.values():
         m["total_bill"] = float(sum(m["bills"].values()))
     nets = {mode: _net_meter_wh(folders[mode], len(ids)) for mode in MODES}
