@@ -529,6 +529,11 @@ def train(
                   f"{v['agent_minus_rule_bill_adjusted_usd']:+.3f} ${pct}, cheaper on {v['days_agent_cheaper_than_rule']} of "
                   f"{v['days']} days: the agent {'[bold green]beats[/]' if v['agent_beats_rule'] else '[bold red]does not beat[/]'} "
                   f"the rule (plain bill: {v['agent_minus_rule_bill_usd']:+.3f} $)")
+    if "grid_optimum" in rep:
+        closed = v.get("gap_closed_vs_grid_optimum")
+        console.print(f"ceiling: the battery's perfect-foresight optimum against the grid, adjusted bill "
+                      f"{rep['grid_optimum']['total']['bill_adjusted_usd']:.2f} $; the agent closed "
+                      f"{'-' if closed is None else f'{closed:.0%}'} of the rule-to-optimum gap")
     console.print(f"model {result.model_path}; report {result.out_dir / 'report.json'}; figures {result.out_dir / 'figures'}; "
                   f"TensorBoard: tensorboard --logdir {result.out_dir / 'tensorboard'}")
 

@@ -10,6 +10,9 @@ Three policies of the learner's household, each in the same community on the sam
 ``grid_only``
     the same battery on ``self_consumption`` and no market at all.
 
+and, as the ceiling, ``grid_optimum``: the battery's perfect-foresight optimum against the grid (a linear
+program, :mod:`trexsim.training.optimum`), with the share of the rule-to-optimum gap the agent closes.
+
 Metrics per household and day (all from integer-Wh meter data):
 
 * ``bill_usd``: what the household paid for the day, market and grid, less what it earned;
@@ -209,6 +212,37 @@ def run_agent(config: SimulationConfig, learner: str, date, policy: Callable[[np
     return trace
 
 
+def grid_optimum(config: SimulationConfig, learner: str, date, value_per_kwh: float | None = None) -> dict:
+    """The learner's perfect-foresight battery optimum against the grid on ``date``
+    (:func:`trexsim.training.optimum.battery_optimum` on its profile, tariff and battery, the energy left at
+    the end valued as the adjusted bills value it): the ceiling of a household trading with the grid alone.
+    It is not a bound when the local market lets the household sell above (or buy below) the grid's prices."""
+    from trexsim.devices.battery import BatteryBank
+    from trexsim.engine.grid import tariff_prices
+    from trexsim.training.optimum import battery_optimum
+
+    cfg = config_on_date(config, date)
+    study = cfg.study
+    load, gen = _profile_wh(cfg, learner)
+    starts = study.start_utc_s + np.arange(study.rounds_per_episode, dtype=np.int64) * study.interval_s
+    buy, sell = tariff_prices(starts, study.timezone, cfg.market.grid)
+    bank = BatteryBank(1, study.interval_s)
+    storage = cfg.participants[learner].storage
+    if storage is not None:
+        bank.configure(0, storage.capacity_wh, storage.charge_power_w, storage.discharge_power_w, storage.efficiency,
+                       storage.monthly_self_discharge, storage.initial_soc, True)
+    value = _value(cfg, value_per_kwh)
+    initial = float(bank.stored_wh[0])
+    opt = battery_optimum(np.rint(load), np.rint(gen), buy, sell, capacity_wh=float(bank.capacity_wh[0]),
+                          charge_limit_wh=float(bank.charge_limit_wh[0]), discharge_limit_wh=float(bank.discharge_limit_wh[0]),
+                          efficiency=float(bank.efficiency[0]) if storage is not None else 1.0,
+                          retention=float(bank.retention[0]) if storage is not None else 1.0, initial_wh=initial,
+                          value_per_kwh=value)
+    change = float(opt.stored_wh[-1] - initial) if len(opt.stored_wh) else 0.0
+    return {"bill_usd": round(opt.cost_usd, 6), "stored_change_wh": round(change, 3),
+            "bill_adjusted_usd": round(opt.cost_usd - change * value / 1000.0, 6)}
+
+
 def evaluate(config: SimulationConfig, learner: str, days: list[str], policy: Callable[[np.ndarray], np.ndarray],
              rule_trader: dict, value_per_kwh: float | None = None, wrap: Callable | None = None) -> tuple[dict, list[Trace]]:
     """Every policy on every held-out day: the report (per day and in total) and the traces.
@@ -229,7 +263,14 @@ def evaluate(config: SimulationConfig, learner: str, days: list[str], policy: Ca
             "grid_import_wh", "grid_export_wh", "net_cost_usd")])
         merged.extra["stored_change_wh"] = sum(float(t.stored_wh[-1] - t.initial_stored_wh) for t in ts)
         totals[p] = metrics(merged)
+    # the ceiling: the battery's perfect-foresight optimum against the grid, each day
+    optimum_days = {day: grid_optimum(config, learner, day, value_per_kwh) for day in days}
+    optimum = {"per_day": optimum_days, "total": {k: round(sum(optimum_days[d][k] for d in days), 6)
+                                                  for k in ("bill_usd", "stored_change_wh", "bill_adjusted_usd")}}
     agent, rule, grid = (totals[p]["bill_adjusted_usd"] for p in ("agent", "rule", "grid_only"))
+    from trexsim.training.optimum import gap_closed
+
+    closed = gap_closed(agent, rule, optimum["total"]["bill_adjusted_usd"])
     raw_agent, raw_rule = totals["agent"]["bill_usd"], totals["rule"]["bill_usd"]
     wins = sum(per_day[d]["agent"]["bill_adjusted_usd"] < per_day[d]["rule"]["bill_adjusted_usd"] for d in days)
     verdict = {
@@ -243,8 +284,12 @@ def evaluate(config: SimulationConfig, learner: str, days: list[str], policy: Ca
         "agent_minus_rule_bill_usd": round(raw_agent - raw_rule, 6),
         "agent_beats_rule_unadjusted": bool(raw_agent < raw_rule),
         "clipped_actions": int(sum(t.extra.get("clipped_actions", 0) for t in traces)),
+        # the share of the rule-to-grid-optimum gap the agent closed (1: the optimum; None: no gap); with a
+        # market that pays more than the grid the rule can beat the grid optimum, and the share means little
+        "rule_minus_grid_optimum_bill_adjusted_usd": round(rule - optimum["total"]["bill_adjusted_usd"], 6),
+        "gap_closed_vs_grid_optimum": None if closed is None else round(closed, 6),
     }
-    return {"days": list(days), "totals": totals, "per_day": per_day, "verdict": verdict}, traces
+    return {"days": list(days), "totals": totals, "per_day": per_day, "grid_optimum": optimum, "verdict": verdict}, traces
 
 
 def write_report(out_dir: Path, report: dict, traces: list[Trace], monitor_dir: Path | None = None) -> list[Path]:
