@@ -282,3 +282,38 @@ def test_the_pages_first_example_runs_as_written(tmp_path):
     r = subprocess.run([sys.executable, "-c", python + "\nprint('ran', vec.num_envs, len(obs), single.spec.id)"], **run)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.split()[-4:] == ["ran", "16", "16", "trexsim/ALEX-v0"]
+
+
+def test_stable_baselines3_trains_on_the_batched_env():
+    """sb3_vec_env: SB3's VecEnv over the compiled batch (every (copy, agent) one of SB3's envs); its
+    rewards are the vector env's, episodes end with terminal observations, and PPO learns on it."""
+    pytest.importorskip("stable_baselines3")
+    from stable_baselines3 import PPO
+
+    from trexsim.envs import vector_env
+    from trexsim.envs.sb3 import sb3_vec_env
+
+    cfg = community(rounds=30)
+    venv = sb3_vec_env(cfg, num_envs=3)
+    assert venv.num_envs == 3 * 2 and venv.observation_space.shape == (13,)
+    twin = vector_env(cfg, num_envs=3)
+    venv.seed(4)
+    obs = venv.reset()
+    twin_obs, _ = twin.reset(seed=4)
+    assert np.array_equal(obs, twin_obs.reshape(6, 13))
+    rng = np.random.default_rng(0)
+    for t in range(30):
+        actions = rng.uniform(-1, 1, (6, 5)).astype(np.float32)
+        venv.step_async(actions)
+        obs, rewards, dones, infos = venv.step_wait()
+        twin_obs, twin_rewards, *_ = twin.step(actions.reshape(3, 2, 5))
+        assert rewards == pytest.approx(twin_rewards.reshape(6), abs=1e-6)
+        assert len(infos) == 6 and "net_profit_usd" in infos[0]
+        if t < 29:
+            assert not dones.any()
+    assert dones.all() and infos[0]["terminal_observation"].shape == (13,)
+    assert infos[0]["TimeLimit.truncated"] in (True, False)
+    model = PPO("MlpPolicy", venv, n_steps=16, batch_size=32, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=2 * 16 * 6)
+    assert model.num_timesteps >= 2 * 16 * 6
+    venv.close()
