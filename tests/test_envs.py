@@ -312,8 +312,27 @@ def test_stable_baselines3_trains_on_the_batched_env():
         if t < 29:
             assert not dones.any()
     assert dones.all() and infos[0]["terminal_observation"].shape == (13,)
-    assert infos[0]["TimeLimit.truncated"] in (True, False)
+    assert all(info["TimeLimit.truncated"] for info in infos)   # a time limit: SB3 bootstraps its value
     model = PPO("MlpPolicy", venv, n_steps=16, batch_size=32, n_epochs=1, seed=0, device="cpu")
     model.learn(total_timesteps=2 * 16 * 6)
     assert model.num_timesteps >= 2 * 16 * 6
     venv.close()
+
+
+@pytest.mark.parametrize("backend", ["compiled", "simulation"])
+def test_the_periods_end_truncates_and_never_terminates(backend):
+    from trexsim.envs import vector_env
+
+    env = parallel_env(community(rounds=20), backend=backend)
+    env.reset(seed=1)
+    ends = []
+    while env.agents:
+        _, _, terms, truncs, _ = env.step({a: env.action_space(a).sample() for a in env.agents})
+        ends.append((any(terms.values()), all(truncs.values())))
+    assert ends == [(False, False)] * 19 + [(False, True)]
+    vec = vector_env(community(rounds=20), num_envs=2, backend=backend)
+    vec.reset(seed=1)
+    for t in range(20):
+        *_, terms, truncs, infos = vec.step(np.zeros((2, 2, 5)))
+        assert not terms.any() and truncs.all() == (t == 19)
+    assert "final_obs" in infos

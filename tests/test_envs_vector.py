@@ -75,7 +75,7 @@ def test_every_copy_equals_the_ordinary_simulation(settlement, action, close_ste
         assert np.array_equal(obs[i], np.stack([o["rl_a"], o["rl_b"]]))
     rejected = settled = 0
     for t in range(ROUNDS):
-        obs, rewards, terms, _, infos = vec.step(actions[t])
+        obs, rewards, terms, truncs, infos = vec.step(actions[t])
         final = infos.get("final_obs", obs)
         for i, env in enumerate(singles):
             o, r, _, _, inf = env.step({"rl_a": actions[t, i, 0], "rl_b": actions[t, i, 1]})
@@ -92,7 +92,7 @@ def test_every_copy_equals_the_ordinary_simulation(settlement, action, close_ste
                 # every household's battery, not only the agents'
                 assert np.array_equal(env._sim.participants.battery.stored_wh, vec._batch.state.stored_wh[i])
                 assert np.array_equal(env._sim.participants.shadow_stored_wh, vec._batch.state.shadow_wh[i])
-        assert terms.all() == (t == ROUNDS - 1)
+        assert truncs.all() == (t == ROUNDS - 1) and not terms.any()   # the period's end: a time limit
     assert rejected > 0 and settled > 0  # the comparison covered intake refusals and real trades
     for env in singles:
         env.close()
@@ -177,8 +177,8 @@ def test_auto_reset_starts_the_next_episode_with_new_seeds():
     vec.reset(seed=5)
     zeros = np.zeros((2, 2, 5))
     for t in range(12):
-        obs, _, terms, _, infos = vec.step(zeros)
-        assert terms.all() == (t == 11)
+        obs, _, _, truncs, infos = vec.step(zeros)
+        assert truncs.all() == (t == 11)
     # the step that ended the episode gave the next episode's first observations: seeds 5 + 2 + i
     assert infos["final_seeds"].tolist() == [5, 6] and infos["seeds"].tolist() == [7, 8]
     assert infos["_final_obs"].all() and not np.array_equal(infos["final_obs"], obs)
@@ -263,8 +263,8 @@ def test_vector_history_stacks_and_restarts_at_auto_reset(backend):
     assert not obs[..., :26].any() and np.array_equal(obs[..., 26:], seen[0])  # zero-padded start
     for t in range(5):
         p_obs, _, _, _, p_infos = plain.step(actions[t])
-        obs, _, terms, _, infos = vec.step(actions[t])
-        assert terms.all() == (t == 4)
+        obs, _, _, truncs, infos = vec.step(actions[t])
+        assert truncs.all() == (t == 4)
         if t < 4:
             seen.append(p_obs)
             # newest last: this step's, the previous step's, the one before (zeros before the start)

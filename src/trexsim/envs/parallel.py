@@ -168,8 +168,10 @@ class TrexParallelEnv(ParallelEnv):
         obs = batch.obs[0] if self._history is None else self._history.push(batch.obs)[0]
         agents = self.possible_agents
         rewards = dict(zip(agents, reward.tolist()))
-        terms = dict.fromkeys(agents, done)
-        truncs = dict.fromkeys(agents, False)
+        # the study's period ends: a time limit, not a terminal state (the household, its battery's energy and
+        # tomorrow go on), so learners that bootstrap keep valuing what is stored
+        terms = dict.fromkeys(agents, False)
+        truncs = dict.fromkeys(agents, done)
         cols = led[:, K.L_BOUGHT:].astype(np.int64).T.tolist()
         infos = {}
         for j, (agent, p, b, s, imp, exp) in enumerate(zip(agents, profit.tolist(), *cols)):

@@ -22,7 +22,7 @@ Arrays, agents in ``agents`` order (the participants with an external trader, co
   ``clipped``, ``rejected_orders``, and ``seeds`` (the copies' seeds of the episode).
 
 Auto-reset (Gymnasium's "same-step" mode): the step that ends the episode returns
-``terminations`` all True, ``infos["final_obs"]`` (the last observations) and ``infos["final_seeds"]``,
+``truncations`` all True (the study's period is a time limit, not a terminal state), ``infos["final_obs"]`` (the last observations) and ``infos["final_seeds"]``,
 and already the first observations of the next episode in ``obs``. With ``reseed=True`` (default)
 the next episode's copy ``i`` uses seed ``s + e * num_envs + i`` for episode ``e`` (new days,
 profiles generated again: about 50 ms per copy of 200 households); ``reseed=False`` replays the
@@ -142,8 +142,8 @@ class TrexVectorEnv:
         K.agent_rewards(led, c.savings, profit, rewards)
         done = self._round >= c.rounds
         shape = (self.num_envs, self.n_agents)
-        terminations = np.full(shape, done)
-        truncations = np.zeros(shape, dtype=bool)
+        terminations = np.zeros(shape, dtype=bool)   # the period's end is a time limit (see TrexParallelEnv.step)
+        truncations = np.full(shape, done)
         infos = {"delivered_round": k, "delivery_round": self._round + c.close_steps, "net_profit_usd": profit,
                  "bought_wh": led[..., K.L_BOUGHT].astype(np.int64), "sold_wh": led[..., K.L_SOLD].astype(np.int64),
                  "grid_import_wh": led[..., K.L_IMPORT].astype(np.int64),
