@@ -107,3 +107,82 @@ def test_peers_tv6_volume_and_community_saving_identity():
 def test_match_pairwise_empty_sides():
     b, a, q = match_pairwise(np.array([0]), np.array([0.1]), np.array([5]), np.zeros(0, int), np.zeros(0), np.zeros(0, int))
     assert b.size == a.size == q.size == 0
+
+
+# -- the k-double auction (uniform price) ---------------------------------------------------------------------
+def _kda(name, bids, asks):
+    from trexsim.engine import get_mechanism
+
+    b = np.array(bids, dtype=float).reshape(-1, 3)
+    a = np.array(asks, dtype=float).reshape(-1, 3)
+    m = get_mechanism(name).clear(b[:, 0].astype(int), b[:, 1], b[:, 2].astype(int), a[:, 0].astype(int), a[:, 1],
+                                  a[:, 2].astype(int))
+    return list(zip(m.bid_index.tolist(), m.ask_index.tolist(), m.quantity_wh.tolist())), m.buyer_price, m.seller_price
+
+
+def test_k_double_auction_by_hand():
+    # bids A 0.15 x 500, B 0.12 x 300, C 0.08 x 400; asks D 0.07 x 400, E 0.10 x 300, F 0.13 x 200
+    bids = [(0, 0.15, 500), (1, 0.12, 300), (2, 0.08, 400)]
+    asks = [(3, 0.07, 400), (4, 0.10, 300), (5, 0.13, 200)]
+    # the pairwise matching: A-D 400, A-E 100, B-E 200, then B's 0.12 is below F's 0.13; the marginal pair is
+    # B (the lowest matched bid, 0.12) and E (the highest matched ask, 0.10)
+    for name, price in (("k_double_auction", 0.11), ("k_double_auction_0", 0.10), ("k_double_auction_1", 0.12)):
+        pairs, buyer, seller = _kda(name, bids, asks)
+        assert pairs == [(0, 0, 400), (0, 1, 100), (1, 1, 200)]
+        assert buyer.tolist() == pytest.approx([price] * 3) and seller.tolist() == pytest.approx([price] * 3)
+    # M1 on the same book prices each pair at its own midpoint
+    pairs, buyer, _ = _kda("average_price", bids, asks)
+    assert buyer.tolist() == pytest.approx([0.11, 0.125, 0.11])
+    # one pair: the bilateral k-double auction of Chatterjee and Samuelson, k * bid + (1 - k) * ask
+    from trexsim.engine.mechanisms import register_k_double_auction
+
+    name = register_k_double_auction(0.25)
+    assert name == "k_double_auction_0.25" and register_k_double_auction(0.25) == name
+    _, buyer, seller = _kda(name, [(0, 0.20, 100)], [(1, 0.10, 100)])
+    assert buyer.tolist() == seller.tolist() == pytest.approx([0.125])
+    with pytest.raises(ValueError, match=r"k must be in \[0, 1\]"):
+        register_k_double_auction(1.5)
+
+
+def test_k_double_auction_prices_each_pool_apart():
+    from trexsim.engine import get_mechanism
+
+    # pool 1 (dispatchable): bid 0.20 x 100 against ask 0.16 x 100; pool 0: bid 0.12 x 100 against ask 0.08 x 100
+    participant = np.array([0, 1, 2, 3])
+    side = np.array([0, 1, 0, 1])
+    pool = np.array([1, 1, 0, 0])
+    price = np.array([0.20, 0.16, 0.12, 0.08])
+    m, pools = get_mechanism("k_double_auction").clear_book(participant, side, pool, price, np.full(4, 100))
+    assert pools.tolist() == [1, 0]
+    assert m.buyer_price.tolist() == pytest.approx([0.18, 0.10]) and m.seller_price.tolist() == pytest.approx([0.18, 0.10])
+
+
+def test_k_double_auction_runs_a_simulation_and_an_env(tmp_path):
+    from trexsim import parse_config
+    from trexsim.envs._core import compiled_supported
+    from trexsim.simulation import Simulation
+
+    cfg = {"study": {"name": "kda", "days": 10 / 1440, "seed": 1},
+           "market": {"settlement": "k_double_auction"},
+           "participants": {
+               "buyer": {"profile": {"type": "flat", "load_w": 60_000}, "trader": {"type": "fixed_price", "bid_price": 0.14}},
+               "seller": {"profile": {"type": "flat", "generation_w": 36_000},
+                          "trader": {"type": "fixed_price", "ask_price": 0.08}}}}
+    summary = Simulation(parse_config(cfg), tmp_path).run(plots=False).summary
+    assert summary["market"]["settled_wh"] == 9 * 600
+    # one pair: the price is the midpoint, every round; the buyer's bill by hand
+    assert summary["participants"]["buyer"]["net_cost"] == pytest.approx(
+        0.1449 + 9 * (0.6 * 0.11 + 0.4 * 0.1449), abs=1e-9)
+    cfg["participants"]["agent"] = {"profile": {"type": "flat", "load_w": 1000}, "trader": {"type": "external"}}
+    assert "k_double_auction" in compiled_supported(parse_config(cfg))   # the compiled env refuses, naming it
+
+
+def test_k_double_auction_when_the_matching_skipped_a_self_trade():
+    """The case trexsim.testing found: participant 1's bid meets its own ask first and is skipped, so the
+    matched prices cross (0.07 asked, 0.06 bid); each pair then trades at the uniform price clipped into its
+    own [ask, bid], still individually rational and strongly budget balanced."""
+    bids = [(0, 0.06, 1), (1, 0.07, 1)]
+    asks = [(0, 0.07, 1), (1, 0.06, 1)]
+    pairs, buyer, seller = _kda("k_double_auction", bids, asks)
+    assert pairs == [(1, 0, 1), (0, 1, 1)]
+    assert buyer.tolist() == seller.tolist() == pytest.approx([0.07, 0.06])

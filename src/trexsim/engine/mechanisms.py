@@ -14,6 +14,10 @@ Mechanisms (T-REX paper, section 5):
 - M2 ``exact_match``: a pair trades only if bid == ask, at that price.
 - M3 ``exact_price``: a pair trades if bid >= ask; the buyer pays its bid, the seller
   receives its ask, and the difference stays with the auctioneer (weakly budget balanced).
+
+Beyond the paper: ``k_double_auction`` (a uniform price per pool from the marginal matched pair, k = 0.5;
+``k_double_auction_0`` and ``k_double_auction_1`` ship too, :func:`register_k_double_auction` adds others).
+docs/mechanisms.md tables every mechanism's properties with references.
 """
 
 from __future__ import annotations
@@ -209,6 +213,66 @@ class ExactPrice(RulePricedMechanism):
     paper_name = "M3"
     budget_balance = "weak"
     price_rule = EACH_OWN_PRICE
+
+
+class KDoubleAuction(PairwiseMechanism):
+    """The k-double auction: one uniform price for every trade of a pool (pay-as-clear).
+
+    Chatterjee and Samuelson (1983) for one buyer and one seller; Rustichini, Satterthwaite and Williams
+    (1994) for many. The ALEX pairwise matching decides who trades and how much (bids from the highest,
+    asks from the lowest, as every pairwise mechanism here); then every matched pair of the pool trades at
+
+        price = k * lowest matched bid + (1 - k) * highest matched ask,
+
+    the marginal pair's prices. Matching takes bids in descending and asks in ascending order, so the
+    lowest matched bid is at least the highest matched ask: the price lies between them, every matched
+    buyer bid at least the price and every matched seller asked at most it (individually rational), and
+    buyers pay what sellers receive (strongly budget balanced). One exception keeps both properties: when
+    the matching skipped a self-trade (a participant's bid meeting its own ask) the matched prices can
+    cross (a later pair's bid below an earlier pair's ask, found by ``trexsim.testing``); then each pair
+    trades at the uniform price clipped into its own [ask, bid]. Not truthful (a marginal trader shades
+    its price), though the incentive to shade vanishes as the market grows (Rustichini et al. 1994).
+    ``k`` is a class attribute (0.5 here: the midpoint); :func:`register_k_double_auction` registers
+    another. The price applies per pool (non-dispatchable and dispatchable clear apart).
+    """
+
+    name = "k_double_auction"
+    k: ClassVar[float] = 0.5
+
+    def settlement_prices(self, bid_price, ask_price):
+        bid_price = np.asarray(bid_price, dtype=np.float64)
+        ask_price = np.asarray(ask_price, dtype=np.float64)
+        if bid_price.size == 0:
+            return bid_price.copy(), ask_price.copy()
+        price = self.k * float(bid_price.min()) + (1.0 - self.k) * float(ask_price.max())
+        # (into each pair's own [ask, bid]: a no-op unless the matching skipped a self-trade, see the docstring)
+        each = np.minimum(np.maximum(price, ask_price), bid_price)
+        return each, each.copy()
+
+    def clear_book(self, participant, side, pool, price, quantity_wh, n_pools: int = 2):
+        # pool by pool (Mechanism.clear_book): the uniform price is each pool's own marginal pair's
+        return Mechanism.clear_book(self, participant, side, pool, price, quantity_wh, n_pools)
+
+
+register_mechanism(KDoubleAuction)
+
+
+def register_k_double_auction(k: float) -> str:
+    """Register the k-double auction with this ``k`` in [0, 1] (0: the highest matched ask sets the price,
+    1: the lowest matched bid) as ``k_double_auction_<k>``; returns the name to give ``market.settlement``."""
+    k = float(k)
+    if not 0.0 <= k <= 1.0:
+        raise ValueError(f"k must be in [0, 1], not {k:g}")
+    name = f"k_double_auction_{k:g}"
+    if name in _REGISTRY and getattr(_REGISTRY[name], "k", None) == k:
+        return name
+    register_mechanism(type(f"KDoubleAuction_{k:g}".replace(".", "_"), (KDoubleAuction,),
+                            {"name": name, "k": k, "__module__": __name__}))
+    return name
+
+
+for _k in (0.0, 1.0):  # the two ends ship too: the marginal seller's and the marginal buyer's price
+    register_k_double_auction(_k)
 
 
 @numba.njit(cache=True, nogil=True)
