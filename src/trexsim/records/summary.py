@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from trexsim.records.writer import Totals
 
 
@@ -60,3 +62,55 @@ def build_summary(totals: Totals, participant_ids: list[str], study: dict, conse
 
 
 __all__ = ["build_summary", "episode_summary"]
+
+
+def community_metrics(rounds, net_wh, start_utc_s: int, interval_s: int, timezone: str) -> dict | None:
+    """The community's net-load metrics of an episode, as the ALEX community studies report them (May and
+    Musilek, IEEE Access 2024): from the community's net metered energy per round (``net_wh``, + import,
+    the sum over its households: trades inside the community cancel), on hourly mean powers (rounds
+    longer than an hour: per round), in the study's local time.
+
+    - ``avg_daily_import_kwh`` / ``avg_daily_export_kwh``: per local day, the energy of the hours the
+      community imports (exports) on net, averaged over the days;
+    - ``avg_daily_peak_kw`` / ``avg_daily_valley_kw``: each day's highest (lowest) hourly net power, averaged;
+    - ``peak_kw`` / ``valley_kw``: the highest and lowest over the episode;
+    - ``ramping_kw``: the mean absolute change of the net power between consecutive hours;
+    - ``one_minus_daily_load_factor`` / ``one_minus_monthly_load_factor``: the mean over days (months) of
+      ``1 - mean / max`` of the hourly net power, over the days (months) whose peak is an import (> 0).
+    """
+    import pandas as pd
+
+    rounds = np.asarray(rounds, dtype=np.int64)
+    if rounds.size == 0:
+        return None
+    energy = pd.Series(np.asarray(net_wh, dtype=np.float64),
+                       index=pd.to_datetime(start_utc_s + rounds * interval_s, unit="s", utc=True).tz_convert(timezone))
+    energy = energy.sort_index()
+    if interval_s <= 3600:
+        hourly_kw = energy.groupby(energy.index.floor("h")).sum() / 1000.0        # kWh in an hour = mean kW
+        step_h = 1.0
+    else:
+        hourly_kw = energy / 1000.0 / (interval_s / 3600.0)
+        step_h = interval_s / 3600.0
+    day = hourly_kw.index.normalize().tz_localize(None)
+    month = hourly_kw.index.tz_localize(None).to_period("M")
+    imports = (hourly_kw.clip(lower=0) * step_h).groupby(day).sum()
+    exports = ((-hourly_kw).clip(lower=0) * step_h).groupby(day).sum()
+    daily_max, daily_min = hourly_kw.groupby(day).max(), hourly_kw.groupby(day).min()
+
+    def one_minus_load_factor(groups):
+        mean, peak = hourly_kw.groupby(groups).mean(), hourly_kw.groupby(groups).max()
+        ok = peak > 0
+        return float((1.0 - mean[ok] / peak[ok]).mean()) if ok.any() else None
+
+    ramps = np.abs(np.diff(hourly_kw.to_numpy()))
+    return {
+        "basis": "hourly" if interval_s <= 3600 else f"{interval_s} s rounds",
+        "days": int(imports.size),
+        "avg_daily_import_kwh": _r(imports.mean()), "avg_daily_export_kwh": _r(exports.mean()),
+        "avg_daily_peak_kw": _r(daily_max.mean()), "avg_daily_valley_kw": _r(daily_min.mean()),
+        "peak_kw": _r(hourly_kw.max()), "valley_kw": _r(hourly_kw.min()),
+        "ramping_kw": _r(ramps.mean()) if ramps.size else None,
+        "one_minus_daily_load_factor": None if (v := one_minus_load_factor(day)) is None else _r(v),
+        "one_minus_monthly_load_factor": None if (v := one_minus_load_factor(month)) is None else _r(v),
+    }
