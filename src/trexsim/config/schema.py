@@ -512,6 +512,12 @@ class TCConfig(_Model):
     price_interval_s: int = Field(3600, gt=0, description="Length of one price of the schedule, s (hourly: 3600).")
     iterations: int = Field(4, ge=1, le=100, description="Predict-price-respond passes before a schedule is published.")
     damping: float = Field(0.5, gt=0, le=1, description="Weight of the newest pass's prices in the schedule.")
+    update: Literal["damped", "averaging"] = Field(
+        "damped", description="How a pass's prices enter the schedule: 'damped' (weight damping) or 'averaging' "
+                              "(the method of successive averages: the mean of every pass's prices so far).")
+    tolerance: float | None = Field(
+        None, gt=0, description="Stop before 'iterations' passes once a schedule's own prediction implies prices "
+                                "within this many $/kWh of it (null: always run every pass).")
     congestion: CongestionPricing = Field(default_factory=CongestionPricing)
     flexible_load: FlexibleLoadConfig | None = Field(default_factory=FlexibleLoadConfig)
     batteries: bool = Field(True, description="Participants' batteries react to the price (else self-consumption).")

@@ -120,6 +120,7 @@ class TCMarketModule:
         self.solves = 0
         self.solve_s = 0.0
         self.rows: list[dict[str, Any]] = []   # every published price interval (also in tc_schedule)
+        self.horizon_stats: list[dict[str, Any]] = []   # per published horizon: passes run, final residual
         self.refused_plans = 0
         self.late_horizons = 0
         self.participant_ids = list(participant_ids)
@@ -239,14 +240,20 @@ class TCMarketModule:
 
         p = self._pass
         loading, dv = self._predict(p["net"])
-        if p["final"]:
-            self._publish(loading, dv)
-            return
         rounds = p["h1"] - p["h0"]
         congestion = np.repeat(congestion_price(loading, dv, self.tc.congestion), self.price_rounds)[:rounds]
-        p["schedule"] = next_schedule(p["schedule"], p["base"], congestion, p["iteration"], self.tc.damping)
+        # the prices this schedule's own prediction implies, and how far the schedule is from them
+        implied = p["base"] + congestion
+        residual = float(np.max(np.abs(implied - p["schedule"]))) if rounds else 0.0
+        if p["final"]:
+            self._publish(loading, dv, implied, residual)
+            return
+        converged = self.tc.tolerance is not None and residual <= self.tc.tolerance
+        if not converged:
+            p["schedule"] = next_schedule(p["schedule"], p["base"], congestion, p["iteration"], self.tc.damping,
+                                          self.tc.update)
         p["iteration"] += 1
-        p["final"] = p["iteration"] == self.tc.iterations
+        p["final"] = converged or p["iteration"] == self.tc.iterations
         self._publish_schedule()
 
     def _publish_late(self) -> None:
@@ -256,10 +263,12 @@ class TCMarketModule:
         self.late_horizons += 1
         p = self._pass
         nan = np.full(len(range(p["h0"], p["h1"], self.price_rounds)), np.nan)
-        self._publish(nan, nan)
+        self._publish(nan, nan, np.full(p["h1"] - p["h0"], np.nan), float("nan"))
 
-    def _publish(self, loading: np.ndarray, dv: np.ndarray) -> None:
+    def _publish(self, loading: np.ndarray, dv: np.ndarray, implied: np.ndarray, residual: float) -> None:
         p = self._pass
+        self.horizon_stats.append({"episode": self.episode, "first_round": int(p["h0"]), "passes": int(p["iteration"]),
+                                   "residual_per_kwh": residual})
         h0, h1 = p["h0"], p["h1"]
         schedule = p["schedule"]
         firsts = np.arange(h0, h1, self.price_rounds)
@@ -270,6 +279,7 @@ class TCMarketModule:
             "tou_buy_price": self._tou[firsts], "congestion": schedule[firsts - h0] - self._tou[firsts],
             "price": schedule[firsts - h0], "sell_price": self._sell[firsts],
             "predicted_transformer_loading_pct": loading, "predicted_voltage_deviation_pu": dv,
+            "implied_price": implied[firsts - h0],
         }
         self.rows.extend({k: v[j].item() for k, v in rows.items()} for j in range(len(firsts)))
         if self.con is not None:
@@ -300,6 +310,12 @@ class TCMarketModule:
             if rows and np.any(np.isfinite([r["predicted_transformer_loading_pct"] for r in rows])) else None,
             "late_horizons": self.late_horizons, "refused_plans": self.refused_plans,
             "congestion": self.congestion,
+            # how far each published schedule is from the prices its own prediction implies ($/kWh; 0: a fixed
+            # point), and the passes it took
+            "horizon_passes": [h["passes"] for h in self.horizon_stats if h["episode"] == self.episode],
+            "max_residual_per_kwh": max((h["residual_per_kwh"] for h in self.horizon_stats
+                                         if h["episode"] == self.episode and np.isfinite(h["residual_per_kwh"])),
+                                        default=None),
         }
 
     def close(self) -> None:

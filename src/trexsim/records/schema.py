@@ -62,11 +62,12 @@ TABLES: dict[str, str] = {
     "powerflow_element_loading": """
         episode INTEGER, round INTEGER, element VARCHAR, loading_pct DOUBLE""",
     # written by the TC market module (trexsim.modules.tc) in a ``market.type: tc`` run: one row per price
-    # interval of every published schedule; prices $/kWh, predicted loading % of rating, deviation p.u.
+    # interval of every published schedule; prices $/kWh, predicted loading % of rating, deviation p.u.;
+    # implied_price: what the published schedule's own prediction prices the interval at (equal: in phase)
     "tc_schedule": """
         episode INTEGER, horizon_first_round INTEGER, first_round INTEGER, start_utc_s BIGINT,
         tou_buy_price DOUBLE, congestion DOUBLE, price DOUBLE, sell_price DOUBLE,
-        predicted_transformer_loading_pct DOUBLE, predicted_voltage_deviation_pu DOUBLE""",
+        predicted_transformer_loading_pct DOUBLE, predicted_voltage_deviation_pu DOUBLE, implied_price DOUBLE""",
     # written by the TC market module at each episode's end: every household's congestion payment (its imports
     # times the TC price above the tariff, $) and what tc.refund returns to it
     "tc_congestion": """

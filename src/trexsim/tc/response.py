@@ -84,10 +84,16 @@ def predict_intervals(engine, mapping, net_wh: np.ndarray, rounds_per_price: int
 
 
 def next_schedule(schedule: np.ndarray, base_per_kwh: np.ndarray, congestion_per_kwh: np.ndarray, iteration: int,
-                  damping: float) -> np.ndarray:
-    """The schedule after pass ``iteration`` (from 0): the first pass's prices as they are, later ones damped in."""
+                  damping: float, update: str = "damped") -> np.ndarray:
+    """The schedule after pass ``iteration`` (from 0): the first pass's prices as they are; later ones damped
+    in (``damped``: ``(1 - damping) * schedule + damping * new``) or averaged (``averaging``, the method of
+    successive averages: ``schedule + (new - schedule) / (iteration + 1)``, the mean of every pass's prices)."""
     new = base_per_kwh + congestion_per_kwh
-    return new if iteration == 0 else (1 - damping) * schedule + damping * new
+    if iteration == 0:
+        return new
+    if update == "averaging":
+        return schedule + (new - schedule) / (iteration + 1)
+    return (1 - damping) * schedule + damping * new
 
 
 __all__ = ["Response", "next_schedule", "predict_intervals", "respond"]
