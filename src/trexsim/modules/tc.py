@@ -165,12 +165,7 @@ class TCMarketModule:
         refund = congestion_refund_usd(self._paid_usd, self._imports_wh, self.tc.refund)
         rows = {"episode": np.full(self.n, self.episode, dtype=np.int32), "participant": np.arange(self.n, dtype=np.int32),
                 "imports_wh": self._imports_wh.copy(), "congestion_paid_usd": self._paid_usd.copy(), "refund_usd": refund}
-        if self.con is not None:
-            self.con.register("_trexsim_tc_congestion", pa.table(rows))
-            try:
-                self.con.execute("INSERT INTO tc_congestion SELECT * FROM _trexsim_tc_congestion")
-            finally:
-                self.con.unregister("_trexsim_tc_congestion")
+        self._insert("tc_congestion", rows)
         self.congestion = {
             "episode": self.episode, "refund": self.tc.refund, "rent_usd": float(self._paid_usd.sum()),
             "refunded_usd": float(refund.sum()),
@@ -282,16 +277,21 @@ class TCMarketModule:
             "implied_price": implied[firsts - h0],
         }
         self.rows.extend({k: v[j].item() for k, v in rows.items()} for j in range(len(firsts)))
-        if self.con is not None:
-            self.con.register("_trexsim_tc_rows", pa.table(rows))
-            try:
-                self.con.execute("INSERT INTO tc_schedule SELECT * FROM _trexsim_tc_rows")
-            finally:
-                self.con.unregister("_trexsim_tc_rows")
+        self._insert("tc_schedule", rows)
         self._pass = None
         self.fabric.publish(topics.GRID_PRICES, GridPrices(self.episode, h0, schedule.copy(), self._sell[h0:h1].copy()))
         if self._todo:
             self._begin(*self._todo.popleft())
+
+    def _insert(self, table: str, rows: dict) -> None:
+        """Append ``rows`` (column -> array, in the table's column order) to a table of the run's database."""
+        if self.con is None:
+            return
+        self.con.register("_trexsim_tc_rows", pa.table(rows))
+        try:
+            self.con.execute(f"INSERT INTO {table} SELECT * FROM _trexsim_tc_rows")
+        finally:
+            self.con.unregister("_trexsim_tc_rows")
 
     # ------------------------------------------------------------------ results
     def summary(self) -> dict[str, Any]:
