@@ -199,13 +199,14 @@ class Simulation:
                     "settlement": m.config.settlement, "parent": m.parent, "members": int(m.member_count),
                     "settled_wh": int(wh), "contracts": int(contracts),
                     "mean_buyer_price": (value / wh * 1000.0) if wh else None}
-        net = self.recorder.totals.community_net_wh.get(summary.get("episode", 0), [])
-        if net:  # the community's net-load metrics of the last episode (trexsim.records.summary.community_metrics)
+        net = self.recorder.totals.community_net_wh.get(summary.get("episode", 0))
+        if net is not None and len(net[0]):  # the last episode's net-load metrics (records.summary.community_metrics)
             from trexsim.records.summary import community_metrics
 
-            r, e = zip(*net)
             study = self.config.study
-            summary["community"] = community_metrics(r, e, study.start_utc_s, study.interval_s, study.timezone)
+            summary["community"] = community_metrics(np.frombuffer(net[0], dtype=np.int64),
+                                                     np.frombuffer(net[1], dtype=np.int64), study.start_utc_s,
+                                                     study.interval_s, study.timezone)
         if self.powerflow is not None:
             summary["powerflow"] = self.powerflow.summary()
         if self.tc_market is not None:

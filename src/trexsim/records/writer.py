@@ -23,6 +23,8 @@ How the rows reach DuckDB decides what a full-records run costs (see BENCHMARKS.
 
 from __future__ import annotations
 
+from array import array
+
 import datetime as _dt
 import queue
 import threading
@@ -96,8 +98,9 @@ class Totals:
         self.rejections: dict[int, int] = {}
         # per market (its index in the markets table), over every episode: [energy Wh, contracts, buyers' value $]
         self.by_market: dict[int, list] = {}
-        # per episode, (round, the community's net metered energy of the round [Wh]) as delivered
-        self.community_net_wh: dict[int, list[tuple[int, int]]] = {}
+        # per episode, the delivered rounds and the community's net metered energy of each [Wh] (compact arrays:
+        # a year of minute rounds is 8 MB, not a list of tuples)
+        self.community_net_wh: dict[int, tuple[array, array]] = {}
 
     def episode(self, e: int) -> dict[str, np.ndarray]:
         if e not in self.by_episode:
@@ -258,7 +261,9 @@ class Recorder:
         for field in _DELIVERED_FIELDS:
             b[field][i] = getattr(msg, field)
         self.totals.surplus_usd[msg.episode] = self.totals.surplus_usd.get(msg.episode, 0.0) + msg.auctioneer_surplus_usd
-        self.totals.community_net_wh.setdefault(msg.episode, []).append((msg.round, int(np.sum(msg.net_meter_wh))))
+        rounds, net = self.totals.community_net_wh.setdefault(msg.episode, (array("q"), array("q")))
+        rounds.append(msg.round)
+        net.append(int(np.sum(msg.net_meter_wh)))
         # the round's row; its energy totals are summed from the delivery buffer at the flush
         self._rows["rounds"].append((self._round_start.pop(msg.round, 0), msg.grid_buy_price, msg.grid_sell_price,
                                      msg.auctioneer_surplus_usd))
