@@ -56,6 +56,12 @@ def test_study_outputs_and_command(tmp_path):
     assert report["robustness"]["exact_price/balanced"].endswith("seeds match the paper")
     m3 = [c for c in report["cells"] if c["mechanism"] == "exact_price"][0]
     assert m3["greedy_median_bid"] is not None
+    # every cell's metrics over its two seeds, with a bootstrap interval that holds the seeds' mean
+    shares = [c["settled_share"] for c in report["cells"] if c["mechanism"] == "exact_price"]
+    stat = report["statistics"]["exact_price/balanced"]["settled_share"]
+    assert stat["seeds"] == 2 and stat["mean"] == pytest.approx(sum(shares) / 2, abs=1e-6)
+    assert min(shares) - 1e-9 <= stat["ci95"][0] <= stat["mean"] <= stat["ci95"][1] <= max(shares) + 1e-9
+    assert "95 % percentile bootstrap" in (tmp_path / "out" / "results.md").read_text()
     names = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
     assert names == ["concentration_average_price.png", "concentration_exact_price.png", "greedy_average_price.png",
                      "greedy_exact_price.png"]
@@ -179,3 +185,15 @@ def test_the_m2_verdict_is_judged_on_the_greedy_policy_and_can_fail():
     assert matches_paper(cell, study) is False
     cell.greedy_share = 0.3  # they miss each other
     assert matches_paper(cell, study) is True
+
+
+def test_bootstrap_intervals_by_hand():
+    from trexsim.studies.settlement import bootstrap_ci
+
+    assert bootstrap_ci([0.1]) is None and bootstrap_ci([None, 0.2]) is None   # one seed: no interval
+    assert bootstrap_ci([0.1, 0.1, 0.1]) == {"mean": 0.1, "ci95": [0.1, 0.1], "seeds": 3}
+    ci = bootstrap_ci([1.0, 2.0, 3.0, 4.0])
+    # the resampled means of four seeds lie in [1, 4]; the 2.5 % and 97.5 % quantiles straddle 2.5, symmetric here
+    assert ci["mean"] == 2.5 and 1.0 <= ci["ci95"][0] < 2.5 < ci["ci95"][1] <= 4.0
+    assert ci["ci95"][0] + ci["ci95"][1] == pytest.approx(5.0, abs=0.13)
+    assert bootstrap_ci([1.0, 2.0, 3.0, 4.0]) == ci                           # drawn from a fixed seed: it repeats

@@ -484,9 +484,11 @@ def write_report(study: SettlementStudy, results: list[CellResult], out_dir: Pat
         robustness.setdefault(key, []).append(r["matches_paper"])
     summary = {"study": study.model_dump(), "cells": rows,
                "robustness": {k: f"{sum(v)}/{len(v)} seeds match the paper" for k, v in robustness.items()},
+               "statistics": cell_statistics(rows),
                "rounds": int(sum(r.rounds for r in results)), "cell_seconds": round(sum(r.seconds for r in results), 2)}
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2))
-    (out_dir / "results.md").write_text(results_table(summary))
+    stats = statistics_table(summary)
+    (out_dir / "results.md").write_text(results_table(summary) + ("\n" + stats if stats else ""))
     np.savez_compressed(out_dir / "histograms.npz", **{
         f"{r.mechanism}.{r.scenario}.{r.seed}.{name}": getattr(r, name)
         for r in results for name in ("bid_wh", "ask_wh", "settled_wh", "buyer_price_wh", "seller_price_wh", "greedy_bid_wh",
@@ -494,6 +496,51 @@ def write_report(study: SettlementStudy, results: list[CellResult], out_dir: Pat
         if getattr(r, name) is not None})
     plot_study(study, results, out_dir)
     return summary
+
+
+STAT_METRICS = ("median_bid", "median_ask", "median_settlement", "settled_share", "greedy_median_bid",
+                "greedy_median_ask", "greedy_settled_share")
+
+
+def bootstrap_ci(values, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict | None:
+    """The mean of ``values`` (one per seed) and its percentile bootstrap interval (Efron and Tibshirani
+    1993): ``resamples`` resamples of the seeds with replacement, drawn from ``seed`` so the report repeats.
+    None for fewer than two values (no interval from one seed)."""
+    x = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    if x.size < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, (resamples, x.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return {"mean": round(float(x.mean()), 6), "ci95": [round(float(lo), 6), round(float(hi), 6)], "seeds": int(x.size)}
+
+
+def cell_statistics(rows: list[dict]) -> dict:
+    """Per cell (``mechanism/scenario``), every metric of :data:`STAT_METRICS` over its seeds:
+    :func:`bootstrap_ci` (None where a cell has one seed)."""
+    cells: dict[str, list[dict]] = {}
+    for r in rows:
+        cells.setdefault(f"{r['mechanism']}/{r['scenario']}", []).append(r)
+    return {key: {m: bootstrap_ci([r.get(m) for r in rs]) for m in STAT_METRICS} for key, rs in cells.items()}
+
+
+def statistics_table(summary: dict) -> str:
+    """The cells' means over seeds with 95 % bootstrap intervals, as Markdown (empty with one seed)."""
+    stats = summary.get("statistics") or {}
+    if not any(v for cell in stats.values() for v in cell.values()):
+        return ""
+    lines = ["| cell | bid | ask | settle | settled share |", "|---|---:|---:|---:|---:|"]
+    for key, cell in stats.items():
+        def show(m, pct=False):
+            v = cell.get(m)
+            if v is None:
+                return "-"
+            f = (lambda x: f"{100 * x:.1f} %") if pct else (lambda x: f"{x:.4f}")
+            return f"{f(v['mean'])} [{f(v['ci95'][0])}, {f(v['ci95'][1])}]"
+        lines.append(f"| {key} | {show('median_bid')} | {show('median_ask')} | {show('median_settlement')} | "
+                     f"{show('settled_share', True)} |")
+    return ("Means over seeds with 95 % percentile bootstrap intervals (2,000 resamples of the seeds):\n\n"
+            + "\n".join(lines) + "\n")
 
 
 def results_table(summary: dict) -> str:
