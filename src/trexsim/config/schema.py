@@ -512,6 +512,9 @@ class TCConfig(_Model):
     price_interval_s: int = Field(3600, gt=0, description="Length of one price of the schedule, s (hourly: 3600).")
     iterations: int = Field(4, ge=1, le=100, description="Predict-price-respond passes before a schedule is published.")
     damping: float = Field(0.5, gt=0, le=1, description="Weight of the newest pass's prices in the schedule.")
+    predict: Literal["interval_mean", "round_peak"] = Field(
+        "interval_mean", description="What a price interval's predicted loading is: one solve on the interval's "
+                                     "mean net powers, or the worst of a solve per round (the peak an hourly mean hides).")
     update: Literal["damped", "averaging"] = Field(
         "damped", description="How a pass's prices enter the schedule: 'damped' (weight damping) or 'averaging' "
                               "(the method of successive averages: the mean of every pass's prices so far).")

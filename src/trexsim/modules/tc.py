@@ -224,8 +224,8 @@ class TCMarketModule:
 
         t0 = time.perf_counter()
         out = predict_intervals(self.engine, self.mapping, net_wh, self.price_rounds, self.interval_s, self.pf_import,
-                                self.pf_export, self.transformer_cols, self.checked_nodes)
-        self.solves += len(out[0])
+                                self.pf_export, self.transformer_cols, self.checked_nodes, self.tc.predict)
+        self.solves += net_wh.shape[0] if self.tc.predict == "round_peak" else len(out[0])
         self.solve_s += time.perf_counter() - t0
         return out
 

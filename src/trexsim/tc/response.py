@@ -57,16 +57,27 @@ def respond(base_load_wh: np.ndarray, generation_wh: np.ndarray, price_per_kwh: 
 
 
 def predict_intervals(engine, mapping, net_wh: np.ndarray, rounds_per_price: int, interval_s: int, pf_import: float,
-                      pf_export: float, transformer_cols: np.ndarray, checked_nodes: np.ndarray):
-    """``(loading_pct, voltage_dev_pu)`` per price interval of ``net_wh`` (rounds, participants), one solve each.
+                      pf_export: float, transformer_cols: np.ndarray, checked_nodes: np.ndarray,
+                      basis: str = "interval_mean"):
+    """``(loading_pct, voltage_dev_pu)`` per price interval of ``net_wh`` (rounds, participants).
 
-    engine: a powerflow engine with the feeder loaded and ``mapping``'s loads bound; an interval whose solve
-    does not converge gets NaN (the congestion component counts it as 0).
+    ``basis``: ``interval_mean`` solves once per interval on its mean net powers; ``round_peak`` solves every
+    round and keeps each interval's worst (an hourly mean hides a 10-minute peak). engine: a powerflow engine
+    with the feeder loaded and ``mapping``'s loads bound; a solve that does not converge gives NaN (the
+    congestion component counts it as 0; ``round_peak`` ignores it if another round of the interval solved).
     """
     from trexsim.powerflow.replay import net_powers
 
     m = net_wh.shape[0]
     starts = np.arange(0, m, rounds_per_price)
+    if basis == "round_peak":
+        loading, dv = predict_intervals(engine, mapping, net_wh, 1, interval_s, pf_import, pf_export,
+                                        transformer_cols, checked_nodes)
+        with np.errstate(all="ignore"):
+            return (np.array([np.nanmax(loading[a:a + rounds_per_price]) if np.isfinite(loading[a:a + rounds_per_price]).any()
+                              else np.nan for a in starts]),
+                    np.array([np.nanmax(dv[a:a + rounds_per_price]) if np.isfinite(dv[a:a + rounds_per_price]).any()
+                              else np.nan for a in starts]))
     k = len(starts)
     sums = np.add.reduceat(net_wh, starts, axis=0)
     lengths = np.minimum(rounds_per_price, m - starts)
