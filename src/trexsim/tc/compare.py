@@ -185,8 +185,14 @@ def compare_command(config: SimulationConfig | str | Path, feeder=None, mapping=
         for b in MODES[i + 1:]:
             same_bills = all(abs(modes[a]["bills"][pid] - modes[b]["bills"][pid]) < 1e-9 for pid in ids)
             if same_bills and np.array_equal(nets[a], nets[b]):
+                why = ""
+                if "tc" in (a, b) and sum(modes["tc"]["congestion_paid"].values()) == 0:
+                    why = (f" (the TC market predicted no congestion on this feeder, peak "
+                           f"{modes['grid_only']['peak_transformer_loading_pct']:.0f} % without coordination, so its "
+                           f"prices stayed at the tariff; a feeder nearer its limits shows what TC does, e.g. "
+                           f"--feeder with {{\"transformer_kva\": 100}})")
                 warnings.append(f"{LABELS[a]} and {LABELS[b]} gave the same result: the same net energy metered "
-                                f"in every round and the same bills, so their columns are one run's")
+                                f"in every round and the same bills, so their columns are one run's{why}")
     report = {
         "study": cfg.study.name, "participants": ids, "every": every, "limits": limits,
         "feeder": pf["feeder"], "modes": modes, "folders": {k: str(v) for k, v in folders.items()},
