@@ -321,3 +321,38 @@ def test_a_tc_market_is_never_run_on_the_compiled_backend():
     env.close()
     assert total == pytest.approx(-bill, rel=1e-9)
     assert abs(bill - tariff_bill) > 0.01  # the TC prices differ from the tariff: the backend matters
+
+
+def test_make_vec_runs_under_gymnasiums_vector_wrappers():
+    """gymnasium.make_vec gives Gymnasium's default auto-reset (next step) and infos as masked arrays, so its
+    vector wrappers run on it: NormalizeObservation and FlattenObservation refused the same-step mode, and
+    DictInfoToList refused plain ints in infos (issue 18)."""
+    import gymnasium
+    from gymnasium.wrappers.vector import DictInfoToList, FlattenObservation, NormalizeObservation
+
+    cfg = community(rounds=6)
+    made = gymnasium.make_vec("trexsim/ALEX-v0", num_envs=2, config=cfg, agent="rl_a")
+    assert made.metadata["autoreset_mode"] == gymnasium.vector.AutoresetMode.NEXT_STEP
+    twin = vector_env(cfg, num_envs=2)
+    obs, infos = made.reset(seed=1)
+    twin.reset(seed=1)
+    assert infos["delivery_round"].shape == (2,) and infos["_delivery_round"].all()
+    zeros = np.zeros((2, 5))
+    for t in range(6):
+        obs, rewards, terms, truncs, infos = made.step(zeros)
+        full = twin._noop.copy()   # the other agent places nothing, as the view has it
+        full[:, 0] = 0.0
+        t_obs, t_rewards, _, _, t_infos = twin.step(full)
+        assert rewards == pytest.approx(t_rewards[:, 0])
+    # the step that ends the episode returns its final observations ...
+    assert truncs.all() and not terms.any() and np.array_equal(obs, t_infos["final_obs"][:, 0])
+    # ... and the next call starts the next episode, whatever the actions: rewards 0, the first observations
+    obs, rewards, terms, truncs, _ = made.step(np.ones((2, 5)))
+    assert not rewards.any() and not terms.any() and not truncs.any() and np.array_equal(obs, t_obs[:, 0])
+    for wrapper in (NormalizeObservation, FlattenObservation, DictInfoToList):
+        env = wrapper(gymnasium.make_vec("trexsim/ALEX-v0", num_envs=2, config=cfg, agent="rl_a"))
+        env.reset(seed=0)
+        for _ in range(14):   # two episodes and their resets
+            env.step(env.action_space.sample())
+    with pytest.raises(ValueError, match="autoreset_mode must be one of"):
+        vector_env(cfg, num_envs=1).as_gymnasium("rl_a", autoreset_mode="later")

@@ -60,15 +60,16 @@ def vector_env(config, num_envs: int = 8, backend: str = "auto", reseed: bool = 
 
 
 def gym_vector_env(config, num_envs: int = 1, agent: str | None = None, backend: str = "auto", reseed: bool = True,
-                   history: int = 1):
+                   history: int = 1, autoreset_mode: str = "next_step"):
     """``num_envs`` copies for one learner ``agent`` (optional if there is only one) as a
-    ``gymnasium.vector.VectorEnv`` (same-step auto-reset); what ``gymnasium.make_vec`` builds."""
+    ``gymnasium.vector.VectorEnv``; what ``gymnasium.make_vec`` builds. Auto-reset ``next_step`` by default
+    (Gymnasium's, which its vector wrappers need), or ``same_step``."""
     vec = vector_env(config, num_envs, backend, reseed, history)
     if agent is None:
         if len(vec.agents) != 1:
             raise ValueError(f"several external agents {vec.agents}: name the learner with agent=")
         agent = vec.agents[0]
-    return vec.as_gymnasium(agent)
+    return vec.as_gymnasium(agent, autoreset_mode)
 
 
 try:  # register with Gymnasium when it is installed: gymnasium.make("trexsim/ALEX-v0", config=..., agent=...),

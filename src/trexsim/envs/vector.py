@@ -161,9 +161,9 @@ class TrexVectorEnv:
             infos["seeds"] = self.seeds.copy()
         return obs, rewards, terminations, truncations, infos
 
-    def as_gymnasium(self, agent: str | None = None):
+    def as_gymnasium(self, agent: str | None = None, autoreset_mode: str = "same_step"):
         """A :class:`gymnasium.vector.VectorEnv` view for one learner (see :class:`GymnasiumVectorView`)."""
-        return GymnasiumVectorView(self, agent)
+        return GymnasiumVectorView(self, agent, autoreset_mode)
 
 
 def _gym_vector_base():
@@ -178,11 +178,17 @@ class GymnasiumVectorView(_gym_vector_base()):
     ``agent=None``: every (copy, agent) pair is one sub-environment (``num_envs = copies x agents``,
     row ``i * n_agents + j`` is agent ``j`` of copy ``i``): one shared policy drives them all.
     ``agent=ID``: one sub-environment per copy, that agent learning; the other external agents
-    place nothing. Autoreset mode "same-step": the final observations are in
-    ``infos["final_obs"]``.
+    place nothing.
+
+    ``autoreset_mode``: ``"same_step"`` (the final observations in ``infos["final_obs"]``, the step's
+    observations already the next episode's first) or ``"next_step"`` (Gymnasium's default, which its vector
+    wrappers such as ``NormalizeObservation`` need: the step that ends an episode returns its final
+    observations, and the next ``step`` call starts the next episode, ignoring its actions, with rewards 0).
+    Infos are arrays of one entry per sub-environment, each with its ``_key`` mask, as Gymnasium's
+    ``DictInfoToList`` expects.
     """
 
-    def __init__(self, env: TrexVectorEnv, agent: str | None = None):
+    def __init__(self, env: TrexVectorEnv, agent: str | None = None, autoreset_mode: str = "same_step"):
         from gymnasium.vector import AutoresetMode
         from gymnasium.vector.utils import batch_space
 
@@ -199,7 +205,12 @@ class GymnasiumVectorView(_gym_vector_base()):
         self.single_action_space = env.single_action_spaces[agent or env.agents[0]]
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self.metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+        modes = {"same_step": AutoresetMode.SAME_STEP, "next_step": AutoresetMode.NEXT_STEP}
+        if autoreset_mode not in modes:
+            raise ValueError(f"autoreset_mode must be one of {sorted(modes)}, not {autoreset_mode!r}")
+        self._next_step = autoreset_mode == "next_step"
+        self._pending: tuple | None = None   # next_step: the next episode's first observations and infos
+        self.metadata = {"autoreset_mode": modes[autoreset_mode], "render_modes": []}
         self.render_mode = None
         self.closed = False
 
@@ -215,9 +226,15 @@ class GymnasiumVectorView(_gym_vector_base()):
                 out[key] = np.repeat(value, self.env.n_agents, axis=0)
             else:
                 out[key] = value
+        for key in [k for k in out if not k.startswith("_")]:  # arrays per sub-environment, with masks
+            value = out[key]
+            if not (isinstance(value, np.ndarray) and value.ndim >= 1 and value.shape[0] == self.num_envs):
+                out[key] = np.full(self.num_envs, value)
+            out.setdefault(f"_{key}", np.ones(self.num_envs, dtype=bool))
         return out
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        self._pending = None
         obs, infos = self.env.reset(seed=seed, options=options)
         return self._flat(obs), self._infos(infos)
 
@@ -229,8 +246,21 @@ class GymnasiumVectorView(_gym_vector_base()):
         else:
             full = env._noop.copy()
             full[:, self._j] = a.reshape(env.num_envs, ACTION_SIZE)
+        if self._pending is not None:  # next_step: this call starts the episode the last one ended before
+            obs, infos = self._pending
+            self._pending = None
+            none = np.zeros(self.num_envs, dtype=bool)
+            return obs, np.zeros(self.num_envs), none, none.copy(), infos
         obs, rewards, terms, truncs, infos = env.step(full)
-        return self._flat(obs), self._flat(rewards), self._flat(terms), self._flat(truncs), self._infos(infos)
+        obs, rewards, terms, truncs = self._flat(obs), self._flat(rewards), self._flat(terms), self._flat(truncs)
+        infos = self._infos(infos)
+        if self._next_step and "final_obs" in infos:
+            first = {k: infos[k] for k in ("seeds", "_seeds") if k in infos}
+            self._pending = (obs, first)
+            obs = infos.pop("final_obs")
+            for k in ("_final_obs", "final_seeds", "_final_seeds"):
+                infos.pop(k, None)
+        return obs, rewards, terms, truncs, infos
 
     def close_extras(self, **kwargs) -> None:
         self.env.close()
