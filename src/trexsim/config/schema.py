@@ -384,11 +384,6 @@ _TRADER_MODELS: list[type[_Model]] = [GridOnlyTrader, FixedPriceTrader, QLearnin
 TraderConfig = Annotated[Union[tuple(_TRADER_MODELS)], Field(discriminator="type")]
 
 
-def trader_config_models() -> list[type[_Model]]:
-    """The config models of every registered trader type, built-in and plug-in."""
-    return list(_TRADER_MODELS)
-
-
 def add_trader_config(model: type[_Model]) -> None:
     """Make ``model`` one of the configs a participant's ``trader`` may be (a plug-in's), and rebuild the
     config models that hold it, so that it validates with errors named by key like a built-in's."""
