@@ -292,8 +292,15 @@ def test_mapping_errors(run_dir, tmp_path):
         resolve_mapping({"H1": ["a"], "H2": ["zz"], "H3": ["c"]}, ids, loads)
     with pytest.raises(PowerflowError, match=r"participants not in the run: H9"):
         resolve_mapping({"H1": ["a"], "H2": ["b"], "H3": ["c"], "H9": ["static"]}, ids, loads)
-    with pytest.raises(PowerflowError, match=r"load 'a' is mapped twice \(H1 and H2\)"):
-        resolve_mapping({"H1": ["a"], "H2": ["a"], "H3": ["c"]}, ids, loads)
+    with pytest.raises(PowerflowError, match=r"H1: load 'a' is named twice"):
+        resolve_mapping({"H1": ["a", "Load.A"], "H2": ["b"], "H3": ["c"]}, ids, loads)
+    # several households on one spot load: the load carries the sum of their powers
+    shared = resolve_mapping({"H1": ["a"], "H2": ["a", "b"], "H3": ["c"]}, ids, loads)
+    assert shared.load_names == ["a", "b", "c"]
+    p = np.array([[1000.0, 400.0, 50.0]])   # W per participant
+    assert shared.expand(p).tolist() == [[1000.0 + 200.0, 200.0, 50.0]]
+    one = resolve_mapping({"H1": ["a"], "H2": ["b"], "H3": ["c"]}, ids, loads)
+    assert one.load_of_pair is None and one.expand(p).tolist() == p.tolist()
     with pytest.raises(PowerflowError, match=r"H2: must be a load name or a non-empty list"):
         read_mapping({"H1": "a", "H2": 5})
     with pytest.raises(PowerflowError, match="no such mapping file"):

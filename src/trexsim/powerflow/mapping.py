@@ -9,8 +9,10 @@ load names that share the participant's power equally (a house modelled as three
     }
 
 Load names are matched case-insensitively (OpenDSS lower-cases them); a ``Load.`` prefix is allowed.
-Every participant of the run needs at least one load, every named load must exist, and no load may
-serve two participants. Loads that no participant names stay as the circuit defines them.
+Every participant of the run needs at least one load and every named load must exist. Several
+participants may name the same load (a circuit's spot load standing for several households, as published
+test feeders have): the load then carries the sum of their powers. One participant may not name a load
+twice. Loads that no participant names stay as the circuit defines them.
 """
 
 from __future__ import annotations
@@ -34,16 +36,22 @@ def _listing(names: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class LoadMapping:
-    """The resolved mapping: bound load names and, per bound load, its participant and share."""
+    """The resolved mapping: the bound loads (each once) and every (participant, load) pair with its share."""
 
-    load_names: list[str]
-    participant_of_load: np.ndarray   # index into the run's participants, per bound load
-    share: np.ndarray                 # fraction of the participant's power on this load
+    load_names: list[str]             # the bound loads, each once
+    participant_of_load: np.ndarray   # per (participant, load) pair: index into the run's participants
+    share: np.ndarray                 # per pair: the fraction of the participant's power on that load
     table: dict[str, list[str]]       # participant id -> load names (as written to mapping.json)
+    load_of_pair: np.ndarray | None = None   # per pair: index into load_names (None: pair j is load j)
 
     def expand(self, per_participant: np.ndarray) -> np.ndarray:
-        """(rounds, participants) -> (rounds, bound loads)."""
-        return per_participant[..., self.participant_of_load] * self.share
+        """(rounds, participants) -> (rounds, bound loads): each load the sum of its participants' shares."""
+        pairs = per_participant[..., self.participant_of_load] * self.share
+        if self.load_of_pair is None:
+            return pairs
+        out = np.zeros(pairs.shape[:-1] + (len(self.load_names),))
+        np.add.at(out, (..., self.load_of_pair), pairs)
+        return out
 
 
 def read_mapping(mapping: str | Path | Mapping[str, Any]) -> tuple[dict[str, list[str]], str]:
@@ -97,24 +105,25 @@ def resolve_mapping(table: Mapping[str, list[str]], participant_ids: Sequence[st
     if unknown_loads:
         problems.append(f"loads not in {circuit}: {_listing(unknown_loads)}; its loads are "
                         f"{_listing(sorted(loads))}")
-    owner: dict[str, str] = {}
     for p, names in table.items():
-        for n in names:
-            first = owner.setdefault(_normal(n), p)
-            if first != p or names.count(n) > 1:
-                problems.append(f"load {n!r} is mapped twice ({first} and {p})")
+        normal = [_normal(n) for n in names]
+        for n in dict.fromkeys(n for n in normal if normal.count(n) > 1):
+            problems.append(f"{p}: load {n!r} is named twice")
     if problems:
         raise PowerflowError(f"{source}: " + "; ".join(dict.fromkeys(problems)))
     index = {p: i for i, p in enumerate(participant_ids)}
-    load_names, owner_idx, share = [], [], []
+    load_index: dict[str, int] = {}
+    load_of_pair, owner_idx, share = [], [], []
     for p in participant_ids:
         names = table[p]
         for n in names:
-            load_names.append(_normal(n))
+            load_of_pair.append(load_index.setdefault(_normal(n), len(load_index)))
             owner_idx.append(index[p])
             share.append(1.0 / len(names))
-    return LoadMapping(load_names=load_names, participant_of_load=np.array(owner_idx, dtype=np.int64),
-                       share=np.array(share), table={p: [_normal(n) for n in table[p]] for p in participant_ids})
+    shared = len(load_index) < len(load_of_pair)   # some load carries several participants
+    return LoadMapping(load_names=list(load_index), participant_of_load=np.array(owner_idx, dtype=np.int64),
+                       share=np.array(share), table={p: [_normal(n) for n in table[p]] for p in participant_ids},
+                       load_of_pair=np.array(load_of_pair, dtype=np.int64) if shared else None)
 
 
 def default_mapping(participant_ids: Sequence[str], circuit_loads: Sequence[str], circuit: str) -> dict[str, list[str]]:
