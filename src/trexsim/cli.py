@@ -645,8 +645,12 @@ def compare(
     bills.add_column("participant")
     for m in MODES:
         bills.add_column(LABELS[m], justify="right")
+    tc = modes["tc"]
+    bills.add_column("of TC: congestion paid", justify="right")
+    bills.add_column("refunded", justify="right")
     for pid in result.report["participants"]:
-        bills.add_row(pid, *[f"{modes[m]['bills'][pid]:.3f}" for m in MODES])
+        bills.add_row(pid, *[f"{modes[m]['bills'][pid]:.3f}" for m in MODES],
+                      f"{tc['congestion_paid'][pid]:.3f}", f"{tc['congestion_refund'][pid]:.3f}")
     console.print(bills)
     runs = [m for m in MODES if (result.out_dir / m / "run.duckdb").exists()]  # the modes recorded in a database
     if runs:

@@ -202,13 +202,14 @@ def compare_command(config: SimulationConfig | str | Path, feeder=None, mapping=
         "forecasts": {"grid_only": None, "tc": variants["tc"].tc.forecast.model_dump(mode="json"),
                       "alex": {"type": "perfect"}},
     }
-    figures = _figures(out_dir, folders, modes, cfg.study.timezone, limits) if plots else []
+    figures = _figures(out_dir, folders, modes, cfg.study.timezone, limits, cfg.study.name) if plots else []
     report["figures"] = [str(f.relative_to(out_dir)) for f in figures]
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return CompareReport(out_dir, report, figures)
 
 
-def _figures(out_dir: Path, folders: dict[str, Path], modes: dict, timezone: str, limits: dict) -> list[Path]:
+def _figures(out_dir: Path, folders: dict[str, Path], modes: dict, timezone: str, limits: dict,
+             study: str) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -225,7 +226,6 @@ def _figures(out_dir: Path, folders: dict[str, Path], modes: dict, timezone: str
     styles = {"grid_only": dict(ls="-", lw=2.6, alpha=0.55), "tc": dict(ls="-", lw=1.0), "alex": dict(ls="--", lw=1.2)}
     rounds = {m: pq.read_table(folders[m] / "powerflow" / "rounds.parquet").to_pandas() for m in MODES}
     figures = []
-    study = out_dir.name
     for column, ylabel, name, lims, title, caption in (
             ("transformer_loading_pct", "transformer loading (% of rating)", "compare_transformer_loading.png",
              [limits["max_loading_pct"]], "Transformer loading",
