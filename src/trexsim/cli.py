@@ -329,6 +329,11 @@ def print_summary(summary: dict) -> None:
         console.print(f"  {mid} ({m['settlement']}{' -> ' + m['parent'] if m['parent'] else ''}): "
                       f"{m['settled_wh'] / 1000:,.1f} kWh, {m['contracts']:,} contracts"
                       + (f", buyers {mean:.4f} $/kWh" if mean is not None else ""))
+    community = summary.get("community")
+    if community:
+        console.print(f"community net load ({community['basis']}): {community['avg_daily_import_kwh']:.1f} kWh imported "
+                      f"and {community['avg_daily_export_kwh']:.1f} exported a day; peak {community['peak_kw']:.1f} kW, "
+                      f"valley {community['valley_kw']:.1f} kW; summary.json 'community'")
     cons = summary.get("conservation", {})
     console.print(f"conservation checked every round: max energy error {cons.get('max_energy_error_wh')} Wh, "
                   f"max money error {cons.get('max_money_error_usd', 0):.2e} $")
