@@ -112,6 +112,30 @@ def wait_until(condition, timeout_s=5.0):
     return condition()
 
 
+def run_in_two_processes(cfg: dict, tmp_path):
+    """The config in process (``tmp_path/local``) and with its households in 2 participant processes over a
+    secured relay (``tmp_path/net``), credentials as ``trexsim broker --no-start --groups 2`` writes them;
+    returns the local run's result."""
+    from typer.testing import CliRunner
+
+    from trexsim.cli import app
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    creds = tmp_path / "credentials.json"
+    creds.write_text(json.dumps({"namespace": f"trexsim/{cfg['study']['name']}", "accounts": {
+        "coordinator": "c-secret", "grp-0-of-2": "g0-secret", "grp-1-of-2": "g1-secret"}}))
+    local = Simulation(parse_config(cfg), tmp_path / "local").run(plots=False)
+    url, proc = start_server("--credentials", str(creds))
+    try:
+        r = CliRunner().invoke(app, ["run", str(path), "--fabric", url, "--participant-processes", "2", "--credentials",
+                                     str(creds), "--out", str(tmp_path / "net"), "--no-plots", "--quiet"])
+        assert r.exit_code == 0, r.output
+    finally:
+        stop_server(proc)
+    return local
+
+
 def test_same_ledger_over_socketio_as_in_process(tmp_path, server):
     local = Simulation(parse_config(community()), tmp_path / "local").run(plots=False)
     fabric = open_fabric(server, namespace="test/same-ledger", participant_ids=IDS)
@@ -131,24 +155,7 @@ def test_same_ledger_over_socketio_as_in_process(tmp_path, server):
 
 
 def test_participants_in_separate_processes_over_a_secured_server_give_the_same_ledger(tmp_path):
-    from typer.testing import CliRunner
-
-    from trexsim.cli import app
-
-    cfg = community(30, "processes")
-    path = tmp_path / "c.json"
-    path.write_text(json.dumps(cfg))
-    creds = tmp_path / "credentials.json"  # as `trexsim broker --no-start --groups 2` writes it
-    creds.write_text(json.dumps({"namespace": "trexsim/processes", "accounts": {
-        "coordinator": "c-secret", "grp-0-of-2": "g0-secret", "grp-1-of-2": "g1-secret"}}))
-    local = Simulation(parse_config(cfg), tmp_path / "local").run(plots=False)
-    url, proc = start_server("--credentials", str(creds))
-    try:
-        r = CliRunner().invoke(app, ["run", str(path), "--fabric", url, "--participant-processes", "2", "--credentials",
-                                     str(creds), "--out", str(tmp_path / "net"), "--no-plots", "--quiet"])
-        assert r.exit_code == 0, r.output
-    finally:
-        stop_server(proc)
+    local = run_in_two_processes(community(30, "processes"), tmp_path)
     net = book(tmp_path / "net" / "run.duckdb")
     assert len(net[1]) > 0 and len(net[2]) == 30 * 5
     assert net == book(local.database)
@@ -467,9 +474,6 @@ def test_a_tc_run_over_a_secured_server_gives_the_in_process_ledger(tmp_path):
     """``market.type: tc``: the TC market's schedules and the households' plans over the Socket.IO relay, with
     the households in 2 processes, give the in-process schedule, rounds and deliveries."""
     pytest.importorskip("opendssdirect")
-    from typer.testing import CliRunner
-
-    from trexsim.cli import app
 
     cfg = community(30, "tcsio")
     cfg["study"]["start_datetime"] = "2021-07-01 18:00:00"
@@ -478,19 +482,7 @@ def test_a_tc_run_over_a_secured_server_gives_the_in_process_ledger(tmp_path):
         spec["profile"]["load_scale"] = 8
     cfg["tc"] = {"horizon_h": 0.25, "price_interval_s": 300, "iterations": 2, "feeder": {"transformer_kva": 100},
                  "congestion": {"loading_threshold_pct": 5}}
-    path = tmp_path / "c.json"
-    path.write_text(json.dumps(cfg))
-    creds = tmp_path / "credentials.json"
-    creds.write_text(json.dumps({"namespace": "trexsim/tcsio", "accounts": {
-        "coordinator": "c-secret", "grp-0-of-2": "g0-secret", "grp-1-of-2": "g1-secret"}}))
-    local = Simulation(parse_config(cfg), tmp_path / "local").run(plots=False)
-    url, proc = start_server("--credentials", str(creds))
-    try:
-        r = CliRunner().invoke(app, ["run", str(path), "--fabric", url, "--participant-processes", "2", "--credentials",
-                                     str(creds), "--out", str(tmp_path / "net"), "--no-plots", "--quiet"])
-        assert r.exit_code == 0, r.output
-    finally:
-        stop_server(proc)
+    local = run_in_two_processes(cfg, tmp_path)
     sql = ["SELECT * EXCLUDE (episode) FROM tc_schedule ORDER BY first_round",
            "SELECT * EXCLUDE (episode) FROM rounds ORDER BY round",
            "SELECT * EXCLUDE (episode) FROM deliveries ORDER BY round, participant"]
@@ -505,27 +497,12 @@ def test_the_market_tree_over_socketio_with_participant_processes_gives_the_same
     orders and deliveries as in process (the MQTT test's twin; Socket.IO inherits the MQTT fabric's protocol)."""
     import copy
 
-    from typer.testing import CliRunner
-
     from test_markets import TREE
-    from trexsim.cli import app
 
     cfg = copy.deepcopy(TREE)
     cfg["study"]["days"] = 20 / 1440
     cfg["study"]["name"] = "tree-sio"
-    path = tmp_path / "tree.json"
-    path.write_text(json.dumps(cfg))
-    creds = tmp_path / "credentials.json"
-    creds.write_text(json.dumps({"namespace": "trexsim/tree-sio", "accounts": {
-        "coordinator": "c-secret", "grp-0-of-2": "g0-secret", "grp-1-of-2": "g1-secret"}}))
-    local = Simulation(parse_config(cfg), tmp_path / "local").run(plots=False)
-    url, proc = start_server("--credentials", str(creds))
-    try:
-        r = CliRunner().invoke(app, ["run", str(path), "--fabric", url, "--participant-processes", "2", "--credentials",
-                                     str(creds), "--out", str(tmp_path / "net"), "--no-plots", "--quiet"])
-        assert r.exit_code == 0, r.output
-    finally:
-        stop_server(proc)
+    local = run_in_two_processes(cfg, tmp_path)
 
     def tree_book(db):
         return [query(db, f"SELECT {cols} FROM {table} ORDER BY ALL") for table, cols in (
