@@ -254,7 +254,7 @@ def test_forecasts_by_hand():
 
 
 def test_forecast_errors_name_the_key(tmp_path):
-    with pytest.raises(TrexsimError, match="tc.forecast.lag_days: 0.0001 days is not a whole number"):
+    with pytest.raises(TrexsimError, match=r"tc.forecast.lag_days: 8.64 s is not a whole number \(>= 1\) of the study's 600 s rounds"):
         Simulation(parse_config(tc_config(forecast={"type": "persistence", "lag_days": 0.0001})), tmp_path)
     with pytest.raises(Exception, match="tc.forecast.error_pct"):
         parse_config(tc_config(forecast={"type": "noisy", "error_pct": 150}))

@@ -36,15 +36,7 @@ from trexsim.engine.grid import tariff_prices
 from trexsim.fabric import topics
 from trexsim.fabric.messages import (Delivered, EpisodeEnd, EpisodeStart, GridPrices, RoundEnd, RoundStart, TCPlan,
                                      TCSchedule)
-from trexsim.errors import TrexsimError
-
-
-def _rounds(value_s: float, interval_s: int, key: str) -> int:
-    """``value_s`` as a whole number (>= 1) of the study's rounds; else an error naming ``key``."""
-    n = value_s / interval_s
-    if n < 1 or abs(n - round(n)) > 1e-9:
-        raise TrexsimError(f"{key}: {value_s:g} s is not a whole number (>= 1) of the study's {interval_s} s rounds")
-    return int(round(n))
+from trexsim.tc.forecast import whole_rounds as _rounds
 
 
 def congestion_refund_usd(paid_usd: np.ndarray, imports_wh: np.ndarray, rule: str) -> np.ndarray:

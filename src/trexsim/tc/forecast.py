@@ -25,13 +25,17 @@ from trexsim.config.schema import ForecastConfig
 from trexsim.errors import TrexsimError
 
 
+def whole_rounds(value_s: float, interval_s: int, key: str) -> int:
+    """``value_s`` as a whole number (>= 1) of the study's rounds; else an error naming ``key``."""
+    n = value_s / interval_s
+    if n < 1 or abs(n - round(n)) > 1e-9:
+        raise TrexsimError(f"{key}: {value_s:g} s is not a whole number (>= 1) of the study's {interval_s} s rounds")
+    return int(round(n))
+
+
 def lag_rounds(forecast: ForecastConfig, interval_s: int) -> int:
     """The persistence lag in rounds; an error naming ``tc.forecast.lag_days`` unless it is whole rounds."""
-    n = forecast.lag_days * 86400 / interval_s
-    if n < 1 or abs(n - round(n)) > 1e-9:
-        raise TrexsimError(f"tc.forecast.lag_days: {forecast.lag_days:g} days is not a whole number of the "
-                           f"study's {interval_s} s rounds")
-    return int(round(n))
+    return whole_rounds(forecast.lag_days * 86400, interval_s, "tc.forecast.lag_days")
 
 
 def forecast_wh(profiles, forecast: ForecastConfig, first_round: int, n_rounds: int, interval_s: int, seed: int,
@@ -60,4 +64,4 @@ def forecast_wh(profiles, forecast: ForecastConfig, first_round: int, n_rounds: 
     return noisy_load, noisy_gen
 
 
-__all__ = ["forecast_wh", "lag_rounds"]
+__all__ = ["forecast_wh", "lag_rounds", "whole_rounds"]
