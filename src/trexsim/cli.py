@@ -391,9 +391,10 @@ def validate(config: Path = typer.Argument(..., help="Config file to check.")) -
 def schema(out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout.")) -> None:
     """Print the JSON Schema of the config (for editors)."""
     from trexsim.config.schema import SimulationConfig
-    from trexsim.plugins import load_trader_plugins
+    from trexsim.plugins import load_device_plugins, load_trader_plugins
 
-    load_trader_plugins()  # installed trader plug-ins' settings belong in the schema too
+    load_trader_plugins()  # installed trader and device plug-ins' settings belong in the schema too
+    load_device_plugins()
     text = json.dumps(SimulationConfig.model_json_schema(by_alias=False), indent=2)
     if out is None:
         sys.stdout.write(text + "\n")

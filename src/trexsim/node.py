@@ -68,7 +68,7 @@ def hold_participants(config, fabric, index: np.ndarray):
     ids = [members[i][0] for i in index]
     specs = [members[i][1] for i in index]
     clock = Clock(study.start_utc_s, study.interval_s, study.rounds_per_episode, study.timezone)
-    profiles = ProfileSet(ids, [s.profile for s in specs], clock, study.seed, chunk_rounds=min(1440, study.rounds_per_episode))
+    profiles = ProfileSet.of_participants(ids, specs, clock, study.seed, chunk_rounds=min(1440, study.rounds_per_episode))
     # build the first chunk of profiles now, before joining: otherwise every process does it inside round 0
     # and the whole run waits for the slowest (seconds each, with many processes on few cores)
     profiles.round_wh(0)
@@ -122,6 +122,12 @@ def meter_limits(config) -> dict[str, np.ndarray]:
             gen_w = max(gen_w, 2.0 * p.generation_w * p.generation_scale)
         elif p.type == "realistic":
             gen_w = max(gen_w, 2000.0 * p.pv_capacity_kw * p.generation_scale)
+        for device in spec.devices:  # what a device draws or supplies at most comes on top of the profile's
+            from trexsim.devices import device_class
+
+            draw_w, supply_w = device_class(device.type).max_power_w(device)
+            load_w += draw_w
+            gen_w += supply_w
         limits["load_wh"][i] = np.ceil(load_w * hours)
         limits["generation_wh"][i] = np.ceil(gen_w * hours)
         if spec.storage is not None:
@@ -169,8 +175,8 @@ def profile_meter_fallback(config):
         if profiles is None:
             if len(cache) > 8:
                 cache.clear()
-            profiles = cache[key] = ProfileSet([members[i][0] for i in missing], [members[i][1].profile for i in missing],
-                                               clock, study.seed, chunk_rounds=min(1440, study.rounds_per_episode))
+            profiles = cache[key] = ProfileSet.of_participants([members[i][0] for i in missing], [members[i][1] for i in missing],
+                                                               clock, study.seed, chunk_rounds=min(1440, study.rounds_per_episode))
         load, gen = profiles.round_wh(round_index)
         zero = np.zeros(missing.size, dtype=np.int64)
         return MeterReadings(episode, round_index, missing.astype(np.int64), load, gen, zero, zero,

@@ -26,7 +26,16 @@ Traders come the same way, in the group ``trexsim.traders``::
 naming a :class:`~trexsim.agents.base.TraderPopulation` subclass with a ``config_model`` (registered by
 :func:`~trexsim.agents.base.register_trader`) or a module that registers its traders on import. They
 are loaded before the first config is validated (a participant's ``trader.type`` may name them), with
-the same errors. Devices will get a group of their own (``trexsim.devices``).
+the same errors.
+
+Devices come in the group ``trexsim.devices``::
+
+    [project.entry-points."trexsim.devices"]
+    pool_pump = "trexsim_poolpump:PoolPump"
+
+naming a :class:`~trexsim.devices.ScheduledDevice` subclass with a ``config_model`` (registered by
+:func:`~trexsim.devices.register_device`) or a module that registers its devices on import; loaded, like
+traders, before the first config is validated (a participant's ``devices`` may name them).
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from trexsim.errors import TrexsimError
 
 MECHANISMS_GROUP = "trexsim.mechanisms"
 TRADERS_GROUP = "trexsim.traders"
+DEVICES_GROUP = "trexsim.devices"
 
 
 class PluginError(TrexsimError):
@@ -183,3 +193,42 @@ def load_trader_plugins() -> bool:
 def trader_origin(kind: str) -> str:
     """Where a registered trader kind comes from: ``built-in`` or a plug-in's entry point."""
     return _origins.get("trader:" + kind, "built-in")
+
+
+_devices = {"loaded": False, "loading": False}
+_device_error: list[PluginError] = []
+
+
+def device_entry_points() -> list[metadata.EntryPoint]:
+    """The installed entry points of :data:`DEVICES_GROUP`, sorted by name."""
+    return sorted(metadata.entry_points(group=DEVICES_GROUP), key=lambda ep: (ep.name, ep.value))
+
+
+def load_device_entry_point(ep: metadata.EntryPoint) -> list[str]:
+    """Load one device entry point and register what it names; returns the device kinds it provides."""
+    from trexsim import devices
+
+    def register(cls):
+        devices.register_device(cls)
+        return cls.kind
+
+    def defined_in(module: str) -> list[str]:
+        return sorted(k for k, v in devices.DEVICE_KINDS.items()
+                      if v.__module__ == module or v.__module__.startswith(module + "."))
+
+    names = _load_entry_point(ep, devices.ScheduledDevice, register, defined_in, "device",
+                              "call register_device with a ScheduledDevice subclass, or name the class")
+    for name in names:
+        _origins["device:" + name] = describe(ep)
+    return names
+
+
+def load_device_plugins() -> bool:
+    """Load every device plug-in once; re-raise the first failure on every later call. True when this call
+    registered device kinds (the config models were rebuilt)."""
+    return _load_group(_devices, _device_error, device_entry_points, load_device_entry_point)
+
+
+def device_origin(kind: str) -> str:
+    """Where a registered device kind comes from: ``built-in`` or a plug-in's entry point."""
+    return _origins.get("device:" + kind, "built-in")

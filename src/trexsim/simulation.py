@@ -90,8 +90,8 @@ class Simulation:
             for m, members in zip(markets, member_lists)]
         self.market = self.markets[0]
         self.delivery = ImbalanceSettlement(self.fabric, len(specs), rounds)
-        self.profiles = ProfileSet(self.participant_ids, [s.profile for s in specs], self.clock, study.seed,
-                                   chunk_rounds=min(1440, rounds))
+        self.profiles = ProfileSet.of_participants(self.participant_ids, specs, self.clock, study.seed,
+                                                   chunk_rounds=min(1440, rounds))
         self.profiles.check_coverage(rounds)
         self.participants = Participants(self.fabric, self.participant_ids, specs, self.profiles, study.interval_s,
                                          rounds, config.market.close_steps, participants_rng(study.seed),

@@ -19,18 +19,21 @@ _UNION_TAGS = {"flat", "realistic", "file", "grid_only", "baseline_agent", "fixe
 
 
 def _union_tags() -> set[str]:
-    """The discriminator values pydantic puts in an error's location: profile types, every trader type
-    (plug-ins' included)."""
+    """The discriminator values pydantic puts in an error's location: profile types, every trader and device
+    type (plug-ins' included)."""
     from trexsim.agents.base import _KIND_OF_TYPE
+    from trexsim.devices import DEVICE_KINDS
 
-    return _UNION_TAGS | set(_KIND_OF_TYPE)
+    return _UNION_TAGS | set(_KIND_OF_TYPE) | set(DEVICE_KINDS)
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
     for i, item in enumerate(loc):
         # pydantic puts the discriminator's value in the location of a tagged union member
-        if isinstance(item, str) and i > 0 and loc[i - 1] in ("profile", "trader") and item in _union_tags():
+        in_union = i > 0 and (loc[i - 1] in ("profile", "trader") or (i > 1 and loc[i - 2] == "devices"
+                                                                     and isinstance(loc[i - 1], int)))
+        if isinstance(item, str) and in_union and item in _union_tags():
             continue
         if isinstance(item, int):
             parts.append(f"[{item}]")

@@ -289,6 +289,58 @@ class BatteryConfig(_Model):
         return self
 
 
+# --------------------------------------------------------------------------- devices
+class DeviceSettings(_Model):
+    """The base of a device's config (a participant's ``devices`` list): a ``type: Literal["name"]`` field and
+    the device's own settings. Plug-in devices subclass it (``trexsim.devices.register_device``)."""
+
+
+class EVConfig(DeviceSettings):
+    """An electric vehicle charged at home: plugged in each evening, charged at the charger's power until its
+    day's energy is in (or it leaves), from the arrival or from a timer (``trexsim.devices.ev``)."""
+
+    type: Literal["ev"]
+    daily_energy_wh: float = Field(8000.0, gt=0, le=MAX_POWER_W * 24, description="Energy put into the car each day, Wh (e.g. 40 km at 0.2 kWh/km).")
+    charge_power_w: float = Field(7200.0, gt=0, le=MAX_POWER_W, description="The charger's power at the meter, W.")
+    efficiency: float = Field(0.9, gt=0, le=1, description="Charger efficiency: the meter draws daily_energy_wh / efficiency.")
+    arrival_hour: float = Field(18.0, ge=0, lt=24, description="Local time the car is plugged in, hours after midnight.")
+    departure_hour: float = Field(7.5, ge=0, lt=24, description="Local time it leaves (the next day when not after arrival_hour).")
+    charge_start_hour: float | None = Field(
+        None, ge=0, lt=24, description="A charging timer: charging starts at this local time, the first after the arrival (null: at the arrival).")
+    spread_minutes: float = Field(0.0, ge=0, le=180, description="Standard deviation of each day's arrival and departure (normal, kept within 3 sd), minutes.")
+    energy_spread: float = Field(0.0, ge=0, le=1, description="Relative standard deviation of each day's energy (normal, kept within 3 sd and >= 0).")
+
+    @model_validator(mode="after")
+    def _window(self) -> "EVConfig":
+        if self.arrival_hour == self.departure_hour:
+            raise ValueError("departure_hour equals arrival_hour: the car would never be plugged in")
+        return self
+
+
+_DEVICE_MODELS: list[type[_Model]] = [EVConfig]
+
+
+def _device_union():
+    members = tuple(_DEVICE_MODELS)
+    return members[0] if len(members) == 1 else Annotated[Union[members], Field(discriminator="type")]
+
+
+DeviceConfig = _device_union()
+
+
+def add_device_config(model: type[_Model]) -> None:
+    """Make ``model`` one of the configs a participant's ``devices`` may hold (a plug-in's), and rebuild the
+    config models that hold it, so that it validates with errors named by key like a built-in's."""
+    if model in _DEVICE_MODELS:
+        return
+    _DEVICE_MODELS.append(model)
+    annotation = list[_device_union()]
+    ParticipantConfig.model_fields["devices"].annotation = annotation
+    ParticipantConfig.__annotations__["devices"] = annotation
+    ParticipantConfig.model_rebuild(force=True)
+    SimulationConfig.model_rebuild(force=True)
+
+
 # --------------------------------------------------------------------------- traders
 class GridOnlyTrader(_Model):
     """Never trades in the market: the net-billing baseline."""
@@ -401,6 +453,9 @@ class ParticipantConfig(_Model):
     type: Literal["residential", "Residential"] = "residential"
     profile: ProfileConfig
     storage: BatteryConfig | None = None
+    devices: list[DeviceConfig] = Field(
+        default_factory=list, description="Devices behind the meter besides the battery (an EV, plug-ins' devices): each adds "
+                                          "its energy to the household's metered load or generation (docs/devices.md).")
     trader: TraderConfig = Field(default_factory=lambda: GridOnlyTrader(type="grid_only"))
     count: int = Field(1, ge=1, le=1_000_000, description="Copies of this household, named '<id>-1' ... '<id>-N' (numbers zero-padded to N's width).")
 
@@ -553,11 +608,11 @@ class SimulationConfig(_Model):
     @model_validator(mode="wrap")
     @classmethod
     def _trader_plugins_first(cls, data: Any, handler):
-        # trader plug-ins add members to the trader union: load them before the first config is read,
-        # and validate again with the rebuilt models when loading them changed the union just now
-        from trexsim.plugins import load_trader_plugins
+        # trader and device plug-ins add members to the unions: load them before the first config is read,
+        # and validate again with the rebuilt models when loading them changed a union just now
+        from trexsim.plugins import load_device_plugins, load_trader_plugins
 
-        if load_trader_plugins():
+        if load_trader_plugins() | load_device_plugins():
             return cls.model_validate(data)
         return handler(data)
 

@@ -109,8 +109,16 @@ class ProfileSet:
     (half to even).
     """
 
-    def __init__(self, participant_ids: list[str], specs: list[ProfileConfig], clock: Clock, seed: int, chunk_rounds: int = 1440):
+    def __init__(self, participant_ids: list[str], specs: list[ProfileConfig], clock: Clock, seed: int, chunk_rounds: int = 1440,
+                 devices: list[list] | None = None):
+        """``devices[i]``: participant i's device configs (``ParticipantConfig.devices``), whose energy is
+        added to its load (what they draw) and generation (what they supply): see :mod:`trexsim.devices`."""
         self.participant_ids = list(participant_ids)
+        self.devices = None
+        if devices is not None and any(devices):
+            from trexsim.devices import DeviceSet
+
+            self.devices = DeviceSet(self.participant_ids, devices, clock, seed)
         self.clock = clock
         self.seed = int(seed)
         self.chunk_rounds = max(1, int(chunk_rounds))
@@ -138,12 +146,23 @@ class ProfileSet:
         """Integer Wh ``(load, generation)`` of shape ``(n_rounds, n_participants)``."""
         n = self.n_participants
         if len(self._groups) == 1:  # one source for everyone, in order: no scatter needed
-            return self._groups[0][1].whole_wh(start_round, n_rounds)
-        load = np.zeros((n_rounds, n), dtype=np.int64)
-        gen = np.zeros((n_rounds, n), dtype=np.int64)
-        for idx, source in self._groups:
-            load[:, idx], gen[:, idx] = source.whole_wh(start_round, n_rounds)
+            load, gen = self._groups[0][1].whole_wh(start_round, n_rounds)
+        else:
+            load = np.zeros((n_rounds, n), dtype=np.int64)
+            gen = np.zeros((n_rounds, n), dtype=np.int64)
+            for idx, source in self._groups:
+                load[:, idx], gen[:, idx] = source.whole_wh(start_round, n_rounds)
+        if self.devices is not None:
+            draw, supply = self.devices.energy_wh(start_round, n_rounds)
+            load, gen = load + draw, gen + supply  # (new arrays: a source may keep what it returned)
         return load, gen
+
+    @classmethod
+    def of_participants(cls, participant_ids: list[str], specs: list, clock: Clock, seed: int,
+                        chunk_rounds: int = 1440) -> "ProfileSet":
+        """The profiles of participants (``ParticipantConfig``), devices included."""
+        return cls(participant_ids, [s.profile for s in specs], clock, seed, chunk_rounds,
+                   devices=[s.devices for s in specs])
 
     def round_wh(self, round_index: int) -> tuple[np.ndarray, np.ndarray]:
         """One round's ``(load_wh, generation_wh)`` rows, read through a cache of aligned chunks.

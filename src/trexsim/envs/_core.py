@@ -206,8 +206,8 @@ class Community:
         return observation_space(history, self.obs_low[agent], self.obs_high[agent])
 
     def profiles(self, seed: int) -> ProfileSet:
-        specs = [s.profile for s in self.specs]
-        return ProfileSet(self.participant_ids, specs, self.clock, seed, chunk_rounds=min(1440, self.rounds))
+        return ProfileSet.of_participants(self.participant_ids, self.specs, self.clock, seed,
+                                          chunk_rounds=min(1440, self.rounds))
 
     def _participants(self, seed: int):
         from trexsim.fabric.inprocess import InProcessFabric

@@ -50,6 +50,8 @@ def fast_path_supported(config: SimulationConfig) -> str | None:
             return f"participant {pid} does not have a flat profile"
         if spec.storage is not None:
             return f"participant {pid} has a battery"
+        if spec.devices:
+            return f"participant {pid} has devices ({', '.join(d.type for d in spec.devices)})"
     return None
 
 

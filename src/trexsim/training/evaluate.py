@@ -162,13 +162,13 @@ def _value(config: SimulationConfig, value_per_kwh: float | None) -> float:
 
 
 def _profile_wh(config: SimulationConfig, learner: str) -> tuple[np.ndarray, np.ndarray]:
-    """The learner's load and generation for every round of the study (its profile alone)."""
+    """The learner's load and generation for every round of the study (its profile and devices alone)."""
     from trexsim.data.profiles import Clock, ProfileSet
 
     study = config.study
     rounds = study.rounds_per_episode
     clock = Clock(study.start_utc_s, study.interval_s, rounds, study.timezone)
-    profiles = ProfileSet([learner], [config.participants[learner].profile], clock, study.seed)
+    profiles = ProfileSet.of_participants([learner], [config.participants[learner]], clock, study.seed)
     load, gen = profiles.energy_wh(0, rounds)
     return load[:, 0], gen[:, 0]
 
