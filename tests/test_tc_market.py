@@ -338,6 +338,48 @@ def test_next_schedule_by_hand():
     assert next_schedule(s, base, congestion, 2, 0.5, "averaging").tolist() == pytest.approx([0.2 + 0.2 / 3, 0.1])
 
 
+def test_bisection_by_hand():
+    """Each pass halves every interval's bracket: to the fixed point where F is continuous, to the jump where
+    it is not (the residual then stays: no schedule is in phase with its own prediction there)."""
+    from trexsim.tc.response import bisect_congestion
+
+    def run(F, passes):
+        low = high = None
+        c = np.zeros(2)                                   # the first pass asks at the tariff
+        for _ in range(passes):
+            low, high, c = bisect_congestion(low, high, c, F(c))
+        return low, high, c
+
+    smooth = lambda c: np.maximum(np.array([0.3, 0.0]) - 2 * c, 0)   # noqa: E731  F(0) = 0.3: c* = 0.1; none: 0
+    low, high, c = run(smooth, 1)
+    assert low.tolist() == [0, 0] and high.tolist() == [0.3, 0] and c.tolist() == [0.15, 0]
+    low, high, c = run(smooth, 2)                       # F(0.15) = 0 < 0.15: the fixed point is below
+    assert high.tolist() == [0.15, 0] and c.tolist() == pytest.approx([0.075, 0])
+    low, high, c = run(smooth, 21)
+    assert (high - low).max() == pytest.approx(0.3 / 2 ** 20) and abs(c[0] - 0.1) <= 0.3 / 2 ** 20
+    assert abs(smooth(c) - c).max() < 1e-6
+    herd = lambda c: np.where(c < 0.05, 0.3, 0.0)       # noqa: E731  all-or-nothing: F jumps over c = F(c)
+    low, high, c = run(herd, 30)
+    assert c[0] == pytest.approx(0.05, abs=1e-8) and abs(herd(c) - c)[0] >= 0.05 - 1e-8
+
+
+def test_bisection_brackets_the_schedule_on_the_congested_feeder(tmp_path):
+    """On the congested feeder the bracket halves every pass and is reported; the residual stays large, so the
+    run shows that this day's all-or-nothing devices have no schedule in phase with its own prediction."""
+    cfg = tc_config(iterations=10, update="bisection")
+    tc = Simulation(parse_config(cfg), tmp_path).run(plots=False).summary["tc"]
+    sched = table(tmp_path, "SELECT price, tou_buy_price, congestion, implied_price FROM tc_schedule")
+    assert tc["horizon_passes"] == [10]
+    # every interval's first bracket is [0, F(0)] (F(0) < 0.5 $/kWh here: the tariff's predicted loading stays
+    # below 160 %), halved by the 9 passes after it
+    assert 0 <= tc["max_bracket_per_kwh"] <= 0.5 / 2 ** 9
+    assert (sched["congestion"] >= 0).all() and np.allclose(sched["price"], sched["tou_buy_price"] + sched["congestion"])
+    assert tc["max_residual_per_kwh"] == pytest.approx(np.abs(sched["implied_price"] - sched["price"]).max())
+    cfg = tc_config(iterations=10, update="bisection", tolerance=0.01)      # stops once every bracket is narrower
+    tc = Simulation(parse_config(cfg), tmp_path / "tol").run(plots=False).summary["tc"]
+    assert tc["horizon_passes"][0] < 10 and tc["max_bracket_per_kwh"] <= 0.01
+
+
 def test_the_schedule_reports_how_far_it_is_from_its_own_prediction(day):
     """Every published interval records the price its own prediction implies; the gap is the fixed point's
     residual. On this congested feeder the default (4 damped passes) is far from a fixed point: the devices

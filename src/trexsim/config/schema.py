@@ -565,12 +565,15 @@ class TCConfig(_Model):
     predict: Literal["interval_mean", "round_peak"] = Field(
         "interval_mean", description="What a price interval's predicted loading is: one solve on the interval's "
                                      "mean net powers, or the worst of a solve per round (the peak an hourly mean hides).")
-    update: Literal["damped", "averaging"] = Field(
-        "damped", description="How a pass's prices enter the schedule: 'damped' (weight damping) or 'averaging' "
-                              "(the method of successive averages: the mean of every pass's prices so far).")
+    update: Literal["damped", "averaging", "bisection"] = Field(
+        "damped", description="How a pass's prices enter the schedule: 'damped' (weight damping), 'averaging' "
+                              "(the method of successive averages: the mean of every pass's prices so far) or "
+                              "'bisection' (each price interval's congestion component bisected between bounds "
+                              "on the fixed point: the bracket halves every pass).")
     tolerance: float | None = Field(
         None, gt=0, description="Stop before 'iterations' passes once a schedule's own prediction implies prices "
-                                "within this many $/kWh of it (null: always run every pass).")
+                                "within this many $/kWh of it, or (bisection) every bracket is narrower "
+                                "(null: always run every pass).")
     congestion: CongestionPricing = Field(default_factory=CongestionPricing)
     flexible_load: FlexibleLoadConfig | None = Field(default_factory=FlexibleLoadConfig)
     batteries: bool = Field(True, description="Participants' batteries react to the price (else self-consumption).")

@@ -188,7 +188,8 @@ class TCMarketModule:
     def _begin(self, h0: int, h1: int) -> None:
         base = self._tou[h0:h1].copy()
         self._pass = {"h0": h0, "h1": h1, "iteration": 0, "final": False, "base": base, "schedule": base,
-                      "net": np.zeros((h1 - h0, self.n)), "heard": np.zeros(self.n, dtype=bool)}
+                      "net": np.zeros((h1 - h0, self.n)), "heard": np.zeros(self.n, dtype=bool),
+                      "low": None, "high": None, "bracket": float("nan")}
         self._publish_schedule()
 
     def _publish_schedule(self) -> None:
@@ -223,7 +224,7 @@ class TCMarketModule:
 
     def _advance(self) -> None:
         from trexsim.tc.pricing import congestion_price
-        from trexsim.tc.response import next_schedule
+        from trexsim.tc.response import bisect_congestion, next_schedule
 
         p = self._pass
         loading, dv = self._predict(p["net"])
@@ -235,10 +236,19 @@ class TCMarketModule:
         if p["final"]:
             self._publish(loading, dv, implied, residual)
             return
-        converged = self.tc.tolerance is not None and residual <= self.tc.tolerance
+        if self.tc.update == "bisection":
+            firsts = np.arange(0, rounds, self.price_rounds)   # (a schedule is one price per interval, per round)
+            p["low"], p["high"], middle = bisect_congestion(p["low"], p["high"], p["schedule"][firsts] - p["base"][firsts],
+                                                            congestion[firsts])
+            p["bracket"] = float(np.max(p["high"] - p["low"])) if rounds else 0.0
+        converged = self.tc.tolerance is not None and (residual <= self.tc.tolerance or (
+            self.tc.update == "bisection" and p["bracket"] <= self.tc.tolerance))
         if not converged:
-            p["schedule"] = next_schedule(p["schedule"], p["base"], congestion, p["iteration"], self.tc.damping,
-                                          self.tc.update)
+            if self.tc.update == "bisection":
+                p["schedule"] = p["base"] + np.repeat(middle, self.price_rounds)[:rounds]
+            else:
+                p["schedule"] = next_schedule(p["schedule"], p["base"], congestion, p["iteration"], self.tc.damping,
+                                              self.tc.update)
         p["iteration"] += 1
         p["final"] = converged or p["iteration"] == self.tc.iterations
         self._publish_schedule()
@@ -255,7 +265,7 @@ class TCMarketModule:
     def _publish(self, loading: np.ndarray, dv: np.ndarray, implied: np.ndarray, residual: float) -> None:
         p = self._pass
         self.horizon_stats.append({"episode": self.episode, "first_round": int(p["h0"]), "passes": int(p["iteration"]),
-                                   "residual_per_kwh": residual})
+                                   "residual_per_kwh": residual, "bracket_per_kwh": p["bracket"]})
         h0, h1 = p["h0"], p["h1"]
         schedule = p["schedule"]
         firsts = np.arange(h0, h1, self.price_rounds)
@@ -308,6 +318,10 @@ class TCMarketModule:
             "max_residual_per_kwh": max((h["residual_per_kwh"] for h in self.horizon_stats
                                          if h["episode"] == self.episode and np.isfinite(h["residual_per_kwh"])),
                                         default=None),
+            # bisection: the widest bracket left around a horizon's fixed point ($/kWh; None: another update)
+            "max_bracket_per_kwh": max((h["bracket_per_kwh"] for h in self.horizon_stats
+                                        if h["episode"] == self.episode and np.isfinite(h["bracket_per_kwh"])),
+                                       default=None),
         }
 
     def close(self) -> None:

@@ -107,4 +107,29 @@ def next_schedule(schedule: np.ndarray, base_per_kwh: np.ndarray, congestion_per
     return (1 - damping) * schedule + damping * new
 
 
-__all__ = ["Response", "next_schedule", "predict_intervals", "respond"]
+def bisect_congestion(low: np.ndarray, high: np.ndarray | None, congestion: np.ndarray,
+                      implied: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One bisection step of the congestion component, per price interval: ``(low, high, next)`` [$/kWh].
+
+    ``congestion`` is the component the schedule just asked about carried, ``implied`` the one its own
+    prediction implies (``F``). A higher price never draws more load from a household (flexible loads move
+    away from it, batteries discharge into it), so ``F`` falls as the component rises, and the fixed point
+    ``c = F(c)`` lies above ``c`` where ``F(c) > c`` and below it otherwise. The first pass asks at
+    ``c = 0`` (the tariff), whose ``F(0)`` bounds the fixed point from above (``high`` None: set it). Each
+    pass halves every interval's bracket ``[low, high]`` and asks at its middle: after ``k`` passes the fixed
+    point (or, where ``F`` jumps over the line ``F(c) = c``, the jump) is located within ``F(0) / 2**k``.
+    Where the households' responses couple intervals (flexible load moving between them) the bracket still
+    halves; whether it holds a fixed point is what the residual ``|F(c) - c|`` tells.
+    """
+    c = np.asarray(congestion, dtype=np.float64)
+    f = np.nan_to_num(np.asarray(implied, dtype=np.float64))
+    if high is None:
+        low, high = np.zeros_like(c), np.maximum(f, c)
+    else:
+        above = f > c
+        low = np.where(above, np.maximum(low, c), low)
+        high = np.where(above, high, np.minimum(high, c))
+    return low, high, (low + high) / 2.0
+
+
+__all__ = ["Response", "bisect_congestion", "next_schedule", "predict_intervals", "respond"]
