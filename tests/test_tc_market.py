@@ -380,6 +380,17 @@ def test_bisection_brackets_the_schedule_on_the_congested_feeder(tmp_path):
     assert tc["horizon_passes"][0] < 10 and tc["max_bracket_per_kwh"] <= 0.01
 
 
+def test_proportional_devices_bring_the_schedule_nearer_its_own_prediction(tmp_path):
+    """The devices' proportional responses make F continuous in the prices: bisected, the schedule's gap to its
+    own prediction falls from 0.26 to 0.17 $/kWh on this feeder (measured when written), though not to a fixed
+    point (the responses couple the intervals, which a per-interval bisection does not see)."""
+    gaps = {}
+    for response in ("threshold", "proportional"):
+        cfg = tc_config(iterations=10, update="bisection", response=response)
+        gaps[response] = Simulation(parse_config(cfg), tmp_path / response).run(plots=False).summary["tc"]["max_residual_per_kwh"]
+    assert gaps["proportional"] < gaps["threshold"] - 0.05 and gaps["proportional"] > 0.01
+
+
 def test_the_schedule_reports_how_far_it_is_from_its_own_prediction(day):
     """Every published interval records the price its own prediction implies; the gap is the fixed point's
     residual. On this congested feeder the default (4 damped passes) is far from a fixed point: the devices

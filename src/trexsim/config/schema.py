@@ -574,6 +574,12 @@ class TCConfig(_Model):
         None, gt=0, description="Stop before 'iterations' passes once a schedule's own prediction implies prices "
                                 "within this many $/kWh of it, or (bisection) every bracket is narrower "
                                 "(null: always run every pass).")
+    response: Literal["threshold", "proportional"] = Field(
+        "threshold", description="How the devices answer a schedule: 'threshold' (all-or-nothing: batteries by "
+                                 "price thresholds, flexible load into the cheapest rounds) or 'proportional' "
+                                 "(continuous in the prices, ramps response_band_per_kwh wide: docs/powerflow.md).")
+    response_band_per_kwh: float = Field(
+        0.05, gt=0, le=10, description="'proportional': the width of the devices' price ramps, $/kWh.")
     congestion: CongestionPricing = Field(default_factory=CongestionPricing)
     flexible_load: FlexibleLoadConfig | None = Field(default_factory=FlexibleLoadConfig)
     batteries: bool = Field(True, description="Participants' batteries react to the price (else self-consumption).")

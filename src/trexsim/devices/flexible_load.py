@@ -13,6 +13,21 @@ within consecutive windows of ``window_rounds`` rounds. In each window:
    nothing, and the inflexible part ``(1 - share) * load_r`` is never touched.
 
 Energies in Wh per round (floats); prices in $/kWh, one per round (the published schedule).
+
+**Proportional response** (``band_per_kwh`` = b > 0). The rule above is all-or-nothing: the load jumps to
+another round when two prices cross, so a TC price iteration over it has no fixed point to find. The
+proportional rule is continuous in the prices. In each window with price spread ``Δ = max p - min p``:
+
+1. the target: the window's flexible energy ``E = Σ flex_r`` spread over its rounds in proportion to
+   ``w_r cap_r`` with ``w_r = exp(-(p_r - min p) / b)`` (a logit response: a round b $/kWh dearer than the
+   cheapest gets e⁻¹ of its weight), capped at ``cap_r`` (water-filling: what a capped round cannot take
+   goes to the others in the same proportions);
+2. the household moves the fraction ``β = min(1, Δ / b)`` of the way there:
+   ``new_r = flex_r + β (target_r - flex_r)``.
+
+A window with one price moves nothing (β = 0), the window's energy is kept, no round exceeds its cap (both
+``flex_r`` and ``target_r`` are within it), and as b falls to 0 the rule tends to moving all of it into the
+cheapest rounds.
 """
 
 from __future__ import annotations
@@ -76,12 +91,71 @@ def _shift(load_wh, price, share, max_wh, window_rounds):
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def _shift_proportional(load_wh, price, share, max_wh, window_rounds, band):
+    R, N = load_wh.shape
+    out = load_wh.copy()
+    for w0 in range(0, R, window_rounds):
+        w1 = min(R, w0 + window_rounds)
+        n = w1 - w0
+        p = price[w0:w1]
+        spread = p.max() - p.min()
+        beta = min(1.0, spread / band)
+        if beta <= 0.0:
+            continue
+        weight = np.exp(-(p - p.min()) / band)
+        flex = np.empty(n)
+        cap = np.empty(n)
+        target = np.empty(n)
+        free = np.empty(n, dtype=np.bool_)
+        for i in range(N):
+            total = 0.0
+            for j in range(n):
+                flex[j] = share[i] * load_wh[w0 + j, i]
+                cap[j] = max(max_wh[i], flex[j])
+                total += flex[j]
+                target[j] = 0.0
+                free[j] = True
+            # water-filling: share what is left among the rounds not yet at their cap, in proportion to w cap
+            left = total
+            for _ in range(n):
+                mass = 0.0
+                for j in range(n):
+                    if free[j]:
+                        mass += weight[j] * cap[j]
+                if left <= 0.0 or mass <= 0.0:
+                    break
+                capped = False
+                for j in range(n):
+                    if free[j] and left * weight[j] * cap[j] / mass >= cap[j]:
+                        capped = True
+                if not capped:
+                    for j in range(n):
+                        if free[j]:
+                            target[j] = left * weight[j] * cap[j] / mass
+                    left = 0.0
+                    break
+                for j in range(n):   # fill every round the share would overflow, then share the rest again
+                    if free[j] and left * weight[j] * cap[j] / mass >= cap[j]:
+                        target[j] = cap[j]
+                        free[j] = False
+                filled = 0.0
+                for j in range(n):
+                    if not free[j]:
+                        filled += target[j]
+                left = total - filled
+            for j in range(n):
+                out[w0 + j, i] = load_wh[w0 + j, i] + beta * (target[j] - flex[j])
+    return out
+
+
 def shift_flexible_load(load_wh: np.ndarray, price_per_kwh: np.ndarray, share, max_power_w, window_rounds: int,
-                        interval_s: int) -> np.ndarray:
+                        interval_s: int, band_per_kwh: float = 0.0) -> np.ndarray:
     """Consumption after moving each household's flexible share to cheap rounds (see the module doc).
 
     load_wh: (rounds, households) consumption, Wh per round; price_per_kwh: (rounds,);
-    share, max_power_w: scalars or one per household; window_rounds: rounds per window (from round 0).
+    share, max_power_w: scalars or one per household; window_rounds: rounds per window (from round 0);
+    band_per_kwh: 0 for the all-or-nothing rule, > 0 for the proportional one.
     """
     load = np.ascontiguousarray(load_wh, dtype=np.float64)
     if load.ndim != 2:
@@ -100,6 +174,10 @@ def shift_flexible_load(load_wh: np.ndarray, price_per_kwh: np.ndarray, share, m
         raise ValueError("window_rounds must be >= 1")
     if load.size == 0:
         return load.copy()
+    if band_per_kwh < 0:
+        raise ValueError("band_per_kwh must be >= 0")
+    if band_per_kwh > 0:
+        return _shift_proportional(load, price, share_a, max_wh, int(window_rounds), float(band_per_kwh))
     return _shift(load, price, share_a, max_wh, int(window_rounds))
 
 

@@ -73,8 +73,9 @@ class TCHouseholds:
 
     def _respond(self, first: int, price: np.ndarray, stored_wh: np.ndarray):
         load, gen = self._forecast(first, len(price))
+        band = self.tc.response_band_per_kwh if self.tc.response == "proportional" else 0.0
         return respond(load, gen, price, stored_wh, self.battery, self.active, self.react, self.tc.flexible_load,
-                       self.window_rounds, self.interval_s)
+                       self.window_rounds, self.interval_s, band)
 
     def on_schedule(self, msg: TCSchedule) -> TCPlan:
         """The households' planned net energies under ``msg``'s schedule."""

@@ -32,13 +32,15 @@ class Response:
 
 
 def respond(base_load_wh: np.ndarray, generation_wh: np.ndarray, price_per_kwh: np.ndarray, stored_wh: np.ndarray,
-            bank, active: np.ndarray, react: np.ndarray, flexible, window_rounds: int, interval_s: int) -> Response:
+            bank, active: np.ndarray, react: np.ndarray, flexible, window_rounds: int, interval_s: int,
+            band_per_kwh: float = 0.0) -> Response:
     """The households' response over one horizon to ``price_per_kwh`` (one price per round).
 
     base_load_wh / generation_wh: the forecasts, ``(rounds, households)``; stored_wh: the batteries' energy at
     the horizon's start; bank: their sizes (a ``BatteryBank``); active: households whose battery runs at all;
     react: those (of ``active``) whose battery follows the price, the others run self-consumption;
-    flexible: a ``FlexibleLoadConfig`` or None; window_rounds: its window in rounds.
+    flexible: a ``FlexibleLoadConfig`` or None; window_rounds: its window in rounds; band_per_kwh: 0 for the
+    devices' all-or-nothing rules, > 0 for their proportional ones (``tc.response``).
     """
     from trexsim.devices.flexible_load import shift_flexible_load
     from trexsim.devices.price_battery import dispatch_bank
@@ -46,9 +48,10 @@ def respond(base_load_wh: np.ndarray, generation_wh: np.ndarray, price_per_kwh: 
     load = np.asarray(base_load_wh, dtype=np.float64)
     price = np.asarray(price_per_kwh, dtype=np.float64)
     if flexible is not None and flexible.share > 0:
-        load = shift_flexible_load(load, price, flexible.share, flexible.max_power_w, window_rounds, interval_s)
+        load = shift_flexible_load(load, price, flexible.share, flexible.max_power_w, window_rounds, interval_s,
+                                   band_per_kwh)
     need = load - generation_wh
-    c1, d1, s1 = dispatch_bank(bank, need, price, stored_wh, active & react)
+    c1, d1, s1 = dispatch_bank(bank, need, price, stored_wh, active & react, band_per_kwh)
     if not np.all(react[active]):  # batteries that do not react: self-consumption (a flat price gives no signal)
         flat = np.full(len(price), price[0] if len(price) else 0.0)
         c0, d0, s0 = dispatch_bank(bank, need, flat, stored_wh, active & ~react)
