@@ -152,6 +152,27 @@ def test_m3_settlements_are_kept_at_the_prices_paid_and_received():
     midpoint = (r.settled_wh * half).sum() / r.settled_wh.sum()
     assert paid > midpoint > received  # M3 keeps the spread; the midpoint is what nobody paid
     assert midpoint == pytest.approx((paid + received) / 2)
+    # the cell's price metrics, from the prices each match paid and received (as booked: on the market's tick,
+    # where the histograms hold the agents' own price grid: half a tick of 0.0001 $/kWh apart at most)
+    m = r.price_metrics()
+    assert m["mean_buyer_price"] == pytest.approx(paid, abs=5e-5) and m["mean_seller_price"] == pytest.approx(received, abs=5e-5)
+    assert m["auctioneer_surplus_usd"] == pytest.approx((paid - received) * r.settled_wh.sum() / 1000 / 3, rel=1e-3)
+    assert r.ce_range == (0.069, 0.1449) and m["ce_price_gap"] == pytest.approx(0.0)  # balanced: every price inside
+    r = run_cell(study, "average_price", "over_supply", 0)
+    m = r.price_metrics()
+    assert r.ce_range == (0.069, 0.069) and m["auctioneer_surplus_usd"] == pytest.approx(0.0, abs=1e-12)
+    # M1 pays both sides the midpoint, everything above the sell price: the gap is the mean price over it
+    assert m["mean_buyer_price"] == pytest.approx(m["mean_seller_price"])
+    assert m["ce_price_gap"] == pytest.approx(m["mean_buyer_price"] - 0.069)
+
+
+def test_competitive_price_range_and_gap_by_hand():
+    from trexsim.studies.fast_market import competitive_price_range, price_gap_per_kwh
+
+    study = SettlementStudy()
+    ranges = {s: competitive_price_range(study.cell_config("exact_price", s, 0)) for s in study.scenarios}
+    assert ranges == {"over_supply": (0.069, 0.069), "over_demand": (0.1449, 0.1449), "balanced": (0.069, 0.1449)}
+    assert [price_gap_per_kwh(p, 0.069, 0.1449) for p in (0.05, 0.1, 0.16)] == pytest.approx([0.019, 0.0, 0.0151])
 
 
 def test_reproduction_md_holds_the_table_generated_from_the_committed_results():

@@ -21,6 +21,8 @@ def test_simulated_cells_give_the_compiled_traces(tmp_path, mechanism):
             for name in ("bid_wh", "ask_wh", "settled_wh", "buyer_price_wh", "seller_price_wh"):
                 assert np.array_equal(getattr(a, name), getattr(b, name)), (episode, name)
             assert a.settled_total_wh == b.settled_total_wh
+            for name in ("paid_usd", "received_usd", "paid_gap_usd", "received_gap_usd"):
+                assert getattr(a, name) == pytest.approx(getattr(b, name), rel=1e-12, abs=1e-12), (episode, name)
             settled += a.settled_total_wh
         assert settled > 0 and a.bid_wh.sum() > 0  # (the last, greedy, episode may settle nothing)
         assert np.array_equal(fast.population.q_bid, simulated.population.q_bid)  # the same learning, too

@@ -66,11 +66,23 @@ class EpisodeTrace:
     seller_price_wh: np.ndarray  # quantity settled at each ask price index
     settled_total_wh: int
     reward_usd: np.ndarray  # per member, the episode's summed rewards
+    # money of the settled energy: what buyers paid and sellers received [$], and each side's distance from
+    # the competitive-equilibrium price range (:func:`price_gap_per_kwh`), summed over the Wh [$]
+    paid_usd: float = 0.0
+    received_usd: float = 0.0
+    paid_gap_usd: float = 0.0
+    received_gap_usd: float = 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def price_gap_per_kwh(price, low, high):
+    """How far ``price`` lies outside the range ``[low, high]`` [$/kWh] (0 inside it)."""
+    return low - price if price < low else (price - high if price > high else 0.0)
 
 
 @numba.njit(cache=True, nogil=True)
 def _episode(params, state, inputs, out, work, prices, q_bid, q_ask, u, epsilon, alpha, gamma, learning, bid_wh, ask_wh,
-             settled_wh, buyer_wh, seller_wh, reward_usd, credit_next_action):
+             settled_wh, buyer_wh, seller_wh, reward_usd, credit_next_action, ce_range, money):
     rounds = params.rounds
     close_steps = params.close_steps
     n = params.agent_index.size  # every participant is an agent: its orders are given as external orders
@@ -132,6 +144,12 @@ def _episode(params, state, inputs, out, work, prices, q_bid, q_ask, u, epsilon,
                 buyer_wh[b] += q
                 seller_wh[a] += q
                 settled_total += q
+                bp = out.match_buyer_price[0, t]
+                sp = out.match_seller_price[0, t]
+                money[0] += q * bp / 1000.0
+                money[1] += q * sp / 1000.0
+                money[2] += q * price_gap_per_kwh(bp, ce_range[0], ce_range[1]) / 1000.0
+                money[3] += q * price_gap_per_kwh(sp, ce_range[0], ce_range[1]) / 1000.0
         # end of round k: delivery round k settled; reward the orders placed for it
         if k >= close_steps:
             credit = k % slots
@@ -147,6 +165,26 @@ def _episode(params, state, inputs, out, work, prices, q_bid, q_ask, u, epsilon,
                 update_values(q_bid, q_ask, pend_member[credit, :pc], pend_side[credit, :pc], pend_action[credit, :pc],
                               rewards, alpha, gamma)
     return settled_total
+
+
+def competitive_price_range(config: SimulationConfig) -> tuple[float, float]:
+    """The competitive-equilibrium price range of a study cell [$/kWh]: every buyer values energy at the grid's
+    buy price (what it pays otherwise), every seller at the grid's sell price (what it earns otherwise). More
+    supply than demand: the marginal unit is a seller's, the price its value, the sell price; more demand
+    than supply: the buy price; as much of each: any price between them (a Walrasian market's prices; e.g.
+    Friedman and Rust, The Double Auction Market, 1993)."""
+    grid = config.market.grid
+    supply = demand = 0.0
+    for _, spec in config.expanded_participants():
+        net = spec.profile.load_w * spec.profile.load_scale - spec.profile.generation_w * spec.profile.generation_scale
+        supply += max(-net, 0.0)
+        demand += max(net, 0.0)
+    buy, sell = float(grid.buy_price), float(grid.sell_price)
+    if supply > demand:
+        return sell, sell
+    if demand > supply:
+        return buy, buy
+    return sell, buy
 
 
 def _participant_arrays(config: SimulationConfig):
@@ -201,6 +239,7 @@ class FastMarket:
         self._orders = tuple(np.zeros((1, n), dtype=dt) for dt in (np.float64, np.float64, np.int64, np.float64,
                                                                    np.float64, np.int64, np.int64))
         self.tie_keys = np.array([tie_key(config.study.seed)], dtype=np.int64)
+        self.ce_range = np.array(competitive_price_range(config))
 
     def run_episode(self, episode: int) -> EpisodeTrace:
         pop = self.population
@@ -216,7 +255,8 @@ class FastMarket:
         reward = np.zeros(n)
         reset_state(self.state, np.zeros(n))
         inputs = RoundInputs(*self._profiles, *self._prices, self.tie_keys, int(episode), *self._orders)
+        money = np.zeros(4)
         total = _episode(self.params, self.state, inputs, self.out, self.work, self.booked_prices, pop.q_bid, pop.q_ask, u,
                          pop.exploration, pop.learning_rate, pop._gamma, pop.learning, bid, ask, settled, buyer, seller,
-                         reward, pop.credit_next_action)
-        return EpisodeTrace(bid, ask, settled, buyer, seller, int(total), reward)
+                         reward, pop.credit_next_action, self.ce_range, money)
+        return EpisodeTrace(bid, ask, settled, buyer, seller, int(total), reward, *money.tolist())

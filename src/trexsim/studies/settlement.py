@@ -164,6 +164,12 @@ class CellResult:
     seconds: float = 0.0
     backend: str = "compiled"  # or "simulation: <why the compiled market cannot run it>"
 
+    # over the final training episodes: [paid, received, paid's gap, received's gap] in $ (EpisodeTrace) and the Wh
+    money_usd: np.ndarray = field(default_factory=lambda: np.zeros(4))
+    money_wh: int = 0
+    money_episodes: int = 0
+    ce_range: tuple[float, float] = (0.0, 0.0)
+
     training_share: float = 0.0  # settled over the most settleable, over the last final_episodes training episodes
     greedy_share: float | None = None  # the same over the greedy episodes (None: none ran)
 
@@ -175,6 +181,18 @@ class CellResult:
         if not self.efficient_wh or not settled:
             return 0.0
         return float(sum(settled)) / (self.efficient_wh * len(settled))
+
+    def price_metrics(self) -> dict[str, float | None]:
+        """Over the final training episodes: the mean price buyers paid and sellers received [$/kWh], the
+        auctioneer's surplus (paid - received) per episode [$], and the mean distance of the settlement prices
+        (both sides, quantity-weighted) from the competitive-equilibrium price range [$/kWh] (None: nothing
+        settled)."""
+        paid, received, paid_gap, received_gap = self.money_usd.tolist()
+        wh = self.money_wh
+        per_kwh = (lambda usd: usd * 1000.0 / wh) if wh else (lambda usd: None)
+        return {"mean_buyer_price": per_kwh(paid), "mean_seller_price": per_kwh(received),
+                "auctioneer_surplus_usd": (paid - received) / self.money_episodes if self.money_episodes else None,
+                "ce_price_gap": None if not wh else (paid_gap + received_gap) * 1000.0 / (2 * wh)}
 
     def medians(self, greedy: bool = False) -> dict[str, float | None]:
         half = np.linspace(self.prices[0], self.prices[-1], 2 * self.prices.size - 1)
@@ -234,6 +252,9 @@ class SimulatedMarket:
         self._grid[self.population.members] = self.population.prices
         self._action: dict[tuple[int, int], int] = {}
         self._trace = None
+        from trexsim.studies.fast_market import competitive_price_range
+
+        self.ce_range = competitive_price_range(config)
         self.sim.fabric.subscribe(topics.ORDERS, self._on_orders)
         self.sim.fabric.subscribe(topics.CLEARED, self._on_cleared)
 
@@ -250,22 +271,28 @@ class SimulatedMarket:
             self._action[(p, i)] = a
 
     def _on_cleared(self, msg) -> None:
+        from trexsim.studies.fast_market import price_gap_per_kwh
+
         t = self._trace
-        for b, bid, s, ask, q in zip(np.asarray(msg.buyer).tolist(), np.asarray(msg.bid_id).tolist(),
-                                     np.asarray(msg.seller).tolist(), np.asarray(msg.ask_id).tolist(),
-                                     np.asarray(msg.quantity_wh).tolist()):
+        low, high = self.ce_range
+        for b, bid, s, ask, q, bp, sp in zip(np.asarray(msg.buyer).tolist(), np.asarray(msg.bid_id).tolist(),
+                                             np.asarray(msg.seller).tolist(), np.asarray(msg.ask_id).tolist(),
+                                             np.asarray(msg.quantity_wh).tolist(), np.asarray(msg.buyer_price).tolist(),
+                                             np.asarray(msg.seller_price).tolist()):
             i, j = self._action[(b, bid)], self._action[(s, ask)]
             t["settled_wh"][i + j] += q
             t["buyer_wh"][i] += q
             t["seller_wh"][j] += q
             t["total"] += q
+            t["money"] += np.array([q * bp, q * sp, q * price_gap_per_kwh(bp, low, high),
+                                    q * price_gap_per_kwh(sp, low, high)]) / 1000.0
 
     def run_episode(self, episode: int):
         from trexsim.studies.fast_market import EpisodeTrace
 
         p = self._grid.shape[1]
         self._trace = {"bid_wh": np.zeros(p), "ask_wh": np.zeros(p), "settled_wh": np.zeros(2 * p - 1),
-                       "buyer_wh": np.zeros(p), "seller_wh": np.zeros(p), "total": 0}
+                       "buyer_wh": np.zeros(p), "seller_wh": np.zeros(p), "total": 0, "money": np.zeros(4)}
         self._action.clear()
         self.sim.begin_episode(episode)
         while self.sim.step():
@@ -273,7 +300,7 @@ class SimulatedMarket:
         self.sim.end_episode()
         t = self._trace
         return EpisodeTrace(t["bid_wh"], t["ask_wh"], t["settled_wh"], t["buyer_wh"], t["seller_wh"], int(t["total"]),
-                            np.zeros(self._grid.shape[0]))
+                            np.zeros(self._grid.shape[0]), *t["money"].tolist())
 
     def close(self) -> None:
         self.sim.recorder.close()
@@ -314,6 +341,9 @@ def _train_cell(study, mechanism, scenario, seed, config, market, progress) -> C
     greedy_from = study.episodes + (study.anneal_episodes if anneal else 0)
     out = CellResult(mechanism, scenario, seed, prices, np.zeros(p), np.zeros(p), np.zeros(2 * p - 1),
                      buyer_price_wh=np.zeros(p), seller_price_wh=np.zeros(p))
+    from trexsim.studies.fast_market import competitive_price_range
+
+    out.ce_range = competitive_price_range(config)
     sc = study.scenarios[scenario]
     out.efficient_wh = min(sc.sellers * sc.seller_wh, sc.buyers * sc.buyer_wh) * max(
         config.study.rounds_per_episode - config.market.close_steps, 0)
@@ -329,6 +359,9 @@ def _train_cell(study, mechanism, scenario, seed, config, market, progress) -> C
             out.settled_wh += trace.settled_wh
             out.buyer_price_wh += trace.buyer_price_wh
             out.seller_price_wh += trace.seller_price_wh
+            out.money_usd += (trace.paid_usd, trace.received_usd, trace.paid_gap_usd, trace.received_gap_usd)
+            out.money_wh += trace.settled_total_wh
+            out.money_episodes += 1
         if out.greedy_bid_wh is not None and episode >= greedy_from:
             out.greedy_bid_wh += trace.bid_wh
             out.greedy_ask_wh += trace.ask_wh
@@ -475,6 +508,8 @@ def write_report(study: SettlementStudy, results: list[CellResult], out_dir: Pat
                      "matches_paper": matches_paper(r, study), "settled_wh_last_episode": r.settled_per_episode_wh[-1],
                      "settled_share": round(r.training_share, 4),
                      "greedy_settled_share": None if r.greedy_share is None else round(r.greedy_share, 4),
+                     **{k: (None if v is None else round(v, 6)) for k, v in r.price_metrics().items()},
+                     "ce_price_range": list(r.ce_range),
                      "rounds": r.rounds, "seconds": round(r.seconds, 2), "backend": r.backend})
     robustness = {}
     for r in rows:
@@ -499,7 +534,8 @@ def write_report(study: SettlementStudy, results: list[CellResult], out_dir: Pat
 
 
 STAT_METRICS = ("median_bid", "median_ask", "median_settlement", "settled_share", "greedy_median_bid",
-                "greedy_median_ask", "greedy_settled_share")
+                "greedy_median_ask", "greedy_settled_share", "mean_buyer_price", "mean_seller_price",
+                "auctioneer_surplus_usd", "ce_price_gap")
 
 
 def bootstrap_ci(values, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict | None:
@@ -529,7 +565,8 @@ def statistics_table(summary: dict) -> str:
     stats = summary.get("statistics") or {}
     if not any(v for cell in stats.values() for v in cell.values()):
         return ""
-    lines = ["| cell | bid | ask | settle | settled share |", "|---|---:|---:|---:|---:|"]
+    lines = ["| cell | bid | ask | settle | settled share | buyers paid | sellers got | gap to CE price | "
+             "auctioneer $/episode |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for key, cell in stats.items():
         def show(m, pct=False):
             v = cell.get(m)
@@ -538,7 +575,8 @@ def statistics_table(summary: dict) -> str:
             f = (lambda x: f"{100 * x:.1f} %") if pct else (lambda x: f"{x:.4f}")
             return f"{f(v['mean'])} [{f(v['ci95'][0])}, {f(v['ci95'][1])}]"
         lines.append(f"| {key} | {show('median_bid')} | {show('median_ask')} | {show('median_settlement')} | "
-                     f"{show('settled_share', True)} |")
+                     f"{show('settled_share', True)} | {show('mean_buyer_price')} | {show('mean_seller_price')} | "
+                     f"{show('ce_price_gap')} | {show('auctioneer_surplus_usd')} |")
     return ("Means over seeds with 95 % percentile bootstrap intervals (2,000 resamples of the seeds):\n\n"
             + "\n".join(lines) + "\n")
 
@@ -553,10 +591,10 @@ def results_table(summary: dict) -> str:
         cells.setdefault((c["mechanism"], c["scenario"]), []).append(c)
 
     def value(rows: list[dict], key: str) -> str:
-        values = [r[key] for r in rows if r[key] is not None]
+        values = [r.get(key) for r in rows if r.get(key) is not None]
         if not values:
             return "-"
-        first = f"{rows[0][key]:.4f}" if rows[0][key] is not None else "-"
+        first = f"{rows[0][key]:.4f}" if rows[0].get(key) is not None else "-"
         lo, hi = min(values), max(values)
         if len(values) == 1:
             return first
@@ -571,8 +609,8 @@ def results_table(summary: dict) -> str:
 
     seeds = sorted({c["seed"] for c in summary["cells"]})
     lines = [f"| cell | paper's claim | bid | ask | settle | greedy bid | greedy ask | settled share | greedy settled | "
-             f"as in the paper ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             f"gap to CE price | auctioneer $/episode | as in the paper ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for (mech, scenario), rows in cells.items():
         rows = sorted(rows, key=lambda r: r["seed"])
         verdicts = [r["matches_paper"] for r in rows if r["matches_paper"] is not None]
@@ -580,7 +618,8 @@ def results_table(summary: dict) -> str:
         lines.append(f"| {rows[0]['paper'] or mech} {scenario.replace('_', '-')} | {rows[0]['expected']} | "
                      f"{value(rows, 'median_bid')} | {value(rows, 'median_ask')} | {value(rows, 'median_settlement')} | "
                      f"{value(rows, 'greedy_median_bid')} | {value(rows, 'greedy_median_ask')} | {share(rows)} | "
-                     f"{share(rows, 'greedy_settled_share')} | {matched} |")
+                     f"{share(rows, 'greedy_settled_share')} | {value(rows, 'ce_price_gap')} | "
+                     f"{value(rows, 'auctioneer_surplus_usd')} | {matched} |")
     return "\n".join(lines) + "\n"
 
 
