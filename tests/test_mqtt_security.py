@@ -321,9 +321,11 @@ def test_a_tls_listener_and_credentials_in_the_url():
         shutil.rmtree(broker_dir, ignore_errors=True)
 
 
-def test_a_tc_run_over_the_secured_broker_gives_the_in_process_ledger(tmp_path, secured):
+@pytest.mark.parametrize("tc_market", ["schedule", "double_auction"])
+def test_a_tc_run_over_the_secured_broker_gives_the_in_process_ledger(tmp_path, secured, tc_market):
     """``market.type: tc`` with the households in 2 processes: the TC market's schedules (tc/schedule) and the
-    households' plans (p/<account>/tc_plan) pass the generated ACLs, and every pass gives the in-process result."""
+    households' plans (p/<account>/tc_plan; a double auction's bids ride on them) pass the generated ACLs and
+    the gate, and every pass gives the in-process result."""
     from typer.testing import CliRunner
 
     from trexsim import parse_config
@@ -340,6 +342,8 @@ def test_a_tc_run_over_the_secured_broker_gives_the_in_process_ledger(tmp_path, 
     cfg["tc"] = {"horizon_h": 0.25, "price_interval_s": 300, "iterations": 3, "feeder": {"transformer_kva": 100},
                  "congestion": {"loading_threshold_pct": 5},
                  "flexible_load": {"share": 0.3, "window_h": 0.25, "max_power_w": 5000}}
+    if tc_market == "double_auction":  # six 5-minute auctions against a small capacity, so that some bind
+        cfg["tc"].update(market="double_auction", capacity_kw=4.0)
     path = tmp_path / "c.json"
     path.write_text(json.dumps(cfg))
     local = Simulation(parse_config(cfg), tmp_path / "local").run(plots=False)
@@ -361,4 +365,5 @@ def test_a_tc_run_over_the_secured_broker_gives_the_in_process_ledger(tmp_path, 
     assert max(row[4] for row in net[0]) > 0          # congestion was priced
     assert net == book(local.database)
     summary = json.loads((tmp_path / "net" / "summary.json").read_text())["tc"]
-    assert summary["horizons"] == 2 and summary["late_horizons"] == 0 and summary["refused_plans"] == 0
+    assert summary["horizons"] == (2 if tc_market == "schedule" else 6)
+    assert summary["late_horizons"] == 0 and summary["refused_plans"] == 0

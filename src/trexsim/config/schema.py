@@ -558,6 +558,17 @@ class ForecastConfig(_Model):
 class TCConfig(_Model):
     """Transactive control: a price schedule from predicted powerflow, price-reactive batteries and flexible loads."""
 
+    market: Literal["schedule", "double_auction"] = Field(
+        "schedule", description="'schedule': day-ahead price schedules from predicted powerflow, iterated with the "
+                                "households' plans; 'double_auction': a transactive double auction cleared every "
+                                "price interval (5-60 min) against the feeder's capacity (docs/powerflow.md).")
+    price_cap_per_kwh: float = Field(
+        1.0, gt=0, description="'double_auction': the highest price the auction clears at, $/kWh (demand that does "
+                               "not fit the capacity even at the cap is served at it).")
+    capacity_kw: float | None = Field(
+        None, gt=0, description="'double_auction': the feeder's capacity, the auction's supply at the tariff, kW "
+                                "(null: the net demand, alike in every household, at which the predicted loading of "
+                                "the most loaded transformer reaches its rating).")
     horizon_h: float = Field(24.0, gt=0, description="Each schedule covers this many hours (day-ahead: 24).")
     price_interval_s: int = Field(3600, gt=0, description="Length of one price of the schedule, s (hourly: 3600).")
     iterations: int = Field(4, ge=1, le=100, description="Predict-price-respond passes before a schedule is published.")
@@ -598,6 +609,13 @@ class TCConfig(_Model):
     pf_export: float | None = Field(None, gt=0, le=1, description="Power factor of predicted exports (null: the powerflow section's, else 1).")
 
     _feeder_parameters = field_validator("feeder")(PowerflowConfig._feeder_parameters.__func__)
+
+    @field_validator("price_interval_s")
+    @classmethod
+    def _auction_interval(cls, value: int, info):
+        if info.data.get("market") == "double_auction" and not 300 <= value <= 3600:
+            raise ValueError(f"a double auction clears every 5 to 60 minutes (300-3600 s), got {value} s")
+        return value
 
 
 class SimulationConfig(_Model):

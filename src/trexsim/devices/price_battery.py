@@ -65,6 +65,29 @@ def _weights(p, pmin, pmax, p_dis, p_ch, eta, signal, band):
 
 
 @numba.njit(cache=True, nogil=True)
+def _thresholds(asc, cap, eta, charge_limit_wh, discharge_limit_wh):
+    """``(p_dis, p_ch)`` from the ascending prices ``asc`` of a horizon: the ``n_dis``-th highest and the
+    ``n_ch``-th lowest, with ``n_dis`` / ``n_ch`` the rounds a full discharge / charge takes."""
+    R = asc.size
+    n_dis = R if discharge_limit_wh <= 0 else min(R, max(1, int(math.ceil(cap * eta / discharge_limit_wh - 1e-9))))
+    n_ch = R if charge_limit_wh <= 0 else min(R, max(1, int(math.ceil(cap / eta / charge_limit_wh - 1e-9))))
+    return asc[R - n_dis], asc[n_ch - 1]
+
+
+def battery_thresholds(price_per_kwh: np.ndarray, bank: BatteryBank) -> tuple[np.ndarray, np.ndarray]:
+    """``(p_dis, p_ch)`` [$/kWh] per battery of ``bank`` for one horizon's prices (one per round), as the
+    threshold rule above sets them: discharge among the ``n_dis`` dearest rounds, charge among the ``n_ch``
+    cheapest. Used by the TC double auction's bids (``trexsim.tc.auction``)."""
+    asc = np.sort(np.asarray(price_per_kwh, dtype=np.float64))
+    p_dis = np.empty(bank.n)
+    p_ch = np.empty(bank.n)
+    for i in range(bank.n):
+        p_dis[i], p_ch[i] = _thresholds(asc, bank.capacity_wh[i], bank.efficiency[i], bank.charge_limit_wh[i],
+                                        bank.discharge_limit_wh[i])
+    return p_dis, p_ch
+
+
+@numba.njit(cache=True, nogil=True)
 def _dispatch(net_wh, price, stored0, capacity_wh, charge_limit_wh, discharge_limit_wh, efficiency, retention, active,
               band):
     R, N = net_wh.shape
@@ -86,10 +109,7 @@ def _dispatch(net_wh, price, stored0, capacity_wh, charge_limit_wh, discharge_li
                 s = s * retention[i]
                 stored_after[r, i] = s
             continue
-        n_dis = R if discharge_limit_wh[i] <= 0 else min(R, max(1, int(math.ceil(cap * eta / discharge_limit_wh[i] - 1e-9))))
-        n_ch = R if charge_limit_wh[i] <= 0 else min(R, max(1, int(math.ceil(cap / eta / charge_limit_wh[i] - 1e-9))))
-        p_dis = asc[R - n_dis]
-        p_ch = asc[n_ch - 1]
+        p_dis, p_ch = _thresholds(asc, cap, eta, charge_limit_wh[i], discharge_limit_wh[i])
         # energy to keep for the discharge rounds still ahead: what they will need, from round r + 1 on
         reserve = np.zeros(R)
         ahead = 0.0

@@ -240,7 +240,13 @@ class TCSchedule(_Msg):
 
     Pass ``iteration`` (from 0) of the market's predict-price-respond loop; every participant module answers
     each one with a :class:`TCPlan`. ``final``: the schedule as published (the market then also sends it as
-    :class:`GridPrices`, which the market bills at)."""
+    :class:`GridPrices`, which the market bills at).
+
+    In a double auction (``tc.market: double_auction``) a schedule covers one price interval: the first
+    (``final`` false) is the call for bids — ``buy_price`` the tariff, ``expected_price`` the market's
+    expectation over the next day (the tariff plus yesterday's congestion at the same time) and
+    ``price_cap`` —, answered with a :class:`TCPlan` that carries bids; the second (``final``) the cleared
+    price, with ``fill`` the share of the bids at exactly that price that cleared (not answered)."""
 
     episode: int
     first_round: int
@@ -248,18 +254,29 @@ class TCSchedule(_Msg):
     final: bool
     buy_price: np.ndarray
     sell_price: np.ndarray
+    expected_price: np.ndarray | None = None
+    price_cap: float = 0.0
+    fill: float = 1.0
 
 
 class TCPlan(_Msg):
     """A participant module's response to the :class:`TCSchedule` ``(episode, first_round, iteration)``: the
     planned net energy [Wh, + import] of its households (roster indices ``participant``) in every round of
-    the horizon, round-major: ``net_wh[r * len(participant) + j]`` is household j's in round first_round + r."""
+    the horizon, round-major: ``net_wh[r * len(participant) + j]`` is household j's in round first_round + r.
+
+    Answering a double auction's call for bids: ``net_wh`` is each household's unresponsive net energy over
+    the interval (one value per household) and ``bid_*`` its price-responsive bids, one row each: roster
+    index, price [$/kWh] and energy [Wh over the interval; > 0 buys at any price up to ``bid_price``, < 0
+    sells (a battery discharging) at any price from it]."""
 
     episode: int
     first_round: int
     iteration: int
     participant: np.ndarray
     net_wh: np.ndarray
+    bid_participant: np.ndarray | None = None
+    bid_price: np.ndarray | None = None
+    bid_wh: np.ndarray | None = None
 
 
 class Bundle(_Msg):

@@ -753,6 +753,17 @@ class MqttFabric:
             net = np.asarray(message.net_wh)
             if net.size % max(idx.size, 1) or not np.all(np.isfinite(net)):
                 return self._refuse(account, "malformed", "a TCPlan's net_wh must be finite, rounds x households values")
+            if message.bid_wh is not None:  # a double auction's bids: the account's own households', finite, a few each
+                who, price, wh = (np.asarray(getattr(message, f) if getattr(message, f) is not None else [])
+                                  for f in ("bid_participant", "bid_price", "bid_wh"))
+                if not (who.size == price.size == wh.size) or who.size > 3 * idx.size:
+                    return self._refuse(account, "malformed", "a TCPlan's bids must be rows of participant, price and "
+                                                              "energy, at most 3 a household")
+                if not (np.all(np.isfinite(price.astype(float))) and np.all(np.isfinite(wh.astype(float)))):
+                    return self._refuse(account, "malformed", "a TCPlan's bid prices and energies must be finite")
+                if not np.isin(who, members).all():
+                    return self._refuse(account, "participant_not_sender",
+                                        "a TCPlan's bids must be for the account's own households")
         elif account is not None and parts[2] in ("orders", "meter"):
             return self._admit(account, message)
         elif kind is DeliveredRows:

@@ -83,9 +83,10 @@ class Participants:
         self._setpoint_wh = np.zeros(self.n, dtype=np.int64)
         self.tc = None
         if tc is not None:
-            from trexsim.tc.households import TCHouseholds
+            from trexsim.tc.households import AuctionHouseholds, TCHouseholds
 
-            self.tc = TCHouseholds(tc, profiles, self.battery, interval_s, self.roster_index, external)
+            households = AuctionHouseholds if tc.market == "double_auction" else TCHouseholds
+            self.tc = households(tc, profiles, self.battery, interval_s, self.roster_index, external)
             fabric.subscribe(topics.TC_SCHEDULE, self.on_tc_schedule)
         self._buy = np.zeros(rounds_per_episode)
         self._sell = np.zeros(rounds_per_episode)
@@ -126,7 +127,9 @@ class Participants:
 
     def on_tc_schedule(self, msg) -> None:
         if msg.episode == self.episode:
-            self.fabric.publish(topics.TC_PLAN, self.tc.on_schedule(msg))
+            plan = self.tc.on_schedule(msg)
+            if plan is not None:
+                self.fabric.publish(topics.TC_PLAN, plan)
 
     def on_grid_prices(self, msg: GridPrices) -> None:
         end = msg.first_round + len(msg.buy_price)

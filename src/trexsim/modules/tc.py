@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from trexsim.config.schema import SimulationConfig, TCConfig
+from trexsim.errors import ConfigError
 from trexsim.engine.grid import tariff_prices
 from trexsim.fabric import topics
 from trexsim.fabric.messages import (Delivered, EpisodeEnd, EpisodeStart, GridPrices, RoundEnd, RoundStart, TCPlan,
@@ -87,7 +88,15 @@ class TCMarketModule:
         self.horizon_rounds = _rounds(self.tc.horizon_h * 3600, self.interval_s, "tc.horizon_h")
         self.price_rounds = _rounds(self.tc.price_interval_s, self.interval_s, "tc.price_interval_s")
         if self.tc.flexible_load is not None:
-            _rounds(self.tc.flexible_load.window_h * 3600, self.interval_s, "tc.flexible_load.window_h")
+            window = _rounds(self.tc.flexible_load.window_h * 3600, self.interval_s, "tc.flexible_load.window_h")
+        self.auction = self.tc.market == "double_auction"
+        if self.auction:
+            # one interval at a time; a flexible-load window is whole intervals (its last one must run)
+            self.horizon_rounds = self.price_rounds
+            if self.tc.flexible_load is not None and window % self.price_rounds:
+                raise ConfigError([("tc.flexible_load.window_h", f"{self.tc.flexible_load.window_h} h is not a whole "
+                                  f"number of the double auction's intervals (tc.price_interval_s = "
+                                  f"{self.tc.price_interval_s} s)")])
         self.con = con
         feeder, mapping, self.pf_import, self.pf_export = tc_feeder(config)
         folder = Path(out_dir) / "tc"
@@ -102,6 +111,13 @@ class TCMarketModule:
         self.engine.bind_loads(self.mapping.load_names)
         self.transformer_cols = np.flatnonzero(np.array(layout.element_kind) == "transformer")
         self.checked_nodes = np.flatnonzero(layout.node_checked)
+        self.solves = 0
+        self.solve_s = 0.0
+        self.capacity_kw = None
+        if self.auction:
+            self.capacity_kw = self.tc.capacity_kw if self.tc.capacity_kw is not None else self._calibrate_capacity_kw()
+        self._expected_congestion: dict[int, float] = {}   # auction: time of day (round of the UTC day) -> last congestion
+        self.auction_stats = {"intervals": 0, "congested": 0, "at_cap": 0, "max_demand_kw": 0.0}
         self.episode = -1
         self._tou = self._sell = np.zeros(0)
         self._starts = np.zeros(0, dtype=np.int64)
@@ -109,8 +125,6 @@ class TCMarketModule:
         self._next = 0                 # index of the next horizon to price
         self._todo: deque = deque()    # horizons due, waiting for the one in progress
         self._pass: dict[str, Any] | None = None
-        self.solves = 0
-        self.solve_s = 0.0
         self.rows: list[dict[str, Any]] = []   # every published price interval (also in tc_schedule)
         self.horizon_stats: list[dict[str, Any]] = []   # per published horizon: passes run, final residual
         self.refused_plans = 0
@@ -135,9 +149,14 @@ class TCMarketModule:
         self.episode = msg.episode
         self._starts = msg.start_utc_s + np.arange(msg.rounds, dtype=np.int64) * msg.interval_s
         self._tou, self._sell = tariff_prices(self._starts, self.timezone, self.grid)
+        if self.auction and len(self._tou) and self.tc.price_cap_per_kwh <= float(self._tou.max()):
+            raise ConfigError([("tc.price_cap_per_kwh", f"{self.tc.price_cap_per_kwh} $/kWh is not above the tariff's "
+                              f"highest buy price ({float(self._tou.max())} $/kWh): the auction could not price "
+                              f"congestion")])
         H = self.horizon_rounds
         self._horizons = [(h0, min(msg.rounds, h0 + H)) for h0 in range(0, msg.rounds, H)]
         self._next = 0
+        self.auction_stats = {"intervals": 0, "congested": 0, "at_cap": 0, "max_demand_kw": 0.0}
         self._todo.clear()
         self._pass = None
         self._queue_due(-1)
@@ -189,14 +208,89 @@ class TCMarketModule:
         base = self._tou[h0:h1].copy()
         self._pass = {"h0": h0, "h1": h1, "iteration": 0, "final": False, "base": base, "schedule": base,
                       "net": np.zeros((h1 - h0, self.n)), "heard": np.zeros(self.n, dtype=bool),
-                      "low": None, "high": None, "bracket": float("nan")}
+                      "low": None, "high": None, "bracket": float("nan"), "bids": []}
         self._publish_schedule()
 
-    def _publish_schedule(self) -> None:
+    def _publish_schedule(self, **auction) -> None:
         p = self._pass
         p["heard"][:] = False
+        if self.auction and not p["final"]:
+            auction = {"expected_price": self._expected_prices(p["h0"]), "price_cap": self.tc.price_cap_per_kwh}
         self.fabric.publish(topics.TC_SCHEDULE, TCSchedule(self.episode, p["h0"], p["iteration"], p["final"],
-                                                           p["schedule"].copy(), self._sell[p["h0"]:p["h1"]].copy()))
+                                                           p["schedule"].copy(), self._sell[p["h0"]:p["h1"]].copy(),
+                                                           **auction))
+
+    # ------------------------------------------------------------------ the double auction
+    def _round_of_day(self, rounds: np.ndarray) -> np.ndarray:
+        return (self._starts[rounds] % 86400) // self.interval_s
+
+    def _expected_prices(self, h0: int) -> np.ndarray:
+        """The prices the market expects over the next day from round h0 (within the episode): the tariff plus
+        the congestion component it cleared at the same time of day last (persistence; none yet: 0)."""
+        rounds = np.arange(h0, min(len(self._tou), h0 + 86400 // self.interval_s))
+        last = self._expected_congestion
+        return self._tou[rounds] + np.array([last.get(int(t), 0.0) for t in self._round_of_day(rounds)])
+
+    def _calibrate_capacity_kw(self) -> float:
+        """The net demand [kW], alike in every household, at which the most loaded transformer's predicted
+        loading reaches its rating, 100 % (loading is near proportional to demand: a few rescaled solves)."""
+        if not len(self.transformer_cols):
+            raise ConfigError([("tc.capacity_kw", "the feeder has no transformer to take the double auction's "
+                                                     "capacity from; give it in kW")])
+        threshold = 100.0
+        per_house_kw = 1.0
+        for _ in range(4):
+            net = np.full((1, self.n), per_house_kw * 1000.0 * self.interval_s / 3600.0)
+            loading, _ = self._predict(net, rounds_per_price=1)
+            if not np.isfinite(loading[0]) or loading[0] <= 0:
+                raise ConfigError([("tc.capacity_kw", "the feeder's powerflow did not solve when calibrating the "
+                                                         "double auction's capacity; give it in kW")])
+            per_house_kw *= threshold / float(loading[0])
+        return per_house_kw * self.n
+
+    def _on_bids(self, msg: TCPlan, idx: np.ndarray) -> None:
+        p = self._pass
+        unresp = np.asarray(msg.net_wh, dtype=np.float64)
+        who = np.asarray(msg.bid_participant if msg.bid_participant is not None else [], dtype=np.int64)
+        price = np.asarray(msg.bid_price if msg.bid_price is not None else [], dtype=np.float64)
+        wh = np.asarray(msg.bid_wh if msg.bid_wh is not None else [], dtype=np.float64)
+        if (unresp.size != idx.size or not (who.size == price.size == wh.size) or not np.all(np.isfinite(unresp))
+                or not np.all(np.isfinite(price)) or not np.all(np.isfinite(wh)) or not np.isin(who, idx).all()):
+            self.refused_plans += 1
+            return
+        p["net"][0, idx] = unresp
+        p["bids"] = [b for b in p["bids"] if not np.isin(b[0], idx).any()] + [(who, price, wh)]
+        p["heard"][idx] = True
+        if p["heard"].all():
+            self._clear()
+
+    def _clear(self) -> None:
+        from trexsim.tc.auction import clear_tc_auction
+
+        p = self._pass
+        h0, h1 = p["h0"], p["h1"]
+        rounds = h1 - h0
+        who = np.concatenate([b[0] for b in p["bids"]]) if p["bids"] else np.zeros(0, dtype=np.int64)
+        price = np.concatenate([b[1] for b in p["bids"]]) if p["bids"] else np.zeros(0)
+        wh = np.concatenate([b[2] for b in p["bids"]]) if p["bids"] else np.zeros(0)
+        unresp = p["net"][0].copy()
+        capacity_wh = self.capacity_kw * 1000.0 * rounds * self.interval_s / 3600.0
+        base = float(self._tou[h0])
+        result = clear_tc_auction(float(unresp.sum()), price, wh, capacity_wh, base, self.tc.price_cap_per_kwh)
+        net = unresp + np.bincount(who, weights=result.cleared_wh, minlength=self.n)
+        loading, dv = self._predict(np.repeat(net[None, :] / rounds, rounds, axis=0))
+        schedule = (self._tou[h0:h1].copy() if result.price_per_kwh <= base
+                    else np.full(rounds, result.price_per_kwh))
+        for t, c in zip(self._round_of_day(np.arange(h0, h1)), schedule - self._tou[h0:h1]):
+            self._expected_congestion[int(t)] = float(c)
+        stats = self.auction_stats
+        stats["intervals"] += 1
+        stats["congested"] += int(result.congested)
+        stats["at_cap"] += int(result.price_per_kwh >= self.tc.price_cap_per_kwh)
+        stats["max_demand_kw"] = max(stats["max_demand_kw"], result.demand_wh / (rounds * self.interval_s / 3600.0) / 1000)
+        p["schedule"], p["final"], p["iteration"] = schedule, True, 1
+        self._publish_schedule(fill=result.fill)
+        self._publish(loading, dv, schedule, 0.0)
 
     def on_plan(self, msg: TCPlan) -> None:
         p = self._pass
@@ -204,20 +298,24 @@ class TCMarketModule:
             return  # an answer to a schedule no longer asked about
         idx = np.asarray(msg.participant, dtype=np.int64)
         rounds = p["h1"] - p["h0"]
-        if idx.size == 0 or idx.min() < 0 or idx.max() >= self.n or msg.net_wh.size != rounds * idx.size:
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= self.n or msg.net_wh.size != (
+                idx.size if self.auction else rounds * idx.size):
             self.refused_plans += 1  # never stops the market: the households count as not answering
             return
+        if self.auction:
+            return self._on_bids(msg, idx)
         p["net"][:, idx] = np.asarray(msg.net_wh, dtype=np.float64).reshape(rounds, idx.size)
         p["heard"][idx] = True
         if p["heard"].all():
             self._advance()
 
-    def _predict(self, net_wh: np.ndarray):
+    def _predict(self, net_wh: np.ndarray, rounds_per_price: int | None = None):
         from trexsim.tc.response import predict_intervals
 
         t0 = time.perf_counter()
-        out = predict_intervals(self.engine, self.mapping, net_wh, self.price_rounds, self.interval_s, self.pf_import,
-                                self.pf_export, self.transformer_cols, self.checked_nodes, self.tc.predict)
+        out = predict_intervals(self.engine, self.mapping, net_wh, rounds_per_price or self.price_rounds,
+                                self.interval_s, self.pf_import, self.pf_export, self.transformer_cols,
+                                self.checked_nodes, self.tc.predict)
         self.solves += net_wh.shape[0] if self.tc.predict == "round_peak" else len(out[0])
         self.solve_s += time.perf_counter() - t0
         return out
@@ -312,6 +410,9 @@ class TCMarketModule:
             if rows and np.any(np.isfinite([r["predicted_transformer_loading_pct"] for r in rows])) else None,
             "late_horizons": self.late_horizons, "refused_plans": self.refused_plans,
             "congestion": self.congestion,
+            # the double auction: its capacity, intervals cleared above the tariff or with bids cut, at the cap
+            "auction": (dict(self.auction_stats, capacity_kw=round(float(self.capacity_kw), 3)) if self.auction
+                        else None),
             # how far each published schedule is from the prices its own prediction implies ($/kWh; 0: a fixed
             # point), and the passes it took
             "horizon_passes": [h["passes"] for h in self.horizon_stats if h["episode"] == self.episode],

@@ -129,4 +129,93 @@ class TCHouseholds:
         return load_wh
 
 
-__all__ = ["TCHouseholds", "whole_wh"]
+class AuctionHouseholds:
+    """Households in a TC double auction (``tc.market: double_auction``): they answer each interval's call for
+    bids with their devices' bids (``trexsim.tc.auction.household_bids``) and, when the interval is metered, do
+    what cleared (``follow_cleared``). Same interface as :class:`TCHouseholds`."""
+
+    def __init__(self, tc: TCConfig, profiles, battery: BatteryBank, interval_s: int, roster_index: np.ndarray,
+                 external: np.ndarray):
+        self.tc = tc
+        self.profiles = profiles
+        self.battery = battery
+        self.interval_s = int(interval_s)
+        self.roster_index = roster_index
+        self.price_rounds = max(1, int(round(tc.price_interval_s / interval_s)))
+        flexible = tc.flexible_load
+        self.share = float(flexible.share) if flexible is not None else 0.0
+        self.max_flexible_wh = float(flexible.max_power_w) * interval_s / 3600.0 if flexible is not None else 0.0
+        self.window_rounds = (max(1, int(round(flexible.window_h * 3600 / interval_s))) if flexible is not None
+                              else self.price_rounds)
+        if tc.forecast.type == "persistence":
+            lag_rounds(tc.forecast, self.interval_s)
+        self.active = battery.self_consumption & ~external
+        self.react = self.active.copy() if tc.batteries else np.zeros_like(self.active)
+        self.reset()
+
+    def reset(self) -> None:
+        n = len(self.roster_index)
+        self.following = np.zeros(n, dtype=bool)
+        self._bids: dict[int, object] = {}      # interval's first round -> the bids made for it
+        self._cleared: dict[int, tuple[float, float]] = {}   # -> (price, fill)
+        self._bid_backlog = np.zeros(n)         # the backlog the next bids start from (as the last clearing left it)
+        self._backlog = np.zeros(n)             # the real one, as metered
+        self._carry = np.zeros(n)               # flexible energy beyond the last bid (deferred whatever cleared)
+        self._h0 = self._h1 = -1
+        self._load = self._setpoint = None
+
+    def on_schedule(self, msg: TCSchedule) -> TCPlan | None:
+        from trexsim.tc.auction import bid_share, household_bids, urgency
+
+        first = msg.first_round
+        if msg.final:  # the cleared price: remember it, and what the bids leave deferred
+            price, fill = float(msg.buy_price[0]), float(msg.fill)
+            self._cleared[first] = (price, fill)
+            bids = self._bids.get(first, (None, 0))[0]
+            if bids is not None:
+                left = bids.flexible_wh * (1 - bid_share(bids.flexible_price, price, fill))
+                self._bid_backlog = np.zeros_like(left) if bids.must_run else self._carry + left
+            return None
+        rounds = len(msg.buy_price)
+        load, gen = forecast_wh(self.profiles, self.tc.forecast, first, rounds, self.interval_s, self.profiles.seed,
+                                self.roster_index)
+        episode_end = msg.expected_price is not None and len(msg.expected_price) <= rounds
+        must_run = (first % self.window_rounds) + rounds >= self.window_rounds or episode_end
+        cap = float(msg.price_cap)
+        left = 0 if must_run else (self.window_rounds - first % self.window_rounds - rounds) // self.price_rounds
+        bids = household_bids(load, gen, self.share, self.max_flexible_wh, self._bid_backlog, must_run, left,
+                              urgency(first, self.window_rounds, self.price_rounds), self.battery.stored_wh,
+                              self.battery, self.react, self.active, np.asarray(msg.expected_price, dtype=np.float64),
+                              float(msg.buy_price[0]), cap)
+        # what the flexible load holds beyond its bid stays deferred whatever clears
+        self._carry = (0.0 if must_run else self._bid_backlog + self.share * load.sum(axis=0) - bids.flexible_wh
+                       - bids.flexible_must_wh)
+        self._bids[first] = (bids, rounds)
+        participant, price, wh = bids.rows(self.roster_index)
+        return TCPlan(msg.episode, first, msg.iteration, self.roster_index, bids.unresponsive_wh.copy(),
+                      participant, price, wh)
+
+    def meter_inputs(self, k: int, load_wh: np.ndarray, setpoint_mask: np.ndarray, setpoint_wh: np.ndarray):
+        from trexsim.tc.auction import follow_cleared
+
+        cleared = self._cleared.pop(k, None)
+        bids, rounds = self._bids.pop(k, (None, 0))
+        if cleared is not None and bids is not None:  # an interval starts: follow what cleared, on the real load
+            real, gen = self.profiles.energy_wh(k, rounds)
+            self._load, self._setpoint, self.following, self._backlog = follow_cleared(
+                bids, cleared[0], cleared[1], self.share, real, gen, self._backlog)
+            self._h0, self._h1 = k, k + real.shape[0]
+        if not (self._h0 <= k < self._h1):
+            self.following = np.zeros_like(self.following)
+            return load_wh, setpoint_mask, setpoint_wh
+        row = k - self._h0
+        return (self._load[row], setpoint_mask | self.following,
+                np.where(self.following, self._setpoint[row], setpoint_wh))
+
+    def load_forecast(self, d: int, load_wh: np.ndarray) -> np.ndarray:
+        if self._h0 <= d < self._h1:
+            return self._load[d - self._h0]
+        return load_wh
+
+
+__all__ = ["AuctionHouseholds", "TCHouseholds", "whole_wh"]
