@@ -394,20 +394,27 @@ def test_every_module_in_its_own_process(tmp_path, server):
     assert net == book(local.database)
 
 
-def test_the_socketio_fabric_has_every_attribute_of_the_mqtt_fabric():
-    """SocketIOFabric takes MqttFabric's state (``_init_state``) with another transport: nothing may be missing."""
+def test_both_transports_hold_the_whole_protocol_state():
+    """MqttFabric and SocketIOFabric are transports under one protocol (``NetworkFabric._init_state``): each holds
+    every attribute of the protocol's state, of the same type, and the MQTT transport only adds its own."""
     pytest.importorskip("paho.mqtt", reason="paho-mqtt is not installed")
     from trexsim.fabric.mqtt import MqttFabric
+    from trexsim.fabric.protocol import NetworkFabric
 
+    protocol = NetworkFabric.__new__(NetworkFabric)
+    protocol._init_state("market", None, None, "ns", 1.0, 1.0, 1 << 20, None, IDS, 0)
     probe = MqttFabric.__new__(MqttFabric)  # MqttFabric's state is set before it connects; no broker needed
     with pytest.raises(TrexsimError, match="cannot reach the MQTT broker"):
         MqttFabric.__init__(probe, f"mqtt://127.0.0.1:{free_port()}", "ns", role="market", participant_ids=IDS, timeout_s=1)
     with ServerThread() as srv:
         fabric = SocketIOFabric(srv.url, "ns", role="market", participant_ids=IDS)
         fabric.close()
-    state = set(vars(probe)) - {"_client", "_mqtt"}  # the paho client and module: the transport
-    assert state - set(vars(fabric)) == set()
-    assert {a: type(getattr(probe, a)) for a in state} == {a: type(getattr(fabric, a)) for a in state}
+    state = set(vars(protocol))
+    for transport in (probe, fabric):
+        assert state - set(vars(transport)) == set()
+        assert {a: type(getattr(protocol, a)) for a in state} == {a: type(getattr(transport, a)) for a in state}
+    assert set(vars(probe)) - state == {"_client", "_mqtt", "_taken_over", "_publish_qos", "_confirmed_topics",
+                                        "_own_loop", "_mid_topic"}
 
 
 def test_a_stopped_server_is_a_clear_error_not_a_hang():

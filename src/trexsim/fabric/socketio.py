@@ -1,9 +1,9 @@
 """The Socket.IO fabric: modules in separate processes (or hosts) as clients of one Socket.IO server.
 
 As in the original T-REX, every module process is a Socket.IO client (websocket transport) of one
-relay, ``trexsim fabric-server`` (:mod:`trexsim.fabric.socketio_server`). The fabric is the MQTT
-fabric with another transport: the same roles, topics, payloads, checks, barrier and catch-up
-(:class:`~trexsim.fabric.mqtt.MqttFabric` and docs/fabric.md), so a run over Socket.IO records
+relay, ``trexsim fabric-server`` (:mod:`trexsim.fabric.socketio_server`). The protocol is the networked
+fabric's, as over MQTT: the same roles, topics, payloads, checks, barrier and catch-up
+(:class:`~trexsim.fabric.protocol.NetworkFabric` and docs/fabric.md), so a run over Socket.IO records
 the identical ledger to an in-process run (tested). Only the carriage differs:
 
 - a message is a ``bus`` event with two arguments, the MQTT topic (``<ns>/sim/round_start``,
@@ -23,12 +23,11 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from typing import Any
 from urllib.parse import urlparse
 
 from trexsim.errors import TrexsimError
 from trexsim.fabric.messages import Goodbye
-from trexsim.fabric.mqtt import _ENCODER, ROLES, MqttFabric, _Envelope, url_credentials
+from trexsim.fabric.protocol import _ENCODER, ROLES, NetworkFabric, _Envelope, url_credentials
 from trexsim.fabric.socketio_server import SERIALIZER
 
 BUS_EVENT = "bus"  # the Socket.IO event that carries every message: (MQTT topic, payload)
@@ -85,7 +84,7 @@ def _client_class():
     return _CLIENT_CLASS
 
 
-class SocketIOFabric(MqttFabric):
+class SocketIOFabric(NetworkFabric):
     """A fabric over a Socket.IO relay. ``url`` like ``socketio://127.0.0.1:5000``.
 
     The arguments are :class:`~trexsim.fabric.mqtt.MqttFabric`'s (``role``, ``account``,
@@ -106,7 +105,7 @@ class SocketIOFabric(MqttFabric):
         url_user, url_password = url_credentials(url)
         username = username or url_user
         password = password if password is not None else url_password
-        # MqttFabric's state: this class changes only how messages travel
+        # the protocol's state: this class is only how messages travel
         self._init_state(role, account, username, namespace, timeout_s, barrier_timeout_s, max_message_bytes, client_id,
                          participant_ids, roster_size, accounts)
         self._closing = False
@@ -171,22 +170,16 @@ class SocketIOFabric(MqttFabric):
             self._error = f"disconnected from the Socket.IO server ({reason})"
 
     # ------------------------------------------------------------------ transport
-    def _send(self, mqtt_topic: str, message: Any) -> int:
+    def _transmit(self, topic: str, payload: bytes) -> None:
         import socketio
 
-        sequence = next(self._sequence)
-        payload = _ENCODER.encode(_Envelope(self.sender, sequence, message))
         try:
-            self._client.emit(BUS_EVENT, (mqtt_topic, payload))
+            self._client.emit(BUS_EVENT, (topic, payload))
         except socketio.exceptions.SocketIOError as exc:
-            raise TrexsimError(f"Socket.IO send on {mqtt_topic} failed: {self._error or exc}") from None
-        return sequence
+            raise TrexsimError(f"Socket.IO send on {topic} failed: {self._error or exc}") from None
 
-    def _stop_round_start_broadcast(self) -> None:
-        """The relay's filters are the connection's: the copies on sim/round_start are dropped unread."""
-
-    def _run_network_here(self) -> None:
-        """Nothing to take over: python-socketio's read thread feeds ``_inbox``."""
+    # (no _stop_round_start_broadcast: the relay's filters are the connection's, and the copies on
+    # sim/round_start are dropped unread; no _run_network_here: python-socketio's read thread feeds _inbox)
 
     def close(self) -> None:
         """Leave cleanly: withdraw the will, let the write thread send what is queued, then disconnect."""
