@@ -244,3 +244,47 @@ def test_auction_settings_errors_name_the_key(tmp_path, tc, key):
 
     with pytest.raises(TrexsimError, match=key.replace(".", r"\.")):
         Simulation(parse_config(_example(1, **tc)), tmp_path / "x").run(plots=False)
+
+
+class _LoopbackTransport:
+    """A transport that keeps what the protocol sends (the gate needs no broker to be tested)."""
+
+    @staticmethod
+    def make(participant_ids):
+        from trexsim.fabric.protocol import NetworkFabric
+
+        class Loopback(NetworkFabric):
+            def _transmit(self, topic, payload):
+                self.sent.append(topic)
+
+            def close(self):
+                pass
+
+        fabric = Loopback.__new__(Loopback)
+        fabric._init_state("coordinator", None, None, "ns", 1.0, 1.0, 1 << 20, None, participant_ids, 0)
+        fabric.sent = []
+        return fabric
+
+
+@pytest.mark.parametrize("bids, reason", [
+    (None, None),                                                                   # bids for its own household
+    (([1], [0.2], [100.0]), "participant_not_sender"),                             # for the neighbour's
+    (([0], [float("nan")], [100.0]), "malformed"),                                 # a price that is not a number
+    (([0, 0, 0, 0], [0.2] * 4, [1.0] * 4), "malformed"),                           # more than 3 bids a household
+    (([0], [0.2, 0.3], [1.0]), "malformed"),                                       # rows of different lengths
+])
+def test_the_gate_checks_a_households_bids(bids, reason):
+    from trexsim.fabric.messages import TCPlan
+    from trexsim.fabric.protocol import _ENCODER, _Envelope
+
+    fabric = _LoopbackTransport.make(["h0", "h1"])
+    heard = []
+    fabric.subscribe("tc/plan", heard.append)
+    who, price, wh = bids if bids is not None else ([0], [0.2], [100.0])
+    plan = TCPlan(0, 0, 0, np.array([0]), np.array([50.0]), np.array(who), np.array(price), np.array(wh))
+    fabric._receive("ns/p/h0/tc_plan", _ENCODER.encode(_Envelope("h0-x", 1, plan)))
+    if reason is None:
+        assert fabric.rejected == 0 and len(heard) == 1
+    else:
+        assert fabric.rejected == 1 and fabric.last_rejection.startswith(reason) and not heard
+        assert fabric.sent == ["ns/p/h0/settlements"]   # the sender is told why
