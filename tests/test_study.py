@@ -6,7 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from trexsim.cli import app
-from trexsim.studies.settlement import SettlementStudy, run_cell, run_study, weighted_median
+from trexsim.studies.settlement import (Scenario, SettlementStudy, matches_paper, run_cell, run_study, verdict,
+                                       weighted_median)
 
 LOW, HIGH = 0.07 + 0.07 / 3, 0.14 - 0.07 / 3  # the lower and upper thirds of the 0.07-0.14 window
 
@@ -218,3 +219,56 @@ def test_bootstrap_intervals_by_hand():
     assert ci["mean"] == 2.5 and 1.0 <= ci["ci95"][0] < 2.5 < ci["ci95"][1] <= 4.0
     assert ci["ci95"][0] + ci["ci95"][1] == pytest.approx(5.0, abs=0.13)
     assert bootstrap_ci([1.0, 2.0, 3.0, 4.0]) == ci                           # drawn from a fixed seed: it repeats
+
+
+def test_sweep_scenarios_by_hand():
+    from trexsim.studies.settlement import population_scenarios, ratio_scenarios
+
+    r = ratio_scenarios()
+    assert list(r) == ["ratio_10_1", "ratio_6_4", "ratio_5_5", "ratio_4_6", "ratio_1_10"]
+    # 368 Wh a round split 10:1 between 2 sellers and 2 buyers: the paper's over-supply cell, 167 vs 17 Wh each
+    assert (r["ratio_10_1"].seller_wh, r["ratio_10_1"].buyer_wh) == (167, 17)
+    assert (r["ratio_6_4"].seller_wh, r["ratio_6_4"].buyer_wh) == (110, 74)      # 368 x 0.6 / 2 = 110.4
+    assert (r["ratio_5_5"].seller_wh, r["ratio_5_5"].buyer_wh) == (92, 92)
+    assert [s.balance for s in r.values()] == ["over_supply", "over_supply", "balanced", "over_demand", "over_demand"]
+    p = population_scenarios()
+    assert len(p) == 9 and (p["balanced_10x10"].sellers, p["balanced_10x10"].buyers) == (10, 10)
+    assert p["over_supply_5x5"].supply_wh == 5 * 167 and p["over_supply_5x5"].balance == "over_supply"
+    # within 10 %: balanced; beyond: not
+    assert Scenario(seller_wh=100, buyer_wh=109).balance == "balanced"
+    assert Scenario(seller_wh=100, buyer_wh=111).balance == "over_demand"
+
+
+def test_a_cell_is_judged_by_its_supply_and_demand_not_its_name():
+    """An over-supplied cell under another name gets the over-supply expectation (asks driven low)."""
+    study = SettlementStudy(scenarios={"anything": Scenario(seller_wh=167, buyer_wh=17)})
+    cell = type("Cell", (), {"mechanism": "exact_price", "scenario": "anything", "training_share": 1.0,
+                             "greedy_share": None, "medians": lambda self, greedy=False: {
+                                 "bid": 0.08, "ask": 0.07, "settlement": 0.075}})()
+    expected, _ = verdict(cell, study)
+    assert expected == "asks driven low, bids following"
+    assert matches_paper(cell, study) is True
+    cell.medians = lambda greedy=False: {"bid": 0.14, "ask": 0.14, "settlement": 0.14}
+    assert matches_paper(cell, study) is False
+
+
+def test_the_ratio_sweep_runs_from_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from trexsim.cli import app
+
+    config = tmp_path / "study.json"
+    config.write_text(json.dumps({"name": "tiny", "mechanisms": ["exact_price"], "episodes": 2, "days": 0.05,
+                                  "anneal_episodes": 1, "greedy_episodes": 1, "final_episodes": 1}))
+    r = CliRunner().invoke(app, ["study", "settlement", str(config), "--sweep", "ratios", "--gamma", "0",
+                                 "--out", str(tmp_path / "out"), "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert report["study"]["name"] == "tiny-ratios-gamma0" and report["study"]["learning"]["discount_factor"] == 0
+    cells = {c["scenario"]: c for c in report["cells"]}
+    assert list(cells) == ["ratio_10_1", "ratio_6_4", "ratio_5_5", "ratio_4_6", "ratio_1_10"]
+    assert (cells["ratio_6_4"]["supply_wh"], cells["ratio_6_4"]["demand_wh"]) == (220, 148)
+    assert [c["balance"] for c in cells.values()] == ["over_supply", "over_supply", "balanced", "over_demand",
+                                                      "over_demand"]
+    r = CliRunner().invoke(app, ["study", "settlement", str(config), "--sweep", "sizes", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "--sweep" in r.output and "ratios" in r.output

@@ -879,6 +879,8 @@ def study_settlement(
     workers: int = typer.Option(2, "--workers", "-w", min=1, help="Parallel processes."),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Run the cells on Ray: ray://HOST:PORT, or 'local' to start one."),
     credit: Optional[str] = typer.Option(None, "--credit", help="Which action a reward updates: 'order' (the one that placed the order; the default) or 'next_action' (the original TREX-Core agent's)."),
+    sweep: Optional[str] = typer.Option(None, "--sweep", help="Other cells: 'ratios' (supply:demand 10:1, 6:4, 5:5, 4:6, 1:10) or 'population' (the paper's cells with 2+2, 5+5 and 10+10 agents)."),
+    gamma: Optional[float] = typer.Option(None, "--gamma", min=0.0, max=0.999, help="The agents' discount factor (the paper's 0.98; 0: a pure bandit)."),
 ) -> None:
     """The T-REX paper's settlement-mechanism study (M1/M2/M3 x over-supply/over-demand/balanced; any registered mechanism)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -902,6 +904,11 @@ def study_settlement(
             if credit not in ("order", "next_action"):
                 raise ConfigError([("--credit", f"{credit!r}: choose 'order' or 'next_action'")])
             study = study.model_copy(update={"credit": credit})
+        if sweep is not None:
+            study = study.with_sweep(sweep)
+        if gamma is not None:
+            study = study.model_copy(update={"learning": study.learning.model_copy(update={"discount_factor": gamma}),
+                                             "name": f"{study.name}-gamma{gamma:g}"})
         cells = len(study.mechanisms) * len(study.scenarios) * seeds
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cells"),
                       TimeElapsedColumn(), console=console) as progress:

@@ -34,6 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trexsim.config.schema import PriceGrid, SimulationConfig
+from trexsim.errors import ConfigError
 from trexsim.engine.mechanisms import BID_PRICE, EACH_OWN_PRICE, compiled_price_rule, get_mechanism, registered_mechanisms
 
 PAPER = {"average_price": "M1", "exact_match": "M2", "exact_price": "M3"}
@@ -49,6 +50,52 @@ class Scenario(_Model):
     buyers: int = Field(2, ge=1, le=1000)
     seller_wh: int = Field(ge=1, description="Generation of each seller per round, Wh.")
     buyer_wh: int = Field(ge=1, description="Consumption of each buyer per round, Wh.")
+
+
+    @property
+    def supply_wh(self) -> int:
+        """Energy offered per round, all sellers, Wh."""
+        return self.sellers * self.seller_wh
+
+    @property
+    def demand_wh(self) -> int:
+        """Energy wanted per round, all buyers, Wh."""
+        return self.buyers * self.buyer_wh
+
+    @property
+    def balance(self) -> str:
+        """``over_supply``, ``over_demand`` or ``balanced`` (supply and demand within ``BALANCED_WITHIN`` of each
+        other): which of the paper's expectations the cell is judged by, whatever its name."""
+        if self.supply_wh > self.demand_wh * (1 + BALANCED_WITHIN):
+            return "over_supply"
+        if self.demand_wh > self.supply_wh * (1 + BALANCED_WITHIN):
+            return "over_demand"
+        return "balanced"
+
+
+BALANCED_WITHIN = 0.1  # supply and demand within 10 % of each other: a balanced market
+
+
+def ratio_scenarios(ratios=((10, 1), (6, 4), (5, 5), (4, 6), (1, 10)), total_wh: int = 368, sellers: int = 2,
+                    buyers: int = 2) -> dict[str, Scenario]:
+    """The supply:demand sweep (the paper's figure 6 used these ratios): ``total_wh`` per round split as
+    ``supply : demand = a : b`` among ``sellers`` and ``buyers`` (10:1 is the paper's over-supply, 167 vs 17 Wh)."""
+    out = {}
+    for a, b in ratios:
+        out[f"ratio_{a}_{b}"] = Scenario(sellers=sellers, buyers=buyers,
+                                         seller_wh=max(1, round(total_wh * a / (a + b) / sellers)),
+                                         buyer_wh=max(1, round(total_wh * b / (a + b) / buyers)))
+    return out
+
+
+def population_scenarios(sizes=(2, 5, 10)) -> dict[str, Scenario]:
+    """The population sweep: the paper's three cells with ``k`` sellers and ``k`` buyers each, the same energy
+    per agent (2+2 is the paper's)."""
+    return {f"{name}_{k}x{k}": Scenario(sellers=k, buyers=k, seller_wh=sc.seller_wh, buyer_wh=sc.buyer_wh)
+            for k in sizes for name, sc in _default_scenarios().items()}
+
+
+SWEEPS = {"ratios": ratio_scenarios, "population": population_scenarios}
 
 
 def _default_scenarios() -> dict[str, Scenario]:
@@ -103,6 +150,12 @@ class SettlementStudy(_Model):
             raise ValueError(f"unknown settlement mechanism(s) {', '.join(map(repr, unknown))}; "
                              f"choose from {', '.join(names)}")
         return value
+
+    def with_sweep(self, name: str) -> "SettlementStudy":
+        """The study over a sweep's scenarios instead of its own (``SWEEPS``: ``ratios``, ``population``)."""
+        if name not in SWEEPS:
+            raise ConfigError([("--sweep", f"{name!r}: choose from {', '.join(SWEEPS)}")])
+        return self.model_copy(update={"scenarios": SWEEPS[name](), "name": f"{self.name}-{name}"})
 
     def quick_version(self) -> "SettlementStudy":
         return self.model_copy(update=self.quick)
@@ -397,9 +450,9 @@ def verdict(cell: CellResult, study: SettlementStudy) -> tuple[str, str]:
         expected = "no expectation in the paper (not one of its mechanisms)"
     elif cell.mechanism == "exact_match":
         expected = "fails to converge in the training time"
-    elif cell.scenario == "over_supply":
+    elif study.scenarios[cell.scenario].balance == "over_supply":
         expected = "asks driven low, bids following"
-    elif cell.scenario == "over_demand":
+    elif study.scenarios[cell.scenario].balance == "over_demand":
         expected = "bids driven high, asks following"
     elif cell.mechanism == "average_price":
         expected = "fails: actions diverge to the extremes (bids high, asks low)"
@@ -423,9 +476,10 @@ def matches_paper(cell: CellResult, study: SettlementStudy) -> bool | None:
         # explores, so even converged agents settle at most about 82 % there.)
         share = cell.greedy_share if cell.greedy_share is not None else cell.training_share
         return share < CONVERGED_SHARE
-    if cell.scenario == "over_supply":
+    balance = study.scenarios[cell.scenario].balance
+    if balance == "over_supply":
         return ask == "low" and bid in ("low", "middle")
-    if cell.scenario == "over_demand":
+    if balance == "over_demand":
         return bid == "high" and ask in ("high", "middle")
     if cell.mechanism == "average_price":
         return bid == "high" and ask == "low"
@@ -501,8 +555,9 @@ def write_report(study: SettlementStudy, results: list[CellResult], out_dir: Pat
     for r in results:
         med, greedy = r.medians(), r.medians(greedy=True)
         expected, observed = verdict(r, study)
+        sc = study.scenarios[r.scenario]
         rows.append({"mechanism": r.mechanism, "paper": PAPER.get(r.mechanism, ""), "scenario": r.scenario,
-                     "seed": r.seed, "median_bid": med["bid"], "median_ask": med["ask"],
+                     "balance": sc.balance, "supply_wh": sc.supply_wh, "demand_wh": sc.demand_wh, "seed": r.seed, "median_bid": med["bid"], "median_ask": med["ask"],
                      "median_settlement": med["settlement"], "greedy_median_bid": greedy["bid"],
                      "greedy_median_ask": greedy["ask"], "expected": expected, "observed": observed,
                      "matches_paper": matches_paper(r, study), "settled_wh_last_episode": r.settled_per_episode_wh[-1],
