@@ -272,3 +272,15 @@ def test_the_ratio_sweep_runs_from_the_command_line(tmp_path):
                                                       "over_demand"]
     r = CliRunner().invoke(app, ["study", "settlement", str(config), "--sweep", "sizes", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "--sweep" in r.output and "ratios" in r.output
+
+
+def test_reproduction_md_holds_the_ratio_sweep_generated_from_its_results():
+    from pathlib import Path
+
+    from trexsim.studies.settlement import results_table
+
+    root = Path(__file__).resolve().parents[1]
+    summary = json.loads((root / "docs/study/ratios/results.json").read_text())
+    table = results_table(summary)
+    assert table in (root / "REPRODUCTION.md").read_text() and table.count("\n") == 2 + 15
+    assert summary["study"]["name"].endswith("-ratios")
