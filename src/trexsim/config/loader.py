@@ -205,6 +205,8 @@ def load_config(path: str | Path) -> SimulationConfig:
             continue
         for key in ("feeder", "mapping"):
             value = getattr(pf, key)
+            if key == "feeder" and isinstance(value, str) and value.strip().lower().startswith("builtin:"):
+                continue  # a built-in feeder (trexsim.powerflow.builtin), checked by the schema
             if isinstance(value, str) and not Path(value).is_absolute():
                 setattr(pf, key, str((path.parent / value).resolve()))
             value = getattr(pf, key)

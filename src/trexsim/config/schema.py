@@ -490,8 +490,9 @@ class PowerflowConfig(_Model):
     """A live powerflow module on OpenDSS (needs ``trexsim[powerflow]``); see docs/powerflow.md."""
 
     feeder: str | dict[str, Any] | None = Field(
-        None, description="An OpenDSS .dss circuit, a .json file of feeder-generator parameters, the parameters "
-                          "themselves, or null: a generated feeder with one house per participant.")
+        None, description="An OpenDSS .dss circuit, a built-in test feeder ('builtin:european-lv', 'builtin:ieee13'), "
+                          "a .json file of feeder-generator parameters, the parameters themselves, or null: a "
+                          "generated feeder with one house per participant.")
     mapping: str | dict[str, str | list[str]] | None = Field(
         None, description="Participant id -> circuit load name(s), or a JSON file of it (needed with a .dss circuit "
                           "whose loads are not named after the participants).")
@@ -508,6 +509,15 @@ class PowerflowConfig(_Model):
     @field_validator("feeder")
     @classmethod
     def _feeder_parameters(cls, value):
+        from trexsim.powerflow.builtin import builtin_feeder, is_builtin
+
+        if is_builtin(value):
+            from trexsim.powerflow.errors import PowerflowError
+
+            try:
+                builtin_feeder(value, "feeder")
+            except PowerflowError as exc:
+                raise ValueError(str(exc).removeprefix("feeder: ")) from None
         if isinstance(value, dict):
             from trexsim.powerflow.errors import PowerflowError
             from trexsim.powerflow.feeder import FeederSpec

@@ -155,8 +155,12 @@ def solver_kind(solver: str) -> str:
 def _feeder_argument(feeder):
     from trexsim.powerflow.feeder import FeederSpec
 
+    from trexsim.powerflow.builtin import is_builtin
+
     if isinstance(feeder, dict):
         return FeederSpec.from_dict(feeder, "powerflow.feeder")
+    if is_builtin(feeder):
+        return str(feeder)
     return None if feeder is None else Path(feeder)
 
 
@@ -181,7 +185,9 @@ class PowerflowModule:
         folder = Path(out_dir) / "powerflow"
         folder.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(config.engine)
-        if isinstance(config.feeder, str) and not Path(config.feeder).is_file():
+        from trexsim.powerflow.builtin import is_builtin
+
+        if isinstance(config.feeder, str) and not is_builtin(config.feeder) and not Path(config.feeder).is_file():
             raise PowerflowError(f"powerflow.feeder: no such file {config.feeder!r}")
         if isinstance(config.mapping, str) and not Path(config.mapping).is_file():
             raise PowerflowError(f"powerflow.mapping: no such file {config.mapping!r}")

@@ -264,8 +264,24 @@ class OpenDSSEngine(PowerflowEngine):
         for i in range(1, len(self._layout.load_names) + 1):
             if i not in bound:
                 loads.Idx(i)
-                shaped |= any(s and s.lower() != "default" for s in (loads.Yearly(), loads.Daily(), loads.Duty()))
+                shaped |= self._moves_in_yearly()
         self._plain = self._plain_classes and not shaped
+
+    def _moves_in_yearly(self) -> bool:
+        """Whether the active load would change in yearly mode: it has a shape, and either draws power (a shape
+        multiplies it) or has a shape of actual values. A zero load on a shape of multipliers stays at zero (the
+        built-in European LV feeder's loads no household drives)."""
+        loads, shapes = self._dss.Loads, self._dss.LoadShape
+        names = [s for s in (loads.Yearly(), loads.Daily(), loads.Duty()) if s and s.lower() != "default"]
+        if not names:
+            return False
+        if loads.kW() != 0 or loads.kvar() != 0:
+            return True
+        for name in names:
+            shapes.Name(name)
+            if shapes.UseActual():
+                return True
+        return False
 
     def set_loads(self, p_w: np.ndarray, q_var: np.ndarray) -> None:
         p_w = np.asarray(p_w, dtype=float)

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trexsim.powerflow.engine import Layout, PowerflowEngine, create_engine
+from trexsim.powerflow.builtin import PREFIX, builtin_feeder, builtin_path, is_builtin, round_robin_mapping
 from trexsim.powerflow.errors import PowerflowError
 from trexsim.powerflow.feeder import FeederSpec, generate_feeder
 from trexsim.powerflow.splitphase import SplitPhaseSpec
@@ -430,10 +431,31 @@ def _feeder_and_mapping(feeder, mapping, ledger: Ledger, engine: PowerflowEngine
     return load_feeder(feeder, mapping, ledger.participant_ids, engine, out)
 
 
+def _load_builtin(feeder, mapping, ids: list[str], engine: PowerflowEngine):
+    """A built-in feeder (``builtin:<name>``); without a mapping, households go to its loads round robin."""
+    spec = builtin_feeder(feeder, "feeder")
+    path = builtin_path(feeder, "feeder")
+    layout = engine.load_circuit(path)
+    if mapping is None:
+        table = round_robin_mapping(ids, layout.load_names)
+        source = f"mapping (households to the loads of {PREFIX}{spec.name} in order, round robin)"
+    else:
+        table, source = read_mapping(mapping)
+    resolved = resolve_mapping(table, ids, layout.load_names, source, f"{PREFIX}{spec.name}")
+    per_load = np.bincount(resolved.load_of_pair, minlength=len(resolved.load_names)) if \
+        resolved.load_of_pair is not None else np.ones(len(resolved.load_names), dtype=np.int64)
+    info = {"kind": "builtin", "name": spec.name, "title": spec.title, "path": str(path), "loads": len(layout.load_names),
+            "loads_driven": len(resolved.load_names), "most_households_per_load": int(per_load.max()),
+            "transformer_kva": spec.transformer_kva}
+    return info, layout, resolved
+
+
 def load_feeder(feeder, mapping, participant_ids, engine: PowerflowEngine, out: Path):
     """Load a feeder for these participants into ``engine`` (a generated one is written to ``out/feeder.dss``);
     return (feeder description, layout, resolved mapping). ``feeder``/``mapping`` as in ``powerflow_command``."""
     ids = list(participant_ids)
+    if is_builtin(feeder):
+        return _load_builtin(feeder, mapping, ids, engine)
     user_file = isinstance(feeder, (str, Path)) and Path(feeder).suffix.lower() not in (".json", ".json5")
     if user_file:
         path = Path(feeder)

@@ -153,9 +153,15 @@ def compare_command(config: SimulationConfig | str | Path, feeder=None, mapping=
 
         feeder, own_mapping, _, _ = tc_feeder(cfg)
         mapping = mapping if mapping is not None else own_mapping
-    feeder_arg = Path(feeder) if isinstance(feeder, str) else feeder
+    from trexsim.powerflow.builtin import builtin_feeder, is_builtin
+
+    if is_builtin(feeder):
+        builtin_feeder(feeder, "--feeder")   # an unknown name fails before any run
+        feeder_arg = str(feeder)
+    else:
+        feeder_arg = Path(feeder) if isinstance(feeder, str) else feeder
     for what, path in (("feeder", feeder_arg), ("mapping", mapping)):  # before any run, not after the first
-        if isinstance(path, (str, Path)) and not Path(path).is_file():
+        if isinstance(path, (str, Path)) and not is_builtin(path) and not Path(path).is_file():
             raise TrexsimError(f"--{what} {path}: no such file")
     limits = {"v_min_pu": v_min_pu, "v_max_pu": v_max_pu, "max_loading_pct": max_loading_pct}
     # every variant first: a config one leg cannot run fails before any work
