@@ -10,9 +10,9 @@ from trexsim.studies.fast_market import FastMarket, fast_path_supported
 
 
 def bandit_config(settlement, close_steps=1, seller_wh=167, buyer_wh=17, episodes=3, rounds=90, seed=11,
-                  tie_break="random", credit="order"):
+                  tie_break="random", credit="order", policy="epsilon_greedy"):
     trader = {"type": "q_learning", "prices": {"min_price": 0.07, "max_price": 0.14, "count": 100},
-              "learning_rate": 0.1, "discount_factor": 0.98, "exploration": 0.1, "credit": credit,
+              "learning_rate": 0.1, "discount_factor": 0.98, "exploration": 0.1, "credit": credit, "policy": policy,
               "anneal": {"learning_rate": 0.98, "exploration": 0.98, "after_episode": 1}}
     participants = {}
     for i in range(2):
@@ -24,11 +24,14 @@ def bandit_config(settlement, close_steps=1, seller_wh=167, buyer_wh=17, episode
 
 
 @pytest.mark.parametrize("settlement", ["average_price", "exact_match", "exact_price"])
-@pytest.mark.parametrize("close_steps,tie_break,credit", [(1, "random", "order"), (2, "random", "order"),
-                                                         (1, "pro_rata", "order"), (2, "submission", "order"),
-                                                         (1, "random", "next_action"), (2, "random", "next_action")])
-def test_same_settlements_and_tables_as_the_general_loop(tmp_path, settlement, close_steps, tie_break, credit):
-    config = bandit_config(settlement, close_steps, seller_wh=83, buyer_wh=60, tie_break=tie_break, credit=credit)
+@pytest.mark.parametrize("close_steps,tie_break,credit,policy", [
+    (1, "random", "order", "epsilon_greedy"), (2, "random", "order", "epsilon_greedy"),
+    (1, "pro_rata", "order", "epsilon_greedy"), (2, "submission", "order", "epsilon_greedy"),
+    (1, "random", "next_action", "epsilon_greedy"), (2, "random", "next_action", "epsilon_greedy"),
+    (1, "random", "order", "ucb1")])
+def test_same_settlements_and_tables_as_the_general_loop(tmp_path, settlement, close_steps, tie_break, credit, policy):
+    config = bandit_config(settlement, close_steps, seller_wh=83, buyer_wh=60, tie_break=tie_break, credit=credit,
+                           policy=policy)
     assert fast_path_supported(config) is None
     sim = Simulation(config, tmp_path / "run")
     settled = {}
@@ -46,6 +49,8 @@ def test_same_settlements_and_tables_as_the_general_loop(tmp_path, settlement, c
     assert np.array_equal(fast.population.q_bid, general.q_bid)
     assert np.array_equal(fast.population.q_ask, general.q_ask)
     assert np.count_nonzero(general.q_bid) > 0  # the comparison is not between two untouched tables
+    assert np.array_equal(fast.population.n_bid, general.n_bid) and np.array_equal(fast.population.n_ask, general.n_ask)
+    assert (general.n_bid.sum() > 0) == (policy == "ucb1")
 
 
 def test_unsupported_configs_are_named(two_houses):

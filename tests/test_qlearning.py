@@ -152,7 +152,8 @@ def test_kernel_matches_the_documented_draw_contract():
     eps = rng.random(n) * 0.5
     out = [np.empty(n, np.int64) for _ in range(3)]
     last = [np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, bool)]
-    count = choose_actions(q_bid, q_ask, net, u, eps, *out, *last)
+    no_ucb, counts = np.zeros(n), np.zeros((n, P), dtype=np.int64)
+    count = choose_actions(q_bid, q_ask, net, u, eps, no_ucb, counts, counts.copy(), *out, *last)
     trade = np.flatnonzero(net)
     assert count == trade.size and out[0][:count].tolist() == trade.tolist()
     for j, i in enumerate(trade):
@@ -390,3 +391,33 @@ def test_sellers_learn_to_ask_low_under_oversupply(tmp_path):
     pop = sim.participants.traders[0]
     greedy_asks = pop.prices[[0, 1], pop.q_ask[[0, 1]].argmax(axis=1)]
     assert (greedy_asks < 0.105).all(), greedy_asks  # the lower half of 0.07 ... 0.14 $/kWh
+
+
+def test_ucb1_by_hand():
+    """UCB1: untried prices first (the floor(u m)-th of the m untried), then the highest Q + c sqrt(ln t / n)."""
+    from trexsim.agents.qlearning import ucb1_action
+
+    counts = np.array([3, 0, 0], dtype=np.int64)
+    assert ucb1_action(np.zeros(3), counts, 1.0, 0.6) == 2 and counts.tolist() == [3, 0, 1]   # floor(0.6 x 2) = 1
+    # t = 17: 0.5 + sqrt(ln 17 / 10) = 1.032, 0.2 + sqrt(ln 17) = 1.883, 0.9 + sqrt(ln 17 / 5) = 1.653
+    counts = np.array([10, 1, 5], dtype=np.int64)
+    assert ucb1_action(np.array([0.5, 0.2, 0.9]), counts, 1.0, 0.0) == 1 and counts.tolist() == [10, 2, 5]
+    # a small bonus: the greedy price wins
+    assert ucb1_action(np.array([0.5, 0.2, 0.9]), np.array([10, 1, 5]), 0.01, 0.0) == 2
+
+
+def test_ucb1_traders_try_every_price_then_settle_on_the_best():
+    """A population of UCB1 members: in the first P orders each price exactly once, greedy members (evaluation)
+    take no bonus, and the configuration's errors name the key."""
+    spec = parse_config({"participants": {"b": {"profile": {"type": "flat", "load_w": 600},
+                                                "trader": {"type": "q_learning", "policy": "ucb1", "ucb_c": 0.5,
+                                                           "prices": {"min_price": 0.07, "max_price": 0.14,
+                                                                      "count": 5}}}}}).participants["b"].trader
+    pop = QLearningTraders(np.array([0]), [spec], np.random.default_rng(0))
+    chosen = [int(pop.act(observe([10])).price[0] * 1000 + 0.5) for _ in range(5)]
+    assert sorted(chosen) == [70, 88, 105, 123, 140] and pop.n_bid.tolist() == [[1, 1, 1, 1, 1]]
+    pop.q_bid[0] = [0.0, 0.0, 0.3, 0.0, 0.0]
+    pop.act(observe([10]))
+    assert pop.n_bid[0, 2] == 2      # every count 1: the bonus is alike, the value decides
+    with pytest.raises(Exception, match="ucb_c"):
+        parse_config({"participants": {"b": {"trader": {"type": "q_learning", "policy": "ucb1", "ucb_c": -1}}}})

@@ -881,6 +881,7 @@ def study_settlement(
     credit: Optional[str] = typer.Option(None, "--credit", help="Which action a reward updates: 'order' (the one that placed the order; the default) or 'next_action' (the original TREX-Core agent's)."),
     sweep: Optional[str] = typer.Option(None, "--sweep", help="Other cells: 'ratios' (supply:demand 10:1, 6:4, 5:5, 4:6, 1:10) or 'population' (the paper's cells with 2+2, 5+5 and 10+10 agents)."),
     gamma: Optional[float] = typer.Option(None, "--gamma", min=0.0, max=0.999, help="The agents' discount factor (the paper's 0.98; 0: a pure bandit)."),
+    learner: Optional[str] = typer.Option(None, "--learner", help="The agents' action choice: 'epsilon_greedy' (the paper's) or 'ucb1'."),
 ) -> None:
     """The T-REX paper's settlement-mechanism study (M1/M2/M3 x over-supply/over-demand/balanced; any registered mechanism)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -906,6 +907,11 @@ def study_settlement(
             study = study.model_copy(update={"credit": credit})
         if sweep is not None:
             study = study.with_sweep(sweep)
+        if learner is not None:
+            if learner not in ("epsilon_greedy", "ucb1"):
+                raise ConfigError([("--learner", f"{learner!r}: choose 'epsilon_greedy' or 'ucb1'")])
+            study = study.model_copy(update={"learning": study.learning.model_copy(update={"policy": learner}),
+                                             "name": f"{study.name}-{learner}"})
         if gamma is not None:
             study = study.model_copy(update={"learning": study.learning.model_copy(update={"discount_factor": gamma}),
                                              "name": f"{study.name}-gamma{gamma:g}"})

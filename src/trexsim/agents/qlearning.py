@@ -99,6 +99,10 @@ class QLearningTraders(TraderPopulation):
         self.q_ask = np.zeros((n, self.n_prices))
         self._alpha0 = np.array([s.learning_rate for s in specs], dtype=np.float64)
         self._epsilon0 = np.array([s.exploration for s in specs], dtype=np.float64)
+        # UCB1 members: their bonus scale (0: epsilon-greedy) and how often each price was chosen, per side
+        self._ucb_c0 = np.array([s.ucb_c if s.policy == "ucb1" else 0.0 for s in specs], dtype=np.float64)
+        self.n_bid = np.zeros((n, self.n_prices), dtype=np.int64)
+        self.n_ask = np.zeros((n, self.n_prices), dtype=np.int64)
         self._gamma = np.array([s.discount_factor for s in specs], dtype=np.float64)
         self._alpha_mult = np.array([s.anneal.learning_rate for s in specs], dtype=np.float64)
         self._epsilon_mult = np.array([s.anneal.exploration for s in specs], dtype=np.float64)
@@ -176,6 +180,7 @@ class QLearningTraders(TraderPopulation):
         self.learning_rate = self._alpha0 * self._alpha_mult ** steps
         # greedy members (evaluation) never explore; random tie-breaking still applies
         self.exploration = np.where(self.learning, self._epsilon0 * self._epsilon_mult ** steps, 0.0)
+        self.ucb_c = np.where(self.learning, self._ucb_c0, 0.0)   # greedy members: no bonus
         self._any_learning = bool(self.learning.any())
 
     # ------------------------------------------------------------------ acting
@@ -198,8 +203,8 @@ class QLearningTraders(TraderPopulation):
         u = self.rng.random((n, 2))  # the fixed draw pattern: one (n, 2) block a call
         net = np.ascontiguousarray(obs.planned_net_wh)
         member, side, action = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
-        count = choose_actions(self.q_bid, self.q_ask, net, u, self.exploration, member, side, action,
-                               self.last_actions, self.last_sides, self.last_explored)
+        count = choose_actions(self.q_bid, self.q_ask, net, u, self.exploration, self.ucb_c, self.n_bid, self.n_ask,
+                               member, side, action, self.last_actions, self.last_sides, self.last_explored)
         if count == 0:
             return OrderBatch.empty()
         member, side, action = member[:count], side[:count], action[:count]
@@ -277,8 +282,61 @@ class QLearningTraders(TraderPopulation):
 
 
 @numba.njit(cache=True)
-def choose_actions(q_bid, q_ask, net_wh, u, epsilon, member, side, action, last_action, last_side, last_explored):
-    """Epsilon-greedy prices with random tie-breaking for every member with a residual.
+def _kth_best(score, u):
+    """The ``floor(u * t)``-th (0-based, index order) of the ``t`` indices where ``score`` is largest."""
+    best = score[0]
+    ties = 1
+    for j in range(1, score.size):
+        if score[j] > best:
+            best = score[j]
+            ties = 1
+        elif score[j] == best:
+            ties += 1
+    k = int(u * ties)
+    for j in range(score.size):
+        if score[j] == best:
+            if k == 0:
+                return j
+            k -= 1
+    return 0
+
+
+@numba.njit(cache=True)
+def ucb1_action(q, counts, c, u):
+    """UCB1 (Auer, Cesa-Bianchi and Fischer 2002): a price never chosen yet if there is one (the
+    ``floor(u * m)``-th of the ``m`` untried, in index order), else the highest ``q[a] + c sqrt(ln t / n_a)``
+    with ``t = sum(n) + 1`` (ties as the greedy rule breaks them); ``counts[a]`` is then incremented."""
+    n_prices = q.size
+    untried = 0
+    total = 0
+    for j in range(n_prices):
+        total += counts[j]
+        if counts[j] == 0:
+            untried += 1
+    if untried > 0:
+        k = int(u * untried)
+        a = 0
+        for j in range(n_prices):
+            if counts[j] == 0:
+                if k == 0:
+                    a = j
+                    break
+                k -= 1
+    else:
+        score = np.empty(n_prices)
+        log_t = np.log(total + 1.0)
+        for j in range(n_prices):
+            score[j] = q[j] + c * np.sqrt(log_t / counts[j])
+        a = _kth_best(score, u)
+    counts[a] += 1
+    return a
+
+
+@numba.njit(cache=True)
+def choose_actions(q_bid, q_ask, net_wh, u, epsilon, ucb_c, n_bid, n_ask, member, side, action, last_action, last_side,
+                   last_explored):
+    """Epsilon-greedy (or, where ``ucb_c > 0``, UCB1) prices with random tie-breaking for every member with a
+    residual.
 
     The reference implementation of the draw contract in the module docstring; a fast path
     calls this kernel rather than re-implementing it.
@@ -293,6 +351,9 @@ def choose_actions(q_bid, q_ask, net_wh, u, epsilon, member, side, action, last_
         ``(n, 2)`` uniform draws in [0, 1): column 0 explore or not, column 1 the action.
     epsilon : numpy.ndarray
         ``(n,)`` exploration probability.
+    ucb_c, n_bid, n_ask : numpy.ndarray
+        ``(n,)`` UCB1 bonus scale ($; 0: epsilon-greedy) and ``(n, P)`` how often each price was chosen
+        (UCB1 members' counts are incremented here). A UCB1 member uses only ``u[i, 1]`` (ties, untried).
     member, side, action : numpy.ndarray
         ``(n,)`` int64 outputs; the first ``count`` entries are the orders, in member order.
     last_action, last_side, last_explored : numpy.ndarray
@@ -313,26 +374,17 @@ def choose_actions(q_bid, q_ask, net_wh, u, epsilon, member, side, action, last_
         if x == 0:
             continue
         q = q_ask[i] if x < 0 else q_bid[i]
-        if u[i, 0] < epsilon[i]:
+        if ucb_c[i] > 0.0:
+            a = ucb1_action(q, n_ask[i] if x < 0 else n_bid[i], ucb_c[i], u[i, 1])
+            top = q[0]
+            for j in range(1, n_prices):
+                top = max(top, q[j])
+            last_explored[i] = q[a] < top   # chosen for its bonus, not its value
+        elif u[i, 0] < epsilon[i]:
             a = int(u[i, 1] * n_prices)
             last_explored[i] = True
         else:
-            best = q[0]
-            ties = 1
-            for j in range(1, n_prices):
-                if q[j] > best:
-                    best = q[j]
-                    ties = 1
-                elif q[j] == best:
-                    ties += 1
-            k = int(u[i, 1] * ties)  # take the k-th greedy action in index order
-            a = 0
-            for j in range(n_prices):
-                if q[j] == best:
-                    if k == 0:
-                        a = j
-                        break
-                    k -= 1
+            a = _kth_best(q, u[i, 1])  # the k-th greedy action in index order
         s = 1 if x < 0 else 0  # ASK for a surplus, BID for a need
         member[count] = i
         side[count] = s
@@ -430,4 +482,4 @@ def _read_table_file(name: str) -> dict:
             "prices": data["prices"], "q_bid": data["q_bid"], "q_ask": data["q_ask"]}
 
 
-__all__ = ["QLearningTraders", "TABLE_FILE", "choose_actions", "update_values"]
+__all__ = ["QLearningTraders", "TABLE_FILE", "choose_actions", "ucb1_action", "update_values"]

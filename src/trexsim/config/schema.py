@@ -394,6 +394,11 @@ class QLearningTrader(_Model):
     learning_rate: float = Field(0.1, gt=0, le=1, description="alpha")
     discount_factor: float = Field(0.98, ge=0, lt=1, description="gamma")
     exploration: float = Field(0.1, ge=0, le=1, description="epsilon of the epsilon-greedy behaviour policy")
+    policy: Literal["epsilon_greedy", "ucb1"] = Field(
+        "epsilon_greedy", description="How a price is chosen while learning: epsilon-greedy (the paper's), or UCB1 "
+                                      "(Auer, Cesa-Bianchi and Fischer 2002: the highest Q + ucb_c sqrt(ln t / n_a); "
+                                      "every price tried once first; 'exploration' unused).")
+    ucb_c: float = Field(0.01, gt=0, le=100, description="ucb1: the exploration bonus's scale, $ (rewards are $ a round).")
     anneal: Annealing = Field(default_factory=Annealing)
     learning: bool = Field(True, description="False: act greedily and never update (evaluation).")
     greedy_after_episode: int | None = Field(None, ge=0, description="From the episode after this one: greedy, no updates.")

@@ -81,8 +81,8 @@ def price_gap_per_kwh(price, low, high):
 
 
 @numba.njit(cache=True, nogil=True)
-def _episode(params, state, inputs, out, work, prices, q_bid, q_ask, u, epsilon, alpha, gamma, learning, bid_wh, ask_wh,
-             settled_wh, buyer_wh, seller_wh, reward_usd, credit_next_action, ce_range, money):
+def _episode(params, state, inputs, out, work, prices, q_bid, q_ask, u, epsilon, ucb_c, n_bid, n_ask, alpha, gamma,
+             learning, bid_wh, ask_wh, settled_wh, buyer_wh, seller_wh, reward_usd, credit_next_action, ce_range, money):
     rounds = params.rounds
     close_steps = params.close_steps
     n = params.agent_index.size  # every participant is an agent: its orders are given as external orders
@@ -105,8 +105,8 @@ def _episode(params, state, inputs, out, work, prices, q_bid, q_ask, u, epsilon,
         d = k + close_steps
         # during round k: the agents' orders for delivery round d, cleared at the end of round k
         if d < rounds:
-            count = choose_actions(q_bid, q_ask, net, u[k], epsilon, member, side, action, last_action, last_side,
-                                   last_explored)
+            count = choose_actions(q_bid, q_ask, net, u[k], epsilon, ucb_c, n_bid, n_ask, member, side, action,
+                                   last_action, last_side, last_explored)
             slot = d % slots
             pc = 0
             for j in range(count):
@@ -257,6 +257,7 @@ class FastMarket:
         inputs = RoundInputs(*self._profiles, *self._prices, self.tie_keys, int(episode), *self._orders)
         money = np.zeros(4)
         total = _episode(self.params, self.state, inputs, self.out, self.work, self.booked_prices, pop.q_bid, pop.q_ask, u,
-                         pop.exploration, pop.learning_rate, pop._gamma, pop.learning, bid, ask, settled, buyer, seller,
+                         pop.exploration, pop.ucb_c, pop.n_bid, pop.n_ask, pop.learning_rate, pop._gamma, pop.learning,
+                         bid, ask, settled, buyer, seller,
                          reward, pop.credit_next_action, self.ce_range, money)
         return EpisodeTrace(bid, ask, settled, buyer, seller, int(total), reward, *money.tolist())

@@ -110,6 +110,10 @@ class Learning(_Model):
     learning_rate: float = Field(0.1, gt=0, le=1)
     discount_factor: float = Field(0.98, ge=0, lt=1)
     exploration: float = Field(0.1, ge=0, le=1)
+    policy: Literal["epsilon_greedy", "ucb1"] = Field(
+        "epsilon_greedy", description="The agents' action choice while learning: the paper's epsilon-greedy, or "
+                                      "UCB1 (the same Q-learning values, exploration by confidence bounds).")
+    ucb_c: float = Field(0.01, gt=0, le=100, description="ucb1: the bonus's scale, $.")
 
 
 class SettlementStudy(_Model):
