@@ -194,3 +194,15 @@ def test_three_days_of_the_17_homes(tmp_path):
     assert legs["rule"]["bills"]["grid_tariff_total_usd"] < legs["no_battery"]["bills"]["grid_tariff_total_usd"]
     assert legs["no_battery"]["bills"]["grid_tariff_total_usd"] == pytest.approx(115.08, abs=0.01)
     assert legs["rule"]["bills"]["grid_tariff_total_usd"] == pytest.approx(104.24, abs=0.01)
+
+
+def test_the_metrics_through_a_fall_back_night():
+    """2016-11-06 has two local 01:00 hours in Fontana: both count (flooring local times failed on them)."""
+    from trexsim.records.summary import community_metrics
+
+    start = int(pd.Timestamp("2016-11-06 00:00", tz="America/Los_Angeles").timestamp())
+    net = np.full(25, 1000, dtype=np.int64)
+    net[2] = 3000  # the second 01:00 (PST)
+    m = community_metrics(np.arange(25), net, start, 3600, "America/Los_Angeles")
+    assert m["days"] == 1 and m["avg_daily_import_kwh"] == pytest.approx(27.0) and m["peak_kw"] == pytest.approx(3.0)
+    assert m["ramping_kw"] == pytest.approx(4.0 / 24, abs=1e-6)
