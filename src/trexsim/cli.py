@@ -952,6 +952,41 @@ def study_settlement(
     console.print(f"{report['rounds']:,} market rounds in {len(results)} cells; results and figures in [bold]{out}[/]")
 
 
+@study_app.command("community")
+def study_community(
+    data: Optional[Path] = typer.Option(None, "--data", help="The CityLearn 2022 folder (Building_N.csv, schema.json); "
+                                                             "default $TREXSIM_CITYLEARN_DIR or ../shared/data/citylearn-2022."),
+    out: Path = typer.Option(Path("runs/community-benchmark"), "--out", "-o", help="Output folder."),
+    days: Optional[float] = typer.Option(None, "--days", min=0.1, help="Days from 2016-08-01 (default: every hour of the data, 8,759)."),
+    quick: bool = typer.Option(False, "--quick", help="A short smoke run: 3 days, 10 learning passes."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the market's tie-breaks and the learners."),
+    legs: Optional[str] = typer.Option(None, "--legs", help="Comma-separated legs (default all: no_battery,rule,optimum,learned)."),
+) -> None:
+    """The ALEX community benchmark (May and Musilek 2024): 17 CityLearn homes, a year, four legs, the community metrics."""
+    from dataclasses import replace
+
+    from trexsim.studies.community import CommunityBenchmark, metrics_table, run_benchmark
+
+    bench = CommunityBenchmark(seed=seed)
+    if quick:
+        bench = bench.quick_version()
+    if days is not None:
+        bench = replace(bench, days=days)
+    if legs is not None:
+        bench = replace(bench, legs=tuple(x.strip() for x in legs.split(",") if x.strip()))
+    try:
+        with console.status("community benchmark") as status:
+            results = run_benchmark(bench, data, out, on_leg=lambda leg: status.update(f"community benchmark: {leg}"))
+    except TrexsimError as exc:
+        _fail(exc)
+        return
+    d = results["data"]
+    console.print(f"{len(d['homes'])} homes, {d['rounds']:,} hourly rounds from {d['from']} to {d['to']}; "
+                  f"legs: {', '.join(results['legs'])}")
+    console.print(metrics_table(results), markup=False, highlight=False)
+    console.print(f"{results['seconds']:.1f} s; results.json, results.md and figures in [bold]{out}[/]")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

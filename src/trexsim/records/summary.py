@@ -83,14 +83,20 @@ def community_metrics(rounds, net_wh, start_utc_s: int, interval_s: int, timezon
     rounds = np.asarray(rounds, dtype=np.int64)
     if rounds.size == 0:
         return None
-    energy = pd.Series(np.asarray(net_wh, dtype=np.float64),
-                       index=pd.to_datetime(start_utc_s + rounds * interval_s, unit="s", utc=True).tz_convert(timezone))
-    energy = energy.sort_index()
+    utc_s = start_utc_s + rounds * interval_s
+    order = np.argsort(utc_s, kind="stable")
+    utc_s, values = utc_s[order], np.asarray(net_wh, dtype=np.float64)[order]
+    local = pd.to_datetime(utc_s, unit="s", utc=True).tz_convert(timezone)
     if interval_s <= 3600:
-        hourly_kw = energy.groupby(energy.index.floor("h")).sum() / 1000.0        # kWh in an hour = mean kW
+        # the local hour each round falls in, keyed by that hour's UTC start: the two 01:00 hours of a
+        # fall-back night stay two hours (flooring the local times cannot tell them apart)
+        offset_s = np.asarray((local.tz_localize(None) - local.tz_convert(None)).total_seconds(), dtype=np.int64)
+        sums = pd.Series(values).groupby(utc_s - (utc_s + offset_s) % 3600).sum()
+        hourly_kw = pd.Series(sums.to_numpy() / 1000.0,                         # kWh in an hour = mean kW
+                              index=pd.to_datetime(sums.index.to_numpy(), unit="s", utc=True).tz_convert(timezone))
         step_h = 1.0
     else:
-        hourly_kw = energy / 1000.0 / (interval_s / 3600.0)
+        hourly_kw = pd.Series(values / 1000.0 / (interval_s / 3600.0), index=local)
         step_h = interval_s / 3600.0
     day = hourly_kw.index.normalize().tz_localize(None)
     month = hourly_kw.index.tz_localize(None).to_period("M")
