@@ -284,3 +284,15 @@ def test_reproduction_md_holds_the_ratio_sweep_generated_from_its_results():
     table = results_table(summary)
     assert table in (root / "REPRODUCTION.md").read_text() and table.count("\n") == 2 + 15
     assert summary["study"]["name"].endswith("-ratios")
+
+
+def test_reproduction_md_holds_the_ucb1_study_generated_from_its_results():
+    from pathlib import Path
+
+    from trexsim.studies.settlement import results_table
+
+    root = Path(__file__).resolve().parents[1]
+    summary = json.loads((root / "docs/study/ucb1/results.json").read_text())
+    assert summary["study"]["learning"]["policy"] == "ucb1"
+    table = results_table(summary)
+    assert table in (root / "REPRODUCTION.md").read_text() and table.count("\n") == 2 + 9
