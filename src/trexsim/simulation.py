@@ -29,7 +29,7 @@ from trexsim.fabric.inprocess import InProcessFabric
 from trexsim.modules.controller import Controller
 from trexsim.modules.delivery import ImbalanceSettlement
 from trexsim.modules.grid import Grid
-from trexsim.modules.market import Market
+from trexsim.modules.market import Market, OrdersRouter
 from trexsim.modules.participants import Participants
 from trexsim.records.summary import build_summary
 from trexsim.records.writer import Recorder
@@ -84,9 +84,10 @@ class Simulation:
         markets = config.market_list()
         market_ids = [m.id for m in markets]
         member_lists = config.market_members()
+        router = OrdersRouter() if len(markets) > 1 else None
         self.markets = [
             Market(self.fabric, m, len(specs), rounds, study.seed, members=np.asarray(members, dtype=np.int64),
-                   market_ids=market_ids, children=[c for c in markets if c.parent == m.id])
+                   market_ids=market_ids, children=[c for c in markets if c.parent == m.id], router=router)
             for m, members in zip(markets, member_lists)]
         self.market = self.markets[0]
         self.delivery = ImbalanceSettlement(self.fabric, len(specs), rounds)
