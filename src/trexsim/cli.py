@@ -961,13 +961,14 @@ def study_community(
     quick: bool = typer.Option(False, "--quick", help="A short smoke run: 3 days, 10 learning passes."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the market's tie-breaks and the learners."),
     legs: Optional[str] = typer.Option(None, "--legs", help="Comma-separated legs (default all: no_battery,rule,optimum,learned)."),
+    tariff: str = typer.Option("flat", "--tariff", help="'flat' (the published 0.1449 / 0.069 $/kWh) or 'tou' (an evening peak, 16:00-21:00 at 0.30 $/kWh: headroom for a policy)."),
 ) -> None:
     """The ALEX community benchmark (May and Musilek 2024): 17 CityLearn homes, a year, four legs, the community metrics."""
     from dataclasses import replace
 
     from trexsim.studies.community import CommunityBenchmark, metrics_table, run_benchmark
 
-    bench = CommunityBenchmark(seed=seed)
+    bench = CommunityBenchmark(seed=seed, tariff=tariff)
     if quick:
         bench = bench.quick_version()
     if days is not None:
