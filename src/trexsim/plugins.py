@@ -165,23 +165,30 @@ def trader_entry_points() -> list[metadata.EntryPoint]:
     return sorted(metadata.entry_points(group=TRADERS_GROUP), key=lambda ep: (ep.name, ep.value))
 
 
+def _load_kind_entry_point(ep: metadata.EntryPoint, what: str, base: type, register, kinds: dict, module_of,
+                           hint: str) -> list[str]:
+    """Load one entry point of a registry of kinds (traders, devices): register what it names with ``register``
+    and note where each kind came from; returns the kinds it provides."""
+    def register_kind(cls):
+        register(cls)
+        return cls.kind
+
+    def defined_in(module: str) -> list[str]:
+        return sorted(k for k, v in kinds.items() if module_of(v) == module or module_of(v).startswith(module + "."))
+
+    names = _load_entry_point(ep, base, register_kind, defined_in, what, hint)
+    for name in names:
+        _origins[f"{what}:{name}"] = describe(ep)
+    return names
+
+
 def load_trader_entry_point(ep: metadata.EntryPoint) -> list[str]:
     """Load one trader entry point and register what it names; returns the trader kinds it provides."""
     from trexsim.agents import base
 
-    def register(cls):
-        base.register_trader(cls)
-        return cls.kind
-
-    def defined_in(module: str) -> list[str]:
-        return sorted(k for k, v in base.TRADER_KINDS.items()
-                      if v.population.split(":")[0] == module or v.population.startswith(module + "."))
-
-    names = _load_entry_point(ep, base.TraderPopulation, register, defined_in, "trader",
-                              "call register_trader with a TraderPopulation subclass, or name the class")
-    for name in names:
-        _origins["trader:" + name] = describe(ep)
-    return names
+    return _load_kind_entry_point(ep, "trader", base.TraderPopulation, base.register_trader, base.TRADER_KINDS,
+                                  lambda v: v.population.split(":")[0],
+                                  "call register_trader with a TraderPopulation subclass, or name the class")
 
 
 def load_trader_plugins() -> bool:
@@ -208,19 +215,9 @@ def load_device_entry_point(ep: metadata.EntryPoint) -> list[str]:
     """Load one device entry point and register what it names; returns the device kinds it provides."""
     from trexsim import devices
 
-    def register(cls):
-        devices.register_device(cls)
-        return cls.kind
-
-    def defined_in(module: str) -> list[str]:
-        return sorted(k for k, v in devices.DEVICE_KINDS.items()
-                      if v.__module__ == module or v.__module__.startswith(module + "."))
-
-    names = _load_entry_point(ep, devices.ScheduledDevice, register, defined_in, "device",
-                              "call register_device with a ScheduledDevice subclass, or name the class")
-    for name in names:
-        _origins["device:" + name] = describe(ep)
-    return names
+    return _load_kind_entry_point(ep, "device", devices.ScheduledDevice, devices.register_device, devices.DEVICE_KINDS,
+                                  lambda v: v.__module__,
+                                  "call register_device with a ScheduledDevice subclass, or name the class")
 
 
 def load_device_plugins() -> bool:

@@ -36,7 +36,10 @@ def whole_wh(energy_wh: np.ndarray) -> np.ndarray:
     return np.diff(total, axis=0, prepend=0.0).astype(np.int64)
 
 
-class TCHouseholds:
+class _Households:
+    """What both kinds of TC households hold: the settings, their profiles and batteries, and which batteries
+    run at all (``active``: self-consumption, not an external agent's) and which of those react to prices."""
+
     def __init__(self, tc: TCConfig, profiles, battery: BatteryBank, interval_s: int, roster_index: np.ndarray,
                  external: np.ndarray):
         self.tc = tc
@@ -44,13 +47,19 @@ class TCHouseholds:
         self.battery = battery
         self.interval_s = int(interval_s)
         self.roster_index = roster_index
-        self.window_rounds = 1
-        if tc.flexible_load is not None:
-            self.window_rounds = max(1, int(round(tc.flexible_load.window_h * 3600 / interval_s)))
+        flexible = tc.flexible_load
+        # the flexible load's window in rounds (1: none)
+        self.window_rounds = max(1, int(round(flexible.window_h * 3600 / interval_s))) if flexible is not None else 1
         if tc.forecast.type == "persistence":
             lag_rounds(tc.forecast, self.interval_s)  # an error naming the key before any round
         self.active = battery.self_consumption & ~external
         self.react = self.active.copy() if tc.batteries else np.zeros_like(self.active)
+
+
+class TCHouseholds(_Households):
+    def __init__(self, tc: TCConfig, profiles, battery: BatteryBank, interval_s: int, roster_index: np.ndarray,
+                 external: np.ndarray):
+        super().__init__(tc, profiles, battery, interval_s, roster_index, external)
         self.following = self.react   # the batteries that follow the plan's set-points in this horizon
         self.reset()
 
@@ -129,28 +138,20 @@ class TCHouseholds:
         return load_wh
 
 
-class AuctionHouseholds:
+class AuctionHouseholds(_Households):
     """Households in a TC double auction (``tc.market: double_auction``): they answer each interval's call for
     bids with their devices' bids (``trexsim.tc.auction.household_bids``) and, when the interval is metered, do
     what cleared (``follow_cleared``). Same interface as :class:`TCHouseholds`."""
 
     def __init__(self, tc: TCConfig, profiles, battery: BatteryBank, interval_s: int, roster_index: np.ndarray,
                  external: np.ndarray):
-        self.tc = tc
-        self.profiles = profiles
-        self.battery = battery
-        self.interval_s = int(interval_s)
-        self.roster_index = roster_index
+        super().__init__(tc, profiles, battery, interval_s, roster_index, external)
         self.price_rounds = max(1, int(round(tc.price_interval_s / interval_s)))
         flexible = tc.flexible_load
         self.share = float(flexible.share) if flexible is not None else 0.0
         self.max_flexible_wh = float(flexible.max_power_w) * interval_s / 3600.0 if flexible is not None else 0.0
-        self.window_rounds = (max(1, int(round(flexible.window_h * 3600 / interval_s))) if flexible is not None
-                              else self.price_rounds)
-        if tc.forecast.type == "persistence":
-            lag_rounds(tc.forecast, self.interval_s)
-        self.active = battery.self_consumption & ~external
-        self.react = self.active.copy() if tc.batteries else np.zeros_like(self.active)
+        if flexible is None:  # no flexible load: every interval is its own window (nothing deferred)
+            self.window_rounds = self.price_rounds
         self.reset()
 
     def reset(self) -> None:
