@@ -229,3 +229,22 @@ def load_device_plugins() -> bool:
 def device_origin(kind: str) -> str:
     """Where a registered device kind comes from: ``built-in`` or a plug-in's entry point."""
     return _origins.get("device:" + kind, "built-in")
+
+
+def kind_and_settings(cls, base: type, settings_base: type, what: str) -> tuple[str, type, tuple]:
+    """Check a class registered as a kind (a trader population, a device): a ``base`` subclass with a ``kind`` name
+    and a ``config_model`` subclassing ``settings_base``; returns ``(kind, config model, its type literals)``.
+    Errors say what is missing, for the plug-in's author."""
+    import typing
+
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise TypeError(f"{cls!r} is not a {base.__name__} subclass")
+    name = getattr(cls, "kind", "")
+    model = getattr(cls, "config_model", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{cls.__qualname__} has no 'kind' (the {what} kind's name)")
+    if not (isinstance(model, type) and issubclass(model, settings_base)):
+        raise ValueError(f"{cls.__qualname__}.config_model must be a {settings_base.__module__}.{settings_base.__name__} "
+                         f"subclass, not {model!r}")
+    types = typing.get_args(model.model_fields["type"].annotation) if "type" in model.model_fields else ()
+    return name, model, types

@@ -112,20 +112,10 @@ def register_trader(population: type["TraderPopulation"]) -> type["TraderPopulat
     trader: the RL env runs it on its simulation backend (``backend="auto"``), and a driver asked for a
     compiled path refuses naming it.
     """
-    import typing
-
     from trexsim.config.schema import TraderSettings, add_trader_config
+    from trexsim.plugins import kind_and_settings
 
-    if not (isinstance(population, type) and issubclass(population, TraderPopulation)):
-        raise TypeError(f"{population!r} is not a TraderPopulation subclass")
-    name = getattr(population, "kind", "")
-    model = getattr(population, "config_model", None)
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{population.__qualname__} has no 'kind' (the trader kind's name)")
-    if not (isinstance(model, type) and issubclass(model, TraderSettings)):
-        raise ValueError(f"{population.__qualname__}.config_model must be a trexsim.config.schema.TraderSettings "
-                         f"subclass, not {model!r}")
-    types = typing.get_args(model.model_fields["type"].annotation) if "type" in model.model_fields else ()
+    name, model, types = kind_and_settings(population, TraderPopulation, TraderSettings, "trader")
     if not types or not all(isinstance(t, str) and t for t in types):
         raise ValueError(f"{model.__qualname__}.type must be a Literal of the trader.type names, e.g. "
                          f"type: Literal[{name!r}]")

@@ -14,7 +14,6 @@ group ``trexsim.devices`` (:mod:`trexsim.plugins`), naming a subclass registered
 
 from __future__ import annotations
 
-import typing
 import zlib
 from abc import ABC, abstractmethod
 from typing import ClassVar
@@ -71,17 +70,9 @@ def register_device(device: type[ScheduledDevice]) -> type[ScheduledDevice]:
     """Register a device kind (usable as a class decorator); its config model joins the participants'
     ``devices`` so that a config names it by ``type`` and its errors name their keys."""
     from trexsim.config.schema import DeviceSettings, add_device_config
+    from trexsim.plugins import kind_and_settings
 
-    if not (isinstance(device, type) and issubclass(device, ScheduledDevice)):
-        raise TypeError(f"{device!r} is not a ScheduledDevice subclass")
-    name = getattr(device, "kind", "")
-    model = getattr(device, "config_model", None)
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{device.__qualname__} has no 'kind' (the device kind's name)")
-    if not (isinstance(model, type) and issubclass(model, DeviceSettings)):
-        raise ValueError(f"{device.__qualname__}.config_model must be a trexsim.config.schema.DeviceSettings "
-                         f"subclass, not {model!r}")
-    types = typing.get_args(model.model_fields["type"].annotation) if "type" in model.model_fields else ()
+    name, model, types = kind_and_settings(device, ScheduledDevice, DeviceSettings, "device")
     if types != (name,):
         raise ValueError(f"{model.__qualname__}.type must be Literal[{name!r}] (the device's kind)")
     if name in DEVICE_KINDS:

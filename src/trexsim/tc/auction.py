@@ -160,7 +160,6 @@ def household_bids(load_wh: np.ndarray, generation_wh: np.ndarray, share: float,
     load = np.asarray(load_wh, dtype=np.float64)
     gen = np.asarray(generation_wh, dtype=np.float64)
     rounds = load.shape[0]
-    n = load.shape[1]
     flexible_new = share * load.sum(axis=0)
     flexible_all = np.asarray(backlog_wh, dtype=np.float64) + flexible_new
     # what must run now so the rest still fits the window's later intervals at full power
