@@ -168,7 +168,8 @@ def test_a_small_settlement_study(tmp_path):
             "episodes": 2, "days": 60 / 1440, "anneal_mechanisms": [], "final_episodes": 1, "seed": 3}
     path = tmp_path / "study.json"
     path.write_text(json.dumps(spec))
-    r = CliRunner().invoke(app, ["study", "settlement", str(path), "--out", str(tmp_path / "out"), "--workers", "1"])
+    r = CliRunner().invoke(app, ["study", "settlement", str(path), "--out", str(tmp_path / "out"), "--workers", "1",
+                                 "--seeds", "1"])
     assert r.exit_code == 0, r.output
     assert "mcafee: on the general simulation: settlement 'mcafee' has no compiled price rule" in r.output
     cells = {c["mechanism"]: c for c in json.loads((tmp_path / "out" / "results.json").read_text())["cells"]}

@@ -114,7 +114,7 @@ def test_study_on_a_local_ray_instance_bound_to_loopback(tmp_path):
         subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
         env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
         r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "trexsim", "study", "settlement", str(config),
-                            "--cluster", "local", "--workers", "2", "--out", str(tmp_path / "ray")],
+                            "--cluster", "local", "--workers", "2", "--seeds", "1", "--out", str(tmp_path / "ray")],
                            capture_output=True, text=True, env=env, timeout=300)
         assert r.returncode == 0, r.stdout + r.stderr
     finally:
@@ -260,7 +260,7 @@ def test_the_ratio_sweep_runs_from_the_command_line(tmp_path):
     config = tmp_path / "study.json"
     config.write_text(json.dumps({"name": "tiny", "mechanisms": ["exact_price"], "episodes": 2, "days": 0.05,
                                   "anneal_episodes": 1, "greedy_episodes": 1, "final_episodes": 1}))
-    r = CliRunner().invoke(app, ["study", "settlement", str(config), "--sweep", "ratios", "--gamma", "0",
+    r = CliRunner().invoke(app, ["study", "settlement", str(config), "--sweep", "ratios", "--gamma", "0", "--seeds", "1",
                                  "--out", str(tmp_path / "out"), "--workers", "1"])
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -296,3 +296,10 @@ def test_reproduction_md_holds_the_ucb1_study_generated_from_its_results():
     assert summary["study"]["learning"]["policy"] == "ucb1"
     table = results_table(summary)
     assert table in (root / "REPRODUCTION.md").read_text() and table.count("\n") == 2 + 9
+
+
+def test_the_full_study_runs_ten_seeds_a_cell_by_default_and_a_smoke_run_one():
+    assert SettlementStudy().seeds == 10 and SettlementStudy().quick_version().seeds == 1
+    assert SettlementStudy(seeds=3).seeds == 3
+    with pytest.raises(Exception, match="seeds"):
+        SettlementStudy(seeds=0)

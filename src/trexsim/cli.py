@@ -874,7 +874,7 @@ app.add_typer(study_app, name="study")
 def study_settlement(
     config: Optional[Path] = typer.Argument(None, help="Study config (JSON); default: the T-REX paper's study."),
     quick: bool = typer.Option(False, "--quick", help="A short smoke run (see the config's 'quick' overrides)."),
-    seeds: int = typer.Option(1, "--seeds", min=1, help="Seeds per cell; the report says how robust each verdict is."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Seeds per cell (default: the study's, 10; --quick: 1); the report gives every metric's bootstrap interval over them."),
     out: Path = typer.Option(Path("runs/settlement-study"), "--out", "-o", help="Output folder."),
     workers: int = typer.Option(2, "--workers", "-w", min=1, help="Parallel processes."),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Run the cells on Ray: ray://HOST:PORT, or 'local' to start one."),
@@ -915,6 +915,8 @@ def study_settlement(
         if gamma is not None:
             study = study.model_copy(update={"learning": study.learning.model_copy(update={"discount_factor": gamma}),
                                              "name": f"{study.name}-gamma{gamma:g}"})
+        if seeds is None:
+            seeds = study.seeds
         cells = len(study.mechanisms) * len(study.scenarios) * seeds
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cells"),
                       TimeElapsedColumn(), console=console) as progress:

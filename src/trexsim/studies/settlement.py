@@ -137,11 +137,13 @@ class SettlementStudy(_Model):
     final_episodes: int = Field(10, ge=1)
     noise_threshold: float = Field(0.15, ge=0, le=1, description="Normalised concentration below this is exploration noise.")
     seed: int = Field(0, ge=0)
+    seeds: int = Field(10, ge=1, le=1000, description="Seeds per cell (seed, seed + 1, ...), unless --seeds says "
+                                                       "otherwise: enough for a bootstrap interval on every metric.")
     credit: Literal["order", "next_action"] = Field(
         "order", description="Which action a reward updates: the one that placed the order ('order'), or the one "
                              "chosen in the round the reward arrives ('next_action', the original TREX-Core agent's).")
     quick: dict = Field(default_factory=lambda: {"episodes": 12, "days": 1, "anneal_episodes": 12, "greedy_episodes": 2,
-                                                  "final_episodes": 3})
+                                                  "final_episodes": 3, "seeds": 1})
 
     @field_validator("mechanisms", "anneal_mechanisms")
     @classmethod
