@@ -288,3 +288,20 @@ def test_the_gate_checks_a_households_bids(bids, reason):
     else:
         assert fabric.rejected == 1 and fabric.last_rejection.startswith(reason) and not heard
         assert fabric.sent == ["ns/p/h0/settlements"]   # the sender is told why
+
+
+def test_on_the_european_lv_feeder_the_capacity_is_where_the_powerflow_still_solves(tmp_path):
+    """Long LV cables: uniform demand collapses the voltage before the 800 kVA transformer is full, so the
+    rescaling falls back to bisection between the last demand that solved and the first that did not. The
+    55 real-sized households (peak 59 kW) never reach it: every interval clears at the tariff."""
+    import pyjson5
+
+    from trexsim import parse_config
+    from trexsim.cli import _example_path
+    from trexsim.simulation import Simulation
+
+    cfg = pyjson5.loads(_example_path("tc-european-lv").read_text())
+    cfg["tc"].update(market="double_auction")
+    s = Simulation(parse_config(cfg), tmp_path / "eulv").run(plots=False).summary["tc"]
+    assert 300 < s["auction"]["capacity_kw"] < 800 and s["auction"]["congested"] == 0
+    assert s["max_congestion"] == 0 and s["auction"]["max_demand_kw"] < s["auction"]["capacity_kw"] / 5

@@ -233,20 +233,32 @@ class TCMarketModule:
 
     def _calibrate_capacity_kw(self) -> float:
         """The net demand [kW], alike in every household, at which the most loaded transformer's predicted
-        loading reaches its rating, 100 % (loading is near proportional to demand: a few rescaled solves)."""
+        loading reaches its rating, 100 % (loading is near proportional to demand: a few rescaled solves). Where
+        the feeder's powerflow stops converging first (long LV cables: the voltage collapses before the
+        transformer is full), the highest demand that still solved, found by bisection."""
         if not len(self.transformer_cols):
             raise ConfigError([("tc.capacity_kw", "the feeder has no transformer to take the double auction's "
-                                                     "capacity from; give it in kW")])
+                                                  "capacity from; give it in kW")])
         threshold = 100.0
-        per_house_kw = 1.0
-        for _ in range(4):
+        per_house_kw, solved, failed = 1.0, 0.0, None
+        for step in range(16):
             net = np.full((1, self.n), per_house_kw * 1000.0 * self.interval_s / 3600.0)
-            loading, _ = self._predict(net, rounds_per_price=1)
-            if not np.isfinite(loading[0]) or loading[0] <= 0:
-                raise ConfigError([("tc.capacity_kw", "the feeder's powerflow did not solve when calibrating the "
-                                                         "double auction's capacity; give it in kW")])
-            per_house_kw *= threshold / float(loading[0])
-        return per_house_kw * self.n
+            loading = float(self._predict(net, rounds_per_price=1)[0][0])
+            if np.isfinite(loading) and loading > 0:
+                solved = max(solved, per_house_kw) if loading <= threshold * 1.001 else solved
+                target = per_house_kw * threshold / loading
+                if failed is None and step >= 3:  # every solve converged: four rescalings are enough
+                    return target * self.n
+            else:  # did not converge: the limit lies below
+                failed = per_house_kw if failed is None else min(failed, per_house_kw)
+                target = (solved + failed) / 2
+            if failed is not None and target >= failed:
+                target = (solved + failed) / 2
+            per_house_kw = target
+        if solved <= 0:
+            raise ConfigError([("tc.capacity_kw", "the feeder's powerflow did not solve when calibrating the "
+                                                  "double auction's capacity; give it in kW")])
+        return solved * self.n
 
     def _on_bids(self, msg: TCPlan, idx: np.ndarray) -> None:
         p = self._pass
