@@ -72,6 +72,8 @@ CONFIGS = {
                             "tou": [{"hours": [17, 18, 19, 20], "buy_price": 0.30, "sell_price": 0.05}]}}},
     # the default tie-break (a fresh random order each round), and pro rata shares
     "m1-community-random": {"study": _study("m1r", 42)} | _community(tie_break="random"),
+    # SBBA: one price a round and a seller lottery drawn from the seed
+    "sbba-community-random": {"study": _study("sbba", 42)} | _community("sbba", tie_break="random"),
     "m3-battery-close2-pro-rata": {"study": _study("m3p", 5)} | _community("exact_price", 2, battery_ask=0.11,
                                                                             tie_break="pro_rata"),
     # consumers buy battery energy in the dispatchable pool, orders two rounds ahead
@@ -119,6 +121,7 @@ PINS = {
     "m1-qlearning": "a6fc0ab36f2186dd",
     "m1-community-random": "a425d4aa823d6fb9",
     "m3-battery-close2-pro-rata": "59776645290363fa",
+    "sbba-community-random": "ddb5c2d2e98fe2d2",
     "m1-battery-dispatch-close2": "00048fa8261f3907",
     "example-two-houses": "34e0a04a68373c06",
     "example-community": "a425d4aa823d6fb9",

@@ -16,7 +16,9 @@ Mechanisms (T-REX paper, section 5):
   receives its ask, and the difference stays with the auctioneer (weakly budget balanced).
 
 Beyond the paper: ``k_double_auction`` (a uniform price per pool from the marginal matched pair, k = 0.5;
-``k_double_auction_0`` and ``k_double_auction_1`` ship too, :func:`register_k_double_auction` adds others).
+``k_double_auction_0`` and ``k_double_auction_1`` ship too, :func:`register_k_double_auction` adds others), and
+``sbba`` (Segal-Halevi et al. 2016: one price, strongly budget balanced and truthful for unit traders, with a
+seller lottery drawn from the run's seed).
 docs/mechanisms.md tables every mechanism's properties with references.
 """
 
@@ -38,6 +40,9 @@ class Mechanism(ABC):
     name: ClassVar[str]
     paper_name: ClassVar[str] = ""
     budget_balance: ClassVar[str] = "strong"  # 'strong' (no money left over) or 'weak'
+    # a mechanism that draws (SBBA's lottery) sets this: the market then gives clear_book and clear a
+    # generator, ``rng``, drawn from the run's seed, episode and delivery round (:func:`lottery_rng`)
+    lottery: ClassVar[bool] = False
 
     @abstractmethod
     def clear(
@@ -51,19 +56,23 @@ class Mechanism(ABC):
     ) -> Matches:
         """Match bids and asks (arrays in submission order); prices in $/kWh, quantities in Wh."""
 
-    def clear_book(self, participant, side, pool, price, quantity_wh, n_pools: int = 2) -> tuple[Matches, np.ndarray]:
+    def clear_book(self, participant, side, pool, price, quantity_wh, n_pools: int = 2,
+                   rng: np.random.Generator | None = None) -> tuple[Matches, np.ndarray]:
         """Clear every pool of a book (side 0 = bid, 1 = ask), the highest pool code first.
 
         Returns the matches (indices into the book) and each match's pool. Subclasses may
         override this with a faster whole-book kernel; the default clears pool by pool.
+        ``rng``: the round's lottery, passed on to :meth:`clear` for a mechanism with ``lottery``.
         """
         parts, pools = [], []
+        draws = {"rng": rng if rng is not None else lottery_rng(0, 0, 0)} if self.lottery else {}
         for code in range(n_pools - 1, -1, -1):
             bids = np.flatnonzero((pool == code) & (side == 0))
             asks = np.flatnonzero((pool == code) & (side == 1))
             if bids.size == 0 or asks.size == 0:
                 continue
-            m = self.clear(participant[bids], price[bids], quantity_wh[bids], participant[asks], price[asks], quantity_wh[asks])
+            m = self.clear(participant[bids], price[bids], quantity_wh[bids], participant[asks], price[asks], quantity_wh[asks],
+                           **draws)
             parts.append(Matches(bids[m.bid_index], asks[m.ask_index], m.quantity_wh, m.buyer_price, m.seller_price))
             pools.append(np.full(len(m), code, dtype=np.int64))
         if not parts:
@@ -92,7 +101,8 @@ class PairwiseMechanism(Mechanism):
         buyer, seller = self.settlement_prices(np.asarray(bid_price, dtype=np.float64)[bi], np.asarray(ask_price, dtype=np.float64)[ai])
         return Matches(bi, ai, q, buyer, seller)
 
-    def clear_book(self, participant, side, pool, price, quantity_wh, n_pools: int = 2) -> tuple[Matches, np.ndarray]:
+    def clear_book(self, participant, side, pool, price, quantity_wh, n_pools: int = 2,
+                   rng: np.random.Generator | None = None) -> tuple[Matches, np.ndarray]:
         bi, ai, q, pools = match_book(participant, side, pool, price, quantity_wh, equal_prices=self.equal_prices, n_pools=n_pools)
         if q.size == 0:
             return Matches.empty(), pools
@@ -249,7 +259,7 @@ class KDoubleAuction(PairwiseMechanism):
         each = np.minimum(np.maximum(price, ask_price), bid_price)
         return each, each.copy()
 
-    def clear_book(self, participant, side, pool, price, quantity_wh, n_pools: int = 2):
+    def clear_book(self, participant, side, pool, price, quantity_wh, n_pools: int = 2, rng=None):
         # pool by pool (Mechanism.clear_book): the uniform price is each pool's own marginal pair's
         return Mechanism.clear_book(self, participant, side, pool, price, quantity_wh, n_pools)
 
@@ -273,6 +283,81 @@ def register_k_double_auction(k: float) -> str:
 
 for _k in (0.0, 1.0):  # the two ends ship too: the marginal seller's and the marginal buyer's price
     register_k_double_auction(_k)
+
+
+@register_mechanism
+class SBBA(Mechanism):
+    """SBBA, the strongly budget-balanced truthful double auction (Segal-Halevi, Hassidim and Aumann 2016).
+
+    For traders of one unit each: sort the bids from the highest (b_1 >= b_2 >= ...) and the asks from
+    the lowest (a_1 <= a_2 <= ...); k is the efficient trade count, the largest with b_k >= a_k. One
+    price for everybody,
+
+        p = min(b_k, a_{k+1})      (a_{k+1} = +inf where the supply curve has no (k+1)-th unit).
+
+    - If p = a_{k+1} (the (k+1)-th ask is at most b_k): the k highest buyers and the k lowest sellers
+      all trade at p. Every trade of the competitive allocation is made.
+    - Otherwise p = b_k: the k-th buyer leaves, the k - 1 highest buyers trade, and k - 1 of the k lowest
+      sellers, drawn by a lottery (each of the k equally likely to be the one left out), sell at p.
+
+    Buyers pay what sellers receive (strong budget balance), nobody trades beyond its limit price
+    (individually rational), and nobody's price depends on its own order, which with the seller
+    lottery makes truthful bidding a dominant strategy for unit traders. The price of this is at most
+    one trade of k, as McAfee's trade reduction, but no money stays with the auctioneer.
+
+    **Adapted to integer Wh, as McAfee's plug-in (examples/trexsim-mcafee): every Wh is a unit**
+    (:mod:`trexsim.engine.unit_curves`). The reduction drops one Wh: the lottery draws one of the k
+    supply Wh uniformly and the ask holding it sells one Wh less. The traded Wh are paired in ALEX's
+    pairwise order (:func:`~trexsim.engine.matching.match_pairwise`, never a participant with itself:
+    a Wh that could only trade with its own participant's order stays unsold). An order is not a
+    single-unit trader, so the dominant-strategy property does not carry over to multi-Wh orders.
+    The lottery comes from the run's seed, episode and delivery round (:func:`lottery_rng`): the same
+    config gives the same trades.
+    """
+
+    name = "sbba"
+    lottery = True
+
+    def clear(self, bid_participant, bid_price, bid_quantity_wh, ask_participant, ask_price, ask_quantity_wh,
+              rng: np.random.Generator | None = None) -> Matches:
+        from trexsim.engine.unit_curves import efficient_units, first_units, unit_holder
+
+        bid_price = np.asarray(bid_price, dtype=np.float64)
+        ask_price = np.asarray(ask_price, dtype=np.float64)
+        bid_q = np.asarray(bid_quantity_wh, dtype=np.int64)
+        ask_q = np.asarray(ask_quantity_wh, dtype=np.int64)
+        if bid_q.size == 0 or ask_q.size == 0:
+            return Matches.empty()
+        by_bid = np.argsort(-bid_price, kind="stable")  # highest first, equal prices in submission order
+        by_ask = np.argsort(ask_price, kind="stable")
+        k, b_k, _a_k, _b_next, a_next = efficient_units(bid_price[by_bid], bid_q[by_bid], ask_price[by_ask],
+                                                        ask_q[by_ask])
+        if k == 0:
+            return Matches.empty()
+        if a_next is not None and a_next <= b_k:
+            units, price = k, a_next
+            asks, ask_take = first_units(by_ask, ask_q, k)
+        else:  # p = b_k: one bid Wh leaves, and one of the k supply Wh, by lottery
+            units, price = k - 1, b_k
+            if units == 0:
+                return Matches.empty()
+            rng = rng if rng is not None else lottery_rng(0, 0, 0)
+            left_out = unit_holder(by_ask, ask_q, int(rng.integers(k)))
+            asks, ask_take = first_units(by_ask, ask_q, k)
+            ask_take = ask_take - (asks == left_out)
+            keep = ask_take > 0
+            asks, ask_take = asks[keep], ask_take[keep]
+        bids, bid_take = first_units(by_bid, bid_q, units)
+        bi, ai, q = match_pairwise(np.asarray(bid_participant)[bids], bid_price[bids], bid_take,
+                                   np.asarray(ask_participant)[asks], ask_price[asks], ask_take)
+        return Matches(bids[bi], asks[ai], q, np.full(q.size, price), np.full(q.size, price))
+
+
+def lottery_rng(key: int, episode: int, delivery_round: int) -> np.random.Generator:
+    """The generator a lottery mechanism draws from for one delivery round: from the run's tie-break key
+    (``study.seed``, :func:`trexsim.engine.ties.tie_key`), the episode and the delivery round, so the
+    draws do not depend on how the participants were split over modules or hosts."""
+    return np.random.default_rng([int(key) & (2**64 - 1), int(episode), int(delivery_round), 0x5BBA])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -380,12 +465,14 @@ def clear_round(mechanism: Mechanism, participant, side, pool, price, quantity_w
     if order.size == 0:
         order = np.arange(participant.size)
     participant, side, pool, price, quantity_wh, order_id = (a[order] for a in (participant, side, pool, price, quantity_wh, order_id))
-    m, pools = mechanism.clear_book(participant, side, pool, price, quantity_wh, n_pools)
+    # a lottery draws the same numbers in both passes of the pro-rata tie-break
+    draws = (lambda: {"rng": lottery_rng(key, episode, delivery_round)}) if mechanism.lottery else dict
+    m, pools = mechanism.clear_book(participant, side, pool, price, quantity_wh, n_pools, **draws())
     if tie_break == PRO_RATA and len(m):  # the same two passes as the compiled path, through the mechanism's own clearing
         share = _pro_rata_quantities(np.arange(len(participant)), side, pool, price, quantity_wh,
                                      np.asarray(m.bid_index, dtype=np.int64),
                                      np.asarray(m.ask_index, dtype=np.int64), np.asarray(m.quantity_wh, dtype=np.int64))
-        m, pools = mechanism.clear_book(participant, side, pool, price, share, n_pools)
+        m, pools = mechanism.clear_book(participant, side, pool, price, share, n_pools, **draws())
     bi, ai, q = m.bid_index, m.ask_index, np.asarray(m.quantity_wh, dtype=np.int64)
     buyer, seller, bp, sp = participant[bi], participant[ai], np.asarray(m.buyer_price, dtype=np.float64), np.asarray(m.seller_price, dtype=np.float64)
     n = int(n_participants)

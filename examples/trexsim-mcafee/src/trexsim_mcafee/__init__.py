@@ -24,6 +24,8 @@ as much as one of 1 Wh. Chosen because it is McAfee's rule applied to the market
 loses at most 1 Wh of the efficient quantity per pool and round; an order is not a single-unit
 trader, so the dominant-strategy property of the paper does not carry over to multi-Wh orders.
 
+The curves are walked by ``trexsim.engine.unit_curves`` (which SBBA, in trexsim, shares).
+
 Two conventions of our own:
 
 - If the book has no (k+1)-th bid unit or no (k+1)-th ask unit (one side is exhausted by the
@@ -45,60 +47,11 @@ import numpy as np
 
 from trexsim.engine.matching import Matches, match_pairwise
 from trexsim.engine.mechanisms import Mechanism, register_mechanism
+# the unit curves are trexsim's (SBBA walks them too); re-exported as this package's own name
+from trexsim.engine.unit_curves import efficient_units, first_units
 
 __all__ = ["McAfee", "efficient_units"]
 __version__ = "0.1.0"
-
-
-def efficient_units(bid_price, bid_quantity_wh, ask_price, ask_quantity_wh):
-    """Where the unit demand and supply curves cross.
-
-    Parameters
-    ----------
-    bid_price, bid_quantity_wh : arrays
-        Bids sorted from the highest price [$/kWh], quantities [Wh].
-    ask_price, ask_quantity_wh : arrays
-        Asks sorted from the lowest price [$/kWh], quantities [Wh].
-
-    Returns
-    -------
-    k : int
-        The efficient trade count [Wh]: the largest k with b_k >= a_k.
-    b_k, a_k : float
-        The k-th unit's bid and ask prices [$/kWh] (NaN when k = 0).
-    b_next, a_next : float or None
-        The (k+1)-th unit's bid and ask prices, None where that side has no (k+1)-th unit.
-    """
-    nb, na = len(bid_price), len(ask_price)
-    i = j = 0
-    used_b = used_a = 0  # Wh of the current bid / ask already counted
-    k = 0
-    b_k = a_k = float("nan")
-    while i < nb and j < na and bid_price[i] >= ask_price[j]:
-        step = min(int(bid_quantity_wh[i]) - used_b, int(ask_quantity_wh[j]) - used_a)
-        k += step
-        used_b += step
-        used_a += step
-        b_k, a_k = float(bid_price[i]), float(ask_price[j])
-        if used_b == bid_quantity_wh[i]:
-            i, used_b = i + 1, 0
-        if used_a == ask_quantity_wh[j]:
-            j, used_a = j + 1, 0
-    b_next = float(bid_price[i]) if i < nb else None
-    a_next = float(ask_price[j]) if j < na else None
-    return k, b_k, a_k, b_next, a_next
-
-
-def _first_units(order: np.ndarray, quantity_wh: np.ndarray, units: int) -> tuple[np.ndarray, np.ndarray]:
-    """The orders (indices, in submission order) holding the first ``units`` Wh of a sorted curve, and
-    how many of their Wh."""
-    q = quantity_wh[order]
-    before = np.cumsum(q) - q
-    take = np.clip(units - before, 0, q)
-    keep = take > 0
-    index, taken = order[keep], take[keep]
-    back = np.argsort(index, kind="stable")  # submission order, as match_pairwise expects
-    return index[back], taken[back]
 
 
 @register_mechanism
@@ -128,8 +81,8 @@ class McAfee(Mechanism):
             units, buyer_price, seller_price = k - 1, b_k, a_k
         if units == 0:
             return Matches.empty()
-        bids, bid_take = _first_units(by_bid, bid_q, units)
-        asks, ask_take = _first_units(by_ask, ask_q, units)
+        bids, bid_take = first_units(by_bid, bid_q, units)
+        asks, ask_take = first_units(by_ask, ask_q, units)
         bi, ai, q = match_pairwise(np.asarray(bid_participant)[bids], bid_price[bids], bid_take,
                                    np.asarray(ask_participant)[asks], ask_price[asks], ask_take)
         return Matches(bids[bi], asks[ai], q, np.full(q.size, buyer_price), np.full(q.size, seller_price))

@@ -1,0 +1,73 @@
+"""A pool's book as unit demand and supply curves: every Wh of an order is one unit at its price.
+
+The truthful double auctions of the literature (McAfee 1992; SBBA, Segal-Halevi, Hassidim and Aumann 2016)
+are defined for traders of one unit each. trexsim applies them to its own unit, the Wh: an order of ``q`` Wh
+at price ``p`` counts as ``q`` unit orders at ``p``. The curves are walked order by order, never expanded,
+so an order of 10^9 Wh costs as much as one of 1 Wh.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def efficient_units(bid_price, bid_quantity_wh, ask_price, ask_quantity_wh):
+    """Where the unit demand and supply curves cross.
+
+    Parameters
+    ----------
+    bid_price, bid_quantity_wh : arrays
+        Bids sorted from the highest price [$/kWh], quantities [Wh].
+    ask_price, ask_quantity_wh : arrays
+        Asks sorted from the lowest price [$/kWh], quantities [Wh].
+
+    Returns
+    -------
+    k : int
+        The efficient trade count [Wh]: the largest k with b_k >= a_k (b_j: the price of the bid
+        holding the j-th Wh of the demand curve, a_j the same on the supply curve).
+    b_k, a_k : float
+        The k-th unit's bid and ask prices [$/kWh] (NaN when k = 0).
+    b_next, a_next : float or None
+        The (k+1)-th unit's bid and ask prices, None where that side has no (k+1)-th unit.
+    """
+    nb, na = len(bid_price), len(ask_price)
+    i = j = 0
+    used_b = used_a = 0  # Wh of the current bid / ask already counted
+    k = 0
+    b_k = a_k = float("nan")
+    while i < nb and j < na and bid_price[i] >= ask_price[j]:
+        step = min(int(bid_quantity_wh[i]) - used_b, int(ask_quantity_wh[j]) - used_a)
+        k += step
+        used_b += step
+        used_a += step
+        b_k, a_k = float(bid_price[i]), float(ask_price[j])
+        if used_b == bid_quantity_wh[i]:
+            i, used_b = i + 1, 0
+        if used_a == ask_quantity_wh[j]:
+            j, used_a = j + 1, 0
+    b_next = float(bid_price[i]) if i < nb else None
+    a_next = float(ask_price[j]) if j < na else None
+    return k, b_k, a_k, b_next, a_next
+
+
+def first_units(order: np.ndarray, quantity_wh: np.ndarray, units: int) -> tuple[np.ndarray, np.ndarray]:
+    """The orders holding the first ``units`` Wh of a curve sorted by ``order``, and how many of their Wh
+    each: ``(index, taken_wh)``, indices into ``quantity_wh`` in submission (index) order, as
+    :func:`trexsim.engine.matching.match_pairwise` expects them."""
+    q = np.asarray(quantity_wh, dtype=np.int64)[order]
+    before = np.cumsum(q) - q
+    take = np.clip(units - before, 0, q)
+    keep = take > 0
+    index, taken = order[keep], take[keep]
+    back = np.argsort(index, kind="stable")
+    return index[back], taken[back]
+
+
+def unit_holder(order: np.ndarray, quantity_wh: np.ndarray, unit: int) -> int:
+    """The index of the order holding unit ``unit`` (0-based) of the curve sorted by ``order``."""
+    q = np.asarray(quantity_wh, dtype=np.int64)[order]
+    return int(order[int(np.searchsorted(np.cumsum(q), unit, side="right"))])
+
+
+__all__ = ["efficient_units", "first_units", "unit_holder"]
