@@ -320,36 +320,28 @@ class SBBA(Mechanism):
 
     def clear(self, bid_participant, bid_price, bid_quantity_wh, ask_participant, ask_price, ask_quantity_wh,
               rng: np.random.Generator | None = None) -> Matches:
-        from trexsim.engine.unit_curves import efficient_units, first_units, unit_holder
+        from trexsim.engine.unit_curves import first_units, unit_book, unit_holder
 
-        bid_price = np.asarray(bid_price, dtype=np.float64)
-        ask_price = np.asarray(ask_price, dtype=np.float64)
-        bid_q = np.asarray(bid_quantity_wh, dtype=np.int64)
-        ask_q = np.asarray(ask_quantity_wh, dtype=np.int64)
-        if bid_q.size == 0 or ask_q.size == 0:
+        book = unit_book(bid_price, bid_quantity_wh, ask_price, ask_quantity_wh)
+        if book is None or book.k == 0:
             return Matches.empty()
-        by_bid = np.argsort(-bid_price, kind="stable")  # highest first, equal prices in submission order
-        by_ask = np.argsort(ask_price, kind="stable")
-        k, b_k, _a_k, _b_next, a_next = efficient_units(bid_price[by_bid], bid_q[by_bid], ask_price[by_ask],
-                                                        ask_q[by_ask])
-        if k == 0:
-            return Matches.empty()
+        k, b_k, a_next, ask_q = book.k, book.b_k, book.a_next, book.ask_wh
         if a_next is not None and a_next <= b_k:
             units, price = k, a_next
-            asks, ask_take = first_units(by_ask, ask_q, k)
+            asks, ask_take = first_units(book.by_ask, ask_q, k)
         else:  # p = b_k: one bid Wh leaves, and one of the k supply Wh, by lottery
             units, price = k - 1, b_k
             if units == 0:
                 return Matches.empty()
             rng = rng if rng is not None else lottery_rng(0, 0, 0)
-            left_out = unit_holder(by_ask, ask_q, int(rng.integers(k)))
-            asks, ask_take = first_units(by_ask, ask_q, k)
+            left_out = unit_holder(book.by_ask, ask_q, int(rng.integers(k)))
+            asks, ask_take = first_units(book.by_ask, ask_q, k)
             ask_take = ask_take - (asks == left_out)
             keep = ask_take > 0
             asks, ask_take = asks[keep], ask_take[keep]
-        bids, bid_take = first_units(by_bid, bid_q, units)
-        bi, ai, q = match_pairwise(np.asarray(bid_participant)[bids], bid_price[bids], bid_take,
-                                   np.asarray(ask_participant)[asks], ask_price[asks], ask_take)
+        bids, bid_take = first_units(book.by_bid, book.bid_wh, units)
+        bi, ai, q = match_pairwise(np.asarray(bid_participant)[bids], book.bid_price[bids], bid_take,
+                                   np.asarray(ask_participant)[asks], book.ask_price[asks], ask_take)
         return Matches(bids[bi], asks[ai], q, np.full(q.size, price), np.full(q.size, price))
 
 

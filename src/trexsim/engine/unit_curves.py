@@ -8,7 +8,41 @@ so an order of 10^9 Wh costs as much as one of 1 Wh.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+
+
+class UnitBook(NamedTuple):
+    """One pool's book as unit curves (:func:`unit_book`): the arrays as float64/int64, each side's order
+    (bids from the highest price, asks from the lowest, equal prices in submission order) and where the
+    curves cross (:func:`efficient_units`)."""
+
+    bid_price: np.ndarray
+    bid_wh: np.ndarray
+    ask_price: np.ndarray
+    ask_wh: np.ndarray
+    by_bid: np.ndarray
+    by_ask: np.ndarray
+    k: int
+    b_k: float
+    a_k: float
+    b_next: float | None
+    a_next: float | None
+
+
+def unit_book(bid_price, bid_quantity_wh, ask_price, ask_quantity_wh) -> UnitBook | None:
+    """Sort one pool's bids and asks into unit curves and find where they cross; None if a side is empty."""
+    bid_price = np.asarray(bid_price, dtype=np.float64)
+    ask_price = np.asarray(ask_price, dtype=np.float64)
+    bid_q = np.asarray(bid_quantity_wh, dtype=np.int64)
+    ask_q = np.asarray(ask_quantity_wh, dtype=np.int64)
+    if bid_q.size == 0 or ask_q.size == 0:
+        return None
+    by_bid = np.argsort(-bid_price, kind="stable")
+    by_ask = np.argsort(ask_price, kind="stable")
+    crossing = efficient_units(bid_price[by_bid], bid_q[by_bid], ask_price[by_ask], ask_q[by_ask])
+    return UnitBook(bid_price, bid_q, ask_price, ask_q, by_bid, by_ask, *crossing)
 
 
 def efficient_units(bid_price, bid_quantity_wh, ask_price, ask_quantity_wh):
@@ -70,4 +104,4 @@ def unit_holder(order: np.ndarray, quantity_wh: np.ndarray, unit: int) -> int:
     return int(order[int(np.searchsorted(np.cumsum(q), unit, side="right"))])
 
 
-__all__ = ["efficient_units", "first_units", "unit_holder"]
+__all__ = ["UnitBook", "efficient_units", "first_units", "unit_book", "unit_holder"]

@@ -48,7 +48,7 @@ import numpy as np
 from trexsim.engine.matching import Matches, match_pairwise
 from trexsim.engine.mechanisms import Mechanism, register_mechanism
 # the unit curves are trexsim's (SBBA walks them too); re-exported as this package's own name
-from trexsim.engine.unit_curves import efficient_units, first_units
+from trexsim.engine.unit_curves import efficient_units, first_units, unit_book
 
 __all__ = ["McAfee", "efficient_units"]
 __version__ = "0.1.0"
@@ -63,17 +63,10 @@ class McAfee(Mechanism):
     budget_balance: ClassVar[str] = "weak"
 
     def clear(self, bid_participant, bid_price, bid_quantity_wh, ask_participant, ask_price, ask_quantity_wh) -> Matches:
-        bid_price = np.asarray(bid_price, dtype=np.float64)
-        ask_price = np.asarray(ask_price, dtype=np.float64)
-        bid_q = np.asarray(bid_quantity_wh, dtype=np.int64)
-        ask_q = np.asarray(ask_quantity_wh, dtype=np.int64)
-        if bid_q.size == 0 or ask_q.size == 0:
+        book = unit_book(bid_price, bid_quantity_wh, ask_price, ask_quantity_wh)
+        if book is None or book.k == 0:
             return Matches.empty()
-        by_bid = np.argsort(-bid_price, kind="stable")  # highest first, equal prices in submission order
-        by_ask = np.argsort(ask_price, kind="stable")
-        k, b_k, a_k, b_next, a_next = efficient_units(bid_price[by_bid], bid_q[by_bid], ask_price[by_ask], ask_q[by_ask])
-        if k == 0:
-            return Matches.empty()
+        k, b_k, a_k, b_next, a_next = book.k, book.b_k, book.a_k, book.b_next, book.a_next
         p0 = None if b_next is None or a_next is None else (b_next + a_next) / 2.0
         if p0 is not None and a_k <= p0 <= b_k:
             units, buyer_price, seller_price = k, p0, p0
@@ -81,8 +74,8 @@ class McAfee(Mechanism):
             units, buyer_price, seller_price = k - 1, b_k, a_k
         if units == 0:
             return Matches.empty()
-        bids, bid_take = first_units(by_bid, bid_q, units)
-        asks, ask_take = first_units(by_ask, ask_q, units)
-        bi, ai, q = match_pairwise(np.asarray(bid_participant)[bids], bid_price[bids], bid_take,
-                                   np.asarray(ask_participant)[asks], ask_price[asks], ask_take)
+        bids, bid_take = first_units(book.by_bid, book.bid_wh, units)
+        asks, ask_take = first_units(book.by_ask, book.ask_wh, units)
+        bi, ai, q = match_pairwise(np.asarray(bid_participant)[bids], book.bid_price[bids], bid_take,
+                                   np.asarray(ask_participant)[asks], book.ask_price[asks], ask_take)
         return Matches(bids[bi], asks[ai], q, np.full(q.size, buyer_price), np.full(q.size, seller_price))
