@@ -32,6 +32,7 @@ import numpy as np
 
 from trexsim.engine.matching import Matches, match_book, match_pairwise
 from trexsim.engine.ties import PRO_RATA, SUBMISSION, _pro_rata_quantities, clear_book_ordered, submission_order
+from trexsim.engine.unit_curves import first_units, unit_book, unit_holder
 
 
 class Mechanism(ABC):
@@ -320,8 +321,6 @@ class SBBA(Mechanism):
 
     def clear(self, bid_participant, bid_price, bid_quantity_wh, ask_participant, ask_price, ask_quantity_wh,
               rng: np.random.Generator | None = None) -> Matches:
-        from trexsim.engine.unit_curves import first_units, unit_book, unit_holder
-
         book = unit_book(bid_price, bid_quantity_wh, ask_price, ask_quantity_wh)
         if book is None or book.k == 0:
             return Matches.empty()
