@@ -60,7 +60,9 @@ def random_actions(rng, steps, num_envs, agents, discrete=False):
 @pytest.mark.parametrize("settlement,action,close_steps,tie_break", [("average_price", "continuous", 2, "random"),
                                                                      ("exact_price", "discrete", 1, "pro_rata"),
                                                                      ("exact_match", "continuous", 3, "random"),
-                                                                     ("average_price", "discrete", 1, "submission")])
+                                                                     ("average_price", "discrete", 1, "submission"),
+                                                                     ("k_double_auction", "continuous", 2, "random"),
+                                                                     ("sbba", "discrete", 1, "pro_rata")])
 def test_every_copy_equals_the_ordinary_simulation(settlement, action, close_steps, tie_break):
     config = community(settlement, action, close_steps, tie_break=tie_break)
     assert compiled_supported(config) is None

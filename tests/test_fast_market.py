@@ -23,7 +23,7 @@ def bandit_config(settlement, close_steps=1, seller_wh=167, buyer_wh=17, episode
                          "participants": participants, "records": {"level": "summary", "plots": False}})
 
 
-@pytest.mark.parametrize("settlement", ["average_price", "exact_match", "exact_price"])
+@pytest.mark.parametrize("settlement", ["average_price", "exact_match", "exact_price", "k_double_auction", "sbba"])
 @pytest.mark.parametrize("close_steps,tie_break,credit,policy", [
     (1, "random", "order", "epsilon_greedy"), (2, "random", "order", "epsilon_greedy"),
     (1, "pro_rata", "order", "epsilon_greedy"), (2, "submission", "order", "epsilon_greedy"),

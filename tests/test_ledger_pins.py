@@ -121,7 +121,7 @@ PINS = {
     "m1-qlearning": "a6fc0ab36f2186dd",
     "m1-community-random": "a425d4aa823d6fb9",
     "m3-battery-close2-pro-rata": "59776645290363fa",
-    "sbba-community-random": "ddb5c2d2e98fe2d2",
+    "sbba-community-random": "60ded8ccf1a437b7",  # (the lottery became counter-based, compiled with SBBA)
     "m1-battery-dispatch-close2": "00048fa8261f3907",
     "example-two-houses": "34e0a04a68373c06",
     "example-community": "a425d4aa823d6fb9",

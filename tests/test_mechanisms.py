@@ -174,7 +174,7 @@ def test_k_double_auction_runs_a_simulation_and_an_env(tmp_path):
     assert summary["participants"]["buyer"]["net_cost"] == pytest.approx(
         0.1449 + 9 * (0.6 * 0.11 + 0.4 * 0.1449), abs=1e-9)
     cfg["participants"]["agent"] = {"profile": {"type": "flat", "load_w": 1000}, "trader": {"type": "external"}}
-    assert "k_double_auction" in compiled_supported(parse_config(cfg))   # the compiled env refuses, naming it
+    assert compiled_supported(parse_config(cfg)) is None   # the compiled env runs it (engine.mechanisms.compiled_clearing)
 
 
 def test_k_double_auction_when_the_matching_skipped_a_self_trade():

@@ -133,8 +133,8 @@ def test_rl_envs_fall_back_to_the_simulation(two_houses):
     config = _two_houses_mcafee(two_houses, 20)
     config["participants"]["buyer"]["trader"] = {"type": "external", "min_price": 0.0, "max_price": 0.24,
                                                  "max_quantity_wh": 2000}
-    assert compiled_supported(parse_config(config)) == "settlement 'mcafee' has no compiled price rule"
-    with pytest.raises(ValueError, match="settlement 'mcafee' has no compiled price rule"):
+    assert compiled_supported(parse_config(config)) == "settlement 'mcafee' has no compiled clearing"
+    with pytest.raises(ValueError, match="settlement 'mcafee' has no compiled clearing"):
         parallel_env(config, backend="compiled")
     env = parallel_env(config)
     assert env.backend == "simulation"
@@ -171,9 +171,9 @@ def test_a_small_settlement_study(tmp_path):
     r = CliRunner().invoke(app, ["study", "settlement", str(path), "--out", str(tmp_path / "out"), "--workers", "1",
                                  "--seeds", "1"])
     assert r.exit_code == 0, r.output
-    assert "mcafee: on the general simulation: settlement 'mcafee' has no compiled price rule" in r.output
+    assert "mcafee: on the general simulation: settlement 'mcafee' has no compiled clearing" in r.output
     cells = {c["mechanism"]: c for c in json.loads((tmp_path / "out" / "results.json").read_text())["cells"]}
-    assert cells["mcafee"]["backend"] == "simulation: settlement 'mcafee' has no compiled price rule"
+    assert cells["mcafee"]["backend"] == "simulation: settlement 'mcafee' has no compiled clearing"
     assert cells["average_price"]["backend"] == "compiled"
     assert cells["mcafee"]["matches_paper"] is None and cells["mcafee"]["expected"].startswith("no expectation")
     assert isinstance(cells["average_price"]["matches_paper"], bool)

@@ -158,11 +158,11 @@ def test_a_subclass_of_a_built_in_with_its_own_prices_is_never_run_by_a_compiled
     assert mech.compiled_price_rule(get_mechanism("ask_price_test")) is None
     study_cell = SettlementStudy().cell_config("average_price", "balanced", 0).model_dump(mode="json", by_alias=True)
     study_cell["market"]["settlement"] = "ask_price_test"
-    assert "no compiled price rule" in fast_path_supported(parse_config(study_cell))
+    assert "no compiled clearing" in fast_path_supported(parse_config(study_cell))
     env_config = parse_config({
         "study": {"name": "t", "days": 1, "seed": 1},
         "market": {"settlement": "ask_price_test"},
         "participants": {"a": {"profile": {"type": "flat", "load_w": 500, "generation_w": 0}, "trader": {"type": "external"}},
                          "b": {"profile": {"type": "flat", "load_w": 0, "generation_w": 900}, "trader": {"type": "external"}}},
     })
-    assert "no compiled price rule" in compiled_supported(env_config)
+    assert "no compiled clearing" in compiled_supported(env_config)

@@ -42,9 +42,9 @@ def test_a_subclass_that_changes_its_prices_is_not_run_on_the_compiled_market():
 
     study = SettlementStudy(mechanisms=["test_study_buyer_pays_bid"], episodes=1, days=20 / 1440, anneal_mechanisms=[])
     config = study.cell_config("test_study_buyer_pays_bid", "balanced", 0)
-    assert cell_backend(config) == "settlement 'test_study_buyer_pays_bid' has no compiled price rule"
+    assert cell_backend(config) == "settlement 'test_study_buyer_pays_bid' has no compiled clearing"
     cell = run_cell(study, "test_study_buyer_pays_bid", "balanced", 0)
-    assert cell.backend == "simulation: settlement 'test_study_buyer_pays_bid' has no compiled price rule"
+    assert cell.backend == "simulation: settlement 'test_study_buyer_pays_bid' has no compiled clearing"
     assert matches_paper(cell, study) is None
 
 

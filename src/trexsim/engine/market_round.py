@@ -3,7 +3,7 @@ round's book (:func:`clear_checked`) and settling a delivered round against the 
 (:func:`settle_checked`).
 
 Each step returns a named record. The checks of :mod:`trexsim.engine.checks` run inside the same
-compiled call as the kernel they check (for mechanisms with a compiled price rule), so a round
+compiled call as the kernel they check (for mechanisms with a compiled clearing), so a round
 pays one dispatch per step; they stay independent of it: they recompute every quantity from the
 orders, the matches and the meters, never from the kernel's own totals.
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 from trexsim.engine.checks import _check_clearing, _check_delivery, auctioneer_surplus_usd, check_clearing
 from trexsim.engine.delivery import _settle_round
-from trexsim.engine.mechanisms import Mechanism, _clear_round, clear_round, compiled_price_rule
+from trexsim.engine.mechanisms import Mechanism, _clear_round, clear_round, compiled_clearing
 from trexsim.engine.ties import SUBMISSION
 
 
@@ -44,10 +44,10 @@ class Clearing(NamedTuple):
 
 
 @numba.njit(cache=True, nogil=True)
-def _clear_checked(participant, side, pool, price, quantity_wh, order_id, placed_round, n_participants, rule,
+def _clear_checked(participant, side, pool, price, quantity_wh, order_id, placed_round, n_participants, rule, k,
                    equal_prices, n_pools, tie_break, key, episode, delivery_round, strong, rank):
     (pools, buyer, seller, q, bp, sp, bid_id, ask_id, bought, sold, cost, revenue, bi, ai) = _clear_round(
-        participant, side, pool, price, quantity_wh, order_id, placed_round, n_participants, rule, equal_prices, n_pools,
+        participant, side, pool, price, quantity_wh, order_id, placed_round, n_participants, rule, k, equal_prices, n_pools,
         tie_break, key, episode, delivery_round, rank)
     broken, at = _check_clearing(participant, side, pool, price, quantity_wh, pools, buyer, seller, q, bp, sp, bi, ai,
                                  bought, sold, cost, revenue, strong)
@@ -70,10 +70,10 @@ def clear_checked(mechanism: Mechanism, participant, side, pool, price, quantity
         i64(a) for a in (participant, side, pool, quantity_wh, order_id, placed_round))
     price = np.ascontiguousarray(price, dtype=np.float64)
     strong = mechanism.budget_balance == "strong"
-    rule = compiled_price_rule(mechanism)
-    if rule is not None:
+    compiled = compiled_clearing(mechanism)
+    if compiled is not None:
         return Clearing._make(_clear_checked(
-            participant, side, pool, price, quantity_wh, order_id, placed_round, int(n_participants), rule,
+            participant, side, pool, price, quantity_wh, order_id, placed_round, int(n_participants), *compiled,
             bool(getattr(mechanism, "equal_prices", False)), int(n_pools), int(tie_break), int(key), int(episode),
             int(delivery_round), strong, None if rank is None else np.ascontiguousarray(rank, dtype=np.int64)))
     cleared = clear_round(mechanism, participant, side, pool, price, quantity_wh, order_id, placed_round,

@@ -30,9 +30,10 @@ from typing import ClassVar
 import numba
 import numpy as np
 
-from trexsim.engine.matching import Matches, match_book, match_pairwise
-from trexsim.engine.ties import PRO_RATA, SUBMISSION, _pro_rata_quantities, clear_book_ordered, submission_order
-from trexsim.engine.unit_curves import first_units, unit_book, unit_holder
+from trexsim.engine.matching import Matches, _greedy_pairs, match_book, match_pairwise
+from trexsim.engine.ties import (_GOLDEN, PRO_RATA, SUBMISSION, _mix64, _pro_rata_quantities, _round_base,
+                                 clear_book_ordered, submission_order)
+from trexsim.engine.unit_curves import _crossing, _first_units, _unit_holder
 
 
 class Mechanism(ABC):
@@ -42,7 +43,7 @@ class Mechanism(ABC):
     paper_name: ClassVar[str] = ""
     budget_balance: ClassVar[str] = "strong"  # 'strong' (no money left over) or 'weak'
     # a mechanism that draws (SBBA's lottery) sets this: the market then gives clear_book and clear a
-    # generator, ``rng``, drawn from the run's seed, episode and delivery round (:func:`lottery_rng`)
+    # :class:`Lottery`, ``rng``, drawn from the run's seed, episode and delivery round (:func:`lottery_rng`)
     lottery: ClassVar[bool] = False
 
     @abstractmethod
@@ -58,7 +59,7 @@ class Mechanism(ABC):
         """Match bids and asks (arrays in submission order); prices in $/kWh, quantities in Wh."""
 
     def clear_book(self, participant, side, pool, price, quantity_wh, n_pools: int = 2,
-                   rng: np.random.Generator | None = None) -> tuple[Matches, np.ndarray]:
+                   rng: "Lottery | None" = None) -> tuple[Matches, np.ndarray]:
         """Clear every pool of a book (side 0 = bid, 1 = ask), the highest pool code first.
 
         Returns the matches (indices into the book) and each match's pool. Subclasses may
@@ -103,7 +104,7 @@ class PairwiseMechanism(Mechanism):
         return Matches(bi, ai, q, buyer, seller)
 
     def clear_book(self, participant, side, pool, price, quantity_wh, n_pools: int = 2,
-                   rng: np.random.Generator | None = None) -> tuple[Matches, np.ndarray]:
+                   rng: "Lottery | None" = None) -> tuple[Matches, np.ndarray]:
         bi, ai, q, pools = match_book(participant, side, pool, price, quantity_wh, equal_prices=self.equal_prices, n_pools=n_pools)
         if q.size == 0:
             return Matches.empty(), pools
@@ -163,8 +164,9 @@ def mechanisms_defined_in(module: str) -> list[str]:
                   if type(m).__module__ == module or type(m).__module__.startswith(module + "."))
 
 
-# Price rules of the built-in pairwise mechanisms, as codes a compiled fast path can use too
-MIDPOINT, BID_PRICE, EACH_OWN_PRICE = 0, 1, 2
+# The built-in mechanisms' rules as codes a compiled driver uses (:func:`compiled_clearing`): the pairwise price
+# rules of the paper's three, the k-double auction's uniform price and SBBA's unit-curve clearing
+MIDPOINT, BID_PRICE, EACH_OWN_PRICE, UNIFORM_K, SBBA_UNITS = 0, 1, 2, 3, 4
 
 
 @numba.njit(cache=True, nogil=True)
@@ -320,35 +322,113 @@ class SBBA(Mechanism):
     lottery = True
 
     def clear(self, bid_participant, bid_price, bid_quantity_wh, ask_participant, ask_price, ask_quantity_wh,
-              rng: np.random.Generator | None = None) -> Matches:
-        book = unit_book(bid_price, bid_quantity_wh, ask_price, ask_quantity_wh)
-        if book is None or book.k == 0:
+              rng: "Lottery | None" = None) -> Matches:
+        f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
+        i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
+        bid_price, ask_price = f64(bid_price), f64(ask_price)
+        bid_q, ask_q = i64(bid_quantity_wh), i64(ask_quantity_wh)
+        if bid_q.size == 0 or ask_q.size == 0:
             return Matches.empty()
-        k, b_k, a_next, ask_q = book.k, book.b_k, book.a_next, book.ask_wh
-        if a_next is not None and a_next <= b_k:
-            units, price = k, a_next
-            asks, ask_take = first_units(book.by_ask, ask_q, k)
-        else:  # p = b_k: one bid Wh leaves, and one of the k supply Wh, by lottery
-            units, price = k - 1, b_k
-            if units == 0:
-                return Matches.empty()
-            rng = rng if rng is not None else lottery_rng(0, 0, 0)
-            left_out = unit_holder(book.by_ask, ask_q, int(rng.integers(k)))
-            asks, ask_take = first_units(book.by_ask, ask_q, k)
-            ask_take = ask_take - (asks == left_out)
-            keep = ask_take > 0
-            asks, ask_take = asks[keep], ask_take[keep]
-        bids, bid_take = first_units(book.by_bid, book.bid_wh, units)
-        bi, ai, q = match_pairwise(np.asarray(bid_participant)[bids], book.bid_price[bids], bid_take,
-                                   np.asarray(ask_participant)[asks], book.ask_price[asks], ask_take)
-        return Matches(bids[bi], asks[ai], q, np.full(q.size, price), np.full(q.size, price))
+        by_bid, by_ask, k, price, units, draws = _sbba_price(bid_price, bid_q, ask_price, ask_q)
+        if units == 0:
+            return Matches.empty()
+        left_out = int((rng if rng is not None else lottery_rng(0, 0, 0)).integers(k)) if draws else -1
+        bi, ai, q = _sbba_fill(i64(bid_participant), bid_price, bid_q, i64(ask_participant), ask_price, ask_q, by_bid,
+                               by_ask, k, units, left_out)
+        return Matches(bi, ai, q, np.full(q.size, price), np.full(q.size, price))
 
 
-def lottery_rng(key: int, episode: int, delivery_round: int) -> np.random.Generator:
-    """The generator a lottery mechanism draws from for one delivery round: from the run's tie-break key
+@numba.njit(cache=True, nogil=True)
+def _sbba_price(bid_price, bid_q, ask_price, ask_q):
+    """SBBA's price for one pool's book (arrays in submission order): ``(by_bid, by_ask, k, price, units, draws)``,
+    the curves' orders, the efficient count k [Wh], the price [$/kWh], the Wh that trade, and whether the lottery
+    leaves out one of the k supply Wh (it draws only then)."""
+    by_bid = np.argsort(-bid_price, kind="mergesort")
+    by_ask = np.argsort(ask_price, kind="mergesort")
+    k, b_k, _, _, a_next = _crossing(bid_price[by_bid], bid_q[by_bid], ask_price[by_ask], ask_q[by_ask])
+    if k == 0:
+        return by_bid, by_ask, 0, np.nan, 0, False
+    if not np.isnan(a_next) and a_next <= b_k:
+        return by_bid, by_ask, k, a_next, k, False
+    return by_bid, by_ask, k, b_k, k - 1, k > 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _sbba_fill(bid_part, bid_price, bid_q, ask_part, ask_price, ask_q, by_bid, by_ask, k, units, left_out_unit):
+    """SBBA's trades: the first ``units`` Wh of the demand curve and the first k of the supply curve less the
+    Wh ``left_out_unit`` (-1: none), paired in ALEX's pairwise order. Returns ``(bid_index, ask_index, quantity_wh)``."""
+    asks, ask_take = _first_units(by_ask, ask_q, k)
+    if left_out_unit >= 0:
+        left_out = _unit_holder(by_ask, ask_q, left_out_unit)
+        keep = 0
+        for t in range(asks.size):
+            take = ask_take[t] - (1 if asks[t] == left_out else 0)
+            if take > 0:
+                asks[keep] = asks[t]
+                ask_take[keep] = take
+                keep += 1
+        asks, ask_take = asks[:keep], ask_take[:keep]
+    bids, bid_take = _first_units(by_bid, bid_q, units)
+    bp = bid_price[bids]
+    ap = ask_price[asks]
+    bid_order = np.argsort(-bp, kind="mergesort")
+    ask_order = np.argsort(ap, kind="mergesort")
+    bi, ai, q = _greedy_pairs(bid_part[bids], bp, bid_take, ask_part[asks], ap[ask_order], ask_take, bid_order,
+                              ask_order, False)
+    return bids[bi], asks[ai], q
+
+
+_LOTTERY_SALT = np.uint64(0x5BBA5BBA5BBA5BBA)
+
+
+@numba.njit(cache=True, nogil=True)
+def lottery_uniform(key, episode, delivery_round, draw):
+    """Draw number ``draw`` (0, 1, ...) of one delivery round's lottery: a uniform float in [0, 1).
+
+    Counter-based (SplitMix64 of the run's tie-break key, the episode, the delivery round and the draw
+    number, as the random tie-break, :mod:`trexsim.engine.ties`, with its own salt): it needs no random state,
+    so every driver, compiled or not, and any split of the participants over processes draws the same."""
+    z = _mix64(_round_base(key, episode, delivery_round) ^ _LOTTERY_SALT)
+    z = _mix64(z + np.uint64(draw + 1) * _GOLDEN)
+    return np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)  # the top 53 bits, / 2**53
+
+
+@numba.njit(cache=True, nogil=True)
+def lottery_integer(key, episode, delivery_round, draw, n):
+    """Draw number ``draw`` of one delivery round's lottery as an integer in [0, n), each equally likely (to
+    within n / 2**53)."""
+    v = np.int64(lottery_uniform(key, episode, delivery_round, draw) * n)
+    return v if v < n else n - 1
+
+
+class Lottery:
+    """One delivery round's lottery, as a lottery mechanism's ``clear`` receives it (``rng``): successive
+    draws of :func:`lottery_uniform`. ``integers(n)`` and ``random()`` as NumPy's ``Generator`` names them."""
+
+    __slots__ = ("key", "episode", "delivery_round", "draws")
+
+    def __init__(self, key: int, episode: int, delivery_round: int):
+        self.key, self.episode, self.delivery_round = int(key) & 0x7FFFFFFFFFFFFFFF, int(episode), int(delivery_round)
+        self.draws = 0
+
+    def random(self) -> float:
+        """A uniform float in [0, 1)."""
+        u = float(lottery_uniform(self.key, self.episode, self.delivery_round, self.draws))
+        self.draws += 1
+        return u
+
+    def integers(self, n: int) -> int:
+        """A uniform integer in [0, n)."""
+        v = int(lottery_integer(self.key, self.episode, self.delivery_round, self.draws, int(n)))
+        self.draws += 1
+        return v
+
+
+def lottery_rng(key: int, episode: int, delivery_round: int) -> Lottery:
+    """The lottery a mechanism draws from for one delivery round: from the run's tie-break key
     (``study.seed``, :func:`trexsim.engine.ties.tie_key`), the episode and the delivery round, so the
-    draws do not depend on how the participants were split over modules or hosts."""
-    return np.random.default_rng([int(key) & (2**64 - 1), int(episode), int(delivery_round), 0x5BBA])
+    draws do not depend on how the participants were split over modules or hosts, nor on the driver."""
+    return Lottery(key, episode, delivery_round)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -371,59 +451,162 @@ def total_contracts(buyer, seller, quantity_wh, buyer_price, seller_price, bough
 
 
 @numba.njit(cache=True, nogil=True)
-def add_contracts(participant, price, bid_index, ask_index, quantity_wh, rule, bought_wh, sold_wh, cost_usd, revenue_usd):
-    """Price each match by ``rule`` (:func:`pair_prices`) and add its contract to the totals
-    (:func:`total_contracts`). Returns ``(buyer, seller, buyer_price, seller_price)`` per match."""
-    k = quantity_wh.size
-    buyer = np.empty(k, dtype=np.int64)
-    seller = np.empty(k, dtype=np.int64)
-    buyer_price = np.empty(k)
-    seller_price = np.empty(k)
-    for t in range(k):
-        buyer[t] = participant[bid_index[t]]
-        seller[t] = participant[ask_index[t]]
-        buyer_price[t], seller_price[t] = pair_prices(rule, price[bid_index[t]], price[ask_index[t]])
-    total_contracts(buyer, seller, quantity_wh, buyer_price, seller_price, bought_wh, sold_wh, cost_usd, revenue_usd)
-    return buyer, seller, buyer_price, seller_price
+def _sbba_book(order, participant, side, pool, price, quantity_wh, n_pools, key, episode, delivery_round):
+    """SBBA over a whole book, pool by pool (the highest pool code first) as :meth:`Mechanism.clear_book` clears
+    it, each pool's orders in submission order ``order`` (empty: the book's own). The round's lottery draws in
+    that order. Returns ``(bid_index, ask_index, quantity_wh, pool, price)``, indices into the book."""
+    n = participant.size
+    reorder = order.size > 0
+    out_b = np.empty(n + 1, dtype=np.int64)
+    out_a = np.empty(n + 1, dtype=np.int64)
+    out_q = np.empty(n + 1, dtype=np.int64)
+    out_p = np.empty(n + 1, dtype=np.int64)
+    out_price = np.empty(n + 1)
+    m = 0
+    draws = 0
+    for code in range(n_pools - 1, -1, -1):
+        nb = 0
+        na = 0
+        for i in range(n):
+            if pool[i] == code:
+                if side[i] == 0:
+                    nb += 1
+                else:
+                    na += 1
+        if nb == 0 or na == 0:
+            continue
+        bids = np.empty(nb, dtype=np.int64)
+        asks = np.empty(na, dtype=np.int64)
+        nb = 0
+        na = 0
+        for t in range(n):
+            i = order[t] if reorder else t
+            if pool[i] == code:
+                if side[i] == 0:
+                    bids[nb] = i
+                    nb += 1
+                else:
+                    asks[na] = i
+                    na += 1
+        bid_price, ask_price = price[bids], price[asks]
+        bid_q, ask_q = quantity_wh[bids], quantity_wh[asks]
+        by_bid, by_ask, k, p, units, lottery = _sbba_price(bid_price, bid_q, ask_price, ask_q)
+        if units == 0:
+            continue
+        left_out = -1
+        if lottery:
+            left_out = lottery_integer(key, episode, delivery_round, draws, k)
+            draws += 1
+        bi, ai, q = _sbba_fill(participant[bids], bid_price, bid_q, participant[asks], ask_price, ask_q, by_bid, by_ask,
+                               k, units, left_out)
+        for t in range(q.size):
+            out_b[m] = bids[bi[t]]
+            out_a[m] = asks[ai[t]]
+            out_q[m] = q[t]
+            out_p[m] = code
+            out_price[m] = p
+            m += 1
+    return out_b[:m], out_a[:m], out_q[:m], out_p[:m], out_price[:m]
 
 
 @numba.njit(cache=True, nogil=True)
-def _clear_round(participant, side, pool, price, quantity_wh, order_id, placed_round, n_participants, rule,
-                 equal_prices, n_pools, tie_break, key, episode, delivery_round, rank=None):
-    """One delivery round's book, cleared and totalled in one compiled call.
+def clear_book_priced(participant, side, pool, price, quantity_wh, placed_round, n_participants, rule, k,
+                      equal_prices, n_pools, tie_break, key, episode, delivery_round, rank=None):
+    """Clear one delivery round's book under a compiled rule (:func:`compiled_clearing`) and a tie-break rule.
 
-    The book is matched in submission order under the round's tie-break rule
-    (:func:`trexsim.engine.ties.clear_book_ordered`), so the result does not depend on how the
-    participants were split over modules. Each pair is priced by ``rule`` (:func:`pair_prices`)
-    and the contracts summed per participant.
+    The one compiled clearing every driver calls. The book is in any order; submission order is restored here
+    (:func:`trexsim.engine.ties.submission_order`). Returns ``(bid_index, ask_index, quantity_wh, pool,
+    buyer_price, seller_price)``: the matches in matching order, indices into the arrays as given.
+
+    - ``MIDPOINT``, ``BID_PRICE``, ``EACH_OWN_PRICE``: ALEX pairwise matching
+      (:func:`~trexsim.engine.ties.clear_book_ordered`), each pair priced by :func:`pair_prices`;
+    - ``UNIFORM_K``: the same matching, then every pair of a pool at the k-double auction's price ``k x lowest
+      matched bid + (1 - k) x highest matched ask``, clipped into the pair's own [ask, bid]
+      (:class:`KDoubleAuction`);
+    - ``SBBA_UNITS``: :class:`SBBA` on the unit curves, with the round's lottery (:func:`lottery_integer`);
+      under the pro-rata tie-break, cleared twice as :func:`clear_round` does (the second pass with each
+      order's pro-rata share, the same lottery draws).
     """
+    if rule == SBBA_UNITS:
+        order = submission_order(participant, placed_round, n_participants, tie_break, key, episode, delivery_round,
+                                 rank)
+        bi, ai, q, pools, p = _sbba_book(order, participant, side, pool, price, quantity_wh, n_pools, key, episode,
+                                         delivery_round)
+        if tie_break == PRO_RATA and q.size > 0:
+            share = _pro_rata_quantities(order, side, pool, price, quantity_wh, bi, ai, q)
+            bi, ai, q, pools, p = _sbba_book(order, participant, side, pool, price, share, n_pools, key, episode,
+                                             delivery_round)
+        return bi, ai, q, pools, p, p.copy()
     bi, ai, q, pools = clear_book_ordered(participant, side, pool, price, quantity_wh, placed_round, n_participants,
                                           equal_prices, n_pools, tie_break, key, episode, delivery_round, rank)
+    buyer_price = np.empty(q.size)
+    seller_price = np.empty(q.size)
+    if rule == UNIFORM_K:
+        for code in range(n_pools):
+            low_bid = np.inf
+            high_ask = -np.inf
+            for t in range(q.size):
+                if pools[t] == code:
+                    low_bid = min(low_bid, price[bi[t]])
+                    high_ask = max(high_ask, price[ai[t]])
+            uniform = k * low_bid + (1.0 - k) * high_ask
+            for t in range(q.size):
+                if pools[t] == code:
+                    each = min(max(uniform, price[ai[t]]), price[bi[t]])
+                    buyer_price[t] = each
+                    seller_price[t] = each
+        return bi, ai, q, pools, buyer_price, seller_price
+    for t in range(q.size):
+        buyer_price[t], seller_price[t] = pair_prices(rule, price[bi[t]], price[ai[t]])
+    return bi, ai, q, pools, buyer_price, seller_price
+
+
+@numba.njit(cache=True, nogil=True)
+def _clear_round(participant, side, pool, price, quantity_wh, order_id, placed_round, n_participants, rule, k,
+                 equal_prices, n_pools, tie_break, key, episode, delivery_round, rank=None):
+    """One delivery round's book, cleared (:func:`clear_book_priced`) and totalled per participant in one
+    compiled call, so the result does not depend on how the participants were split over modules."""
+    bi, ai, q, pools, buyer_price, seller_price = clear_book_priced(
+        participant, side, pool, price, quantity_wh, placed_round, n_participants, rule, k, equal_prices, n_pools,
+        tie_break, key, episode, delivery_round, rank)
     bought = np.zeros(n_participants, dtype=np.int64)
     sold = np.zeros(n_participants, dtype=np.int64)
     cost = np.zeros(n_participants)
     revenue = np.zeros(n_participants)
-    buyer, seller, buyer_price, seller_price = add_contracts(participant, price, bi, ai, q, rule, bought, sold, cost,
-                                                             revenue)
+    buyer = np.empty(q.size, dtype=np.int64)
+    seller = np.empty(q.size, dtype=np.int64)
     bid_id = np.empty(q.size, dtype=np.int64)
     ask_id = np.empty(q.size, dtype=np.int64)
     for t in range(q.size):
+        buyer[t] = participant[bi[t]]
+        seller[t] = participant[ai[t]]
         bid_id[t] = order_id[bi[t]]
         ask_id[t] = order_id[ai[t]]
+    total_contracts(buyer, seller, q, buyer_price, seller_price, bought, sold, cost, revenue)
     return pools, buyer, seller, q, buyer_price, seller_price, bid_id, ask_id, bought, sold, cost, revenue, bi, ai
 
 
-def compiled_price_rule(mechanism: Mechanism) -> int | None:
-    """The mechanism's compiled price rule if it clears exactly as the built-in pairwise path does.
-
-    A subclass that overrides ``clear_book`` or ``settlement_prices`` gets ``None`` and is
-    cleared through its own methods.
-    """
+def compiled_clearing(mechanism: Mechanism) -> tuple[int, float] | None:
+    """``(rule, k)``: the compiled rule that clears exactly as the mechanism does (:func:`clear_book_priced`),
+    or ``None``. The built-ins have one; a subclass that overrides how they clear or price gets ``None`` and is
+    cleared through its own methods (so are plug-ins)."""
     cls = type(mechanism)
     if (isinstance(mechanism, RulePricedMechanism) and cls.clear_book is PairwiseMechanism.clear_book
             and cls.settlement_prices is RulePricedMechanism.settlement_prices):
-        return int(mechanism.price_rule)
+        return int(mechanism.price_rule), 0.0
+    if (isinstance(mechanism, KDoubleAuction) and cls.clear_book is KDoubleAuction.clear_book
+            and cls.clear is PairwiseMechanism.clear and cls.settlement_prices is KDoubleAuction.settlement_prices
+            and not mechanism.equal_prices):
+        return UNIFORM_K, float(mechanism.k)
+    if isinstance(mechanism, SBBA) and cls.clear is SBBA.clear and cls.clear_book is Mechanism.clear_book:
+        return SBBA_UNITS, 0.0
     return None
+
+
+def compiled_price_rule(mechanism: Mechanism) -> int | None:
+    """The rule code of :func:`compiled_clearing` (``None``: the mechanism has no compiled rule)."""
+    compiled = compiled_clearing(mechanism)
+    return None if compiled is None else compiled[0]
 
 
 def clear_round(mechanism: Mechanism, participant, side, pool, price, quantity_wh, order_id, placed_round,
@@ -437,7 +620,7 @@ def clear_round(mechanism: Mechanism, participant, side, pool, price, quantity_w
     seller_price, bid_id, ask_id, bought_wh, sold_wh, cost_usd, revenue_usd, bid_index, ask_index)``:
     the matches in matching order, then per participant the energy bought and sold [Wh] and the
     money paid and received [$], then each match's bid and ask as indices into the arrays given.
-    Mechanisms with a compiled price rule run as one compiled call.
+    Mechanisms with a compiled clearing (:func:`compiled_clearing`) run as one compiled call.
     """
     participant = np.ascontiguousarray(participant, dtype=np.int64)
     side = np.ascontiguousarray(side, dtype=np.int64)
@@ -446,10 +629,10 @@ def clear_round(mechanism: Mechanism, participant, side, pool, price, quantity_w
     quantity_wh = np.ascontiguousarray(quantity_wh, dtype=np.int64)
     order_id = np.ascontiguousarray(order_id, dtype=np.int64)
     placed_round = np.ascontiguousarray(placed_round, dtype=np.int64)
-    rule = compiled_price_rule(mechanism)
-    if rule is not None:
+    compiled = compiled_clearing(mechanism)
+    if compiled is not None:
         return _clear_round(participant, side, pool, price, quantity_wh, order_id, placed_round, int(n_participants),
-                            rule, bool(getattr(mechanism, "equal_prices", False)), int(n_pools), int(tie_break), int(key),
+                            compiled[0], compiled[1], bool(getattr(mechanism, "equal_prices", False)), int(n_pools), int(tie_break), int(key),
                             int(episode), int(delivery_round))
     order = submission_order(participant, placed_round, int(n_participants), int(tie_break), int(key), int(episode),
                              int(delivery_round))

@@ -23,9 +23,9 @@ The round, in the order the modules of the general simulation run it (``modules/
    (:func:`trexsim.agents.baselines.residual_order`, :func:`~trexsim.agents.baselines.battery_order`),
    external traders the orders in ``inputs``; the book goes through the intake checks
    (:func:`trexsim.engine.intake._codes`) in submission order (by participant, then order within its batch);
-3. end of round k: round d's book is cleared (:func:`trexsim.engine.ties.clear_book_ordered`, each pair
-   priced by :func:`trexsim.engine.mechanisms.pair_prices` and totalled by
-   :func:`~trexsim.engine.mechanisms.add_contract`), then delivery round k is settled against the meters
+3. end of round k: round d's book is cleared (:func:`trexsim.engine.mechanisms.clear_book_priced`, the
+   mechanism's compiled rule: a pairwise price rule, the k-double auction's uniform price or SBBA) and the
+   contracts totalled by :func:`~trexsim.engine.mechanisms.add_contract`), then delivery round k is settled against the meters
    (:func:`trexsim.engine.delivery._settle`).
 
 Drivers: the compiled RL environments (``trexsim.envs._core.CompiledBatch``, N copies, observations from
@@ -47,8 +47,7 @@ from trexsim.agents.baselines import battery_order, residual_order
 from trexsim.devices.battery import dispatch_and_step, spare_discharge_wh, stored_after_committed
 from trexsim.engine.delivery import _settle
 from trexsim.engine.intake import _codes_into
-from trexsim.engine.mechanisms import add_contract, pair_prices
-from trexsim.engine.ties import clear_book_ordered
+from trexsim.engine.mechanisms import add_contract, clear_book_priced
 
 NO_ORDERS, FIXED_PRICE, EXTERNAL = 0, 1, 2
 BID, ASK = 0, 1
@@ -89,7 +88,8 @@ class RoundParams(NamedTuple):
     max_price: float
     max_order_wh: float
     equal_prices: bool                   # the mechanism matches only equal prices
-    price_rule: int                      # trexsim.engine.mechanisms price rule code
+    price_rule: int                      # trexsim.engine.mechanisms.compiled_clearing: the rule code
+    price_k: float                       # and its k (the k-double auction's; 0 otherwise)
     tie_break: int                       # trexsim.engine.ties tie-break code
 
 
@@ -219,7 +219,7 @@ def step(k, params, state, inputs, out, work):
     (rounds, close_steps, capacity_wh, charge_limit_wh, discharge_limit_wh, efficiency, retention, active,
      external_battery, trader, fixed_bid_price, fixed_bid_price_booked, fixed_ask_price,
      fixed_ask_price_booked, bid_pool, battery_ask_price, battery_ask_price_booked, offers_battery, agent_of,
-     agent_index, min_price, max_price, max_order_wh, equal_prices, price_rule, tie_break) = params
+     agent_index, min_price, max_price, max_order_wh, equal_prices, price_rule, price_k, tie_break) = params
     (stored_wh, shadow_wh, c_bought, c_sold, c_cost, c_revenue, has_contracts, plan_delta, has_plan, setpoint,
      has_setpoint, cleared) = state
     (load_wh, generation_wh, buy_price, sell_price, tie_keys, episode, bid_price, bid_price_booked, bid_wh,
@@ -359,11 +359,12 @@ def step(k, params, state, inputs, out, work):
                 part = o_part[:accepted]
                 price = o_booked[:accepted]
                 # (the matching reads the book, never writes it: views of the order buffers)
-                bi, ai, q, _ = clear_book_ordered(part, o_side[:accepted], o_pool[:accepted], price,
-                                                  o_qty[:accepted], placed[:accepted], n,
-                                                  equal_prices, N_POOLS, tie_break, tie_keys[e], episode, d)
+                bi, ai, q, _, buyer_price, seller_price = clear_book_priced(
+                    part, o_side[:accepted], o_pool[:accepted], price, o_qty[:accepted], placed[:accepted], n,
+                    price_rule, price_k, equal_prices, N_POOLS, tie_break, tie_keys[e], episode, d)
                 for t in range(q.size):
-                    bp, sp = pair_prices(price_rule, price[bi[t]], price[ai[t]])
+                    bp = buyer_price[t]
+                    sp = seller_price[t]
                     add_contract(part[bi[t]], part[ai[t]], q[t], bp, sp, b_d, s_d, cost_d, rev_d)
                     match_buyer[e, t] = part[bi[t]]
                     match_seller[e, t] = part[ai[t]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 
@@ -65,23 +66,36 @@ def efficient_units(bid_price, bid_quantity_wh, ask_price, ask_quantity_wh):
     b_next, a_next : float or None
         The (k+1)-th unit's bid and ask prices, None where that side has no (k+1)-th unit.
     """
-    nb, na = len(bid_price), len(ask_price)
+    k, b_k, a_k, b_next, a_next = _crossing(np.ascontiguousarray(bid_price, dtype=np.float64),
+                                            np.ascontiguousarray(bid_quantity_wh, dtype=np.int64),
+                                            np.ascontiguousarray(ask_price, dtype=np.float64),
+                                            np.ascontiguousarray(ask_quantity_wh, dtype=np.int64))
+    return (int(k), float(b_k), float(a_k), None if np.isnan(b_next) else float(b_next),
+            None if np.isnan(a_next) else float(a_next))
+
+
+@numba.njit(cache=True, nogil=True)
+def _crossing(bid_price, bid_quantity_wh, ask_price, ask_quantity_wh):
+    """:func:`efficient_units`, compiled; a missing (k+1)-th unit's price is NaN."""
+    nb, na = bid_price.size, ask_price.size
     i = j = 0
     used_b = used_a = 0  # Wh of the current bid / ask already counted
     k = 0
-    b_k = a_k = float("nan")
+    b_k = a_k = np.nan
     while i < nb and j < na and bid_price[i] >= ask_price[j]:
-        step = min(int(bid_quantity_wh[i]) - used_b, int(ask_quantity_wh[j]) - used_a)
+        left_b = bid_quantity_wh[i] - used_b
+        left_a = ask_quantity_wh[j] - used_a
+        step = left_b if left_b < left_a else left_a
         k += step
         used_b += step
         used_a += step
-        b_k, a_k = float(bid_price[i]), float(ask_price[j])
+        b_k, a_k = bid_price[i], ask_price[j]
         if used_b == bid_quantity_wh[i]:
             i, used_b = i + 1, 0
         if used_a == ask_quantity_wh[j]:
             j, used_a = j + 1, 0
-    b_next = float(bid_price[i]) if i < nb else None
-    a_next = float(ask_price[j]) if j < na else None
+    b_next = bid_price[i] if i < nb else np.nan
+    a_next = ask_price[j] if j < na else np.nan
     return k, b_k, a_k, b_next, a_next
 
 
@@ -89,19 +103,49 @@ def first_units(order: np.ndarray, quantity_wh: np.ndarray, units: int) -> tuple
     """The orders holding the first ``units`` Wh of a curve sorted by ``order``, and how many of their Wh
     each: ``(index, taken_wh)``, indices into ``quantity_wh`` in submission (index) order, as
     :func:`trexsim.engine.matching.match_pairwise` expects them."""
-    q = np.asarray(quantity_wh, dtype=np.int64)[order]
-    before = np.cumsum(q) - q
-    take = np.clip(units - before, 0, q)
-    keep = take > 0
-    index, taken = order[keep], take[keep]
-    back = np.argsort(index, kind="stable")
-    return index[back], taken[back]
+    return _first_units(np.ascontiguousarray(order, dtype=np.int64), np.ascontiguousarray(quantity_wh, dtype=np.int64),
+                        int(units))
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_units(order, quantity_wh, units):
+    taken = np.zeros(quantity_wh.size, dtype=np.int64)
+    left = units
+    count = 0
+    for t in range(order.size):
+        if left <= 0:
+            break
+        i = order[t]
+        take = quantity_wh[i] if quantity_wh[i] < left else left
+        if take > 0:
+            taken[i] = take
+            left -= take
+            count += 1
+    index = np.empty(count, dtype=np.int64)
+    take_wh = np.empty(count, dtype=np.int64)
+    c = 0
+    for i in range(quantity_wh.size):  # in index (submission) order
+        if taken[i] > 0:
+            index[c] = i
+            take_wh[c] = taken[i]
+            c += 1
+    return index, take_wh
 
 
 def unit_holder(order: np.ndarray, quantity_wh: np.ndarray, unit: int) -> int:
     """The index of the order holding unit ``unit`` (0-based) of the curve sorted by ``order``."""
-    q = np.asarray(quantity_wh, dtype=np.int64)[order]
-    return int(order[int(np.searchsorted(np.cumsum(q), unit, side="right"))])
+    return int(_unit_holder(np.ascontiguousarray(order, dtype=np.int64),
+                            np.ascontiguousarray(quantity_wh, dtype=np.int64), int(unit)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _unit_holder(order, quantity_wh, unit):
+    before = 0
+    for t in range(order.size):
+        before += quantity_wh[order[t]]
+        if unit < before:
+            return order[t]
+    return -1
 
 
 __all__ = ["UnitBook", "efficient_units", "first_units", "unit_book", "unit_holder"]

@@ -4,7 +4,7 @@ that run copies of the community round by round.
 - :class:`CompiledBatch`: ``N`` copies stepped by one Numba call per round
   (:func:`trexsim.engine.step.step`, the one round of the engine's kernels). Used when the
   config is within its scope (:func:`compiled_supported`): fixed-price, grid-only and external
-  traders, a pairwise mechanism with a compiled price rule, no ``market.allowed_prices``.
+  traders, a mechanism with a compiled clearing (every built-in), no ``market.allowed_prices``.
 - :class:`SimulationBatch`: ``N`` ordinary :class:`~trexsim.simulation.Simulation` objects, each
   stepped with :meth:`~trexsim.simulation.Simulation.step` (every config; slower).
 
@@ -25,7 +25,7 @@ from trexsim.config.schema import SimulationConfig
 from trexsim.data.profiles import Clock, ProfileSet
 from trexsim.engine.grid import tariff_prices
 from trexsim.agents.base import trader_kind
-from trexsim.engine.mechanisms import compiled_price_rule, get_mechanism
+from trexsim.engine.mechanisms import compiled_clearing, get_mechanism
 from trexsim.engine.ties import tie_break_code, tie_key
 from trexsim.engine import step as S
 from trexsim.envs import _kernels as K
@@ -107,8 +107,8 @@ def compiled_supported(config: SimulationConfig) -> str | None:
     if config.market.type != "alex":
         return f"market.type {config.market.type!r} (the grid prices come from the TC market module)"
     mech = get_mechanism(config.market.settlement)
-    if compiled_price_rule(mech) is None:  # (a subclass with its own prices or clearing has none)
-        return f"settlement {config.market.settlement!r} has no compiled price rule"
+    if compiled_clearing(mech) is None:  # (a subclass with its own prices or clearing has none; so do plug-ins)
+        return f"settlement {config.market.settlement!r} has no compiled clearing"
     if config.market.allowed_prices is not None:
         return "market.allowed_prices"
     for pid, spec in config.participants.items():
@@ -280,8 +280,8 @@ class CompiledBatch:
             c.rounds, c.close_steps, bank.capacity_wh, bank.charge_limit_wh, bank.discharge_limit_wh, bank.efficiency,
             bank.retention, bank.self_consumption, c.external_battery, trader, f_bid, c.booked(f_bid), f_ask,
             c.booked(f_ask), bid_pool, batt_ask, c.booked(batt_ask), bool(np.isfinite(batt_ask).any()), agent_of,
-            c.agent_index, float(m.min_price), float(m.max_price), float(m.max_order_wh), bool(mech.equal_prices),
-            compiled_price_rule(mech), tie_break_code(m.tie_break))
+            c.agent_index, float(m.min_price), float(m.max_price), float(m.max_order_wh),
+            bool(getattr(mech, "equal_prices", False)), *compiled_clearing(mech), tie_break_code(m.tie_break))
         self.tie_keys = np.zeros(N, dtype=np.int64)
         R = c.rounds
         # every copy's whole episode of profiles, int32 Wh (8 bytes a household-round a copy) unless a

@@ -10,7 +10,7 @@ Q-learning population's orders given as external orders, chosen before it by the
 both ways and requires identical settlements and Q-tables.
 
 Scope (checked by :func:`fast_path_supported`): every participant a ``q_learning`` trader with a
-flat profile and no battery, flat grid prices, a pairwise mechanism with a compiled price rule,
+flat profile and no battery, flat grid prices, a mechanism with a compiled clearing (every built-in),
 no ``allowed_prices``.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 from trexsim.agents.base import trader_kind
 from trexsim.agents.qlearning import QLearningTraders, choose_actions, update_values
 from trexsim.config.schema import SimulationConfig
-from trexsim.engine.mechanisms import compiled_price_rule, get_mechanism
+from trexsim.engine.mechanisms import compiled_clearing, get_mechanism
 from trexsim.engine.step import (EXTERNAL, L_GRID_COST, L_GRID_REVENUE, L_MARKET_COST, L_MARKET_REVENUE, RoundInputs,
                                  RoundParams, new_outputs, new_state, new_workspace, reset_state,
                                  step)
@@ -37,8 +37,8 @@ def fast_path_supported(config: SimulationConfig) -> str | None:
     if len(config.market_list()) > 1:
         return f"markets: {len(config.market_list())} markets (the compiled round has one)"
     mech = get_mechanism(config.market.settlement)
-    if compiled_price_rule(mech) is None:  # (a subclass with its own prices or clearing has none)
-        return f"settlement {config.market.settlement!r} has no compiled price rule"
+    if compiled_clearing(mech) is None:  # (a subclass with its own prices or clearing has none; so do plug-ins)
+        return f"settlement {config.market.settlement!r} has no compiled clearing"
     if config.market.grid.tou:
         return "time-of-use grid prices"
     if config.market.allowed_prices is not None:
@@ -215,8 +215,8 @@ class FastMarket:
         # the market books every price snapped to its tick: the same expression as the market module
         self.booked_prices = np.round(self.population.prices / tick) * tick
         mech = get_mechanism(config.market.settlement)
-        self.equal_prices = bool(mech.equal_prices)
-        self.price_rule = compiled_price_rule(mech)
+        self.equal_prices = bool(getattr(mech, "equal_prices", False))
+        self.clearing = compiled_clearing(mech)  # (rule, k)
         self.rounds = R = config.study.rounds_per_episode
         self.close_steps = config.market.close_steps
         m = config.market
@@ -228,7 +228,7 @@ class FastMarket:
             R, self.close_steps, zeros, zeros, zeros, np.ones(n), np.ones(n), none, none,
             np.full(n, EXTERNAL, dtype=np.int64), zeros, zeros, zeros, zeros, np.zeros(n, dtype=np.int64),
             np.full(n, np.nan), np.full(n, np.nan), False, everyone, everyone, float(m.min_price), float(m.max_price),
-            float(m.max_order_wh), self.equal_prices, self.price_rule, tie_break_code(m.tie_break))
+            float(m.max_order_wh), self.equal_prices, *self.clearing, tie_break_code(m.tie_break))
         self.state = new_state(1, n, n, self.close_steps)
         self.out = new_outputs(1, n, n)
         self.work = new_workspace(n)

@@ -15,7 +15,7 @@ bids, asks and settlements over the last ``final_episodes`` training episodes, a
 quantity-weighted medians and a verdict against the paper's expectations.
 
 Any registered mechanism can be a cell, a plug-in's too (``"mechanisms": ["average_price",
-"mcafee"]``). A mechanism without a compiled price rule runs on the general simulation
+"mcafee"]``). A mechanism without a compiled clearing runs on the general simulation
 (:class:`SimulatedMarket`: the modules and messages of ``trexsim run``, slower, the same histograms),
 and the report names the backend of every cell; the paper has no expectation for a mechanism
 outside M1-M3, so its cells get a verdict of ``None``.
@@ -277,16 +277,17 @@ def weighted_median(values: np.ndarray, weights: np.ndarray) -> float | None:
 def cell_backend(config: SimulationConfig) -> str | None:
     """``None`` if the compiled study market runs this cell exactly, else why it cannot.
 
-    The compiled market prices every pair by a compiled price rule, so a mechanism runs there only
-    if :func:`~trexsim.engine.mechanisms.compiled_price_rule` gives it one (a subclass of a built-in
-    that overrides its clearing or prices does not).
+    The compiled market clears by a compiled rule, so a mechanism runs there only if
+    :func:`~trexsim.engine.mechanisms.compiled_clearing` gives it one: the built-ins do (M1-M3, the
+    k-double auctions, SBBA); a plug-in, or a subclass of a built-in that overrides its clearing or
+    prices, does not.
     """
-    from trexsim.engine.mechanisms import compiled_price_rule, get_mechanism
+    from trexsim.engine.mechanisms import compiled_clearing, get_mechanism
     from trexsim.studies.fast_market import fast_path_supported
 
     name = config.market.settlement
-    if compiled_price_rule(get_mechanism(name)) is None:
-        return f"settlement {name!r} has no compiled price rule"
+    if compiled_clearing(get_mechanism(name)) is None:
+        return f"settlement {name!r} has no compiled clearing"
     return fast_path_supported(config)
 
 
