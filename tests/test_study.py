@@ -303,3 +303,60 @@ def test_the_full_study_runs_ten_seeds_a_cell_by_default_and_a_smoke_run_one():
     assert SettlementStudy(seeds=3).seeds == 3
     with pytest.raises(Exception, match="seeds"):
         SettlementStudy(seeds=0)
+
+
+def test_price_entropy_and_the_converged_reference_by_hand():
+    import math
+
+    from trexsim.studies.settlement import converged_entropy_bits, entropy_bits
+
+    assert entropy_bits([0, 500, 0]) == 0.0                     # every Wh at one price
+    assert entropy_bits([3, 3]) == 1.0 and entropy_bits([1, 1, 1, 1]) == 2.0
+    assert entropy_bits([2, 1, 1]) == pytest.approx(1.5)         # -(1/2 log 1/2 + 2 x 1/4 log 1/4)
+    assert math.isnan(entropy_bits([0, 0]))
+    # 2 agents, epsilon 0.1 over 100 prices: each greedy price holds 0.45 + 0.001, the other 98 prices 0.001 each
+    want = -2 * 0.451 * math.log2(0.451) - 98 * 0.001 * math.log2(0.001)
+    assert converged_entropy_bits(0.1, 100, 2) == pytest.approx(want) == pytest.approx(2.0129, abs=1e-4)
+    assert converged_entropy_bits(0.0, 100, 2) == 1.0 and converged_entropy_bits(0.0, 100, 1) == 0.0
+    assert converged_entropy_bits(1.0, 100, 2) == pytest.approx(math.log2(100))  # all exploration: uniform
+
+
+def test_the_policy_verdict_can_pass_and_fail():
+    import numpy as np
+
+    from trexsim.studies.settlement import CellResult, policy_converged
+
+    study = SettlementStudy()
+    cell = CellResult("average_price", "balanced", 0, np.linspace(0.07, 0.14, 100), np.ones(100), np.ones(100),
+                      np.ones(199))
+    final = study.final_episodes
+    wandering = [6.5] * (study.episodes - final)
+    cell.bid_entropy_bits_per_episode = wandering + [2.3] * final   # 2.01 + 0.5 allowed
+    cell.ask_entropy_bits_per_episode = wandering + [2.0] * final
+    assert policy_converged(cell, study) is True                  # the wandering before the final episodes is not judged
+    cell.bid_entropy_bits_per_episode = wandering + [2.3] * (final - 1) + [6.0]
+    assert policy_converged(cell, study) is False                 # mean 2.67 > 2.51
+    cell.ask_entropy_bits_per_episode = wandering + [float("nan")] * final
+    assert policy_converged(cell, study) is None                  # the sellers placed nothing
+
+
+def test_a_cell_records_learning_curves(tmp_path):
+    """Every episode of a cell gives a point of each curve, and results.json carries them with the verdict."""
+    import json
+
+    from trexsim.studies.settlement import run_cell, write_report
+
+    study = SettlementStudy(mechanisms=["sbba"], episodes=6, days=0.05, greedy_episodes=2, final_episodes=3,
+                            scenarios={"over_supply": {"seller_wh": 167, "buyer_wh": 17}})
+    r = run_cell(study, "sbba", "over_supply", 0)
+    assert r.backend == "compiled"                                 # SBBA runs on the compiled study market
+    assert len(r.greedy_change_per_episode) == len(r.bid_entropy_bits_per_episode) == 8
+    assert r.greedy_change_per_episode[0] > 0                      # the first episode moves the untouched tables
+    import numpy as np
+
+    assert all(0.0 <= h <= np.log2(100) + 1e-9 for h in r.bid_entropy_bits_per_episode + r.ask_entropy_bits_per_episode)
+    summary = write_report(study, [r], tmp_path)
+    row = json.loads((tmp_path / "results.json").read_text())["cells"][0]
+    assert row["policy_converged"] == r.policy_converged and len(row["learning_curve"]["settled_share"]) == 8
+    assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
+    assert "policy stable" in (tmp_path / "results.md").read_text() and summary["cells"][0]["bid_entropy_bits"] >= 0

@@ -218,6 +218,12 @@ class CellResult:
     greedy_buyer_price_wh: np.ndarray | None = None
     greedy_seller_price_wh: np.ndarray | None = None
     settled_per_episode_wh: list[int] = field(default_factory=list)
+    # learning curves, one value an episode: the share of agents whose greedy price changed in the episode
+    # (:func:`greedy_actions`), and the entropy of the episode's bid and ask prices, quantity-weighted [bits]
+    greedy_change_per_episode: list[float] = field(default_factory=list)
+    bid_entropy_bits_per_episode: list[float] = field(default_factory=list)
+    ask_entropy_bits_per_episode: list[float] = field(default_factory=list)
+    policy_converged: bool | None = None  # both sides' prices as concentrated as converged agents' (converged_entropy_bits)
     efficient_wh: int = 0  # the most an episode can settle: min(supply, demand) x rounds with deliveries
     rounds: int = 0
     seconds: float = 0.0
@@ -410,9 +416,15 @@ def _train_cell(study, mechanism, scenario, seed, config, market, progress) -> C
     if study.greedy_episodes:
         out.greedy_bid_wh, out.greedy_ask_wh, out.greedy_settled_wh = np.zeros(p), np.zeros(p), np.zeros(2 * p - 1)
         out.greedy_buyer_price_wh, out.greedy_seller_price_wh = np.zeros(p), np.zeros(p)
+    greedy = greedy_actions(market.population)
     for episode in range(config.study.episodes):
         trace = market.run_episode(episode)
         out.settled_per_episode_wh.append(trace.settled_total_wh)
+        now = greedy_actions(market.population)
+        out.greedy_change_per_episode.append(float(np.mean(np.any(now != greedy, axis=0))))
+        greedy = now
+        out.bid_entropy_bits_per_episode.append(entropy_bits(trace.bid_wh))
+        out.ask_entropy_bits_per_episode.append(entropy_bits(trace.ask_wh))
         if final_from <= episode < study.episodes:
             out.bid_wh += trace.bid_wh
             out.ask_wh += trace.ask_wh
@@ -431,10 +443,67 @@ def _train_cell(study, mechanism, scenario, seed, config, market, progress) -> C
         if progress is not None:
             progress.put((mechanism, scenario, seed, episode + 1, config.study.episodes))
     out.rounds = config.study.rounds_per_episode * config.study.episodes
+    out.policy_converged = policy_converged(out, study)
     out.training_share = out._share(out.settled_per_episode_wh[final_from:study.episodes])
     if study.greedy_episodes:
         out.greedy_share = out._share(out.settled_per_episode_wh[greedy_from:])
     return out
+
+
+def greedy_actions(population) -> np.ndarray:
+    """``(2, n)``: each agent's greedy price index, for bids and for asks (the highest action value; the lowest
+    index among equal ones). An agent trades one side only, and the other side's values never move, so a change
+    anywhere is a change of the agent's greedy price."""
+    return np.stack([np.argmax(population.q_bid, axis=1), np.argmax(population.q_ask, axis=1)])
+
+
+def entropy_bits(quantity_wh: np.ndarray) -> float:
+    """The Shannon entropy [bits] of the prices of an episode's orders, each price weighted by its quantity:
+    0 when every Wh was offered at one price, log2(P) when spread evenly over the P prices. (The agents'
+    orders together: two agents settled on two prices give 1 bit.) NaN when nothing was ordered."""
+    q = np.asarray(quantity_wh, dtype=np.float64)
+    total = q.sum()
+    if total <= 0:
+        return float("nan")
+    p = q[q > 0] / total
+    return float(-(p * np.log2(p)).sum()) + 0.0
+
+
+def converged_entropy_bits(exploration: float, prices: int, agents: int) -> float:
+    """The entropy [bits] of one side's order prices when its ``agents`` (equal quantities) have converged: each
+    places its orders at its own greedy price but for a share ``exploration`` drawn uniformly over the
+    ``prices`` (epsilon-greedy; 0 for UCB1, which stops exploring). Agents sharing a greedy price give less."""
+    if agents <= 0:
+        return 0.0
+    eps = float(exploration)
+    greedy = (1.0 - eps) / agents + eps / prices
+    rest = eps / prices
+    h = -agents * greedy * np.log2(greedy) if greedy > 0 else 0.0
+    if rest > 0:
+        h -= (prices - agents) * rest * np.log2(rest)
+    return float(h)
+
+
+ENTROPY_MARGIN_BITS = 0.5  # how far above converged agents' entropy a side may lie and still count as converged
+
+
+def policy_converged(cell: "CellResult", study: SettlementStudy) -> bool | None:
+    """Judged on the policies as played: over the final training episodes, each side's order prices are at most
+    :data:`ENTROPY_MARGIN_BITS` more spread (entropy, :func:`entropy_bits`) than converged agents' would be
+    (:func:`converged_entropy_bits`). A side whose agents still wander over the price grid is near log2(P) bits
+    (6.6 for 100 prices) and fails; None if a side placed no orders in those episodes."""
+    sc = study.scenarios[cell.scenario]
+    eps = study.learning.exploration if study.learning.policy == "epsilon_greedy" else 0.0
+    final_from = study.episodes - min(study.final_episodes, study.episodes)
+    verdicts = []
+    for per_episode, agents in ((cell.bid_entropy_bits_per_episode, sc.buyers),
+                                (cell.ask_entropy_bits_per_episode, sc.sellers)):
+        x = np.asarray(per_episode[final_from:study.episodes], dtype=np.float64)
+        x = x[np.isfinite(x)]
+        if x.size == 0:
+            return None
+        verdicts.append(x.mean() <= converged_entropy_bits(eps, study.prices.count, agents) + ENTROPY_MARGIN_BITS)
+    return bool(all(verdicts))
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -572,6 +641,16 @@ def write_report(study: SettlementStudy, results: list[CellResult], out_dir: Pat
                      "greedy_settled_share": None if r.greedy_share is None else round(r.greedy_share, 4),
                      **{k: (None if v is None else round(v, 6)) for k, v in r.price_metrics().items()},
                      "ce_price_range": list(r.ce_range),
+                     "policy_converged": r.policy_converged,
+                     "greedy_change_final": _mean_final(r.greedy_change_per_episode, study, r.mechanism),
+                     "bid_entropy_bits": _mean_final(r.bid_entropy_bits_per_episode, study, r.mechanism),
+                     "ask_entropy_bits": _mean_final(r.ask_entropy_bits_per_episode, study, r.mechanism),
+                     "learning_curve": {
+                         "settled_share": [round(x / r.efficient_wh, 4) if r.efficient_wh else None
+                                           for x in r.settled_per_episode_wh],
+                         "greedy_change": [round(x, 4) for x in r.greedy_change_per_episode],
+                         "bid_entropy_bits": [_round_or_none(x) for x in r.bid_entropy_bits_per_episode],
+                         "ask_entropy_bits": [_round_or_none(x) for x in r.ask_entropy_bits_per_episode]},
                      "rounds": r.rounds, "seconds": round(r.seconds, 2), "backend": r.backend})
     robustness = {}
     for r in rows:
@@ -597,7 +676,20 @@ def write_report(study: SettlementStudy, results: list[CellResult], out_dir: Pat
 
 STAT_METRICS = ("median_bid", "median_ask", "median_settlement", "settled_share", "greedy_median_bid",
                 "greedy_median_ask", "greedy_settled_share", "mean_buyer_price", "mean_seller_price",
-                "auctioneer_surplus_usd", "ce_price_gap")
+                "auctioneer_surplus_usd", "ce_price_gap", "policy_converged", "greedy_change_final",
+                "bid_entropy_bits", "ask_entropy_bits")
+
+
+def _round_or_none(x: float, digits: int = 4) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), digits)
+
+
+def _mean_final(per_episode: list[float], study: SettlementStudy, mechanism: str) -> float | None:
+    """The mean over the final training episodes (before annealing and the greedy episodes), NaN ignored."""
+    final_from = study.episodes - min(study.final_episodes, study.episodes)
+    x = np.asarray(per_episode[final_from:study.episodes], dtype=np.float64)
+    x = x[np.isfinite(x)]
+    return round(float(x.mean()), 4) if x.size else None
 
 
 def bootstrap_ci(values, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict | None:
@@ -646,7 +738,8 @@ def statistics_table(summary: dict) -> str:
 def results_table(summary: dict) -> str:
     """The study's results as a Markdown table, from ``results.json`` (what ``run_study`` returns): one
     row per cell; medians in $/kWh of the lowest seed with the range over all seeds in brackets, the
-    settled share's range, the paper's claim and how many seeds match it. REPRODUCTION.md's table is
+    settled share's range, the paper's claim, in how many seeds no agent's greedy price moved over the final
+    training episodes ("policy stable") and how many seeds match the paper. REPRODUCTION.md's table is
     this output, never typed by hand."""
     cells: dict[tuple[str, str], list[dict]] = {}
     for c in summary["cells"]:
@@ -669,10 +762,17 @@ def results_table(summary: dict) -> str:
         lo, hi = (f"{x:.0%}".replace("%", " %") for x in (min(values), max(values)))
         return lo if lo == hi else f"{lo.split()[0]}–{hi}"
 
+    def stable(rows: list[dict]) -> str:
+        flags = [r.get("policy_converged") for r in rows if r.get("policy_converged") is not None]
+        return f"{sum(flags)}/{len(flags)}" if flags else "-"
+
+    # (results written before the learning curves have no policy verdicts: their table stays as it was)
+    with_stable = any("policy_converged" in c for c in summary["cells"])
     seeds = sorted({c["seed"] for c in summary["cells"]})
     lines = [f"| cell | paper's claim | bid | ask | settle | greedy bid | greedy ask | settled share | greedy settled | "
-             f"gap to CE price | auctioneer $/episode | as in the paper ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             f"gap to CE price | auctioneer $/episode | {'policy stable | ' if with_stable else ''}"
+             f"as in the paper ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if with_stable else "") + "---|"]
     for (mech, scenario), rows in cells.items():
         rows = sorted(rows, key=lambda r: r["seed"])
         verdicts = [r["matches_paper"] for r in rows if r["matches_paper"] is not None]
@@ -681,7 +781,7 @@ def results_table(summary: dict) -> str:
                      f"{value(rows, 'median_bid')} | {value(rows, 'median_ask')} | {value(rows, 'median_settlement')} | "
                      f"{value(rows, 'greedy_median_bid')} | {value(rows, 'greedy_median_ask')} | {share(rows)} | "
                      f"{share(rows, 'greedy_settled_share')} | {value(rows, 'ce_price_gap')} | "
-                     f"{value(rows, 'auctioneer_surplus_usd')} | {matched} |")
+                     f"{value(rows, 'auctioneer_surplus_usd')} | {stable(rows) + ' | ' if with_stable else ''}{matched} |")
     return "\n".join(lines) + "\n"
 
 
@@ -770,4 +870,57 @@ def plot_study(study: SettlementStudy, results: list[CellResult], out_dir: Path)
         fig.savefig(path, dpi=100)
         plt.close(fig)
         figures.append(path)
+    figures.append(plot_learning_curves(study, results, out_dir / "learning_curves.png"))
     return figures
+
+
+def plot_learning_curves(study: SettlementStudy, results: list[CellResult], path: Path) -> Path:
+    """One panel a cell (mechanisms down, scenarios across), every seed: the settled share of the tradeable
+    energy and the share of agents whose greedy price changed, per episode; the entropy of the bid and ask
+    prices on a second axis [bits]. Dotted lines: where annealing and the greedy episodes start."""
+    import matplotlib.pyplot as plt
+
+    scenarios = list(study.scenarios)
+    fig, axes = plt.subplots(len(study.mechanisms), len(scenarios), figsize=(3.3 * len(scenarios),
+                             2.3 * len(study.mechanisms)), squeeze=False, sharey=True)
+    by_cell: dict[tuple[str, str], list[CellResult]] = {}
+    for r in results:
+        by_cell.setdefault((r.mechanism, r.scenario), []).append(r)
+    for i, mech in enumerate(study.mechanisms):
+        for j, sc in enumerate(scenarios):
+            ax = axes[i][j]
+            twin = ax.twinx()
+            for k, r in enumerate(sorted(by_cell.get((mech, sc), []), key=lambda r: r.seed)):
+                x = np.arange(1, len(r.settled_per_episode_wh) + 1)
+                label = k == 0
+                if r.efficient_wh:
+                    ax.plot(x, np.asarray(r.settled_per_episode_wh) / r.efficient_wh, color="tab:green", lw=0.8,
+                            alpha=0.6, label="settled share" if label else None)
+                ax.plot(x, r.greedy_change_per_episode, color="tab:red", lw=0.6, ls="-", alpha=0.5,
+                        label="greedy price changed" if label else None)
+                twin.plot(x, r.bid_entropy_bits_per_episode, color="tab:blue", lw=0.6, ls="--", alpha=0.5,
+                          label="bid entropy" if label else None)
+                twin.plot(x, r.ask_entropy_bits_per_episode, color="tab:orange", lw=0.6, ls=":", alpha=0.7,
+                          label="ask entropy" if label else None)
+            anneal = study.anneal_episodes if mech in study.anneal_mechanisms else 0
+            for edge in (study.episodes, study.episodes + anneal):
+                ax.axvline(edge + 0.5, color="grey", lw=0.6, ls=":")
+            ax.set_ylim(-0.02, 1.05)
+            twin.set_ylim(0, np.log2(study.prices.count) + 0.2)
+            ax.tick_params(labelsize=6)
+            twin.tick_params(labelsize=6)
+            if i == 0:
+                ax.set_title(sc.replace("_", "-"), fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"{PAPER.get(mech, '') or mech}\nshare", fontsize=7)
+            if j == len(scenarios) - 1:
+                twin.set_ylabel("entropy [bits]", fontsize=7)
+            if i == 0 and j == 0:
+                h1, l1 = ax.get_legend_handles_labels()
+                h2, l2 = twin.get_legend_handles_labels()
+                ax.legend(h1 + h2, l1 + l2, fontsize=5, loc="center right")
+    fig.suptitle(f"{study.name}: learning curves (every seed; episodes on the x axis)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
