@@ -68,31 +68,43 @@ def settle_delivery(
 
 
 @numba.njit(cache=True, nogil=True)
+def settle_participant(load, gen, charge, discharge, bought, sold, buy_price, sell_price):
+    """Net billing of one participant's delivered round (the rule of :func:`settle_delivery`, scalars):
+    ``(net, import, export, shortfall, unused, battery_cover)`` [Wh] and ``(grid_cost, grid_revenue)`` [$].
+    A driver that keeps its own arrays (``engine.step``) calls this and allocates nothing."""
+    e = load - gen + charge - discharge
+    imbalance = e - (bought - sold)
+    imp = exp = shortfall = unused = 0
+    cost = revenue = 0.0
+    if imbalance > 0:
+        imp = imbalance
+        shortfall = min(sold, imbalance)
+        cost = imbalance * (buy_price / 1000.0)
+    elif imbalance < 0:
+        exp = -imbalance
+        unused = min(bought, -imbalance)
+        revenue = -imbalance * (sell_price / 1000.0)
+    # the shortfall there would have been without the discharge, less the one there is
+    without = imbalance + discharge
+    cover = min(sold, max(without, 0)) - shortfall
+    return e, imp, exp, shortfall, unused, cover, cost, revenue
+
+
+@numba.njit(cache=True, nogil=True)
 def _settle(load, gen, charge, discharge, bought, sold, buy_price, sell_price):
     n = load.size
     net = np.empty(n, dtype=np.int64)
-    imp = np.zeros(n, dtype=np.int64)
-    exp = np.zeros(n, dtype=np.int64)
-    shortfall = np.zeros(n, dtype=np.int64)
-    unused = np.zeros(n, dtype=np.int64)
-    cover = np.zeros(n, dtype=np.int64)
-    cost = np.zeros(n)
-    revenue = np.zeros(n)
+    imp = np.empty(n, dtype=np.int64)
+    exp = np.empty(n, dtype=np.int64)
+    shortfall = np.empty(n, dtype=np.int64)
+    unused = np.empty(n, dtype=np.int64)
+    cover = np.empty(n, dtype=np.int64)
+    cost = np.empty(n)
+    revenue = np.empty(n)
     for i in range(n):
-        e = load[i] - gen[i] + charge[i] - discharge[i]
-        net[i] = e
-        imbalance = e - (bought[i] - sold[i])
-        if imbalance > 0:
-            imp[i] = imbalance
-            shortfall[i] = min(sold[i], imbalance)
-            cost[i] = imbalance * (buy_price / 1000.0)
-        elif imbalance < 0:
-            exp[i] = -imbalance
-            unused[i] = min(bought[i], -imbalance)
-            revenue[i] = -imbalance * (sell_price / 1000.0)
-        # the shortfall there would have been without the discharge, less the one there is
-        without = imbalance + discharge[i]
-        cover[i] = min(sold[i], max(without, 0)) - shortfall[i]
+        (net[i], imp[i], exp[i], shortfall[i], unused[i], cover[i], cost[i],
+         revenue[i]) = settle_participant(load[i], gen[i], charge[i], discharge[i], bought[i], sold[i], buy_price,
+                                          sell_price)
     return net, imp, exp, shortfall, unused, cover, cost, revenue
 
 

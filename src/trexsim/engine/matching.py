@@ -43,14 +43,26 @@ class Matches:
 def _greedy_pairs(bid_part, bid_price, bid_qty, ask_part, ask_price_sorted, ask_qty, bid_order, ask_order, equal_prices):
     nb = bid_order.size
     na = ask_order.size
-    ask_rem = np.empty(na, dtype=np.int64)
-    for j in range(na):
-        ask_rem[j] = ask_qty[ask_order[j]]
     cap = nb + na + 1
     out_b = np.empty(cap, dtype=np.int64)
     out_a = np.empty(cap, dtype=np.int64)
     out_q = np.empty(cap, dtype=np.int64)
-    k = 0
+    k = _greedy_pairs_into(bid_part, bid_price, bid_qty, ask_part, ask_price_sorted, ask_qty, bid_order, ask_order,
+                           equal_prices, np.empty(na, dtype=np.int64), out_b, out_a, out_q, 0)
+    return out_b[:k], out_a[:k], out_q[:k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _greedy_pairs_into(bid_part, bid_price, bid_qty, ask_part, ask_price_sorted, ask_qty, bid_order, ask_order,
+                       equal_prices, ask_rem, out_b, out_a, out_q, k):
+    """ALEX's pairwise matching of one pool (the rule, written once): bids in ``bid_order`` (highest price first),
+    asks in ``ask_order`` (lowest first, ``ask_price_sorted`` their prices); the pairs are written at
+    ``out_*[k:]``, ``ask_rem`` is scratch of at least ``ask_order.size``. Returns the new ``k``. Allocates nothing."""
+    nb = bid_order.size
+    na = ask_order.size
+    cap = out_b.size
+    for j in range(na):
+        ask_rem[j] = ask_qty[ask_order[j]]
     first = 0
     for ii in range(nb):
         i = bid_order[ii]
@@ -65,7 +77,7 @@ def _greedy_pairs(bid_part, bid_price, bid_qty, ask_part, ask_price_sorted, ask_
         j = first
         if equal_prices:
             # jump to the first ask at this price: asks below it cannot match this bid
-            j = first + np.searchsorted(ask_price_sorted[first:], p)
+            j = first + np.searchsorted(ask_price_sorted[first:na], p)
         while rem > 0 and j < na:
             if ask_rem[j] <= 0:
                 j += 1
@@ -91,7 +103,36 @@ def _greedy_pairs(bid_part, bid_price, bid_qty, ask_part, ask_price_sorted, ask_
             ask_rem[j] -= q
             if ask_rem[j] == 0:
                 j += 1
-    return out_b[:k], out_a[:k], out_q[:k]
+    return k
+
+
+# books up to this many orders a side are sorted in place (insertion sort); larger ones by NumPy's mergesort
+_SMALL_SORT = 24
+
+
+@numba.njit(cache=True, nogil=True)
+def _stable_sort_into(index, n, key, descending, out):
+    """``out[:n]`` = ``index[:n]`` stably sorted by ``key[index]`` (ascending, or descending): the order
+    ``np.argsort(kind="mergesort")`` gives (a stable sort's result is unique). No allocation for small ``n``."""
+    if n > _SMALL_SORT:
+        k = key[index[:n]]
+        o = np.argsort(-k if descending else k, kind="mergesort")
+        for t in range(n):
+            out[t] = index[o[t]]
+        return
+    for t in range(n):
+        cur = index[t]
+        c = key[cur]
+        u = t
+        if descending:
+            while u > 0 and key[out[u - 1]] < c:
+                out[u] = out[u - 1]
+                u -= 1
+        else:
+            while u > 0 and key[out[u - 1]] > c:
+                out[u] = out[u - 1]
+                u -= 1
+        out[u] = cur
 
 
 def match_pairwise(
@@ -154,26 +195,24 @@ def _clear_book_in_order(order, participant, side, pool, price, quantity_wh, equ
     order, with nothing allocated for it): equal prices are taken in that order. Returns
     ``(bid_index, ask_index, quantity_wh, pool)`` with indices into the book.
     """
+    n = participant.size
+    i64 = np.int64
+    out_b, out_a, out_q, out_p = np.empty(n, i64), np.empty(n, i64), np.empty(n, i64), np.empty(n, i64)
+    k = _clear_book_in_order_into(order, participant, side, pool, price, quantity_wh, equal_prices, n_pools,
+                                  np.empty(n, i64), np.empty(n, i64), np.empty(n, i64), np.empty(n, i64),
+                                  np.empty(n), np.empty(n, i64), out_b, out_a, out_q, out_p)
+    return out_b[:k], out_a[:k], out_q[:k], out_p[:k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _clear_book_in_order_into(order, participant, side, pool, price, quantity_wh, equal_prices, n_pools, bids, asks,
+                              bid_order, ask_order, ask_price_sorted, ask_rem, out_b, out_a, out_q, out_p):
+    """:func:`_clear_book_in_order` into scratch (``bids`` .. ``ask_rem``, at least the book's size) and output
+    buffers; returns the match count. Allocates nothing for small books."""
     reorder = order.size > 0
     n = participant.size
-    out_b = np.empty(n, dtype=np.int64)
-    out_a = np.empty(n, dtype=np.int64)
-    out_q = np.empty(n, dtype=np.int64)
-    out_p = np.empty(n, dtype=np.int64)
     k = 0
     for pool_code in range(n_pools - 1, -1, -1):
-        nb = 0
-        na = 0
-        for i in range(n):
-            if pool[i] == pool_code:
-                if side[i] == 0:
-                    nb += 1
-                else:
-                    na += 1
-        if nb == 0 or na == 0:
-            continue
-        bids = np.empty(nb, dtype=np.int64)
-        asks = np.empty(na, dtype=np.int64)
         nb = 0
         na = 0
         for t in range(n):
@@ -185,18 +224,18 @@ def _clear_book_in_order(order, participant, side, pool, price, quantity_wh, equ
                 else:
                     asks[na] = i
                     na += 1
-        bid_order = bids[np.argsort(-price[bids], kind="mergesort")]
-        ask_order = asks[np.argsort(price[asks], kind="mergesort")]
-        ask_price_sorted = price[ask_order]
-        bi, ai, q = _greedy_pairs(participant, price, quantity_wh, participant, ask_price_sorted, quantity_wh,
-                                  bid_order, ask_order, equal_prices)
-        for t in range(q.size):
-            out_b[k] = bi[t]
-            out_a[k] = ai[t]
-            out_q[k] = q[t]
-            out_p[k] = pool_code
-            k += 1
-    return out_b[:k], out_a[:k], out_q[:k], out_p[:k]
+        if nb == 0 or na == 0:
+            continue
+        _stable_sort_into(bids, nb, price, True, bid_order)
+        _stable_sort_into(asks, na, price, False, ask_order)
+        for j in range(na):
+            ask_price_sorted[j] = price[ask_order[j]]
+        start = k
+        k = _greedy_pairs_into(participant, price, quantity_wh, participant, ask_price_sorted, quantity_wh,
+                               bid_order[:nb], ask_order[:na], equal_prices, ask_rem, out_b, out_a, out_q, k)
+        for t in range(start, k):
+            out_p[t] = pool_code
+    return k
 
 
 @numba.njit(cache=True, nogil=True)

@@ -25,14 +25,14 @@ docs/mechanisms.md tables every mechanism's properties with references.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numba
 import numpy as np
 
 from trexsim.engine.matching import Matches, _greedy_pairs, match_book, match_pairwise
 from trexsim.engine.ties import (_GOLDEN, PRO_RATA, SUBMISSION, _mix64, _pro_rata_quantities, _round_base,
-                                 clear_book_ordered, submission_order)
+                                 clear_book_ordered, clear_book_ordered_into, submission_order)
 from trexsim.engine.unit_curves import _crossing, _first_units, _unit_holder
 
 
@@ -541,24 +541,80 @@ def clear_book_priced(participant, side, pool, price, quantity_wh, placed_round,
                                           equal_prices, n_pools, tie_break, key, episode, delivery_round, rank)
     buyer_price = np.empty(q.size)
     seller_price = np.empty(q.size)
+    _price_matches(bi, ai, pools, price, rule, k, n_pools, buyer_price, seller_price)
+    return bi, ai, q, pools, buyer_price, seller_price
+
+
+class ClearingWork(NamedTuple):
+    """Buffers of :func:`clear_book_priced_into` for books of up to ``cap`` orders (:func:`new_clearing_work`):
+    scratch, then the matches (``bi``, ``ai``, ``q``, ``pools``, ``buyer_price``, ``seller_price``)."""
+
+    order: np.ndarray
+    draws: np.ndarray
+    bids: np.ndarray
+    asks: np.ndarray
+    bid_order: np.ndarray
+    ask_order: np.ndarray
+    ask_price_sorted: np.ndarray
+    ask_rem: np.ndarray
+    bi: np.ndarray
+    ai: np.ndarray
+    q: np.ndarray
+    pools: np.ndarray
+    buyer_price: np.ndarray
+    seller_price: np.ndarray
+
+
+def new_clearing_work(cap: int) -> ClearingWork:
+    i = lambda: np.zeros(max(int(cap), 1), dtype=np.int64)  # noqa: E731
+    f = lambda: np.zeros(max(int(cap), 1))  # noqa: E731
+    return ClearingWork(i(), np.zeros(max(int(cap), 1), dtype=np.uint64), i(), i(), i(), i(), f(), i(), i(), i(), i(),
+                        i(), f(), f())
+
+
+@numba.njit(cache=True, nogil=True)
+def clear_book_priced_into(participant, side, pool, price, quantity_wh, placed_round, n_participants, rule, k,
+                           equal_prices, n_pools, tie_break, key, episode, delivery_round, w):
+    """:func:`clear_book_priced` into the buffers of ``w`` (:class:`ClearingWork`, at least the book's size);
+    returns the match count ``m`` (the matches are ``w.bi[:m]`` ...). The same matches and prices; a small book
+    cleared by a pairwise rule or the k-double auction allocates nothing (the driver's hot path: ``engine.step``)."""
+    if rule == SBBA_UNITS:
+        bi, ai, q, pools, bp, sp = clear_book_priced(participant, side, pool, price, quantity_wh, placed_round,
+                                                     n_participants, rule, k, equal_prices, n_pools, tie_break, key,
+                                                     episode, delivery_round)
+        for t in range(q.size):
+            w.bi[t], w.ai[t], w.q[t], w.pools[t] = bi[t], ai[t], q[t], pools[t]
+            w.buyer_price[t], w.seller_price[t] = bp[t], sp[t]
+        return q.size
+    m = clear_book_ordered_into(participant, side, pool, price, quantity_wh, placed_round, n_participants,
+                                equal_prices, n_pools, tie_break, key, episode, delivery_round, w)
+    _price_matches(w.bi[:m], w.ai[:m], w.pools[:m], price, rule, k, n_pools, w.buyer_price, w.seller_price)
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
+def _price_matches(bi, ai, pools, price, rule, k, n_pools, buyer_price, seller_price):
+    """Each match's buyer and seller prices under a pairwise price rule or the k-double auction's uniform price
+    (``UNIFORM_K``: ``k x lowest matched bid + (1 - k) x highest matched ask`` per pool, clipped into each pair's
+    own [ask, bid])."""
+    m = bi.size
     if rule == UNIFORM_K:
         for code in range(n_pools):
             low_bid = np.inf
             high_ask = -np.inf
-            for t in range(q.size):
+            for t in range(m):
                 if pools[t] == code:
                     low_bid = min(low_bid, price[bi[t]])
                     high_ask = max(high_ask, price[ai[t]])
             uniform = k * low_bid + (1.0 - k) * high_ask
-            for t in range(q.size):
+            for t in range(m):
                 if pools[t] == code:
                     each = min(max(uniform, price[ai[t]]), price[bi[t]])
                     buyer_price[t] = each
                     seller_price[t] = each
-        return bi, ai, q, pools, buyer_price, seller_price
-    for t in range(q.size):
+        return
+    for t in range(m):
         buyer_price[t], seller_price[t] = pair_prices(rule, price[bi[t]], price[ai[t]])
-    return bi, ai, q, pools, buyer_price, seller_price
 
 
 @numba.njit(cache=True, nogil=True)

@@ -26,7 +26,7 @@ The round, in the order the modules of the general simulation run it (``modules/
 3. end of round k: round d's book is cleared (:func:`trexsim.engine.mechanisms.clear_book_priced`, the
    mechanism's compiled rule: a pairwise price rule, the k-double auction's uniform price or SBBA) and the
    contracts totalled by :func:`~trexsim.engine.mechanisms.add_contract`), then delivery round k is settled against the meters
-   (:func:`trexsim.engine.delivery._settle`).
+   (:func:`trexsim.engine.delivery.settle_participant`).
 
 Drivers: the compiled RL environments (``trexsim.envs._core.CompiledBatch``, N copies, observations from
 the state afterwards) and the settlement study (``trexsim.studies.fast_market``: one copy, Q-learning traders
@@ -45,9 +45,9 @@ import numpy as np
 
 from trexsim.agents.baselines import battery_order, residual_order
 from trexsim.devices.battery import dispatch_and_step, spare_discharge_wh, stored_after_committed
-from trexsim.engine.delivery import _settle
+from trexsim.engine.delivery import settle_participant
 from trexsim.engine.intake import _codes_into
-from trexsim.engine.mechanisms import add_contract, clear_book_priced
+from trexsim.engine.mechanisms import ClearingWork, add_contract, clear_book_priced_into, new_clearing_work
 
 NO_ORDERS, FIXED_PRICE, EXTERNAL = 0, 1, 2
 BID, ASK = 0, 1
@@ -185,6 +185,7 @@ class Workspace(NamedTuple):
     need: np.ndarray                     # (n,)
     residual_k: np.ndarray
     residual: np.ndarray
+    clearing: ClearingWork               # the clearing's buffers (a book has at most 2 n orders)
 
 
 def new_workspace(n: int) -> Workspace:
@@ -193,7 +194,7 @@ def new_workspace(n: int) -> Workspace:
     return Workspace(np.zeros(n, dtype=i64), np.zeros(n), np.zeros(cap, dtype=i64), np.zeros(cap, dtype=i64),
                      np.zeros(cap, dtype=i64), np.zeros(cap), np.zeros(cap), np.zeros(cap, dtype=i64), np.zeros(cap),
                      np.zeros(cap, dtype=i64), np.zeros(cap, dtype=np.int8), np.zeros(n, dtype=i64),
-                     np.zeros(n, dtype=i64), np.zeros(n, dtype=i64))
+                     np.zeros(n, dtype=i64), np.zeros(n, dtype=i64), new_clearing_work(cap))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -359,12 +360,14 @@ def step(k, params, state, inputs, out, work):
                 part = o_part[:accepted]
                 price = o_booked[:accepted]
                 # (the matching reads the book, never writes it: views of the order buffers)
-                bi, ai, q, _, buyer_price, seller_price = clear_book_priced(
-                    part, o_side[:accepted], o_pool[:accepted], price, o_qty[:accepted], placed[:accepted], n,
-                    price_rule, price_k, equal_prices, N_POOLS, tie_break, tie_keys[e], episode, d)
-                for t in range(q.size):
-                    bp = buyer_price[t]
-                    sp = seller_price[t]
+                cw = w.clearing
+                m = clear_book_priced_into(part, o_side[:accepted], o_pool[:accepted], price, o_qty[:accepted],
+                                           placed[:accepted], n, price_rule, price_k, equal_prices, N_POOLS, tie_break,
+                                           tie_keys[e], episode, d, cw)
+                bi, ai, q = cw.bi, cw.ai, cw.q
+                for t in range(m):
+                    bp = cw.buyer_price[t]
+                    sp = cw.seller_price[t]
                     add_contract(part[bi[t]], part[ai[t]], q[t], bp, sp, b_d, s_d, cost_d, rev_d)
                     match_buyer[e, t] = part[bi[t]]
                     match_seller[e, t] = part[ai[t]]
@@ -373,7 +376,7 @@ def step(k, params, state, inputs, out, work):
                     match_seller_price[e, t] = sp
                     volume += q[t]
                     value += q[t] * (bp + sp) / 2
-                match_count[e] = q.size
+                match_count[e] = m
             cleared[e, 0] = value / volume if volume > 0 else 0.0
             cleared[e, 1] = volume
             for j in range(a_n):
@@ -391,20 +394,20 @@ def step(k, params, state, inputs, out, work):
             rev_k = zeros_f
         buy = buy_price[k]
         sell = sell_price[k]
-        net, imp, exp, _, _, _, grid_cost, grid_revenue = _settle(load_k, gen_k, charge, discharge, bought_k, sold_k,
-                                                                  buy, sell)
         for j in range(a_n):
             i = agent_index[j]
+            _, imp, exp, _, _, _, grid_cost, grid_revenue = settle_participant(
+                load_k[i], gen_k[i], charge[i], discharge[i], bought_k[i], sold_k[i], buy, sell)
             baseline = residual_k[i] + c0[i] - d0[i]
             ledger[e, j, L_MARKET_COST] = cost_k[i]
             ledger[e, j, L_MARKET_REVENUE] = rev_k[i]
-            ledger[e, j, L_GRID_COST] = grid_cost[i]
-            ledger[e, j, L_GRID_REVENUE] = grid_revenue[i]
+            ledger[e, j, L_GRID_COST] = grid_cost
+            ledger[e, j, L_GRID_REVENUE] = grid_revenue
             ledger[e, j, L_GRID_ONLY_COST] = baseline * (buy / 1000.0) if baseline > 0 else baseline * (sell / 1000.0)
             ledger[e, j, L_BOUGHT] = bought_k[i]
             ledger[e, j, L_SOLD] = sold_k[i]
-            ledger[e, j, L_IMPORT] = imp[i]
-            ledger[e, j, L_EXPORT] = exp[i]
+            ledger[e, j, L_IMPORT] = imp
+            ledger[e, j, L_EXPORT] = exp
         has_contracts[e, sk] = False
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from trexsim.engine.matching import BOOK_ORDER, _clear_book_in_order
+from trexsim.engine.matching import BOOK_ORDER, _SMALL_SORT, _clear_book_in_order, _clear_book_in_order_into
 
 SUBMISSION, RANDOM, PRO_RATA = 0, 1, 2
 TIE_BREAKS = {"submission": SUBMISSION, "random": RANDOM, "pro_rata": PRO_RATA}
@@ -152,6 +152,44 @@ def submission_order(participant, placed_round, n_participants, tie_break, key, 
 
 
 @numba.njit(cache=True, nogil=True)
+def submission_order_into(participant, placed_round, n_participants, tie_break, key, episode, delivery_round, out,
+                          draws):
+    """:func:`submission_order` (without ``rank``) into ``out``; returns its length (0: the book's own order).
+    Allocates nothing for a small book placed in one round; otherwise computes it as :func:`submission_order`
+    does and copies it."""
+    n = participant.size
+    one_round = True
+    for i in range(1, n):
+        if placed_round[i] != placed_round[0]:
+            one_round = False
+            break
+    if one_round and n <= _SMALL_SORT:
+        if tie_break == RANDOM:
+            base = _round_base(key, episode, delivery_round)
+            for t in range(n):  # insertion sort by the participants' draws: stable, as the mergesort
+                d = _draw(base, participant[t])
+                u = t
+                while u > 0 and draws[u - 1] > d:
+                    out[u] = out[u - 1]
+                    draws[u] = draws[u - 1]
+                    u -= 1
+                out[u] = t
+                draws[u] = d
+            return n
+        in_order = True
+        for i in range(1, n):
+            if participant[i] < participant[i - 1]:
+                in_order = False
+                break
+        if in_order:
+            return 0
+    order = submission_order(participant, placed_round, n_participants, tie_break, key, episode, delivery_round)
+    for t in range(order.size):
+        out[t] = order[t]
+    return order.size
+
+
+@numba.njit(cache=True, nogil=True)
 def _pro_rata_quantities(order, side, pool, price, quantity_wh, bid_index, ask_index, filled_q):
     """Each order's share of what its (pool, side, price) level traded, whole Wh, largest remainder
     (equal remainders: submission order ``order``)."""
@@ -218,3 +256,23 @@ def clear_book_ordered(participant, side, pool, price, quantity_wh, placed_round
         share = _pro_rata_quantities(order, side, pool, price, quantity_wh, bi, ai, mq)
         bi, ai, mq, pools = _clear_book_in_order(order, participant, side, pool, price, share, equal_prices, n_pools)
     return bi, ai, mq, pools
+
+
+@numba.njit(cache=True, nogil=True)
+def clear_book_ordered_into(participant, side, pool, price, quantity_wh, placed_round, n_participants, equal_prices,
+                            n_pools, tie_break, key, episode, delivery_round, w):
+    """:func:`clear_book_ordered` into the buffers of ``w`` (a :class:`~trexsim.engine.mechanisms.ClearingWork`):
+    the matches are ``w.bi[:m]``, ``w.ai[:m]``, ``w.q[:m]``, ``w.pools[:m]``; returns ``m``. The same matches;
+    a small book placed in one round allocates nothing."""
+    length = submission_order_into(participant, placed_round, n_participants, tie_break, key, episode,
+                                   delivery_round, w.order, w.draws)
+    order = w.order[:length]
+    m = _clear_book_in_order_into(order, participant, side, pool, price, quantity_wh, equal_prices, n_pools, w.bids,
+                                  w.asks, w.bid_order, w.ask_order, w.ask_price_sorted, w.ask_rem, w.bi, w.ai, w.q,
+                                  w.pools)
+    if tie_break == PRO_RATA and m > 0:
+        share = _pro_rata_quantities(order, side, pool, price, quantity_wh, w.bi[:m], w.ai[:m], w.q[:m])
+        m = _clear_book_in_order_into(order, participant, side, pool, price, share, equal_prices, n_pools, w.bids,
+                                      w.asks, w.bid_order, w.ask_order, w.ask_price_sorted, w.ask_rem, w.bi, w.ai,
+                                      w.q, w.pools)
+    return m

@@ -101,6 +101,7 @@ def _episode(params, state, inputs, out, work, prices, q_bid, q_ask, u, epsilon,
     last_side = np.empty(n, dtype=np.int64)
     last_explored = np.empty(n, dtype=np.bool_)
     settled_total = 0
+    reward_buffer = np.empty(n)
     for k in range(rounds):
         d = k + close_steps
         # during round k: the agents' orders for delivery round d, cleared at the end of round k
@@ -157,7 +158,7 @@ def _episode(params, state, inputs, out, work, prices, q_bid, q_ask, u, epsilon,
                 credit = latest if pend_count[credit] > 0 else -1
             pc = pend_count[credit] if credit >= 0 else 0
             if pc > 0:
-                rewards = np.empty(pc)
+                rewards = reward_buffer[:pc]
                 for j in range(pc):
                     row = out.ledger[0, pend_member[credit, j]]
                     rewards[j] = (row[L_MARKET_REVENUE] - row[L_MARKET_COST]) + (row[L_GRID_REVENUE] - row[L_GRID_COST])
