@@ -65,7 +65,7 @@ def test_study_outputs_and_command(tmp_path):
     assert "95 % percentile bootstrap" in (tmp_path / "out" / "results.md").read_text()
     names = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
     assert names == ["concentration_average_price.png", "concentration_exact_price.png", "greedy_average_price.png",
-                     "greedy_exact_price.png"]
+                     "greedy_exact_price.png", "learning_curves.png"]
     bad = tmp_path / "bad.json"
     bad.write_text('{"episodes": 0}')
     r = CliRunner().invoke(app, ["study", "settlement", str(bad), "--out", str(tmp_path / "o2")])
@@ -360,3 +360,17 @@ def test_a_cell_records_learning_curves(tmp_path):
     assert row["policy_converged"] == r.policy_converged and len(row["learning_curve"]["settled_share"]) == 8
     assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
     assert "policy stable" in (tmp_path / "results.md").read_text() and summary["cells"][0]["bid_entropy_bits"] >= 0
+
+
+def test_reproduction_md_holds_the_all_mechanisms_study_generated_from_its_results():
+    from pathlib import Path
+
+    from trexsim.studies.settlement import results_table
+
+    root = Path(__file__).resolve().parents[1]
+    summary = json.loads((root / "docs/study/mechanisms/results.json").read_text())
+    table = results_table(summary)
+    assert table in (root / "REPRODUCTION.md").read_text() and table.count("\n") == 2 + 21
+    assert all(c["backend"] == "compiled" for c in summary["cells"]) and len(summary["cells"]) == 210
+    assert all(len(c["learning_curve"]["settled_share"]) == 120 or c["mechanism"] == "exact_price"
+               for c in summary["cells"])
