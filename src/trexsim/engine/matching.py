@@ -205,25 +205,32 @@ def _clear_book_in_order(order, participant, side, pool, price, quantity_wh, equ
 
 
 @numba.njit(cache=True, nogil=True)
+def pool_orders_into(order, side, pool, pool_code, bids, asks):
+    """One pool's bids and asks, indices into the book in submission order ``order`` (empty: the book's own),
+    written to ``bids`` and ``asks``; returns their counts ``(nb, na)``."""
+    reorder = order.size > 0
+    nb = 0
+    na = 0
+    for t in range(side.size):
+        i = order[t] if reorder else t
+        if pool[i] == pool_code:
+            if side[i] == 0:
+                bids[nb] = i
+                nb += 1
+            else:
+                asks[na] = i
+                na += 1
+    return nb, na
+
+
+@numba.njit(cache=True, nogil=True)
 def _clear_book_in_order_into(order, participant, side, pool, price, quantity_wh, equal_prices, n_pools, bids, asks,
                               bid_order, ask_order, ask_price_sorted, ask_rem, out_b, out_a, out_q, out_p):
     """:func:`_clear_book_in_order` into scratch (``bids`` .. ``ask_rem``, at least the book's size) and output
     buffers; returns the match count. Allocates nothing for small books."""
-    reorder = order.size > 0
-    n = participant.size
     k = 0
     for pool_code in range(n_pools - 1, -1, -1):
-        nb = 0
-        na = 0
-        for t in range(n):
-            i = order[t] if reorder else t
-            if pool[i] == pool_code:
-                if side[i] == 0:
-                    bids[nb] = i
-                    nb += 1
-                else:
-                    asks[na] = i
-                    na += 1
+        nb, na = pool_orders_into(order, side, pool, pool_code, bids, asks)
         if nb == 0 or na == 0:
             continue
         _stable_sort_into(bids, nb, price, True, bid_order)

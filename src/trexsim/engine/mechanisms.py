@@ -30,7 +30,7 @@ from typing import ClassVar, NamedTuple
 import numba
 import numpy as np
 
-from trexsim.engine.matching import Matches, _greedy_pairs, match_book, match_pairwise
+from trexsim.engine.matching import Matches, _greedy_pairs, match_book, match_pairwise, pool_orders_into
 from trexsim.engine.ties import (_GOLDEN, PRO_RATA, SUBMISSION, _mix64, _pro_rata_quantities, _round_base,
                                  clear_book_ordered, clear_book_ordered_into, submission_order)
 from trexsim.engine.unit_curves import _crossing, _first_units, _unit_holder
@@ -456,7 +456,8 @@ def _sbba_book(order, participant, side, pool, price, quantity_wh, n_pools, key,
     it, each pool's orders in submission order ``order`` (empty: the book's own). The round's lottery draws in
     that order. Returns ``(bid_index, ask_index, quantity_wh, pool, price)``, indices into the book."""
     n = participant.size
-    reorder = order.size > 0
+    bids_buf = np.empty(n, dtype=np.int64)
+    asks_buf = np.empty(n, dtype=np.int64)
     out_b = np.empty(n + 1, dtype=np.int64)
     out_a = np.empty(n + 1, dtype=np.int64)
     out_q = np.empty(n + 1, dtype=np.int64)
@@ -465,29 +466,11 @@ def _sbba_book(order, participant, side, pool, price, quantity_wh, n_pools, key,
     m = 0
     draws = 0
     for code in range(n_pools - 1, -1, -1):
-        nb = 0
-        na = 0
-        for i in range(n):
-            if pool[i] == code:
-                if side[i] == 0:
-                    nb += 1
-                else:
-                    na += 1
+        nb, na = pool_orders_into(order, side, pool, code, bids_buf, asks_buf)
         if nb == 0 or na == 0:
             continue
-        bids = np.empty(nb, dtype=np.int64)
-        asks = np.empty(na, dtype=np.int64)
-        nb = 0
-        na = 0
-        for t in range(n):
-            i = order[t] if reorder else t
-            if pool[i] == code:
-                if side[i] == 0:
-                    bids[nb] = i
-                    nb += 1
-                else:
-                    asks[na] = i
-                    na += 1
+        bids = bids_buf[:nb]
+        asks = asks_buf[:na]
         bid_price, ask_price = price[bids], price[asks]
         bid_q, ask_q = quantity_wh[bids], quantity_wh[asks]
         by_bid, by_ask, k, p, units, lottery = _sbba_price(bid_price, bid_q, ask_price, ask_q)

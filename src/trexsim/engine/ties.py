@@ -105,6 +105,15 @@ def place_batch(participant, booked):
 
 
 @numba.njit(cache=True, nogil=True)
+def _placed_in_one_round(placed_round):
+    """Whether every order of the book was placed in the same round (no price-time priority to apply)."""
+    for i in range(1, placed_round.size):
+        if placed_round[i] != placed_round[0]:
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
 def submission_order(participant, placed_round, n_participants, tie_break, key, episode, delivery_round, rank=None):
     """The permutation that puts a book in submission order: round placed, then the participant's
     place (roster position, or this round's random draw), then the order within its batch.
@@ -114,11 +123,7 @@ def submission_order(participant, placed_round, n_participants, tie_break, key, 
     does, for the ``orders`` table's ``tie_rank``); the random order is then a counting sort by it
     instead of a sort of the draws — the same order."""
     n = participant.size
-    one_round = True
-    for i in range(1, n):
-        if placed_round[i] != placed_round[0]:
-            one_round = False
-            break
+    one_round = _placed_in_one_round(placed_round)
     if tie_break == RANDOM and rank is not None:
         # stable counting sort by the participant's rank (a permutation of 0..n_participants-1)
         start = np.zeros(n_participants + 1, dtype=np.int64)
@@ -158,11 +163,7 @@ def submission_order_into(participant, placed_round, n_participants, tie_break, 
     Allocates nothing for a small book placed in one round; otherwise computes it as :func:`submission_order`
     does and copies it."""
     n = participant.size
-    one_round = True
-    for i in range(1, n):
-        if placed_round[i] != placed_round[0]:
-            one_round = False
-            break
+    one_round = _placed_in_one_round(placed_round)
     if one_round and n <= _SMALL_SORT:
         if tie_break == RANDOM:
             base = _round_base(key, episode, delivery_round)
