@@ -253,14 +253,16 @@ class KDoubleAuction(PairwiseMechanism):
     k: ClassVar[float] = 0.5
 
     def settlement_prices(self, bid_price, ask_price):
-        bid_price = np.asarray(bid_price, dtype=np.float64)
-        ask_price = np.asarray(ask_price, dtype=np.float64)
-        if bid_price.size == 0:
-            return bid_price.copy(), ask_price.copy()
-        price = self.k * float(bid_price.min()) + (1.0 - self.k) * float(ask_price.max())
-        # (into each pair's own [ask, bid]: a no-op unless the matching skipped a self-trade, see the docstring)
-        each = np.minimum(np.maximum(price, ask_price), bid_price)
-        return each, each.copy()
+        # the matched pairs of one pool, priced by the compiled rule every driver uses (_price_matches, UNIFORM_K);
+        # the clip into each pair's own [ask, bid] is a no-op unless the matching skipped a self-trade (docstring)
+        bid_price = np.ascontiguousarray(bid_price, dtype=np.float64)
+        ask_price = np.ascontiguousarray(ask_price, dtype=np.float64)
+        m = bid_price.size
+        buyer, seller = np.empty(m), np.empty(m)
+        pairs = np.arange(m, dtype=np.int64)
+        _price_matches(pairs, pairs + m, np.zeros(m, dtype=np.int64), np.concatenate([bid_price, ask_price]),
+                       UNIFORM_K, float(self.k), 1, buyer, seller)
+        return buyer, seller
 
     def clear_book(self, participant, side, pool, price, quantity_wh, n_pools: int = 2, rng=None):
         # pool by pool (Mechanism.clear_book): the uniform price is each pool's own marginal pair's
