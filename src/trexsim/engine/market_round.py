@@ -55,27 +55,49 @@ def _clear_checked(participant, side, pool, price, quantity_wh, order_id, placed
     return (pools, buyer, seller, q, bp, sp, bid_id, ask_id, bought, sold, cost, revenue, bi, ai, surplus, broken, at)
 
 
+class ClearingCodes(NamedTuple):
+    """What :func:`clear_checked` reads of a mechanism, looked up once by a caller that clears it every round
+    (:func:`clearing_codes`)."""
+
+    compiled: tuple[int, float] | None  # the compiled rule and its k (:func:`~trexsim.engine.mechanisms.compiled_clearing`)
+    equal_prices: bool
+    strong: bool  # strongly budget balanced: the checks require buyer price == seller price
+
+
+def clearing_codes(mechanism: Mechanism) -> ClearingCodes:
+    return ClearingCodes(compiled_clearing(mechanism), bool(getattr(mechanism, "equal_prices", False)),
+                         mechanism.budget_balance == "strong")
+
+
 def clear_checked(mechanism: Mechanism, participant, side, pool, price, quantity_wh, order_id, placed_round,
                   n_participants: int, n_pools: int = 2, *, tie_break: int = SUBMISSION, key: int = 0, episode: int = 0,
-                  delivery_round: int = 0, rank: np.ndarray | None = None) -> Clearing:
+                  delivery_round: int = 0, rank: np.ndarray | None = None, codes: ClearingCodes | None = None,
+                  typed: bool = False) -> Clearing:
     """Clear one delivery round's whole book (:func:`~trexsim.engine.mechanisms.clear_round`), check
     it (:func:`~trexsim.engine.checks.check_clearing`) and total the auctioneer's surplus.
 
     The record's ``broken_rule`` says whether a check failed; the caller decides what to do (the
     market stops the run, naming the rule). ``rank``: the round's participant rank under the
     random tie-break, where the caller has computed it (:func:`~trexsim.engine.ties.submission_order`).
+    ``codes``: the mechanism's :func:`clearing_codes`, where the caller keeps them; ``typed``: every array is
+    already contiguous int64 (``price`` float64), as a market's book holds them.
     """
-    i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
-    participant, side, pool, quantity_wh, order_id, placed_round = (
-        i64(a) for a in (participant, side, pool, quantity_wh, order_id, placed_round))
-    price = np.ascontiguousarray(price, dtype=np.float64)
-    strong = mechanism.budget_balance == "strong"
-    compiled = compiled_clearing(mechanism)
+    if not typed:
+        i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
+        participant, side, pool, quantity_wh, order_id, placed_round = (
+            i64(a) for a in (participant, side, pool, quantity_wh, order_id, placed_round))
+        price = np.ascontiguousarray(price, dtype=np.float64)
+        if rank is not None:
+            rank = np.ascontiguousarray(rank, dtype=np.int64)
+    if codes is None:
+        codes = clearing_codes(mechanism)
+    strong = codes.strong
+    compiled = codes.compiled
     if compiled is not None:
         return Clearing._make(_clear_checked(
             participant, side, pool, price, quantity_wh, order_id, placed_round, int(n_participants), *compiled,
-            bool(getattr(mechanism, "equal_prices", False)), int(n_pools), int(tie_break), int(key), int(episode),
-            int(delivery_round), strong, None if rank is None else np.ascontiguousarray(rank, dtype=np.int64)))
+            codes.equal_prices, int(n_pools), int(tie_break), int(key), int(episode), int(delivery_round), strong,
+            rank))
     cleared = clear_round(mechanism, participant, side, pool, price, quantity_wh, order_id, placed_round,
                           n_participants, n_pools, tie_break=tie_break, key=key, episode=episode,
                           delivery_round=delivery_round)

@@ -23,7 +23,7 @@ import numpy as np
 from trexsim.config.schema import MarketConfig
 from trexsim.engine.checks import CLEARING_RULES
 from trexsim.engine.intake import REASONS, reject_codes
-from trexsim.engine.market_round import clear_checked
+from trexsim.engine.market_round import clear_checked, clearing_codes
 from trexsim.engine.mechanisms import get_mechanism
 from trexsim.engine.ties import RANDOM, participant_rank, place_batch, tie_break_code, tie_key
 from trexsim.errors import ConservationError
@@ -94,9 +94,9 @@ def _recorded_index(values, pick: np.ndarray) -> np.ndarray:
 
 
 def _int64(values) -> np.ndarray:
-    """As int64; whole-valued floats (already checked at intake) are converted exactly."""
-    arr = np.asarray(values)
-    return arr if arr.dtype == np.int64 else arr.astype(np.int64)
+    """As contiguous int64 (the compiled clearing's layout); whole-valued floats (already checked at intake)
+    are converted exactly."""
+    return np.ascontiguousarray(values, dtype=np.int64)
 
 
 def _intake_admits(parent: MarketConfig, child: MarketConfig) -> bool:
@@ -117,28 +117,24 @@ class _Book:
     the round's random draw under ``tie_break: random``).
     """
 
-    __slots__ = ("parts", "placed", "rank", "counts")
+    __slots__ = ("parts", "rank", "counts")
 
     def __init__(self, n_participants: int, rank: np.ndarray | None = None) -> None:
         self.parts: list[tuple[np.ndarray, ...]] = []
-        self.placed: list[int] = []
         self.rank = rank
         self.counts = np.zeros(n_participants, dtype=np.int64)  # orders booked so far, per participant
 
     def add(self, participant, side, pool, price, quantity_wh, order_id, placed_round: int = 0) -> np.ndarray:
-        """Append a batch; returns each order's place among its participant's orders in this book
-        (0 for the first): with the round placed and the tie rank, it fixes the order's place in
-        the submission order, whatever the arrival order of other participants' messages."""
-        self.parts.append((participant, side, pool, price, quantity_wh, order_id))
-        self.placed.append(placed_round)
+        """Append a batch (contiguous int64 arrays, ``price`` float64); returns each order's place among its
+        participant's orders in this book (0 for the first): with the round placed and the tie rank, it fixes
+        the order's place in the submission order, whatever the arrival order of other participants' messages."""
+        self.parts.append((participant, side, pool, price, quantity_wh, order_id,
+                           np.full(participant.size, placed_round, dtype=np.int64)))
         position = place_batch(participant, self.counts)
         return position
 
-    def rounds(self) -> np.ndarray:
-        """The round each order was placed in."""
-        return np.concatenate([np.full(len(p[0]), r, dtype=np.int64) for p, r in zip(self.parts, self.placed)])
-
     def arrays(self) -> tuple[np.ndarray, ...]:
+        """participant, side, pool, price, quantity_wh, order_id and the round each order was placed in."""
         if len(self.parts) == 1:
             return self.parts[0]
         return tuple(np.concatenate(cols) for cols in zip(*self.parts))
@@ -199,6 +195,7 @@ class Market:
         self._awaiting: dict[int, int] = {}  # delivery round -> children still to hand over their leftovers
         self._round_over = -1  # the last round whose end this market has seen
         self.mechanism = get_mechanism(config.settlement)
+        self._codes = clearing_codes(self.mechanism)
         self.tie_break = tie_break_code(config.tie_break)
         self.tie_key = tie_key(seed)
         self.close_steps = config.close_steps
@@ -388,8 +385,8 @@ class Market:
         # then order within the batch, never by arrival time: the same book however the participants
         # are split over processes
         orders = book.arrays()
-        c = clear_checked(self.mechanism, *orders, book.rounds(), n, tie_break=self.tie_break, key=self.tie_key,
-                          episode=self.episode, delivery_round=delivery_round, rank=book.rank)
+        c = clear_checked(self.mechanism, *orders, n, tie_break=self.tie_break, key=self.tie_key, episode=self.episode,
+                          delivery_round=delivery_round, rank=book.rank, codes=self._codes, typed=True)
         if c.broken_rule:
             rule, index = c.broken_rule, c.broken_at
             where = f"match {index}" if rule < 10 else (f"order {index}" if rule == 10 else f"participant {index}")
@@ -401,10 +398,9 @@ class Market:
         if self.parent is None:
             return cleared, None
         # (whole Wh, exact in float64 far beyond any book's total)
-        size = len(orders[0])
-        matched = (np.bincount(c.bid_index, weights=c.quantity_wh, minlength=size)
-                   + np.bincount(c.ask_index, weights=c.quantity_wh, minlength=size)).astype(np.int64)
-        remaining = orders[4] - matched
+        remaining = orders[4].copy()
+        np.subtract.at(remaining, c.bid_index, c.quantity_wh)
+        np.subtract.at(remaining, c.ask_index, c.quantity_wh)
         left = remaining > 0
         return cleared, (orders[0][left], orders[1][left], orders[2][left], orders[3][left], remaining[left],
                          orders[5][left])
