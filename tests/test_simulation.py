@@ -215,3 +215,26 @@ def test_deliveries_view_gives_exactly_what_the_market_settled(tmp_path):
                 nonzero[name] += value != 0
     # the scenario exercises every derived column
     assert all(nonzero[n] > 0 for n in names), str(nonzero)
+
+
+def test_a_cleared_naming_a_participant_outside_the_roster_is_an_error_naming_it(tmp_path, two_houses):
+    """The households total every market's contracts in a compiled call; a ``Cleared`` whose match names an index
+    outside the roster (a broken or forged market message) stops with an error saying so, never writes past the
+    totals, and what was recorded before stays."""
+    from trexsim.fabric import topics
+    from trexsim.fabric.messages import Cleared
+
+    two_houses["study"]["days"] = 30 / 1440
+    sim = Simulation(parse_config(two_houses), tmp_path / "r")
+
+    def forge(msg):
+        if msg.round == 10:
+            i = np.array([0], dtype=np.int64)
+            sim.fabric.publish(topics.CLEARED, Cleared(msg.episode, msg.round, msg.delivery_round, i * 0, i, i + 2, i + 5,
+                                                       np.full(1, 0.1), np.full(1, 0.1), i, i, market=sim.config.market.id))
+
+    sim.fabric.subscribe(topics.ROUND_START, forge)
+    with pytest.raises(ValueError, match="outside the roster of 2"):
+        sim.run(plots=False)
+    con = duckdb.connect(str(sim.db_path), read_only=True)
+    assert con.execute("SELECT status FROM runs").fetchone()[0] == "failed"

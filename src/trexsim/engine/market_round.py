@@ -64,6 +64,16 @@ class ClearingCodes(NamedTuple):
     strong: bool  # strongly budget balanced: the checks require buyer price == seller price
 
 
+@numba.njit(cache=True, nogil=True)
+def unmatched_wh(quantity_wh, bid_index, ask_index, matched_wh):
+    """What each order of a book has left after its matches (Wh): a market hands this up to its parent."""
+    left = quantity_wh.copy()
+    for t in range(matched_wh.size):
+        left[bid_index[t]] -= matched_wh[t]
+        left[ask_index[t]] -= matched_wh[t]
+    return left
+
+
 def clearing_codes(mechanism: Mechanism) -> ClearingCodes:
     return ClearingCodes(compiled_clearing(mechanism), bool(getattr(mechanism, "equal_prices", False)),
                          mechanism.budget_balance == "strong")

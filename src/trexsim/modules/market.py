@@ -23,7 +23,7 @@ import numpy as np
 from trexsim.config.schema import MarketConfig
 from trexsim.engine.checks import CLEARING_RULES
 from trexsim.engine.intake import REASONS, reject_codes
-from trexsim.engine.market_round import clear_checked, clearing_codes
+from trexsim.engine.market_round import clear_checked, clearing_codes, unmatched_wh
 from trexsim.engine.mechanisms import get_mechanism
 from trexsim.engine.ties import RANDOM, participant_rank, place_batch, tie_break_code, tie_key
 from trexsim.errors import ConservationError
@@ -337,7 +337,10 @@ class Market:
             rank = (_shared_rank(self.tie_key, self.episode, msg.delivery_round, self.n)
                     if self.tie_break == RANDOM else None)
             book = self._books[msg.delivery_round] = _Book(self.n, rank)
-        if ok is None:
+        if checked:  # a child's leftovers: booked there as they are here (same tick or price list, snapped)
+            entry = (_int64(msg.participant), _int64(msg.side), _int64(msg.pool),
+                     np.ascontiguousarray(msg.price, dtype=np.float64), _int64(msg.quantity_wh), _int64(msg.order_id))
+        elif ok is None:
             entry = (_int64(msg.participant), _int64(msg.side), _int64(msg.pool),
                      self._snap_price(np.asarray(msg.price, dtype=np.float64)), _int64(msg.quantity_wh), _int64(msg.order_id))
         else:
@@ -398,9 +401,8 @@ class Market:
         if self.parent is None:
             return cleared, None
         # (whole Wh, exact in float64 far beyond any book's total)
-        remaining = orders[4].copy()
-        np.subtract.at(remaining, c.bid_index, c.quantity_wh)
-        np.subtract.at(remaining, c.ask_index, c.quantity_wh)
+        i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731 - (a plug-in's clearing may give floats)
+        remaining = unmatched_wh(orders[4], i64(c.bid_index), i64(c.ask_index), i64(c.quantity_wh))
         left = remaining > 0
         return cleared, (orders[0][left], orders[1][left], orders[2][left], orders[3][left], remaining[left],
                          orders[5][left])

@@ -17,15 +17,32 @@ household's grid-only bill (the counterfactual everyone is compared with).
 from __future__ import annotations
 
 import msgspec
+import numba
 import numpy as np
 
 from trexsim.agents.base import OrderBatch, TraderObservation, build_trader_populations, population_kinds
 from trexsim.config.schema import ParticipantConfig
 from trexsim.data.profiles import ProfileSet
 from trexsim.devices.battery import BatteryBank, meter_round, plan_round, spare_discharge_wh, stored_after_committed
+from trexsim.engine.mechanisms import total_contracts
 from trexsim.fabric import topics
 from trexsim.seeding import population_rngs
 from trexsim.fabric.messages import Cleared, Delivered, EpisodeStart, GridPrices, MeterReadings, Orders, RoundStart
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_contracts(buyer, seller, quantity_wh, buyer_price, seller_price, bought_wh, sold_wh, cost_usd, revenue_usd):
+    """:func:`~trexsim.engine.mechanisms.total_contracts` into the roster's totals, after checking that every
+    match names a roster index (False, nothing added: a ``Cleared`` that does not fit this roster)."""
+    n = bought_wh.size
+    m = quantity_wh.size
+    if buyer.size != m or seller.size != m or buyer_price.size != m or seller_price.size != m:
+        return False
+    for t in range(m):
+        if buyer[t] < 0 or buyer[t] >= n or seller[t] < 0 or seller[t] >= n:
+            return False
+    total_contracts(buyer, seller, quantity_wh, buyer_price, seller_price, bought_wh, sold_wh, cost_usd, revenue_usd)
+    return True
 
 
 _DELIVERED_ARRAYS = [f for f in Delivered.__struct_fields__ if f not in ("episode", "round", "grid_buy_price",
@@ -91,7 +108,8 @@ class Participants:
         self._buy = np.zeros(rounds_per_episode)
         self._sell = np.zeros(rounds_per_episode)
         self.episode = -1
-        self._contracts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # delivery round -> the roster's contracted (bought Wh, sold Wh, cost $, revenue $) in every market
+        self._contracts: dict[int, tuple[np.ndarray, ...]] = {}
         self._plan_delta: dict[int, np.ndarray] = {}
         # order ids are unique per participant module: a module's ids start at its first household's place << 40
         self._order_id_base = int(self.roster_index.min()) << 40 if self.n else 0
@@ -143,14 +161,28 @@ class Participants:
     def on_cleared(self, msg: Cleared) -> None:
         if msg.episode != self.episode:
             return
-        bought = np.bincount(msg.buyer, weights=msg.quantity_wh, minlength=self.roster_size).astype(np.int64)
-        sold = np.bincount(msg.seller, weights=msg.quantity_wh, minlength=self.roster_size).astype(np.int64)
-        if not self._whole_roster:
-            bought, sold = bought[self.roster_index], sold[self.roster_index]
-        prev = self._contracts.get(msg.delivery_round)
-        self._contracts[msg.delivery_round] = (bought, sold) if prev is None else (prev[0] + bought, prev[1] + sold)
+        totals = self._contracts.get(msg.delivery_round)
+        if totals is None:  # (every market's contracts for the round add up here, over the whole roster)
+            r = self.roster_size
+            totals = self._contracts[msg.delivery_round] = (np.zeros(r, dtype=np.int64), np.zeros(r, dtype=np.int64),
+                                                            np.zeros(r), np.zeros(r))
+        if len(msg.quantity_wh):
+            i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
+            f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
+            if not _add_contracts(i64(msg.buyer), i64(msg.seller), i64(msg.quantity_wh), f64(msg.buyer_price),
+                                  f64(msg.seller_price), *totals):
+                raise ValueError(f"Cleared of market {msg.market!r}, delivery round {msg.delivery_round}: a match "
+                                 f"names a participant outside the roster of {self.roster_size}")
         for pop in self.traders:
             pop.on_cleared(msg)
+
+    def _own_contracts(self, totals, zero: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """This module's households' (bought, sold) Wh of one delivery round's contracts (totals over the roster)."""
+        if totals is None:
+            return zero, zero
+        if self._whole_roster:
+            return totals[0], totals[1]
+        return totals[0][self.roster_index], totals[1][self.roster_index]
 
     def on_delivered(self, msg: Delivered) -> None:
         if not self._whole_roster:  # populations index by their own households: hand them their rows
@@ -169,7 +201,7 @@ class Participants:
     def _meter(self, k: int) -> None:
         load, gen = self.profiles.round_wh(k)
         zero = np.zeros(self.n, dtype=np.int64)
-        bought, sold = self._contracts.pop(k, (zero, zero))
+        bought, sold = self._own_contracts(self._contracts.pop(k, None), zero)
         battery = self.battery
         mask, setpoint = self._setpoint_mask, self._setpoint_wh
         for pop, positions in self._setpoint_sources:  # external batteries follow their agent's set-point
@@ -199,7 +231,7 @@ class Participants:
                 load_r, gen_r = self.profiles.round_wh(r)
                 if self.tc is not None:
                     load_r = self.tc.load_forecast(r, load_r)
-                bought_r, sold_r = self._contracts.get(r, (zero, zero))
+                bought_r, sold_r = self._own_contracts(self._contracts.get(r), zero)
                 delta = self._plan_delta.get(r)
                 stored = stored_after_committed(
                     load_r, gen_r, bought_r, sold_r, keep_plan, self._zeros_f if delta is None else delta, stored,
