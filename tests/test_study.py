@@ -374,3 +374,50 @@ def test_reproduction_md_holds_the_all_mechanisms_study_generated_from_its_resul
     assert all(c["backend"] == "compiled" for c in summary["cells"]) and len(summary["cells"]) == 210
     assert all(len(c["learning_curve"]["settled_share"]) == 120 or c["mechanism"] == "exact_price"
                for c in summary["cells"])
+
+
+def test_a_k_double_auction_price_off_the_grid_is_kept_where_it_was_paid():
+    """k = 0.3: one bid of 50 Wh at 0.1124 and one ask of 80 Wh at 0.0841 trade 50 Wh at
+    0.3 x 0.1124 + 0.7 x 0.0841 = 0.09259 $/kWh, a price of neither the agents' grid (0.07 + i x 0.07/99)
+    nor its half steps ((bid + ask) / 2 = 0.09825); the histogram of prices paid keeps the 50 Wh there."""
+    import numpy as np
+
+    from trexsim.engine.mechanisms import clear_round, get_mechanism, register_k_double_auction
+    from trexsim.studies.fast_market import paid_price_bins, paid_price_centres, record_paid_prices
+
+    grid = np.linspace(0.07, 0.14, 100)
+    booked = np.round(grid / 1e-4) * 1e-4
+    assert (booked[60], booked[20]) == pytest.approx((0.1124, 0.0841), abs=1e-12)
+    name = register_k_double_auction(0.3)
+    cleared = clear_round(get_mechanism(name), [0, 1], [0, 1], [0, 0], [booked[60], booked[20]], [50, 80], [0, 1],
+                          [0, 0], 2)
+    q, paid_usd, received_usd = cleared[3], cleared[4], cleared[5]
+    assert q.tolist() == [50] and paid_usd[0] == received_usd[0] == pytest.approx(0.09259, abs=1e-12)
+    low, bin_usd, bins = paid_price_bins(grid, 1e-4)
+    paid, received = np.zeros(bins), np.zeros(bins)
+    record_paid_prices(paid_usd, received_usd, q, q.size, low, bin_usd, paid, received)
+    at = paid_price_centres(low, bin_usd, bins)
+    assert np.array_equal(paid, received) and paid.sum() == 50
+    assert at[paid > 0] == pytest.approx([0.09259], abs=1e-12)           # the price paid, to the bin's centre
+    half = np.linspace(0.07, 0.14, 199)                                   # the old histogram's bins
+    assert np.abs(half - 0.09259).min() > 3e-5 > 5 * bin_usd              # off the grid and its half steps
+    assert paid[np.abs(at - (booked[60] + booked[20]) / 2) < bin_usd].sum() == 0  # nothing at the midpoint
+
+
+def test_a_cell_keeps_every_wh_at_the_price_it_paid():
+    """A k = 0.3 cell: the histograms of prices paid hold every Wh settled, and their mean is the mean price
+    the matches paid (price_metrics, from the money): the bins are exact for k in steps of 0.05."""
+    import numpy as np
+
+    from trexsim.engine.mechanisms import register_k_double_auction
+
+    name = register_k_double_auction(0.3)
+    study = SettlementStudy(mechanisms=[name], episodes=3, days=0.1, greedy_episodes=1, final_episodes=2)
+    r = run_cell(study, name, "balanced", 0)
+    assert r.backend == "compiled" and r.paid_wh.sum() == r.received_wh.sum() == r.settled_wh.sum() > 0
+    assert np.array_equal(r.paid_wh, r.received_wh)                         # one uniform price: both sides alike
+    m = r.price_metrics()
+    assert (r.paid_wh * r.paid_prices).sum() / r.paid_wh.sum() == pytest.approx(m["mean_buyer_price"], rel=1e-9)
+    assert r.medians()["paid"] is not None and r.greedy_paid_wh.sum() >= 0
+    e = run_cell(study.model_copy(update={"mechanisms": ["exact_price"]}), "exact_price", "balanced", 0)
+    assert (e.paid_wh * e.paid_prices).sum() > (e.received_wh * e.paid_prices).sum()  # M3: buyers pay more
