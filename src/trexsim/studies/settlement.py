@@ -337,11 +337,9 @@ class SimulatedMarket:
         self._grid[self.population.members] = self.population.prices
         self._action: dict[tuple[int, int], int] = {}
         self._trace = None
-        from trexsim.studies.fast_market import competitive_price_range
+        from trexsim.studies.fast_market import competitive_price_range, paid_price_bins
 
         self.ce_range = competitive_price_range(config)
-        from trexsim.studies.fast_market import paid_price_bins
-
         self.paid_bins = paid_price_bins(self.population.prices, config.market.price_tick)  # FastMarket's bins
         self.sim.fabric.subscribe(topics.ORDERS, self._on_orders)
         self.sim.fabric.subscribe(topics.CLEARED, self._on_cleared)
@@ -359,7 +357,7 @@ class SimulatedMarket:
             self._action[(p, i)] = a
 
     def _on_cleared(self, msg) -> None:
-        from trexsim.studies.fast_market import price_gap_per_kwh
+        from trexsim.studies.fast_market import price_gap_per_kwh, record_paid_prices
 
         t = self._trace
         low, high = self.ce_range
@@ -374,8 +372,6 @@ class SimulatedMarket:
             t["total"] += q
             t["money"] += np.array([q * bp, q * sp, q * price_gap_per_kwh(bp, low, high),
                                     q * price_gap_per_kwh(sp, low, high)]) / 1000.0
-        from trexsim.studies.fast_market import record_paid_prices
-
         q = np.ascontiguousarray(msg.quantity_wh, dtype=np.int64)
         record_paid_prices(np.ascontiguousarray(msg.buyer_price, dtype=np.float64),
                            np.ascontiguousarray(msg.seller_price, dtype=np.float64), q, q.size, self.paid_bins[0],
@@ -881,6 +877,10 @@ def results_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _figure_name(mechanism: str) -> str:
+    return f"{PAPER[mechanism]} {mechanism}" if mechanism in PAPER else mechanism
+
+
 def draw_settlements(ax, cell: CellResult, greedy: bool, step_usd: float) -> None:
     """The settled energy at the prices actually paid and received (never a price nobody paid, as (bid + ask) / 2 is
     for the k-double auction or SBBA): one bar a price where buyers pay what sellers receive (M1, M2, the uniform
@@ -946,7 +946,7 @@ def plot_study(study: SettlementStudy, results: list[CellResult], out_dir: Path)
                     ax.set_ylabel(sc.replace("_", "-"), fontsize=8)
                 if i == len(scenarios) - 1:
                     ax.set_xlabel("price ($/kWh)", fontsize=8)
-        fig.suptitle(f"{PAPER.get(mech, mech)} {mech}: quantity at each price, last {study.final_episodes} training episodes "
+        fig.suptitle(f"{_figure_name(mech)}: quantity at each price, last {study.final_episodes} training episodes "
                      f"(normalised; dashed: {study.noise_threshold} noise level)", fontsize=9)
         fig.tight_layout()
         path = out_dir / f"concentration_{mech}.png"
@@ -967,7 +967,7 @@ def plot_study(study: SettlementStudy, results: list[CellResult], out_dir: Path)
                 if j == 0:
                     axes[i][j].set_ylabel(sc.replace("_", "-"), fontsize=8)
         after = "annealing" if mech in study.anneal_mechanisms else "training"
-        fig.suptitle(f"{PAPER.get(mech, mech)} {mech}: greedy policy after {after} ({study.greedy_episodes} episodes)",
+        fig.suptitle(f"{_figure_name(mech)}: greedy policy after {after} ({study.greedy_episodes} episodes)",
                      fontsize=9)
         fig.tight_layout()
         path = out_dir / f"greedy_{mech}.png"
