@@ -54,7 +54,7 @@ def test_study_outputs_and_command(tmp_path):
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(report["cells"]) == 4
-    assert report["robustness"]["exact_price/balanced"].endswith("seeds match the paper")
+    assert report["robustness"]["exact_price/balanced"].startswith(("0/2 seeds match the paper", "1/2 seeds match", "2/2 seeds match"))
     m3 = [c for c in report["cells"] if c["mechanism"] == "exact_price"][0]
     assert m3["greedy_median_bid"] is not None
     # every cell's metrics over its two seeds, with a bootstrap interval that holds the seeds' mean
