@@ -12,7 +12,9 @@ The study is itself a JSON config (:class:`SettlementStudy`); ``trexsim study se
 it, cells and seeds in parallel processes, on the compiled market
 (:mod:`trexsim.studies.fast_market`), and writes per cell the price-concentration histograms of
 bids, asks and settlements over the last ``final_episodes`` training episodes, a table of
-quantity-weighted medians and a verdict against the paper's expectations.
+quantity-weighted medians and a verdict against the paper's expectations: "as in the paper" where the prices
+match the paper's claim and, for a claim about learned prices (M1, M3), the agents' policy has stabilised
+(:func:`matches_paper`); settlements are kept at the prices actually paid and received, too (``paid_wh``).
 
 Any registered mechanism can be a cell, a plug-in's too (``"mechanisms": ["average_price",
 "mcafee"]``). A mechanism without a compiled clearing runs on the general simulation
