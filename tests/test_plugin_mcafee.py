@@ -177,6 +177,8 @@ def test_a_small_settlement_study(tmp_path):
     assert cells["average_price"]["backend"] == "compiled"
     assert cells["mcafee"]["matches_paper"] is None and cells["mcafee"]["expected"].startswith("no expectation")
     assert isinstance(cells["average_price"]["matches_paper"], bool)
+    # the general simulation keeps the prices actually paid too: McAfee's buyers pay at least what its sellers get
+    assert cells["mcafee"]["median_paid"] >= cells["mcafee"]["median_received"] > 0
     # the study's cell is the plain run of its config: the same energy settled in the last episode
     study = SettlementStudy.model_validate(spec)
     run = Simulation(study.cell_config("mcafee", "balanced", 3), tmp_path / "cell").run(plots=False)

@@ -8,7 +8,7 @@ from trexsim.studies.fast_market import FastMarket
 from trexsim.studies.settlement import SettlementStudy, SimulatedMarket, cell_backend, matches_paper, run_cell
 
 
-@pytest.mark.parametrize("mechanism", ["average_price", "exact_match", "exact_price"])
+@pytest.mark.parametrize("mechanism", ["average_price", "exact_match", "exact_price", "k_double_auction_0", "sbba"])
 def test_simulated_cells_give_the_compiled_traces(tmp_path, mechanism):
     study = SettlementStudy(episodes=3, days=90 / 1440, anneal_episodes=1, greedy_episodes=1, final_episodes=2)
     config = study.cell_config(mechanism, "balanced", 4)
@@ -18,11 +18,12 @@ def test_simulated_cells_give_the_compiled_traces(tmp_path, mechanism):
         settled = 0
         for episode in range(config.study.episodes):
             a, b = fast.run_episode(episode), simulated.run_episode(episode)
-            for name in ("bid_wh", "ask_wh", "settled_wh", "buyer_price_wh", "seller_price_wh"):
+            for name in ("bid_wh", "ask_wh", "settled_wh", "buyer_price_wh", "seller_price_wh", "paid_wh", "received_wh"):
                 assert np.array_equal(getattr(a, name), getattr(b, name)), (episode, name)
             assert a.settled_total_wh == b.settled_total_wh
             for name in ("paid_usd", "received_usd", "paid_gap_usd", "received_gap_usd"):
                 assert getattr(a, name) == pytest.approx(getattr(b, name), rel=1e-12, abs=1e-12), (episode, name)
+            assert a.paid_wh.sum() == a.received_wh.sum() == a.settled_total_wh  # every Wh at the price it paid
             settled += a.settled_total_wh
         assert settled > 0 and a.bid_wh.sum() > 0  # (the last, greedy, episode may settle nothing)
         assert np.array_equal(fast.population.q_bid, simulated.population.q_bid)  # the same learning, too

@@ -939,7 +939,7 @@ def study_settlement(
                       fmt(c["median_bid"]), fmt(c["median_ask"]), fmt(c["median_settlement"]),
                       fmt(c["greedy_median_bid"]), fmt(c["greedy_median_ask"]), f"{c['settled_share']:.0%}",
                       "-" if c.get("greedy_settled_share") is None else f"{c['greedy_settled_share']:.0%}",
-                      "-" if c["matches_paper"] is None or quick else ("yes" if c["matches_paper"] else "no"))
+                      _paper_verdict_word(c, quick))
     console.print(table)
     for backend in sorted({c["backend"] for c in report["cells"] if c["backend"] != "compiled"}):
         mechs = sorted({c["mechanism"] for c in report["cells"] if c["backend"] == backend})
@@ -952,6 +952,17 @@ def study_settlement(
         for cell, text in report["robustness"].items():
             console.print(f"  {cell}: {text}")
     console.print(f"{report['rounds']:,} market rounds in {len(results)} cells; results and figures in [bold]{out}[/]")
+
+
+def _paper_verdict_word(cell: dict, quick: bool) -> str:
+    """The command's "as in paper" column: '-' for a smoke run or a mechanism outside the paper, 'yes', 'no', or
+    'no (policy)' where the prices are as in the paper but the policy never stabilised."""
+    from trexsim.studies.settlement import row_verdicts
+
+    both, prices = row_verdicts(cell)
+    if both is None or quick:
+        return "-"
+    return "yes" if both else ("no (policy)" if prices else "no")
 
 
 @study_app.command("community")

@@ -61,9 +61,10 @@ class EpisodeTrace:
 
     bid_wh: np.ndarray  # quantity bid at each price index
     ask_wh: np.ndarray  # quantity asked at each price index
-    settled_wh: np.ndarray  # quantity settled at each half price index (2P - 1 bins: (bid + ask) / 2)
-    buyer_price_wh: np.ndarray  # quantity settled at each bid price index
-    seller_price_wh: np.ndarray  # quantity settled at each ask price index
+    # the settled energy by the pair's order prices (what the agents chose, not what they paid, except M1 and M3):
+    settled_wh: np.ndarray  # at each half price index (2P - 1 bins: (bid + ask) / 2)
+    buyer_price_wh: np.ndarray  # at each bid price index
+    seller_price_wh: np.ndarray  # at each ask price index
     settled_total_wh: int
     reward_usd: np.ndarray  # per member, the episode's summed rewards
     # money of the settled energy: what buyers paid and sellers received [$], and each side's distance from
@@ -72,6 +73,49 @@ class EpisodeTrace:
     received_usd: float = 0.0
     paid_gap_usd: float = 0.0
     received_gap_usd: float = 0.0
+    # quantity settled at each price actually paid by the buyer / received by the seller, on the fine bins of
+    # :func:`paid_price_bins` (a k-double auction's k x bid + (1 - k) x ask need not be a price of the agents' grid)
+    paid_wh: np.ndarray | None = None
+    received_wh: np.ndarray | None = None
+
+
+PAID_BINS_PER_TICK = 20  # prices paid are kept to 1/20 of the market's tick: exact for the midpoint and any k in 0.05 steps
+
+
+def paid_price_bins(prices: np.ndarray, tick_usd: float) -> tuple[float, float, int]:
+    """``(low_usd, bin_usd, bins)``: the fine grid that holds every price a settlement can pay [$/kWh].
+
+    Settlement prices are combinations of booked prices (each the agents' price snapped to ``tick_usd``), so the
+    grid runs from the lowest booked price to the highest, a tick of margin either side, in bins of
+    ``tick_usd / PAID_BINS_PER_TICK``; a price is kept in its nearest bin (:func:`paid_price_bin`)."""
+    low = (np.round(np.min(prices) / tick_usd) - 1) * tick_usd
+    high = (np.round(np.max(prices) / tick_usd) + 1) * tick_usd
+    bin_usd = tick_usd / PAID_BINS_PER_TICK
+    return float(low), float(bin_usd), int(round((high - low) / bin_usd)) + 1
+
+
+def paid_price_centres(low_usd: float, bin_usd: float, bins: int) -> np.ndarray:
+    """The prices of :func:`paid_price_bins`' bins [$/kWh] (what the histograms of prices paid are drawn at)."""
+    return low_usd + bin_usd * np.arange(bins)
+
+
+@numba.njit(cache=True, nogil=True)
+def paid_price_bin(price, low_usd, bin_usd, bins):
+    """The bin of :func:`paid_price_bins` nearest ``price`` (clipped into the grid)."""
+    i = int(np.rint((price - low_usd) / bin_usd))
+    return 0 if i < 0 else (bins - 1 if i >= bins else i)
+
+
+@numba.njit(cache=True, nogil=True)
+def record_paid_prices(buyer_price, seller_price, quantity_wh, count, low_usd, bin_usd, paid_wh, received_wh):
+    """Add the first ``count`` matches' energy at the price each buyer paid and each seller received: the one
+    copy of this both study markets use (the compiled episode and :class:`~trexsim.studies.settlement.SimulatedMarket`),
+    so their histograms agree bin for bin."""
+    bins = paid_wh.size
+    for t in range(count):
+        q = quantity_wh[t]
+        paid_wh[paid_price_bin(buyer_price[t], low_usd, bin_usd, bins)] += q
+        received_wh[paid_price_bin(seller_price[t], low_usd, bin_usd, bins)] += q
 
 
 @numba.njit(cache=True, nogil=True)
@@ -82,7 +126,8 @@ def price_gap_per_kwh(price, low, high):
 
 @numba.njit(cache=True, nogil=True)
 def _episode(params, state, inputs, out, work, prices, q_bid, q_ask, u, epsilon, ucb_c, n_bid, n_ask, alpha, gamma,
-             learning, bid_wh, ask_wh, settled_wh, buyer_wh, seller_wh, reward_usd, credit_next_action, ce_range, money):
+             learning, bid_wh, ask_wh, settled_wh, buyer_wh, seller_wh, reward_usd, credit_next_action, ce_range, money,
+             paid_low_usd, paid_bin_usd, paid_wh, received_wh):
     rounds = params.rounds
     close_steps = params.close_steps
     n = params.agent_index.size  # every participant is an agent: its orders are given as external orders
@@ -151,6 +196,8 @@ def _episode(params, state, inputs, out, work, prices, q_bid, q_ask, u, epsilon,
                 money[1] += q * sp / 1000.0
                 money[2] += q * price_gap_per_kwh(bp, ce_range[0], ce_range[1]) / 1000.0
                 money[3] += q * price_gap_per_kwh(sp, ce_range[0], ce_range[1]) / 1000.0
+            record_paid_prices(out.match_buyer_price[0], out.match_seller_price[0], out.match_wh[0], out.match_count[0],
+                               paid_low_usd, paid_bin_usd, paid_wh, received_wh)
         # end of round k: delivery round k settled; reward the orders placed for it
         if k >= close_steps:
             credit = k % slots
@@ -241,6 +288,7 @@ class FastMarket:
                                                                    np.float64, np.int64, np.int64))
         self.tie_keys = np.array([tie_key(config.study.seed)], dtype=np.int64)
         self.ce_range = np.array(competitive_price_range(config))
+        self.paid_bins = paid_price_bins(self.population.prices, tick)
 
     def run_episode(self, episode: int) -> EpisodeTrace:
         pop = self.population
@@ -257,8 +305,11 @@ class FastMarket:
         reset_state(self.state, np.zeros(n))
         inputs = RoundInputs(*self._profiles, *self._prices, self.tie_keys, int(episode), *self._orders)
         money = np.zeros(4)
+        low, width, bins = self.paid_bins
+        paid, received = np.zeros(bins), np.zeros(bins)
         total = _episode(self.params, self.state, inputs, self.out, self.work, self.booked_prices, pop.q_bid, pop.q_ask, u,
                          pop.exploration, pop.ucb_c, pop.n_bid, pop.n_ask, pop.learning_rate, pop._gamma, pop.learning,
                          bid, ask, settled, buyer, seller,
-                         reward, pop.credit_next_action, self.ce_range, money)
-        return EpisodeTrace(bid, ask, settled, buyer, seller, int(total), reward, *money.tolist())
+                         reward, pop.credit_next_action, self.ce_range, money, low, width, paid, received)
+        return EpisodeTrace(bid, ask, settled, buyer, seller, int(total), reward, *money.tolist(), paid_wh=paid,
+                            received_wh=received)

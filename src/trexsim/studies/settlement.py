@@ -12,7 +12,9 @@ The study is itself a JSON config (:class:`SettlementStudy`); ``trexsim study se
 it, cells and seeds in parallel processes, on the compiled market
 (:mod:`trexsim.studies.fast_market`), and writes per cell the price-concentration histograms of
 bids, asks and settlements over the last ``final_episodes`` training episodes, a table of
-quantity-weighted medians and a verdict against the paper's expectations.
+quantity-weighted medians and a verdict against the paper's expectations: "as in the paper" where the prices
+match the paper's claim and, for a claim about learned prices (M1, M3), the agents' policy has stabilised
+(:func:`matches_paper`); settlements are kept at the prices actually paid and received, too (``paid_wh``).
 
 Any registered mechanism can be a cell, a plug-in's too (``"mechanisms": ["average_price",
 "mcafee"]``). A mechanism without a compiled clearing runs on the general simulation
@@ -35,7 +37,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trexsim.config.schema import PriceGrid, SimulationConfig
 from trexsim.errors import ConfigError
-from trexsim.engine.mechanisms import BID_PRICE, EACH_OWN_PRICE, compiled_price_rule, get_mechanism, registered_mechanisms
 
 PAPER = {"average_price": "M1", "exact_match": "M2", "exact_price": "M3"}
 CONVERGED_SHARE = 0.85  # a cell whose last episodes settle less than this share of the tradeable energy has not converged
@@ -142,6 +143,8 @@ class SettlementStudy(_Model):
     credit: Literal["order", "next_action"] = Field(
         "order", description="Which action a reward updates: the one that placed the order ('order'), or the one "
                              "chosen in the round the reward arrives ('next_action', the original TREX-Core agent's).")
+    smoke_run: bool = Field(False, description="Set by --quick (quick_version): too short for the agents to converge, "
+                                               "so results.md and the command give no verdicts.")
     quick: dict = Field(default_factory=lambda: {"episodes": 12, "days": 1, "anneal_episodes": 12, "greedy_episodes": 2,
                                                   "final_episodes": 3, "seeds": 1})
 
@@ -164,7 +167,7 @@ class SettlementStudy(_Model):
         return self.model_copy(update={"scenarios": SWEEPS[name](), "name": f"{self.name}-{name}"})
 
     def quick_version(self) -> "SettlementStudy":
-        return self.model_copy(update=self.quick)
+        return self.model_copy(update={**self.quick, "smoke_run": True})
 
     def cell_config(self, mechanism: str, scenario: str, seed: int) -> SimulationConfig:
         """The simulation config of one cell: a plain trexsim config (runnable with ``trexsim run``)."""
@@ -217,6 +220,14 @@ class CellResult:
     seller_price_wh: np.ndarray | None = None
     greedy_buyer_price_wh: np.ndarray | None = None
     greedy_seller_price_wh: np.ndarray | None = None
+    # quantity settled at each price actually paid / received, on the fine bins ``paid_prices`` [$/kWh]
+    # (:func:`~trexsim.studies.fast_market.paid_price_bins`): every mechanism's settlement prices, the
+    # k-double auction's off the agents' grid included; what the figures draw
+    paid_prices: np.ndarray | None = None
+    paid_wh: np.ndarray | None = None
+    received_wh: np.ndarray | None = None
+    greedy_paid_wh: np.ndarray | None = None
+    greedy_received_wh: np.ndarray | None = None
     settled_per_episode_wh: list[int] = field(default_factory=list)
     # learning curves, one value an episode: the share of agents whose greedy price changed in the episode
     # (:func:`greedy_actions`), and the entropy of the episode's bid and ask prices, quantity-weighted [bits]
@@ -263,12 +274,22 @@ class CellResult:
         half = np.linspace(self.prices[0], self.prices[-1], 2 * self.prices.size - 1)
         if greedy:
             if self.greedy_bid_wh is None:
-                return {"bid": None, "ask": None, "settlement": None}
+                return {"bid": None, "ask": None, "settlement": None, "paid": None, "received": None}
             return {"bid": weighted_median(self.prices, self.greedy_bid_wh),
                     "ask": weighted_median(self.prices, self.greedy_ask_wh),
-                    "settlement": weighted_median(half, self.greedy_settled_wh)}
+                    "settlement": weighted_median(half, self.greedy_settled_wh),
+                    **self._paid_medians(self.greedy_paid_wh, self.greedy_received_wh)}
         return {"bid": weighted_median(self.prices, self.bid_wh), "ask": weighted_median(self.prices, self.ask_wh),
-                "settlement": weighted_median(half, self.settled_wh)}
+                "settlement": weighted_median(half, self.settled_wh),
+                **self._paid_medians(self.paid_wh, self.received_wh)}
+
+    def _paid_medians(self, paid_wh, received_wh) -> dict[str, float | None]:
+        # the prices actually paid and received ("settlement" stays the pair's (bid + ask) / 2, which the
+        # paper's verdicts read)
+        if self.paid_prices is None or paid_wh is None:
+            return {"paid": None, "received": None}
+        return {"paid": weighted_median(self.paid_prices, paid_wh),
+                "received": weighted_median(self.paid_prices, received_wh)}
 
 
 def weighted_median(values: np.ndarray, weights: np.ndarray) -> float | None:
@@ -318,9 +339,10 @@ class SimulatedMarket:
         self._grid[self.population.members] = self.population.prices
         self._action: dict[tuple[int, int], int] = {}
         self._trace = None
-        from trexsim.studies.fast_market import competitive_price_range
+        from trexsim.studies.fast_market import competitive_price_range, paid_price_bins
 
         self.ce_range = competitive_price_range(config)
+        self.paid_bins = paid_price_bins(self.population.prices, config.market.price_tick)  # FastMarket's bins
         self.sim.fabric.subscribe(topics.ORDERS, self._on_orders)
         self.sim.fabric.subscribe(topics.CLEARED, self._on_cleared)
 
@@ -337,7 +359,7 @@ class SimulatedMarket:
             self._action[(p, i)] = a
 
     def _on_cleared(self, msg) -> None:
-        from trexsim.studies.fast_market import price_gap_per_kwh
+        from trexsim.studies.fast_market import price_gap_per_kwh, record_paid_prices
 
         t = self._trace
         low, high = self.ce_range
@@ -352,13 +374,18 @@ class SimulatedMarket:
             t["total"] += q
             t["money"] += np.array([q * bp, q * sp, q * price_gap_per_kwh(bp, low, high),
                                     q * price_gap_per_kwh(sp, low, high)]) / 1000.0
+        q = np.ascontiguousarray(msg.quantity_wh, dtype=np.int64)
+        record_paid_prices(np.ascontiguousarray(msg.buyer_price, dtype=np.float64),
+                           np.ascontiguousarray(msg.seller_price, dtype=np.float64), q, q.size, self.paid_bins[0],
+                           self.paid_bins[1], t["paid_wh"], t["received_wh"])
 
     def run_episode(self, episode: int):
         from trexsim.studies.fast_market import EpisodeTrace
 
         p = self._grid.shape[1]
         self._trace = {"bid_wh": np.zeros(p), "ask_wh": np.zeros(p), "settled_wh": np.zeros(2 * p - 1),
-                       "buyer_wh": np.zeros(p), "seller_wh": np.zeros(p), "total": 0, "money": np.zeros(4)}
+                       "buyer_wh": np.zeros(p), "seller_wh": np.zeros(p), "total": 0, "money": np.zeros(4),
+                       "paid_wh": np.zeros(self.paid_bins[2]), "received_wh": np.zeros(self.paid_bins[2])}
         self._action.clear()
         self.sim.begin_episode(episode)
         while self.sim.step():
@@ -366,7 +393,8 @@ class SimulatedMarket:
         self.sim.end_episode()
         t = self._trace
         return EpisodeTrace(t["bid_wh"], t["ask_wh"], t["settled_wh"], t["buyer_wh"], t["seller_wh"], int(t["total"]),
-                            np.zeros(self._grid.shape[0]), *t["money"].tolist())
+                            np.zeros(self._grid.shape[0]), *t["money"].tolist(), paid_wh=t["paid_wh"],
+                            received_wh=t["received_wh"])
 
     def close(self) -> None:
         self.sim.recorder.close()
@@ -407,15 +435,18 @@ def _train_cell(study, mechanism, scenario, seed, config, market, progress) -> C
     greedy_from = study.episodes + (study.anneal_episodes if anneal else 0)
     out = CellResult(mechanism, scenario, seed, prices, np.zeros(p), np.zeros(p), np.zeros(2 * p - 1),
                      buyer_price_wh=np.zeros(p), seller_price_wh=np.zeros(p))
-    from trexsim.studies.fast_market import competitive_price_range
+    from trexsim.studies.fast_market import competitive_price_range, paid_price_centres
 
     out.ce_range = competitive_price_range(config)
+    out.paid_prices = paid_price_centres(*market.paid_bins)
+    out.paid_wh, out.received_wh = np.zeros_like(out.paid_prices), np.zeros_like(out.paid_prices)
     sc = study.scenarios[scenario]
     out.efficient_wh = min(sc.sellers * sc.seller_wh, sc.buyers * sc.buyer_wh) * max(
         config.study.rounds_per_episode - config.market.close_steps, 0)
     if study.greedy_episodes:
         out.greedy_bid_wh, out.greedy_ask_wh, out.greedy_settled_wh = np.zeros(p), np.zeros(p), np.zeros(2 * p - 1)
         out.greedy_buyer_price_wh, out.greedy_seller_price_wh = np.zeros(p), np.zeros(p)
+        out.greedy_paid_wh, out.greedy_received_wh = np.zeros_like(out.paid_prices), np.zeros_like(out.paid_prices)
     greedy = greedy_actions(market.population)
     for episode in range(config.study.episodes):
         trace = market.run_episode(episode)
@@ -431,6 +462,8 @@ def _train_cell(study, mechanism, scenario, seed, config, market, progress) -> C
             out.settled_wh += trace.settled_wh
             out.buyer_price_wh += trace.buyer_price_wh
             out.seller_price_wh += trace.seller_price_wh
+            out.paid_wh += trace.paid_wh
+            out.received_wh += trace.received_wh
             out.money_usd += (trace.paid_usd, trace.received_usd, trace.paid_gap_usd, trace.received_gap_usd)
             out.money_wh += trace.settled_total_wh
             out.money_episodes += 1
@@ -440,6 +473,8 @@ def _train_cell(study, mechanism, scenario, seed, config, market, progress) -> C
             out.greedy_settled_wh += trace.settled_wh
             out.greedy_buyer_price_wh += trace.buyer_price_wh
             out.greedy_seller_price_wh += trace.seller_price_wh
+            out.greedy_paid_wh += trace.paid_wh
+            out.greedy_received_wh += trace.received_wh
         if progress is not None:
             progress.put((mechanism, scenario, seed, episode + 1, config.study.episodes))
     out.rounds = config.study.rounds_per_episode * config.study.episodes
@@ -521,7 +556,8 @@ def verdict(cell: CellResult, study: SettlementStudy) -> tuple[str, str]:
     bid, ask, settle = (_band(m[k], lo, hi) for k in ("bid", "ask", "settlement"))
     observed = (f"bids {bid}, asks {ask}, settlements {settle}; "
                 f"{cell.training_share:.0%} of the tradeable energy settled"
-                + (f" ({cell.greedy_share:.0%} by the greedy policy)" if cell.greedy_share is not None else ""))
+                + (f" ({cell.greedy_share:.0%} by the greedy policy)" if cell.greedy_share is not None else "")
+                + {True: "; policy stable", False: "; policy not stable", None: ""}[getattr(cell, "policy_converged", None)])
     if cell.mechanism not in PAPER:
         expected = "no expectation in the paper (not one of its mechanisms)"
     elif cell.mechanism == "exact_match":
@@ -537,8 +573,32 @@ def verdict(cell: CellResult, study: SettlementStudy) -> tuple[str, str]:
     return expected, observed
 
 
+def needs_stable_policy(mechanism: str) -> bool:
+    """Whether the paper's claim for this mechanism is about where learned prices went (M1, M3: "asks driven low",
+    "actions diverge to the extremes", ...), so that it holds only for agents whose policy has stabilised. M2's
+    claim is itself about convergence ("fails to converge") and is judged on the greedy policy's settled share."""
+    return mechanism in PAPER and mechanism != "exact_match"
+
+
 def matches_paper(cell: CellResult, study: SettlementStudy) -> bool | None:
-    """Whether the cell behaves as the paper expects; None for a mechanism the paper did not study."""
+    """"As in the paper": the cell's prices or settlements behave as the paper expects
+    (:func:`prices_match_paper`) and, for a claim about learned prices (:func:`needs_stable_policy`), its
+    policy has stabilised (:func:`policy_converged`): a band of wandering prices that happens to sit where the
+    paper's figures do is not the learned behaviour the paper reports. None for a mechanism the paper did not
+    study; a policy that was not judged (None) leaves the price criterion alone."""
+    return combine_verdicts(cell.mechanism, prices_match_paper(cell, study), getattr(cell, "policy_converged", None))
+
+
+def combine_verdicts(mechanism: str, prices: bool | None, policy_stable: bool | None) -> bool | None:
+    """:func:`matches_paper` from its two parts (also what reads results written before the policy verdict)."""
+    if prices is None or not needs_stable_policy(mechanism):
+        return prices
+    return bool(prices and policy_stable is not False)
+
+
+def prices_match_paper(cell: CellResult, study: SettlementStudy) -> bool | None:
+    """The price / settlement half of the verdict: whether the cell's medians (M1, M3) or its greedy policy's
+    settled share (M2) are what the paper expects; None for a mechanism the paper did not study."""
     if cell.mechanism not in PAPER:
         return None
     lo, hi = study.prices.min_price, study.prices.max_price
@@ -634,9 +694,11 @@ def write_report(study: SettlementStudy, results: list[CellResult], out_dir: Pat
         sc = study.scenarios[r.scenario]
         rows.append({"mechanism": r.mechanism, "paper": PAPER.get(r.mechanism, ""), "scenario": r.scenario,
                      "balance": sc.balance, "supply_wh": sc.supply_wh, "demand_wh": sc.demand_wh, "seed": r.seed, "median_bid": med["bid"], "median_ask": med["ask"],
-                     "median_settlement": med["settlement"], "greedy_median_bid": greedy["bid"],
+                     "median_settlement": med["settlement"], "median_paid": med["paid"],
+                     "median_received": med["received"], "greedy_median_bid": greedy["bid"],
                      "greedy_median_ask": greedy["ask"], "expected": expected, "observed": observed,
-                     "matches_paper": matches_paper(r, study), "settled_wh_last_episode": r.settled_per_episode_wh[-1],
+                     "matches_paper": matches_paper(r, study), "prices_match_paper": prices_match_paper(r, study),
+                     "settled_wh_last_episode": r.settled_per_episode_wh[-1],
                      "settled_share": round(r.training_share, 4),
                      "greedy_settled_share": None if r.greedy_share is None else round(r.greedy_share, 4),
                      **{k: (None if v is None else round(v, 6)) for k, v in r.price_metrics().items()},
@@ -652,14 +714,7 @@ def write_report(study: SettlementStudy, results: list[CellResult], out_dir: Pat
                          "bid_entropy_bits": [_round_or_none(x) for x in r.bid_entropy_bits_per_episode],
                          "ask_entropy_bits": [_round_or_none(x) for x in r.ask_entropy_bits_per_episode]},
                      "rounds": r.rounds, "seconds": round(r.seconds, 2), "backend": r.backend})
-    robustness = {}
-    for r in rows:
-        if r["matches_paper"] is None:
-            continue
-        key = f"{r['mechanism']}/{r['scenario']}"
-        robustness.setdefault(key, []).append(r["matches_paper"])
-    summary = {"study": study.model_dump(), "cells": rows,
-               "robustness": {k: f"{sum(v)}/{len(v)} seeds match the paper" for k, v in robustness.items()},
+    summary = {"study": study.model_dump(), "cells": rows, "robustness": robustness(rows),
                "statistics": cell_statistics(rows),
                "rounds": int(sum(r.rounds for r in results)), "cell_seconds": round(sum(r.seconds for r in results), 2)}
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2))
@@ -668,10 +723,37 @@ def write_report(study: SettlementStudy, results: list[CellResult], out_dir: Pat
     np.savez_compressed(out_dir / "histograms.npz", **{
         f"{r.mechanism}.{r.scenario}.{r.seed}.{name}": getattr(r, name)
         for r in results for name in ("bid_wh", "ask_wh", "settled_wh", "buyer_price_wh", "seller_price_wh", "greedy_bid_wh",
-                                      "greedy_ask_wh", "greedy_settled_wh", "greedy_buyer_price_wh", "greedy_seller_price_wh")
+                                      "greedy_ask_wh", "greedy_settled_wh", "greedy_buyer_price_wh", "greedy_seller_price_wh",
+                                      "paid_prices", "paid_wh", "received_wh", "greedy_paid_wh", "greedy_received_wh")
         if getattr(r, name) is not None})
     plot_study(study, results, out_dir)
     return summary
+
+
+def row_verdicts(row: dict) -> tuple[bool | None, bool | None]:
+    """``(as in the paper, prices as in the paper)`` of a ``results.json`` cell. Results written before the
+    policy verdict was folded in kept only the price criterion, as ``matches_paper``: it is combined here with
+    the row's ``policy_converged`` (absent in results older still: the price criterion alone)."""
+    if "prices_match_paper" in row:
+        return row["matches_paper"], row["prices_match_paper"]
+    prices = row["matches_paper"]
+    return combine_verdicts(row["mechanism"], prices, row.get("policy_converged")), prices
+
+
+def robustness(rows: list[dict]) -> dict[str, str]:
+    """Per cell, in words: in how many seeds it is as in the paper, and where the prices alone are in more
+    seeds, that the policy did not stabilise in the rest."""
+    cells: dict[str, list[tuple]] = {}
+    for r in rows:
+        both, prices = row_verdicts(r)
+        if both is not None:
+            cells.setdefault(f"{r['mechanism']}/{r['scenario']}", []).append((both, prices))
+    out = {}
+    for key, v in cells.items():
+        both, prices = sum(b for b, _ in v), sum(bool(p) for _, p in v)
+        out[key] = f"{both}/{len(v)} seeds match the paper" + (
+            f" ({prices}/{len(v)} on prices alone; the policy did not stabilise)" if prices > both else "")
+    return out
 
 
 STAT_METRICS = ("median_bid", "median_ask", "median_settlement", "settled_share", "greedy_median_bid",
@@ -735,12 +817,24 @@ def statistics_table(summary: dict) -> str:
             + "\n".join(lines) + "\n")
 
 
+def matched_column(rows: list[dict]) -> str:
+    """The "as in the paper" column: seeds as in the paper over seeds judged; where more seeds match on prices
+    alone, how many, with the policy not stable (:func:`matches_paper`)."""
+    verdicts = [row_verdicts(r) for r in rows]
+    verdicts = [(b, p) for b, p in verdicts if b is not None]
+    if not verdicts:
+        return "-"
+    both, prices = sum(b for b, _ in verdicts), sum(bool(p) for _, p in verdicts)
+    text = f"{both}/{len(verdicts)}"
+    return text + (f" (prices {prices}/{len(verdicts)}, policy not stable)" if prices > both else "")
+
+
 def results_table(summary: dict) -> str:
     """The study's results as a Markdown table, from ``results.json`` (what ``run_study`` returns): one
     row per cell; medians in $/kWh of the lowest seed with the range over all seeds in brackets, the
-    settled share's range, the paper's claim, in how many seeds no agent's greedy price moved over the final
-    training episodes ("policy stable") and how many seeds match the paper. REPRODUCTION.md's table is
-    this output, never typed by hand."""
+    settled share's range, the paper's claim, in how many seeds both sides' prices were as concentrated as
+    converged agents' over the final training episodes ("policy stable", :func:`policy_converged`) and how many seeds match the paper (:func:`matched_column`: prices and,
+    for M1 and M3, a stable policy). REPRODUCTION.md's table is this output, never typed by hand."""
     cells: dict[tuple[str, str], list[dict]] = {}
     for c in summary["cells"]:
         cells.setdefault((c["mechanism"], c["scenario"]), []).append(c)
@@ -769,20 +863,46 @@ def results_table(summary: dict) -> str:
     # (results written before the learning curves have no policy verdicts: their table stays as it was)
     with_stable = any("policy_converged" in c for c in summary["cells"])
     seeds = sorted({c["seed"] for c in summary["cells"]})
+    smoke = bool(summary["study"].get("smoke_run"))  # --quick: far too short to converge, so no verdicts
     lines = [f"| cell | paper's claim | bid | ask | settle | greedy bid | greedy ask | settled share | greedy settled | "
              f"gap to CE price | auctioneer $/episode | {'policy stable | ' if with_stable else ''}"
-             f"as in the paper ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}) |",
+             f"as in the paper ({'smoke run: no verdicts' if smoke else str(len(seeds)) + ' seed' + ('s' if len(seeds) > 1 else '')}) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if with_stable else "") + "---|"]
     for (mech, scenario), rows in cells.items():
         rows = sorted(rows, key=lambda r: r["seed"])
-        verdicts = [r["matches_paper"] for r in rows if r["matches_paper"] is not None]
-        matched = f"{sum(verdicts)}/{len(verdicts)}" if verdicts else "-"
+        matched = "-" if smoke else matched_column(rows)
         lines.append(f"| {rows[0]['paper'] or mech} {scenario.replace('_', '-')} | {rows[0]['expected']} | "
                      f"{value(rows, 'median_bid')} | {value(rows, 'median_ask')} | {value(rows, 'median_settlement')} | "
                      f"{value(rows, 'greedy_median_bid')} | {value(rows, 'greedy_median_ask')} | {share(rows)} | "
                      f"{share(rows, 'greedy_settled_share')} | {value(rows, 'ce_price_gap')} | "
                      f"{value(rows, 'auctioneer_surplus_usd')} | {stable(rows) + ' | ' if with_stable else ''}{matched} |")
     return "\n".join(lines) + "\n"
+
+
+def _figure_name(mechanism: str) -> str:
+    return f"{PAPER[mechanism]} {mechanism}" if mechanism in PAPER else mechanism
+
+
+def draw_settlements(ax, cell: CellResult, greedy: bool, step_usd: float) -> None:
+    """The settled energy at the prices actually paid and received (never a price nobody paid, as (bid + ask) / 2 is
+    for the k-double auction or SBBA): one bar a price where buyers pay what sellers receive (M1, M2, the uniform
+    prices), the two sides apart where they differ (M3)."""
+    g = "greedy_" if greedy else ""
+    paid, received = getattr(cell, g + "paid_wh"), getattr(cell, g + "received_wh")
+    if paid is None or cell.paid_prices is None:  # (a cell built by hand, not run)
+        return
+    top = max(paid.max(), received.max())
+    if top <= 0:
+        return
+    x = cell.paid_prices
+    if np.array_equal(paid, received):
+        on = paid > 0
+        ax.bar(x[on], paid[on] / top, width=0.9 * step_usd, color="tab:green")
+        return
+    for h, color, label in ((paid, "tab:green", "paid"), (received, "darkolivegreen", "received")):
+        on = h > 0
+        ax.bar(x[on], h[on] / top, width=0.6 * step_usd, color=color, alpha=0.7, label=label)
+    ax.legend(fontsize=6, loc="upper right")
 
 
 def plot_study(study: SettlementStudy, results: list[CellResult], out_dir: Path) -> list[Path]:
@@ -805,22 +925,8 @@ def plot_study(study: SettlementStudy, results: list[CellResult], out_dir: Path)
             h = getattr(r, g + ("bid_wh" if which == "bids" else "ask_wh"))
             if h is not None and h.max() > 0:
                 ax.bar(prices, h / h.max(), width=0.9 * width, color="tab:blue" if which == "bids" else "tab:orange")
-        else:  # at the prices the mechanism makes the two sides pay and receive, never a price nobody paid
-            rule = compiled_price_rule(get_mechanism(r.mechanism)) if r.mechanism in registered_mechanisms() else None
-            buyer, seller = getattr(r, g + "buyer_price_wh"), getattr(r, g + "seller_price_wh")
-            if rule == EACH_OWN_PRICE and buyer is not None:
-                top = max(buyer.max(), seller.max(), 1e-12)
-                ax.bar(prices - 0.2 * width, buyer / top, width=0.4 * width, color="tab:green", label="paid (bid)")
-                ax.bar(prices + 0.2 * width, seller / top, width=0.4 * width, color="darkolivegreen", label="received (ask)")
-                ax.legend(fontsize=6, loc="upper right")
-            elif rule == BID_PRICE and buyer is not None:
-                if buyer.max() > 0:
-                    ax.bar(prices, buyer / buyer.max(), width=0.9 * width, color="tab:green")
-            else:  # the midpoint (M1), or a plug-in's prices drawn at (bid + ask) / 2
-                half = np.linspace(prices[0], prices[-1], 2 * prices.size - 1)
-                h = getattr(r, g + "settled_wh")
-                if h is not None and h.max() > 0:
-                    ax.bar(half, h / h.max(), width=0.5 * width, color="tab:green")
+        else:
+            draw_settlements(ax, r, greedy, width)
         ax.axhline(study.noise_threshold, color="gray", lw=0.6, ls="--")
         ax.set_ylim(0, 1.05)
         # half a bar beyond the window's ends: bars at exactly the lowest and highest price stay visible
@@ -842,7 +948,7 @@ def plot_study(study: SettlementStudy, results: list[CellResult], out_dir: Path)
                     ax.set_ylabel(sc.replace("_", "-"), fontsize=8)
                 if i == len(scenarios) - 1:
                     ax.set_xlabel("price ($/kWh)", fontsize=8)
-        fig.suptitle(f"{PAPER.get(mech, mech)} {mech}: quantity at each price, last {study.final_episodes} training episodes "
+        fig.suptitle(f"{_figure_name(mech)}: quantity at each price, last {study.final_episodes} training episodes "
                      f"(normalised; dashed: {study.noise_threshold} noise level)", fontsize=9)
         fig.tight_layout()
         path = out_dir / f"concentration_{mech}.png"
@@ -863,7 +969,7 @@ def plot_study(study: SettlementStudy, results: list[CellResult], out_dir: Path)
                 if j == 0:
                     axes[i][j].set_ylabel(sc.replace("_", "-"), fontsize=8)
         after = "annealing" if mech in study.anneal_mechanisms else "training"
-        fig.suptitle(f"{PAPER.get(mech, mech)} {mech}: greedy policy after {after} ({study.greedy_episodes} episodes)",
+        fig.suptitle(f"{_figure_name(mech)}: greedy policy after {after} ({study.greedy_episodes} episodes)",
                      fontsize=9)
         fig.tight_layout()
         path = out_dir / f"greedy_{mech}.png"
