@@ -591,11 +591,14 @@ class TCConfig(_Model):
     predict: Literal["interval_mean", "round_peak"] = Field(
         "interval_mean", description="What a price interval's predicted loading is: one solve on the interval's "
                                      "mean net powers, or the worst of a solve per round (the peak an hourly mean hides).")
-    update: Literal["damped", "averaging", "bisection"] = Field(
+    update: Literal["damped", "averaging", "bisection", "adaptive"] = Field(
         "damped", description="How a pass's prices enter the schedule: 'damped' (weight damping), 'averaging' "
-                              "(the method of successive averages: the mean of every pass's prices so far) or "
+                              "(the method of successive averages: the mean of every pass's prices so far), "
                               "'bisection' (each price interval's congestion component bisected between bounds "
-                              "on the fixed point: the bracket halves every pass).")
+                              "on the fixed point: the bracket halves every pass) or 'adaptive' (damped from the "
+                              "best schedule so far, the step at most damping and 1 / (1 + L) with L F's largest "
+                              "measured slope, halved whenever a pass's gap rises; converges with "
+                              "response 'proportional').")
     tolerance: float | None = Field(
         None, gt=0, description="Stop before 'iterations' passes once a schedule's own prediction implies prices "
                                 "within this many $/kWh of it, or (bisection) every bracket is narrower "

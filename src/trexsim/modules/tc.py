@@ -208,7 +208,7 @@ class TCMarketModule:
         base = self._tou[h0:h1].copy()
         self._pass = {"h0": h0, "h1": h1, "iteration": 0, "final": False, "base": base, "schedule": base,
                       "net": np.zeros((h1 - h0, self.n)), "heard": np.zeros(self.n, dtype=bool),
-                      "low": None, "high": None, "bracket": float("nan"), "bids": []}
+                      "low": None, "high": None, "bracket": float("nan"), "bids": [], "adaptive": None}
         self._publish_schedule()
 
     def _publish_schedule(self, **auction) -> None:
@@ -334,7 +334,7 @@ class TCMarketModule:
 
     def _advance(self) -> None:
         from trexsim.tc.pricing import congestion_price
-        from trexsim.tc.response import bisect_congestion, next_schedule
+        from trexsim.tc.response import AdaptiveDamping, adaptive_schedule, bisect_congestion, next_schedule
 
         p = self._pass
         loading, dv = self._predict(p["net"])
@@ -354,7 +354,13 @@ class TCMarketModule:
         converged = self.tc.tolerance is not None and (residual <= self.tc.tolerance or (
             self.tc.update == "bisection" and p["bracket"] <= self.tc.tolerance))
         if not converged:
-            if self.tc.update == "bisection":
+            if self.tc.update == "adaptive":
+                firsts = np.arange(0, rounds, self.price_rounds)
+                if p["adaptive"] is None:
+                    p["adaptive"] = AdaptiveDamping(self.tc.damping)
+                step = adaptive_schedule(p["adaptive"], p["schedule"][firsts], implied[firsts])
+                p["schedule"] = np.repeat(step, self.price_rounds)[:rounds]
+            elif self.tc.update == "bisection":
                 p["schedule"] = p["base"] + np.repeat(middle, self.price_rounds)[:rounds]
             else:
                 p["schedule"] = next_schedule(p["schedule"], p["base"], congestion, p["iteration"], self.tc.damping,
@@ -375,7 +381,10 @@ class TCMarketModule:
     def _publish(self, loading: np.ndarray, dv: np.ndarray, implied: np.ndarray, residual: float) -> None:
         p = self._pass
         self.horizon_stats.append({"episode": self.episode, "first_round": int(p["h0"]), "passes": int(p["iteration"]),
-                                   "residual_per_kwh": residual, "bracket_per_kwh": p["bracket"]})
+                                   "residual_per_kwh": residual, "bracket_per_kwh": p["bracket"],
+                                   "step": p["adaptive"].used_step() if p["adaptive"] is not None else None,
+                                   "lipschitz": p["adaptive"].lipschitz if p["adaptive"] is not None else None,
+                                   "rejected": p["adaptive"].rejected if p["adaptive"] is not None else None})
         h0, h1 = p["h0"], p["h1"]
         schedule = p["schedule"]
         firsts = np.arange(h0, h1, self.price_rounds)
@@ -435,6 +444,11 @@ class TCMarketModule:
             "max_bracket_per_kwh": max((h["bracket_per_kwh"] for h in self.horizon_stats
                                         if h["episode"] == self.episode and np.isfinite(h["bracket_per_kwh"])),
                                        default=None),
+            # adaptive: per horizon the step its last schedule took, the largest secant slope of F measured and
+            # the passes rejected (their gap rose; the step halved); None: another update
+            "adaptive": ([{"step": h["step"], "lipschitz": h["lipschitz"], "rejected": h["rejected"]}
+                          for h in self.horizon_stats if h["episode"] == self.episode]
+                         if self.tc.update == "adaptive" else None),
         }
 
     def close(self) -> None:

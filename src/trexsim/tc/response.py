@@ -110,6 +110,62 @@ def next_schedule(schedule: np.ndarray, base_per_kwh: np.ndarray, congestion_per
     return (1 - damping) * schedule + damping * new
 
 
+@dataclass
+class AdaptiveDamping:
+    """What the ``adaptive`` update carries from one pass of a horizon to the next (per price interval, $/kWh).
+
+    ``step``: the damping now in use (starts at ``tc.damping``, only ever falls); ``accepted`` and
+    ``accepted_gap``: the schedule with the smallest gap so far and its ``F(p) - p``; ``lipschitz``: the largest
+    secant estimate of ``F``'s Lipschitz constant (max-norm) seen between two passes; ``rejected``: passes whose
+    gap rose, after which the step was halved."""
+
+    step: float
+    accepted: np.ndarray | None = None
+    accepted_gap: np.ndarray | None = None
+    last: np.ndarray | None = None
+    last_implied: np.ndarray | None = None
+    lipschitz: float = 0.0
+    rejected: int = 0
+
+    def used_step(self) -> float:
+        """The step the next schedule takes: the damping, capped at ``1 / (1 + L)`` (see ``adaptive_schedule``)."""
+        return min(self.step, 1.0 / (1.0 + self.lipschitz))
+
+
+def adaptive_schedule(state: AdaptiveDamping, schedule_per_kwh: np.ndarray, implied_per_kwh: np.ndarray) -> np.ndarray:
+    """The next schedule of the ``adaptive`` update, one price per interval [$/kWh]; updates ``state``.
+
+    ``schedule_per_kwh`` is the schedule the households just answered, ``implied_per_kwh`` the prices its own
+    prediction implies, ``F(p)``. The step is a damped one from the best schedule so far,
+    ``p <- p_best + a (F(p_best) - p_best)``, with
+
+    - ``a = min(damping, 1 / (1 + L))``, ``L`` the largest secant slope ``|F(p) - F(q)| / |p - q|`` measured
+      between any two consecutive passes: where ``F`` falls in the price as ``F(p) = p_0 - L p`` per interval
+      (a dearer hour draws less load, so less congestion), ``p - a (p - F(p))`` contracts by ``1 - a`` and does
+      not overshoot for any ``a <= 1 / (1 + L)``;
+    - a safeguard: a pass whose largest gap ``max |F(p) - p|`` is larger than the best one's is rejected, the
+      damping is halved and the next step is taken again from the best schedule. Coupled intervals (flexible
+      load moving into the next hour) make a secant see less than the full slope; the safeguard keeps the best
+      gap from ever rising, and a small enough step contracts wherever ``F`` is continuous and ``p - F(p)``
+      monotone (``F`` falls in the prices).
+    """
+    p = np.asarray(schedule_per_kwh, dtype=np.float64)
+    f = np.nan_to_num(np.asarray(implied_per_kwh, dtype=np.float64))
+    gap = f - p
+    if state.last is not None:
+        moved = float(np.max(np.abs(p - state.last))) if p.size else 0.0
+        if moved > 1e-12:
+            state.lipschitz = max(state.lipschitz, float(np.max(np.abs(f - state.last_implied))) / moved)
+    state.last, state.last_implied = p.copy(), f.copy()
+    size = float(np.max(np.abs(gap))) if gap.size else 0.0
+    if state.accepted is None or size <= float(np.max(np.abs(state.accepted_gap))):
+        state.accepted, state.accepted_gap = p.copy(), gap
+    else:
+        state.step /= 2.0
+        state.rejected += 1
+    return state.accepted + state.used_step() * state.accepted_gap
+
+
 def bisect_congestion(low: np.ndarray, high: np.ndarray | None, congestion: np.ndarray,
                       implied: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One bisection step of the congestion component, per price interval: ``(low, high, next)`` [$/kWh].
@@ -135,4 +191,4 @@ def bisect_congestion(low: np.ndarray, high: np.ndarray | None, congestion: np.n
     return low, high, (low + high) / 2.0
 
 
-__all__ = ["Response", "bisect_congestion", "next_schedule", "predict_intervals", "respond"]
+__all__ = ["AdaptiveDamping", "Response", "adaptive_schedule", "bisect_congestion", "next_schedule", "predict_intervals", "respond"]
