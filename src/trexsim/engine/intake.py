@@ -61,10 +61,26 @@ def _codes_into(out, participant, side, pool, price, quantity, n_participants, n
             out[i] = 9
 
 
+@numba.njit(cache=True, nogil=True)
+def _member_codes(participant, side, pool, price, quantity, n_participants, n_pools, min_price, max_price,
+                  max_quantity, member, not_member_code):
+    """:func:`_codes`, then ``not_member_code`` for an otherwise acceptable order whose participant is not in
+    ``member`` (a bool mask over the roster), in the same compiled call."""
+    out = _codes(participant, side, pool, price, quantity, n_participants, n_pools, min_price, max_price, max_quantity)
+    for i in range(out.size):
+        if out[i] == 0 and (participant[i] >= member.size or not member[np.int64(participant[i])]):
+            out[i] = not_member_code
+    return out
+
+
 def reject_codes(participant, side, pool, price, quantity_wh, *, n_participants: int, n_pools: int = 2,
-                 min_price: float = 0.0, max_price: float = 10.0, max_quantity_wh: float = 1e7) -> np.ndarray:
-    """Reason code per order (index into :data:`REASONS`); arrays of equal length."""
-    return _codes(np.ascontiguousarray(participant, dtype=np.float64), np.ascontiguousarray(side, dtype=np.float64),
-                  np.ascontiguousarray(pool, dtype=np.float64), np.ascontiguousarray(price, dtype=np.float64),
-                  np.ascontiguousarray(quantity_wh, dtype=np.float64), int(n_participants), int(n_pools),
-                  float(min_price), float(max_price), float(max_quantity_wh))
+                 min_price: float = 0.0, max_price: float = 10.0, max_quantity_wh: float = 1e7,
+                 member: np.ndarray | None = None, not_member_code: int = len(REASONS)) -> np.ndarray:
+    """Reason code per order (index into :data:`REASONS`); arrays of equal length. ``member``: a bool mask over
+    the roster of who may trade here; an acceptable order of anyone else gets ``not_member_code``."""
+    f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
+    args = (f64(participant), f64(side), f64(pool), f64(price), f64(quantity_wh), int(n_participants), int(n_pools),
+            float(min_price), float(max_price), float(max_quantity_wh))
+    if member is None:
+        return _codes(*args)
+    return _member_codes(*args, np.ascontiguousarray(member, dtype=np.bool_), int(not_member_code))

@@ -254,15 +254,13 @@ class Market:
             return np.zeros(n, dtype=bool), [whole] * n
         codes = reject_codes(msg.participant, msg.side, msg.pool, msg.price, msg.quantity_wh, n_participants=self.n,
                              min_price=self.config.min_price, max_price=self.config.max_price,
-                             max_quantity_wh=self.config.max_order_wh)
+                             max_quantity_wh=self.config.max_order_wh, member=self.member_mask,
+                             not_member_code=_NOT_A_MEMBER)
         if self.allowed_prices is not None:
-            off_list = (codes == 0) & np.isnan(self._snap_allowed(np.asarray(msg.price, dtype=np.float64)))
+            # (a price off the list is named before membership, as the reasons are ordered)
+            off_list = ((codes == 0) | (codes == _NOT_A_MEMBER)) & np.isnan(
+                self._snap_allowed(np.asarray(msg.price, dtype=np.float64)))
             codes[off_list] = _PRICE_NOT_ALLOWED
-        if self.member_mask is not None:
-            ok_so_far = codes == 0  # (a valid roster index by now)
-            outsider = np.zeros(n, dtype=bool)
-            outsider[ok_so_far] = ~self.member_mask[np.asarray(msg.participant)[ok_so_far].astype(np.int64)]
-            codes[outsider] = _NOT_A_MEMBER
         order_id = np.asarray(msg.order_id)
         if order_id.dtype.kind not in "iu":  # ids are whole numbers; a float id is refused, never truncated
             codes[(codes == 0) & ~_whole_int64(order_id)] = _BAD_ORDER_ID
