@@ -65,13 +65,15 @@ class ClearingCodes(NamedTuple):
 
 
 @numba.njit(cache=True, nogil=True)
-def unmatched_wh(quantity_wh, bid_index, ask_index, matched_wh):
-    """What each order of a book has left after its matches (Wh): a market hands this up to its parent."""
+def unmatched_orders(participant, side, pool, price, quantity_wh, order_id, bid_index, ask_index, matched_wh):
+    """The orders of a book with energy left after its matches, in book order, each with what it has left (Wh):
+    what a market hands up to its parent. Returns ``(participant, side, pool, price, quantity_wh, order_id)``."""
     left = quantity_wh.copy()
     for t in range(matched_wh.size):
         left[bid_index[t]] -= matched_wh[t]
         left[ask_index[t]] -= matched_wh[t]
-    return left
+    keep = np.flatnonzero(left > 0)
+    return participant[keep], side[keep], pool[keep], price[keep], left[keep], order_id[keep]
 
 
 def clearing_codes(mechanism: Mechanism) -> ClearingCodes:

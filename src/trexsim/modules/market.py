@@ -23,7 +23,7 @@ import numpy as np
 from trexsim.config.schema import MarketConfig
 from trexsim.engine.checks import CLEARING_RULES
 from trexsim.engine.intake import REASONS, reject_codes
-from trexsim.engine.market_round import clear_checked, clearing_codes, unmatched_wh
+from trexsim.engine.market_round import clear_checked, clearing_codes, unmatched_orders
 from trexsim.engine.mechanisms import get_mechanism
 from trexsim.engine.ties import RANDOM, participant_rank, place_batch, tie_break_code, tie_key
 from trexsim.errors import ConservationError
@@ -398,12 +398,8 @@ class Market:
                           c.buyer_price, c.seller_price, c.bid_id, c.ask_id, market=self.id)
         if self.parent is None:
             return cleared, None
-        # (whole Wh, exact in float64 far beyond any book's total)
         i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731 - (a plug-in's clearing may give floats)
-        remaining = unmatched_wh(orders[4], i64(c.bid_index), i64(c.ask_index), i64(c.quantity_wh))
-        left = remaining > 0
-        return cleared, (orders[0][left], orders[1][left], orders[2][left], orders[3][left], remaining[left],
-                         orders[5][left])
+        return cleared, unmatched_orders(*orders[:6], i64(c.bid_index), i64(c.ask_index), i64(c.quantity_wh))
 
     def _clear_and_publish(self, delivery_round: int) -> None:
         self._cleared_through = delivery_round
