@@ -421,10 +421,46 @@ def _local_hours(config) -> np.ndarray:
     return np.asarray(clock.timestamps_local(0, study.rounds_per_episode).hour, dtype=np.int64)
 
 
+@dataclass
+class Homes:
+    """The study's homes as arrays: whole-Wh load and PV ``(T, n)``, each round's tariff prices and local hour."""
+
+    folder: Path
+    profile_path: Path
+    ids: list[str]
+    have: int                      # hours in the data from the start
+    rounds: int
+    base: object                   # the rule leg's config (its study clock and grid)
+    load_wh: np.ndarray
+    gen_wh: np.ndarray
+    buy: np.ndarray
+    sell: np.ndarray
+    hour: np.ndarray
+
+
+def load_homes(bench: CommunityBenchmark, data: str | os.PathLike | None, out: Path) -> Homes:
+    """Convert the CityLearn folder and read every home's profiles and the tariff for the study's rounds."""
+    from trexsim.data.profiles import Clock, ProfileSet
+
+    folder = data_dir(data)
+    profile_path, ids = prepare_data(folder, out)
+    have = available_rounds(profile_path, bench.start)
+    rounds = have if bench.days is None else int(round(bench.days * 24))
+    if rounds < 2 or rounds > have:
+        raise TrexsimError(f"{folder}: {bench.days} days from {bench.start} need {rounds} hours; the data hold {have} "
+                           f"from then (at most {have / 24:.2f} days)")
+    base = leg_config(bench, "rule", profile_path, ids, rounds)
+    study = base.study
+    clock = Clock(study.start_utc_s, study.interval_s, rounds, study.timezone)
+    load, gen = ProfileSet.of_participants(ids, [s for _, s in base.expanded_participants()], clock, study.seed,
+                                           chunk_rounds=rounds).energy_wh(0, rounds)
+    buy, sell = _round_prices(base)
+    return Homes(folder, profile_path, ids, have, rounds, base, load, gen, buy, sell, _local_hours(base))
+
+
 def run_benchmark(bench: CommunityBenchmark, data: str | os.PathLike | None, out_dir: str | os.PathLike,
                   on_leg=None) -> dict:
     """Run every leg, write ``results.json``, ``results.md`` and ``figures/``; returns the results."""
-    from trexsim.data.profiles import Clock, ProfileSet
     from trexsim.devices.battery import BatteryBank
     from trexsim.training.optimum import gap_closed
 
@@ -433,21 +469,12 @@ def run_benchmark(bench: CommunityBenchmark, data: str | os.PathLike | None, out
         raise TrexsimError(f"unknown leg(s) {', '.join(unknown)}; choose from {', '.join(LEGS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    folder = data_dir(data)
     began = time.perf_counter()
-    profile_path, ids = prepare_data(folder, out)
-    have = available_rounds(profile_path, bench.start)
-    rounds = have if bench.days is None else int(round(bench.days * 24))
-    if rounds < 2 or rounds > have:
-        raise TrexsimError(f"{folder}: {bench.days} days from {bench.start} need {rounds} hours; the data hold {have} "
-                           f"from then (at most {have / 24:.2f} days)")
+    homes = load_homes(bench, data, out)
+    folder, profile_path, ids, have, rounds = homes.folder, homes.profile_path, homes.ids, homes.have, homes.rounds
+    base, load, gen, buy, sell = homes.base, homes.load_wh, homes.gen_wh, homes.buy, homes.sell
     n = len(ids)
-    base = leg_config(bench, "rule", profile_path, ids, rounds)
     study = base.study
-    clock = Clock(study.start_utc_s, study.interval_s, rounds, study.timezone)
-    load, gen = ProfileSet.of_participants(ids, [s for _, s in base.expanded_participants()], clock, study.seed,
-                                           chunk_rounds=rounds).energy_wh(0, rounds)
-    buy, sell = _round_prices(base)
     legs: dict[str, dict] = {}
     schedules: dict[str, np.ndarray] = {}
     extra: dict[str, dict] = {}
@@ -464,7 +491,7 @@ def run_benchmark(bench: CommunityBenchmark, data: str | os.PathLike | None, out
             bank = BatteryBank(1, 3600)
             bank.configure(0, bench.capacity_wh, bench.power_w, bench.power_w, bench.efficiency, 0.0, bench.initial_soc,
                            True)
-            hours = _local_hours(base)
+            hours = homes.hour
             setpoints = np.zeros((rounds, n), dtype=np.int64)
             training = {}
             for i, pid in enumerate(ids):
