@@ -46,8 +46,9 @@ from pathlib import Path
 import numba
 import numpy as np
 
+from trexsim.engine.delivery import settle_participant
 from trexsim.errors import ConfigError
-from trexsim.studies.community import _act, _round_cost, _state
+from trexsim.studies.community import _act, _state
 
 SPLITS = ("weeks", "months")
 TRAIN_MONTHS = (8, 9, 10, 11, 12, 1)  # the ``months`` split: the study's first six months train
@@ -73,7 +74,7 @@ class TableLearning:
     rate_decay: float = 0.6         # 0: a constant rate
     min_learning_rate: float = 0.01
     discount_factor: float = 0.99
-    exploration_start: float = 0.5
+    exploration_start: float = 1.0
     exploration_end: float = 0.01   # epsilon decays geometrically from start to end over the passes
     initial_value: float = 1.0      # [$] optimistic start of every Q-value
     soc_bins: int = 8
@@ -136,6 +137,14 @@ def split_episodes(day: np.ndarray, month: np.ndarray, split: str, block_days: i
 
 # --------------------------------------------------------------------------- the learner (compiled)
 @numba.njit(cache=True, nogil=True)
+def _bill(load, gen, charge, discharge, buy, sell):
+    """One home's round on the grid tariff [$]: the delivery rule (``settle_participant``), nothing traded; no
+    temporaries (this runs millions of times in training)."""
+    out = settle_participant(load, gen, charge, discharge, 0, 0, buy, sell)
+    return out[6] - out[7]
+
+
+@numba.njit(cache=True, nogil=True)
 def _greedy(q, state):
     a = 0
     for j in range(1, q.shape[1]):
@@ -156,10 +165,6 @@ def _train_table(load, gen, buy, sell, hour, ep_home, ep_start, ep_end, capacity
     et = np.full(1, eta)
     rt = np.full(1, retention)
     on = np.ones(1, dtype=np.bool_)
-    z1 = np.zeros(1, dtype=np.int64)
-    z2 = np.zeros(1, dtype=np.int64)
-    zc = np.zeros(1, dtype=np.int64)
-    zd = np.zeros(1, dtype=np.int64)
     q = np.full((24 * bins * 3, 4), q_init)
     visits = np.zeros((24 * bins * 3, 4))
     order = np.arange(ep_home.size)
@@ -180,8 +185,8 @@ def _train_table(load, gen, buy, sell, hour, ep_home, ep_start, ep_end, capacity
                     a = _greedy(q, state)
                 residual = load[t, i] - gen[t, i]
                 c, d, s = _act(a, residual, s, cap, cl, dl, et, rt, on)
-                r = (_round_cost(load[t, i], gen[t, i], 0, 0, buy[t], sell[t], z1, z2, zc, zd)
-                     - _round_cost(load[t, i], gen[t, i], c, d, buy[t], sell[t], z1, z2, zc, zd))
+                r = (_bill(load[t, i], gen[t, i], 0, 0, buy[t], sell[t])
+                     - _bill(load[t, i], gen[t, i], c, d, buy[t], sell[t]))
                 total += r
                 if t + 1 < t1:
                     nxt = _state(hour[t + 1], s, capacity, load[t + 1, i] - gen[t + 1, i], bins)
@@ -211,10 +216,6 @@ def _episode_costs(q, fixed_action, load, gen, buy, sell, hour, ep_home, ep_star
     et = np.full(1, eta)
     rt = np.full(1, retention)
     on = np.ones(1, dtype=np.bool_)
-    z1 = np.zeros(1, dtype=np.int64)
-    z2 = np.zeros(1, dtype=np.int64)
-    zc = np.zeros(1, dtype=np.int64)
-    zd = np.zeros(1, dtype=np.int64)
     for k in range(ep_home.size):
         i = ep_home[k]
         s = initial
@@ -225,7 +226,7 @@ def _episode_costs(q, fixed_action, load, gen, buy, sell, hour, ep_home, ep_star
             else:
                 a = _greedy(q, _state(hour[t], s, capacity, residual, bins))
             c, d, s = _act(a, residual, s, cap, cl, dl, et, rt, on)
-            cost[t, i] = _round_cost(load[t, i], gen[t, i], c, d, buy[t], sell[t], z1, z2, zc, zd)
+            cost[t, i] = _bill(load[t, i], gen[t, i], c, d, buy[t], sell[t])
             actions[t, i] = a
 
 
@@ -389,6 +390,8 @@ def evaluate(arrays, day, month, battery: Battery, holdout: Holdout, seed: int, 
             else:
                 for f in range(FOLDS):  # one table per fold, trained on the other fold's homes
                     mine = [i for i in homes if i % FOLDS == f]
+                    if not mine:
+                        continue
                     others = [i for i in homes if i % FOLDS != f] or mine  # a single home: its own (no other)
                     q, _, ret = train_table(arrays, Episodes.of(others, starts[~test], ends[~test]), battery,
                                             holdout.learning, s * 1000 + 500 + f)
@@ -401,15 +404,15 @@ def evaluate(arrays, day, month, battery: Battery, holdout: Holdout, seed: int, 
     day_cost = {leg: per_day(c, test_rounds, day) for leg, c in cost.items()}
     legs: dict[str, dict] = {}
     for leg in ("no_battery", "rule", "optimum"):
-        legs[leg] = {"title": HOLDOUT_TITLES[leg], "test_cost_usd": round(float(cost[leg][test_rounds].sum()), 4)}
+        legs[leg] = {"title": HOLDOUT_TITLES[leg], "test_cost_usd": round(float(cost[leg][test_rounds].sum()), 6)}
     for leg, runs in learned.items():
         days_by_seed = np.stack([per_day(c, test_rounds, day) for c in runs])
         totals = [float(c[test_rounds].sum()) for c in runs]
         point, lo, hi = bootstrap_gap_share(day_cost["rule"], days_by_seed, day_cost["optimum"], holdout.bootstrap, rng)
         acts = np.concatenate([a.ravel() for a in actions[leg]])
         share = np.bincount(acts[acts >= 0], minlength=4) / max(int((acts >= 0).sum()), 1)
-        legs[leg] = {"title": HOLDOUT_TITLES[leg], "test_cost_usd": round(float(np.mean(totals)), 4),
-                     "test_cost_usd_per_seed": [round(x, 4) for x in totals],
+        legs[leg] = {"title": HOLDOUT_TITLES[leg], "test_cost_usd": round(float(np.mean(totals)), 6),
+                     "test_cost_usd_per_seed": [round(x, 6) for x in totals],
                      "gap_closed": round(point, 4), "gap_closed_ci95": [round(lo, 4), round(hi, 4)],
                      "gap_closed_per_seed": [round(gap_share(cost["rule"][test_rounds], c[test_rounds],
                                                              cost["optimum"][test_rounds]) or 0.0, 4) for c in runs],
