@@ -56,6 +56,7 @@ HOLDOUT_LEGS = ("no_battery", "rule", "optimum", "learned", "learned_other_homes
 HOLDOUT_TITLES = {"no_battery": "no battery use", "rule": "self-consumption rule", "optimum": "LP optimum (per episode)",
                   "learned": "learned, own home", "learned_other_homes": "learned, other homes (shared table)"}
 FOLDS = 2  # homes alternate between two folds for the shared table
+REWARD_BASELINES = {"rule": 0, "no_battery": 1}  # the reward's reference policy: its fixed action
 
 
 @dataclass
@@ -78,6 +79,7 @@ class TableLearning:
     exploration_end: float = 0.01   # epsilon decays geometrically from start to end over the passes
     initial_value: float = 1.0      # [$] optimistic start of every Q-value
     soc_bins: int = 8
+    reward: str = "no_battery"      # the saving against: "no_battery" or "rule" (the benchmark leg's reward)
 
 
 @dataclass
@@ -102,6 +104,8 @@ def check_holdout(h: Holdout) -> None:
         problems.append(("--holdout-block-days", f"{h.block_days}: at least 1"))
     if h.learning.passes < 1:
         problems.append(("--holdout-passes", f"{h.learning.passes}: at least 1"))
+    if h.learning.reward not in REWARD_BASELINES:
+        problems.append(("reward", f"{h.learning.reward!r}: choose from {', '.join(REWARD_BASELINES)}"))
     if h.bootstrap < 100:
         problems.append(("bootstrap", f"{h.bootstrap}: at least 100 resamples"))
     if problems:
@@ -154,10 +158,12 @@ def _greedy(q, state):
 
 
 @numba.njit(cache=True, nogil=True)
-def _train_table(load, gen, buy, sell, hour, ep_home, ep_start, ep_end, capacity, charge_lim, discharge_lim, eta,
-                 retention, initial, passes, rate, rate_decay, min_rate, gamma, eps_start, eps_end, q_init, bins, seed):
+def _train_table(load, gen, buy, sell, hour, baseline, ep_home, ep_start, ep_end, capacity, charge_lim, discharge_lim,
+                 eta, retention, initial, passes, rate, rate_decay, min_rate, gamma, eps_start, eps_end, q_init, bins,
+                 seed):
     """Q-learning of one table over the episodes ``(ep_home[k], ep_start[k] .. ep_end[k])``, their order shuffled
-    every pass. Reward of a round: its grid bill with the battery idle less its bill with the learner's flows."""
+    every pass. Reward of a round: ``baseline[t, i]`` (a reference policy's bill of that round) less the bill with
+    the learner's flows."""
     np.random.seed(seed)
     cap = np.full(1, capacity)
     cl = np.full(1, charge_lim)
@@ -185,8 +191,7 @@ def _train_table(load, gen, buy, sell, hour, ep_home, ep_start, ep_end, capacity
                     a = _greedy(q, state)
                 residual = load[t, i] - gen[t, i]
                 c, d, s = _act(a, residual, s, cap, cl, dl, et, rt, on)
-                r = (_bill(load[t, i], gen[t, i], 0, 0, buy[t], sell[t])
-                     - _bill(load[t, i], gen[t, i], c, d, buy[t], sell[t]))
+                r = baseline[t, i] - _bill(load[t, i], gen[t, i], c, d, buy[t], sell[t])
                 total += r
                 if t + 1 < t1:
                     nxt = _state(hour[t + 1], s, capacity, load[t + 1, i] - gen[t + 1, i], bins)
@@ -271,10 +276,14 @@ class Episodes:
 
 
 def train_table(arrays, episodes: Episodes, battery: Battery, learning: TableLearning, seed: int):
-    """Train one Q-table over ``episodes``; returns ``(q, visits, saving against no battery per pass [$])``."""
+    """Train one Q-table over ``episodes``; returns ``(q, visits, saving against the reward's baseline per pass
+    [$])``. The baseline is the bill of no battery or of the rule (``learning.reward``) on the same episodes."""
     load, gen, buy, sell, hour = arrays
     L = learning
-    return _train_table(load, gen, buy, sell, hour, episodes.home, episodes.start, episodes.end, *battery.args(),
+    baseline = np.zeros(load.shape)
+    policy_costs(arrays, episodes, battery, baseline, np.zeros(load.shape, dtype=np.int64),
+                 fixed_action=REWARD_BASELINES[L.reward])
+    return _train_table(load, gen, buy, sell, hour, baseline, episodes.home, episodes.start, episodes.end, *battery.args(),
                         int(L.passes), float(L.learning_rate), float(L.rate_decay), float(L.min_learning_rate),
                         float(L.discount_factor), float(L.exploration_start), float(L.exploration_end),
                         float(L.initial_value), int(L.soc_bins), int(seed))
