@@ -212,9 +212,10 @@ def _train_table(load, gen, buy, sell, hour, baseline, ep_home, ep_start, ep_end
 
 @numba.njit(cache=True, nogil=True)
 def _episode_costs(q, fixed_action, load, gen, buy, sell, hour, ep_home, ep_start, ep_end, capacity, charge_lim,
-                   discharge_lim, eta, retention, initial, bins, cost, actions):
-    """Run a policy over the episodes and write each round's grid bill into ``cost[t, i]`` [$] and its action into
-    ``actions[t, i]``: the greedy policy of ``q``, or ``fixed_action`` (0 the rule, 1 idle) when it is >= 0."""
+                   discharge_lim, eta, retention, initial, bins, cost, actions, flows):
+    """Run a policy over the episodes and write each round's grid bill into ``cost[t, i]`` [$], its action into
+    ``actions[t, i]`` and the battery's energy at the meter (+ charge) into ``flows[t, i]`` [Wh]: the greedy
+    policy of ``q``, or ``fixed_action`` (0 the rule, 1 idle) when it is >= 0."""
     cap = np.full(1, capacity)
     cl = np.full(1, charge_lim)
     dl = np.full(1, discharge_lim)
@@ -233,6 +234,7 @@ def _episode_costs(q, fixed_action, load, gen, buy, sell, hour, ep_home, ep_star
             c, d, s = _act(a, residual, s, cap, cl, dl, et, rt, on)
             cost[t, i] = _bill(load[t, i], gen[t, i], c, d, buy[t], sell[t])
             actions[t, i] = a
+            flows[t, i] = c - d
 
 
 # --------------------------------------------------------------------------- the legs
@@ -290,12 +292,15 @@ def train_table(arrays, episodes: Episodes, battery: Battery, learning: TableLea
 
 
 def policy_costs(arrays, episodes: Episodes, battery: Battery, cost, actions, q=None, fixed_action: int = -1,
-                 bins: int = 1) -> None:
-    """Score a policy (a Q-table's greedy one, or a fixed action) on ``episodes`` into ``cost`` and ``actions``."""
+                 bins: int = 1, flows=None) -> None:
+    """Score a policy (a Q-table's greedy one, or a fixed action) on ``episodes`` into ``cost``, ``actions`` and
+    (when given) ``flows``."""
     load, gen, buy, sell, hour = arrays
     table = np.zeros((24 * bins * 3, 4)) if q is None else q
+    if flows is None:
+        flows = np.zeros(cost.shape, dtype=np.int64)
     _episode_costs(table, int(fixed_action), load, gen, buy, sell, hour, episodes.home, episodes.start, episodes.end,
-                   *battery.args(), int(bins), cost, actions)
+                   *battery.args(), int(bins), cost, actions, flows)
 
 
 def lp_costs(arrays, episodes: Episodes, battery: Battery, cost) -> None:
