@@ -173,3 +173,18 @@ def test_four_weeks_of_the_17_homes(tmp_path):
     for leg in ("learned", "learned_other_homes"):
         lo, hi = legs[leg]["gap_closed_ci95"]
         assert lo <= legs[leg]["gap_closed"] <= hi
+
+
+def test_the_shared_table_never_sees_the_homes_it_is_scored_on():
+    """Two homes: the tiny case's home and one with no load and no PV (its battery can only lose money). Own
+    tables: the first home's closes most of its gap. Shared tables: the first home is scored with the table of
+    the second, which learned that charging never pays, so it closes none of it (a table that had seen the first
+    home would close most)."""
+    (load, gen, buy, sell, hour), day, month = two_days()
+    load2 = np.concatenate([load, np.zeros_like(load)], axis=1)
+    gen2 = np.concatenate([gen, gen], axis=1)
+    r = evaluate((load2, gen2, buy, sell, hour), day, month, BATTERY, TINY, seed=3, n_homes=2)
+    legs = r["legs"]
+    assert legs["rule"]["test_cost_usd"] == pytest.approx(4.2531, abs=1e-9)  # the second home costs nothing
+    assert legs["learned"]["gap_closed"] >= 0.75
+    assert legs["learned_other_homes"]["gap_closed"] <= 0.05

@@ -79,7 +79,7 @@ class Learning:
     discount_factor: float = 0.99
     exploration: float = 1.0      # epsilon, decayed geometrically to exploration_end over the passes
     exploration_end: float = 0.01
-    initial_value: float = 1.0    # [$] optimistic start of every Q-value
+    initial_value: float = 0.3    # [$] optimistic start of every Q-value
     soc_bins: int = 8
     reward: str = "no_battery"    # the hour's saving against "no_battery" or "rule"
 
