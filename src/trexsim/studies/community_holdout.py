@@ -367,80 +367,99 @@ def per_day(cost, test_rounds, day) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- the evaluation
+class Split:
+    """The training and test episodes of a split, for every home or a few."""
+
+    def __init__(self, day, month, holdout: Holdout):
+        starts, ends, test = split_episodes(day, month, holdout.split, holdout.block_days)
+        if not test.any() or test.all():
+            raise ConfigError([("--holdout", f"{holdout.split!r} with {holdout.block_days}-day blocks leaves "
+                                             f"{'no test' if not test.any() else 'no training'} data in "
+                                             f"{day.size} rounds")])
+        self.starts, self.ends, self.test = starts, ends, test
+        self.test_rounds = np.zeros(day.size, dtype=bool)
+        for t0, t1 in zip(starts[test], ends[test]):
+            self.test_rounds[t0:t1] = True
+
+    def train(self, homes) -> Episodes:
+        return Episodes.of(homes, self.starts[~self.test], self.ends[~self.test])
+
+    def testing(self, homes) -> Episodes:
+        return Episodes.of(homes, self.starts[self.test], self.ends[self.test])
+
+
+def fold_tables(n_homes: int):
+    """``(scored homes, training homes, table index)`` of each table: one per home on its own data
+    (``learned``), or one per fold trained on the other fold's homes (``learned_other_homes``)."""
+    own = [([i], [i], i) for i in range(n_homes)]
+    shared = []
+    for f in range(FOLDS):
+        mine = [i for i in range(n_homes) if i % FOLDS == f]
+        if mine:
+            others = [i for i in range(n_homes) if i % FOLDS != f] or mine  # a single home: its own (no other)
+            shared.append((mine, others, 500 + f))
+    return {"learned": own, "learned_other_homes": shared}
+
+
+def learned_run(arrays, split: Split, battery: Battery, learning: TableLearning, tables, seed: int, n_homes: int):
+    """One seed of one learned leg: every table trained on its training homes' training episodes and its greedy
+    policy scored on its scored homes' test episodes. Returns the bills ``(T, n)``, the actions and every
+    table's saving in its last training pass."""
+    T = arrays[0].shape[0]
+    cost = np.zeros((T, n_homes))
+    actions = np.full((T, n_homes), -1, dtype=np.int64)
+    last = []
+    for scored, trained, index in tables:
+        q, _, returns = train_table(arrays, split.train(trained), battery, learning, seed * 1000 + index)
+        policy_costs(arrays, split.testing(scored), battery, cost, actions, q=q, bins=learning.soc_bins)
+        last.append(round(float(returns[-1]), 4))
+    return cost, actions, last
+
+
+def learned_entry(leg: str, runs, cost, split: Split, day, holdout: Holdout, rng) -> dict:
+    """The results of a learned leg over its seeds: test cost, gap closed with its interval, the paired days."""
+    rounds = split.test_rounds
+    rule_day, optimum_day = per_day(cost["rule"], rounds, day), per_day(cost["optimum"], rounds, day)
+    days_by_seed = np.stack([per_day(c, rounds, day) for c, _, _ in runs])
+    totals = [float(c[rounds].sum()) for c, _, _ in runs]
+    point, lo, hi = bootstrap_gap_share(rule_day, days_by_seed, optimum_day, holdout.bootstrap, rng)
+    acts = np.concatenate([a[rounds].ravel() for _, a, _ in runs])
+    share = np.bincount(acts[acts >= 0], minlength=4) / max(int((acts >= 0).sum()), 1)
+    per_seed = [gap_share(cost["rule"][rounds], c[rounds], cost["optimum"][rounds]) for c, _, _ in runs]
+    return {"title": HOLDOUT_TITLES[leg], "test_cost_usd": round(float(np.mean(totals)), 6),
+            "test_cost_usd_per_seed": [round(x, 6) for x in totals],
+            "gap_closed": round(point, 4), "gap_closed_ci95": [round(lo, 4), round(hi, 4)],
+            "gap_closed_per_seed": [None if g is None else round(g, 4) for g in per_seed],
+            "paired_days_vs_rule": paired_days(rule_day, days_by_seed, holdout.bootstrap, rng),
+            "test_action_share": {a: round(float(x), 4) for a, x in
+                                  zip(("self_consumption", "idle", "charge_full", "discharge_full"), share)},
+            "training_saving_last_pass_usd": [last for _, _, last in runs]}
+
+
 def evaluate(arrays, day, month, battery: Battery, holdout: Holdout, seed: int, n_homes: int) -> dict:
     """Every leg on the test episodes (module docstring); the arrays are ``(load, gen, buy, sell, hour)``."""
     check_holdout(holdout)
-    load = arrays[0]
-    T = load.shape[0]
-    starts, ends, test = split_episodes(day, month, holdout.split, holdout.block_days)
-    if not test.any() or test.all():
-        raise ConfigError([("--holdout", f"{holdout.split!r} with {holdout.block_days}-day blocks leaves "
-                                         f"{'no test' if not test.any() else 'no training'} data in {T} rounds")])
+    T = arrays[0].shape[0]
+    split = Split(day, month, holdout)
     homes = range(n_homes)
-    test_eps = Episodes.of(homes, starts[test], ends[test])
-    test_rounds = np.zeros(T, dtype=bool)
-    for t0, t1 in zip(starts[test], ends[test]):
-        test_rounds[t0:t1] = True
-    bins = holdout.learning.soc_bins
     cost = {leg: np.zeros((T, n_homes)) for leg in ("no_battery", "rule", "optimum")}
     scratch = np.zeros((T, n_homes), dtype=np.int64)
-    policy_costs(arrays, test_eps, battery, cost["no_battery"], scratch, fixed_action=1)
-    policy_costs(arrays, test_eps, battery, cost["rule"], scratch, fixed_action=0)
-    lp_costs(arrays, test_eps, battery, cost["optimum"])
-    learned = {"learned": [], "learned_other_homes": []}
-    actions = {"learned": [], "learned_other_homes": []}
-    training = {"learned": [], "learned_other_homes": []}
-    for k in range(holdout.seeds):
-        s = seed + k
-        for leg in learned:
-            c = np.zeros((T, n_homes))
-            a = np.full((T, n_homes), -1, dtype=np.int64)
-            returns = []
-            if leg == "learned":
-                for i in homes:  # one table per home, on its own training weeks
-                    q, _, ret = train_table(arrays, Episodes.of([i], starts[~test], ends[~test]), battery,
-                                            holdout.learning, s * 1000 + i)
-                    policy_costs(arrays, Episodes.of([i], starts[test], ends[test]), battery, c, a, q=q, bins=bins)
-                    returns.append(ret)
-            else:
-                for f in range(FOLDS):  # one table per fold, trained on the other fold's homes
-                    mine = [i for i in homes if i % FOLDS == f]
-                    if not mine:
-                        continue
-                    others = [i for i in homes if i % FOLDS != f] or mine  # a single home: its own (no other)
-                    q, _, ret = train_table(arrays, Episodes.of(others, starts[~test], ends[~test]), battery,
-                                            holdout.learning, s * 1000 + 500 + f)
-                    policy_costs(arrays, Episodes.of(mine, starts[test], ends[test]), battery, c, a, q=q, bins=bins)
-                    returns.append(ret)
-            learned[leg].append(c)
-            actions[leg].append(a[test_rounds])
-            training[leg].append([round(float(r[-1]), 4) for r in returns])
+    policy_costs(arrays, split.testing(homes), battery, cost["no_battery"], scratch, fixed_action=1)
+    policy_costs(arrays, split.testing(homes), battery, cost["rule"], scratch, fixed_action=0)
+    lp_costs(arrays, split.testing(homes), battery, cost["optimum"])
+    legs = {leg: {"title": HOLDOUT_TITLES[leg], "test_cost_usd": round(float(c[split.test_rounds].sum()), 6)}
+            for leg, c in cost.items()}
     rng = np.random.default_rng(seed)
-    day_cost = {leg: per_day(c, test_rounds, day) for leg, c in cost.items()}
-    legs: dict[str, dict] = {}
-    for leg in ("no_battery", "rule", "optimum"):
-        legs[leg] = {"title": HOLDOUT_TITLES[leg], "test_cost_usd": round(float(cost[leg][test_rounds].sum()), 6)}
-    for leg, runs in learned.items():
-        days_by_seed = np.stack([per_day(c, test_rounds, day) for c in runs])
-        totals = [float(c[test_rounds].sum()) for c in runs]
-        point, lo, hi = bootstrap_gap_share(day_cost["rule"], days_by_seed, day_cost["optimum"], holdout.bootstrap, rng)
-        acts = np.concatenate([a.ravel() for a in actions[leg]])
-        share = np.bincount(acts[acts >= 0], minlength=4) / max(int((acts >= 0).sum()), 1)
-        legs[leg] = {"title": HOLDOUT_TITLES[leg], "test_cost_usd": round(float(np.mean(totals)), 6),
-                     "test_cost_usd_per_seed": [round(x, 6) for x in totals],
-                     "gap_closed": round(point, 4), "gap_closed_ci95": [round(lo, 4), round(hi, 4)],
-                     "gap_closed_per_seed": [round(gap_share(cost["rule"][test_rounds], c[test_rounds],
-                                                             cost["optimum"][test_rounds]) or 0.0, 4) for c in runs],
-                     "paired_days_vs_rule": paired_days(day_cost["rule"], days_by_seed, holdout.bootstrap, rng),
-                     "test_action_share": {a: round(float(x), 4) for a, x in
-                                           zip(("self_consumption", "idle", "charge_full", "discharge_full"), share)},
-                     "training_saving_vs_no_battery_last_pass_usd": training[leg]}
-    n_test_days = int(np.unique(day[test_rounds]).size)
+    for leg, tables in fold_tables(n_homes).items():
+        runs = [learned_run(arrays, split, battery, holdout.learning, tables, seed + k, n_homes)
+                for k in range(holdout.seeds)]
+        legs[leg] = learned_entry(leg, runs, cost, split, day, holdout, rng)
+    test_rounds = int(split.test_rounds.sum())
     return {"split": holdout.split, "block_days": holdout.block_days, "seeds": list(range(seed, seed + holdout.seeds)),
             "bootstrap": holdout.bootstrap, "learning": asdict(holdout.learning),
-            "episodes": {"train": int((~test).sum()), "test": int(test.sum())},
-            "rounds": {"train": int(T - test_rounds.sum()), "test": int(test_rounds.sum())},
-            "test_days": n_test_days, "legs": legs}
+            "episodes": {"train": int((~split.test).sum()), "test": int(split.test.sum())},
+            "rounds": {"train": T - test_rounds, "test": test_rounds},
+            "test_days": int(np.unique(day[split.test_rounds]).size), "legs": legs}
 
 
 def run_holdout(bench, holdout: Holdout, data, out_dir) -> dict:
