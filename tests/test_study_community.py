@@ -151,7 +151,13 @@ def test_the_report_files(synthetic):
     summary = json.loads((out / "legs" / "rule" / "summary.json").read_text())
     assert summary["community"] == r["legs"]["rule"]["community"]
     training = r["legs"]["learned"]["training"]["Building_1"]
-    assert len(training["saving_vs_rule_per_episode_usd"]) == 41
+    assert len(training["saving_per_pass_usd"]) == 40
+    # its greedy schedule's saving against the rule on the grid tariff is what the two legs' ledgers say
+    legs = r["legs"]
+    for pid in r["data"]["homes"]:
+        ledger = (legs["rule"]["bills"]["per_home"][pid]["grid_tariff_usd"]
+                  - legs["learned"]["bills"]["per_home"][pid]["grid_tariff_usd"])
+        assert legs["learned"]["training"][pid]["greedy_saving_vs_rule_usd"] == pytest.approx(ledger, abs=1e-6)
 
 
 def test_bad_input_is_named(tmp_path):

@@ -975,6 +975,10 @@ def study_community(
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the market's tie-breaks and the learners."),
     legs: Optional[str] = typer.Option(None, "--legs", help="Comma-separated legs (default all: no_battery,rule,optimum,learned)."),
     tariff: str = typer.Option("flat", "--tariff", help="'flat' (the published 0.1449 / 0.069 $/kWh) or 'tou' (an evening peak, 16:00-21:00 at 0.30 $/kWh: headroom for a policy)."),
+    holdout: Optional[str] = typer.Option(None, "--holdout", help="Instead of the legs in ALEX: the held-out evaluation of the learned trader on the grid tariff, split 'weeks' (even weeks train, odd weeks test) or 'months' (Aug-Jan train, Feb-Jul test); writes holdout.json and holdout.md."),
+    holdout_seeds: int = typer.Option(5, "--holdout-seeds", help="With --holdout: learner seeds --seed .. --seed + N - 1."),
+    holdout_passes: int = typer.Option(300, "--holdout-passes", help="With --holdout: training passes over the training episodes."),
+    holdout_block_days: int = typer.Option(7, "--holdout-block-days", help="With --holdout: days per episode block (the split's unit)."),
 ) -> None:
     """The ALEX community benchmark (May and Musilek 2024): 17 CityLearn homes, a year, four legs, the community metrics."""
     from dataclasses import replace
@@ -988,6 +992,9 @@ def study_community(
         bench = replace(bench, days=days)
     if legs is not None:
         bench = replace(bench, legs=tuple(x.strip() for x in legs.split(",") if x.strip()))
+    if holdout is not None:
+        _study_community_holdout(bench, data, out, holdout, holdout_seeds, holdout_passes, holdout_block_days)
+        return
     try:
         with console.status("community benchmark") as status:
             results = run_benchmark(bench, data, out, on_leg=lambda leg: status.update(f"community benchmark: {leg}"))
@@ -999,6 +1006,25 @@ def study_community(
                   f"legs: {', '.join(results['legs'])}")
     console.print(metrics_table(results), markup=False, highlight=False)
     console.print(f"{results['seconds']:.1f} s; results.json, results.md and figures in [bold]{out}[/]")
+
+
+def _study_community_holdout(bench, data, out, split, seeds, passes, block_days) -> None:
+    from trexsim.studies.community import tariff_periods
+    from trexsim.studies.community_holdout import Holdout, holdout_table, run_holdout, with_options
+
+    try:
+        tariff_periods(bench.tariff)
+        settings = with_options(Holdout(split=split, seeds=seeds, block_days=block_days), passes=passes)
+        with console.status("community benchmark, held out"):
+            result = run_holdout(bench, settings, data, out)
+    except TrexsimError as exc:
+        _fail(exc)
+        return
+    console.print(f"{len(result['homes'])} homes, split {result['split']} ({result['block_days']}-day blocks): "
+                  f"{result['rounds']['train']:,} training and {result['rounds']['test']:,} test rounds, "
+                  f"{result['test_days']} test days, seeds {result['seeds'][0]}..{result['seeds'][-1]}")
+    console.print(holdout_table(result), markup=False, highlight=False)
+    console.print(f"{result['seconds']:.1f} s; holdout.json and holdout.md in [bold]{out}[/]")
 
 
 def main() -> None:  # pragma: no cover - console entry point

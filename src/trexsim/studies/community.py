@@ -16,8 +16,9 @@ empty at the start), the flat net-billing tariff 0.1449 $/kWh import / 0.069 $/k
     (:func:`trexsim.training.optimum.battery_optimum`, one LP per home over the whole period), its
     schedule followed as battery set-points;
 ``learned``
-    one tabular Q-learner per home (:func:`learn_home`), rewarded each hour by its bill saving against the
-    rule on the grid tariff, trained on the period itself; its greedy schedule followed as set-points.
+    one tabular Q-learner per home (:func:`learn_home`), rewarded each hour by its battery's bill saving (against
+    the battery idle) on the grid tariff, trained on the period itself; its greedy schedule followed as
+    set-points. Scored on held-out weeks and homes instead: ``--holdout`` (:mod:`.community_holdout`).
 
 Every home trades in ALEX (the default ``average_price`` settlement, M1) with the bundled rule trader
 (``fixed_price``, bid 0.12 / ask 0.10 $/kWh): it bids its forecast residual need and asks its residual
@@ -39,7 +40,6 @@ import numba
 import numpy as np
 
 from trexsim.devices.battery import dispatch_and_step as _dispatch_and_step
-from trexsim.engine.delivery import _settle as _settle_kernel
 from trexsim.errors import ConfigError, TrexsimError
 
 LEGS = ("no_battery", "rule", "optimum", "learned")
@@ -66,13 +66,30 @@ ACTIONS = ("self_consumption", "idle", "charge_full", "discharge_full")
 
 @dataclass
 class Learning:
-    """The learned leg: tabular Q-learning per home over (hour of day, state-of-charge bin, residual sign)."""
+    """The learned leg: tabular Q-learning per home over (hour of day, state-of-charge bin, residual sign), the
+    held-out evaluation's learner (:class:`~trexsim.studies.community_holdout.TableLearning`, where each setting
+    is explained). Until issue 18 the leg learned from its saving against the rule, from values of 0, at a
+    constant rate 0.1 with epsilon 0.1 over 30 passes, and lost to the rule (docs/community-benchmark.md, the
+    ablation): the reward against no battery and the schedule below are the fix."""
 
-    episodes: int = 30            # passes over the study period
-    learning_rate: float = 0.1
+    episodes: int = 300           # passes over the study period
+    learning_rate: float = 1.0    # times visits ** -rate_decay, at least min_learning_rate
+    rate_decay: float = 0.6
+    min_learning_rate: float = 0.01
     discount_factor: float = 0.99
-    exploration: float = 0.1      # epsilon, decayed linearly to 0 over the episodes
-    soc_bins: int = 5
+    exploration: float = 1.0      # epsilon, decayed geometrically to exploration_end over the passes
+    exploration_end: float = 0.01
+    initial_value: float = 0.3    # [$] optimistic start of every Q-value
+    soc_bins: int = 8
+    reward: str = "no_battery"    # the hour's saving against "no_battery" or "rule"
+
+    def table(self):
+        from trexsim.studies.community_holdout import TableLearning
+
+        return TableLearning(passes=self.episodes, learning_rate=self.learning_rate, rate_decay=self.rate_decay,
+                             min_learning_rate=self.min_learning_rate, discount_factor=self.discount_factor,
+                             exploration_start=self.exploration, exploration_end=self.exploration_end,
+                             initial_value=self.initial_value, soc_bins=self.soc_bins, reward=self.reward)
 
 
 # Grid tariffs the benchmark can run under (``--tariff``). ``flat`` is the published setup; under it the
@@ -214,33 +231,34 @@ def lp_schedule(load_wh: np.ndarray, gen_wh: np.ndarray, buy: np.ndarray, sell: 
 
 def learn_home(load_wh, gen_wh, buy, sell, hour, capacity_wh, charge_limit_wh, discharge_limit_wh, efficiency,
                retention, initial_wh, learning: Learning, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Train one home's tabular Q-learner (:func:`_q_learn`) and return its greedy schedule: whole-Wh set-points
+    """Train one home's tabular Q-learner over rounds 1 .. T-1 of the period (one episode a pass,
+    :func:`~trexsim.studies.community_holdout.train_table`) and return its greedy schedule: whole-Wh set-points
     ``(T,)`` (round 0 idle, as a scheduled battery's is), the Q-table and the training record."""
+    from trexsim.studies.community_holdout import Battery, Episodes, policy_costs, train_table
+
     T = load_wh.size
-    q, setpoint, returns = _q_learn(
-        np.ascontiguousarray(load_wh, dtype=np.int64), np.ascontiguousarray(gen_wh, dtype=np.int64),
-        np.ascontiguousarray(buy, dtype=np.float64), np.ascontiguousarray(sell, dtype=np.float64),
-        np.ascontiguousarray(hour, dtype=np.int64), float(capacity_wh), float(charge_limit_wh),
-        float(discharge_limit_wh), float(efficiency), float(retention), float(initial_wh), int(learning.episodes),
-        float(learning.learning_rate), float(learning.discount_factor), float(learning.exploration),
-        int(learning.soc_bins), int(seed))
-    greedy = q.argmax(axis=-1)
-    visited = np.abs(q).sum(axis=-1) > 0
-    share = np.bincount(greedy[visited].ravel(), minlength=len(ACTIONS)) / max(int(visited.sum()), 1)
-    record = {"episodes": int(learning.episodes), "rounds": int(T),
-              "saving_vs_rule_per_episode_usd": [round(float(x), 6) for x in returns],
-              "greedy_action_share": {a: round(float(s), 4) for a, s in zip(ACTIONS, share)}}
+    arrays = (np.ascontiguousarray(np.reshape(load_wh, (T, 1)), dtype=np.int64),
+              np.ascontiguousarray(np.reshape(gen_wh, (T, 1)), dtype=np.int64),
+              np.ascontiguousarray(buy, dtype=np.float64), np.ascontiguousarray(sell, dtype=np.float64),
+              np.ascontiguousarray(hour, dtype=np.int64))
+    # round 0 idles: the battery enters round 1 with its initial energy after one round of self-discharge
+    battery = Battery(float(capacity_wh), float(charge_limit_wh), float(discharge_limit_wh), float(efficiency),
+                      float(retention), float(initial_wh) * float(retention))
+    period = Episodes([0], [1], [T])
+    table = learning.table()
+    q, _, returns = train_table(arrays, period, battery, table, seed)
+    greedy_usd, rule_usd = np.zeros((T, 1)), np.zeros((T, 1))
+    actions, flows = np.full((T, 1), -1, dtype=np.int64), np.zeros((T, 1), dtype=np.int64)
+    policy_costs(arrays, period, battery, greedy_usd, actions, q=q, bins=table.soc_bins, flows=flows)
+    policy_costs(arrays, period, battery, rule_usd, np.zeros((T, 1), dtype=np.int64), fixed_action=A_RULE)
+    setpoint = flows[:, 0].copy()
+    taken = actions[1:, 0]
+    share = np.bincount(taken, minlength=len(ACTIONS)) / max(taken.size, 1)
+    record = {"episodes": int(learning.episodes), "rounds": int(T), "reward": f"saving against {learning.reward}",
+              "saving_per_pass_usd": [round(float(x), 6) for x in returns],
+              "greedy_saving_vs_rule_usd": round(float(rule_usd.sum() - greedy_usd.sum()), 6),
+              "greedy_action_share": {a: round(float(x), 4) for a, x in zip(ACTIONS, share)}}
     return setpoint, q, record
-
-
-@numba.njit(cache=True, nogil=True)
-def _round_cost(load, gen, charge, discharge, buy, sell, z1, z2, zc, zd):
-    """One home's round on the grid tariff [$]: the delivery rule (engine.delivery) with nothing traded."""
-    zc[0], zd[0] = charge, discharge
-    z1[0], z2[0] = load, gen
-    zero = np.zeros(1, dtype=np.int64)
-    out = _settle_kernel(z1, z2, zc, zd, zero, zero, buy, sell)
-    return out[6][0] - out[7][0]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -269,71 +287,6 @@ def _state(hour, stored, capacity, residual, bins):
         b = bins - 1
     r = 0 if residual < 0 else (1 if residual == 0 else 2)
     return (hour * bins + b) * 3 + r
-
-
-@numba.njit(cache=True, nogil=True)
-def _q_learn(load, gen, buy, sell, hour, capacity, charge_lim, discharge_lim, eta, retention, initial, episodes, alpha,
-             gamma, epsilon, bins, seed):
-    """Tabular Q-learning of one home's battery over the study period, ``episodes`` passes.
-
-    State: (local hour, stored-energy bin of ``bins``, sign of the residual load - PV); actions :data:`ACTIONS`;
-    reward of round t: the rule's grid bill of round t less the learner's (its bill saving against the rule, on
-    the grid tariff). Epsilon decays linearly to 0 over the passes; round 0 is idle (a scheduled battery's first
-    round follows no set-point). Returns the Q-table ``(24 * bins * 3, 4)``, the greedy pass's set-points and the
-    saving of every pass [$]."""
-    np.random.seed(seed)
-    T = load.size
-    cap = np.full(1, capacity)
-    cl = np.full(1, charge_lim)
-    dl = np.full(1, discharge_lim)
-    et = np.full(1, eta)
-    rt = np.full(1, retention)
-    on = np.ones(1, dtype=np.bool_)
-    z1 = np.zeros(1, dtype=np.int64)
-    z2 = np.zeros(1, dtype=np.int64)
-    zc = np.zeros(1, dtype=np.int64)
-    zd = np.zeros(1, dtype=np.int64)
-    # the rule's bill, round by round (the baseline of the reward)
-    rule = np.zeros(T)
-    s = initial
-    for t in range(T):
-        a = 1 if t == 0 else 0
-        c, d, s = _act(a, load[t] - gen[t], s, cap, cl, dl, et, rt, on)
-        rule[t] = _round_cost(load[t], gen[t], c, d, buy[t], sell[t], z1, z2, zc, zd)
-    q = np.zeros((24 * bins * 3, 4))
-    returns = np.zeros(episodes + 1)
-    setpoint = np.zeros(T, dtype=np.int64)
-    for ep in range(episodes + 1):
-        greedy = ep == episodes
-        eps = 0.0 if greedy else epsilon * (1.0 - ep / max(episodes, 1))
-        s = initial
-        c, d, s = _act(1, load[0] - gen[0], s, cap, cl, dl, et, rt, on)
-        total = rule[0] - _round_cost(load[0], gen[0], c, d, buy[0], sell[0], z1, z2, zc, zd)
-        state = _state(hour[1 % T], s, capacity, load[1 % T] - gen[1 % T], bins)
-        for t in range(1, T):
-            if not greedy and np.random.random() < eps:
-                a = np.random.randint(4)
-            else:
-                a = 0
-                for j in range(1, 4):
-                    if q[state, j] > q[state, a]:
-                        a = j
-            c, d, s = _act(a, load[t] - gen[t], s, cap, cl, dl, et, rt, on)
-            if greedy:
-                setpoint[t] = c - d
-            r = rule[t] - _round_cost(load[t], gen[t], c, d, buy[t], sell[t], z1, z2, zc, zd)
-            total += r
-            if t + 1 < T:
-                nxt = _state(hour[t + 1], s, capacity, load[t + 1] - gen[t + 1], bins)
-                target = r + gamma * q[nxt].max()
-            else:
-                nxt = state
-                target = r
-            if not greedy:
-                q[state, a] += alpha * (target - q[state, a])
-            state = nxt
-        returns[ep] = total
-    return q, setpoint, returns
 
 
 # --------------------------------------------------------------------------- running a leg
@@ -421,10 +374,46 @@ def _local_hours(config) -> np.ndarray:
     return np.asarray(clock.timestamps_local(0, study.rounds_per_episode).hour, dtype=np.int64)
 
 
+@dataclass
+class Homes:
+    """The study's homes as arrays: whole-Wh load and PV ``(T, n)``, each round's tariff prices and local hour."""
+
+    folder: Path
+    profile_path: Path
+    ids: list[str]
+    have: int                      # hours in the data from the start
+    rounds: int
+    base: object                   # the rule leg's config (its study clock and grid)
+    load_wh: np.ndarray
+    gen_wh: np.ndarray
+    buy: np.ndarray
+    sell: np.ndarray
+    hour: np.ndarray
+
+
+def load_homes(bench: CommunityBenchmark, data: str | os.PathLike | None, out: Path) -> Homes:
+    """Convert the CityLearn folder and read every home's profiles and the tariff for the study's rounds."""
+    from trexsim.data.profiles import Clock, ProfileSet
+
+    folder = data_dir(data)
+    profile_path, ids = prepare_data(folder, out)
+    have = available_rounds(profile_path, bench.start)
+    rounds = have if bench.days is None else int(round(bench.days * 24))
+    if rounds < 2 or rounds > have:
+        raise TrexsimError(f"{folder}: {bench.days} days from {bench.start} need {rounds} hours; the data hold {have} "
+                           f"from then (at most {have / 24:.2f} days)")
+    base = leg_config(bench, "rule", profile_path, ids, rounds)
+    study = base.study
+    clock = Clock(study.start_utc_s, study.interval_s, rounds, study.timezone)
+    load, gen = ProfileSet.of_participants(ids, [s for _, s in base.expanded_participants()], clock, study.seed,
+                                           chunk_rounds=rounds).energy_wh(0, rounds)
+    buy, sell = _round_prices(base)
+    return Homes(folder, profile_path, ids, have, rounds, base, load, gen, buy, sell, _local_hours(base))
+
+
 def run_benchmark(bench: CommunityBenchmark, data: str | os.PathLike | None, out_dir: str | os.PathLike,
                   on_leg=None) -> dict:
     """Run every leg, write ``results.json``, ``results.md`` and ``figures/``; returns the results."""
-    from trexsim.data.profiles import Clock, ProfileSet
     from trexsim.devices.battery import BatteryBank
     from trexsim.training.optimum import gap_closed
 
@@ -433,21 +422,12 @@ def run_benchmark(bench: CommunityBenchmark, data: str | os.PathLike | None, out
         raise TrexsimError(f"unknown leg(s) {', '.join(unknown)}; choose from {', '.join(LEGS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    folder = data_dir(data)
     began = time.perf_counter()
-    profile_path, ids = prepare_data(folder, out)
-    have = available_rounds(profile_path, bench.start)
-    rounds = have if bench.days is None else int(round(bench.days * 24))
-    if rounds < 2 or rounds > have:
-        raise TrexsimError(f"{folder}: {bench.days} days from {bench.start} need {rounds} hours; the data hold {have} "
-                           f"from then (at most {have / 24:.2f} days)")
+    homes = load_homes(bench, data, out)
+    folder, profile_path, ids, have, rounds = homes.folder, homes.profile_path, homes.ids, homes.have, homes.rounds
+    base, load, gen, buy, sell = homes.base, homes.load_wh, homes.gen_wh, homes.buy, homes.sell
     n = len(ids)
-    base = leg_config(bench, "rule", profile_path, ids, rounds)
     study = base.study
-    clock = Clock(study.start_utc_s, study.interval_s, rounds, study.timezone)
-    load, gen = ProfileSet.of_participants(ids, [s for _, s in base.expanded_participants()], clock, study.seed,
-                                           chunk_rounds=rounds).energy_wh(0, rounds)
-    buy, sell = _round_prices(base)
     legs: dict[str, dict] = {}
     schedules: dict[str, np.ndarray] = {}
     extra: dict[str, dict] = {}
@@ -464,7 +444,7 @@ def run_benchmark(bench: CommunityBenchmark, data: str | os.PathLike | None, out
             bank = BatteryBank(1, 3600)
             bank.configure(0, bench.capacity_wh, bench.power_w, bench.power_w, bench.efficiency, 0.0, bench.initial_soc,
                            True)
-            hours = _local_hours(base)
+            hours = homes.hour
             setpoints = np.zeros((rounds, n), dtype=np.int64)
             training = {}
             for i, pid in enumerate(ids):
