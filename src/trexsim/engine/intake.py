@@ -73,13 +73,23 @@ def _member_codes(participant, side, pool, price, quantity, n_participants, n_po
     return out
 
 
+def _numbers(values) -> np.ndarray:
+    """An order column as the checks read it: int64 or float64 arrays as they are (whole numbers need no
+    conversion: every check holds for them as for their float64 values), anything else as float64, so that
+    0.5, NaN or text is refused, never truncated."""
+    a = np.asarray(values)
+    if a.dtype != np.int64:
+        a = a.astype(np.float64) if a.dtype.kind in "biuf" else np.asarray(values, dtype=np.float64)
+    return np.ascontiguousarray(a)
+
+
 def reject_codes(participant, side, pool, price, quantity_wh, *, n_participants: int, n_pools: int = 2,
                  min_price: float = 0.0, max_price: float = 10.0, max_quantity_wh: float = 1e7,
                  member: np.ndarray | None = None, not_member_code: int = len(REASONS)) -> np.ndarray:
     """Reason code per order (index into :data:`REASONS`); arrays of equal length. ``member``: a bool mask over
     the roster of who may trade here; an acceptable order of anyone else gets ``not_member_code``."""
-    f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
-    args = (f64(participant), f64(side), f64(pool), f64(price), f64(quantity_wh), int(n_participants), int(n_pools),
+    args = (_numbers(participant), _numbers(side), _numbers(pool), _numbers(price), _numbers(quantity_wh),
+            int(n_participants), int(n_pools),
             float(min_price), float(max_price), float(max_quantity_wh))
     if member is None:
         return _codes(*args)
