@@ -80,7 +80,11 @@ def test_no_self_trade_the_ask_stays_for_the_next_bid():
 
 
 def test_no_trade_when_best_bid_below_best_ask():
+    from trexsim.plugins import mechanism_origin
+
     for name in registered_mechanisms():
+        if mechanism_origin(name).startswith("registered at run time"):
+            continue  # (the deliberately broken mechanisms of test_self_checks, if it was collected first)
         assert len(clear(name, [(0, 0.09, 100)], [(1, 0.10, 100)])) == 0
 
 
