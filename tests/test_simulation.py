@@ -238,3 +238,23 @@ def test_a_cleared_naming_a_participant_outside_the_roster_is_an_error_naming_it
         sim.run(plots=False)
     con = duckdb.connect(str(sim.db_path), read_only=True)
     assert con.execute("SELECT status FROM runs").fetchone()[0] == "failed"
+
+
+def test_imbalance_settlement_refuses_a_cleared_outside_the_roster():
+    """The delivery module totals every market's contracts in compiled code, which checks no index: a ``Cleared``
+    naming a participant outside the roster, or with columns of different lengths, is an error naming the market
+    and the round, and adds nothing."""
+    from trexsim.fabric.messages import Cleared
+    from trexsim.modules.delivery import _Contracts
+
+    c = _Contracts(2)
+    i = np.array([0], dtype=np.int64)
+    good = Cleared(0, 0, 1, i, i, i + 1, i + 5, np.full(1, 0.1), np.full(1, 0.1), i, i, market="m")
+    c.add(good)
+    assert c.bought_wh.tolist() == [5, 0] and c.sold_wh.tolist() == [0, 5]
+    for bad in (Cleared(0, 0, 1, i, i, i + 2, i + 5, np.full(1, 0.1), np.full(1, 0.1), i, i, market="m"),
+                Cleared(0, 0, 1, i, i - 1, i, i + 5, np.full(1, 0.1), np.full(1, 0.1), i, i, market="m"),
+                Cleared(0, 0, 1, i, i, i + 1, i + 5, np.zeros(0), np.full(1, 0.1), i, i, market="m")):
+        with pytest.raises(ValueError, match="market 'm', delivery round 1"):
+            c.add(bad)
+    assert c.bought_wh.tolist() == [5, 0] and c.sold_wh.tolist() == [0, 5]

@@ -453,6 +453,23 @@ def total_contracts(buyer, seller, quantity_wh, buyer_price, seller_price, bough
 
 
 @numba.njit(cache=True, nogil=True)
+def total_contracts_checked(buyer, seller, quantity_wh, buyer_price, seller_price, bought_wh, sold_wh, cost_usd,
+                            revenue_usd):
+    """:func:`total_contracts` after checking that the match columns have one length and every match names a
+    participant of the totals; False, and nothing added, for contracts that do not fit (a broken or forged
+    ``Cleared``: compiled code does not check an index, so an unchecked one would write past the arrays)."""
+    n = bought_wh.size
+    m = quantity_wh.size
+    if buyer.size != m or seller.size != m or buyer_price.size != m or seller_price.size != m:
+        return False
+    for t in range(m):
+        if buyer[t] < 0 or buyer[t] >= n or seller[t] < 0 or seller[t] >= n:
+            return False
+    total_contracts(buyer, seller, quantity_wh, buyer_price, seller_price, bought_wh, sold_wh, cost_usd, revenue_usd)
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
 def _sbba_book(order, participant, side, pool, price, quantity_wh, n_pools, key, episode, delivery_round):
     """SBBA over a whole book, pool by pool (the highest pool code first) as :meth:`Mechanism.clear_book` clears
     it, each pool's orders in submission order ``order`` (empty: the book's own). The round's lottery draws in

@@ -2,7 +2,7 @@
 
 A market decides contracts (``Cleared``); this module settles them when their round is delivered.
 It takes the ``Cleared`` of every market on the fabric (one, or a street's and a community's above
-it), totals each participant's contracts for the round (:func:`~trexsim.engine.mechanisms.total_contracts`,
+it), totals each participant's contracts for the round (:func:`~trexsim.engine.mechanisms.total_contracts_checked`,
 in the order the markets published them), reads the round's meters and bills the rest with the
 grid at its net-billing prices (:func:`~trexsim.engine.market_round.settle_checked`), checking that
 energy and money balance. Per round ``k``, at the end of round k, it publishes ``Delivered``.
@@ -15,7 +15,7 @@ import numpy as np
 
 from trexsim.engine.checks import DELIVERY_RULES, auctioneer_surplus_usd
 from trexsim.engine.market_round import settle_checked
-from trexsim.engine.mechanisms import total_contracts
+from trexsim.engine.mechanisms import total_contracts_checked
 from trexsim.errors import ConservationError
 from trexsim.fabric import topics
 from trexsim.fabric.messages import (
@@ -34,8 +34,11 @@ from trexsim.fabric.messages import (
 @numba.njit(cache=True, nogil=True)
 def _add_cleared(buyer, seller, quantity_wh, buyer_price, seller_price, bought_wh, sold_wh, cost_usd, revenue_usd):
     """One market's contracts added to the participants' totals; returns their auctioneer surplus [$]
-    (from each pair's prices, so exactly 0 for a strongly budget-balanced mechanism). One compiled call."""
-    total_contracts(buyer, seller, quantity_wh, buyer_price, seller_price, bought_wh, sold_wh, cost_usd, revenue_usd)
+    (from each pair's prices, so exactly 0 for a strongly budget-balanced mechanism), NaN (nothing added) for
+    contracts that do not fit the roster. One compiled call."""
+    if not total_contracts_checked(buyer, seller, quantity_wh, buyer_price, seller_price, bought_wh, sold_wh,
+                                   cost_usd, revenue_usd):
+        return np.nan
     return auctioneer_surplus_usd(quantity_wh, buyer_price, seller_price)
 
 
@@ -59,8 +62,11 @@ class _Contracts:
         seller = np.ascontiguousarray(msg.seller, dtype=np.int64)
         bp = np.ascontiguousarray(msg.buyer_price, dtype=np.float64)
         sp = np.ascontiguousarray(msg.seller_price, dtype=np.float64)
-        self.surplus_usd += _add_cleared(buyer, seller, q, bp, sp, self.bought_wh, self.sold_wh, self.cost_usd,
-                                         self.revenue_usd)
+        surplus = _add_cleared(buyer, seller, q, bp, sp, self.bought_wh, self.sold_wh, self.cost_usd, self.revenue_usd)
+        if surplus != surplus:  # NaN
+            raise ValueError(f"Cleared of market {msg.market!r}, delivery round {msg.delivery_round}: a match names a "
+                             f"participant outside the roster of {self.bought_wh.size}, or its columns differ in length")
+        self.surplus_usd += surplus
 
 
 class ImbalanceSettlement:

@@ -17,32 +17,16 @@ household's grid-only bill (the counterfactual everyone is compared with).
 from __future__ import annotations
 
 import msgspec
-import numba
 import numpy as np
 
 from trexsim.agents.base import OrderBatch, TraderObservation, build_trader_populations, population_kinds
 from trexsim.config.schema import ParticipantConfig
 from trexsim.data.profiles import ProfileSet
 from trexsim.devices.battery import BatteryBank, meter_round, plan_round, spare_discharge_wh, stored_after_committed
-from trexsim.engine.mechanisms import total_contracts
+from trexsim.engine.mechanisms import total_contracts_checked
 from trexsim.fabric import topics
 from trexsim.seeding import population_rngs
 from trexsim.fabric.messages import Cleared, Delivered, EpisodeStart, GridPrices, MeterReadings, Orders, RoundStart
-
-
-@numba.njit(cache=True, nogil=True)
-def _add_contracts(buyer, seller, quantity_wh, buyer_price, seller_price, bought_wh, sold_wh, cost_usd, revenue_usd):
-    """:func:`~trexsim.engine.mechanisms.total_contracts` into the roster's totals, after checking that every
-    match names a roster index (False, nothing added: a ``Cleared`` that does not fit this roster)."""
-    n = bought_wh.size
-    m = quantity_wh.size
-    if buyer.size != m or seller.size != m or buyer_price.size != m or seller_price.size != m:
-        return False
-    for t in range(m):
-        if buyer[t] < 0 or buyer[t] >= n or seller[t] < 0 or seller[t] >= n:
-            return False
-    total_contracts(buyer, seller, quantity_wh, buyer_price, seller_price, bought_wh, sold_wh, cost_usd, revenue_usd)
-    return True
 
 
 _DELIVERED_ARRAYS = [f for f in Delivered.__struct_fields__ if f not in ("episode", "round", "grid_buy_price",
@@ -169,7 +153,7 @@ class Participants:
         if len(msg.quantity_wh):
             i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
             f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
-            if not _add_contracts(i64(msg.buyer), i64(msg.seller), i64(msg.quantity_wh), f64(msg.buyer_price),
+            if not total_contracts_checked(i64(msg.buyer), i64(msg.seller), i64(msg.quantity_wh), f64(msg.buyer_price),
                                   f64(msg.seller_price), *totals):
                 raise ValueError(f"Cleared of market {msg.market!r}, delivery round {msg.delivery_round}: a match "
                                  f"names a participant outside the roster of {self.roster_size}")
