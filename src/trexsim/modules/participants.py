@@ -252,12 +252,16 @@ class Participants:
         if self._routes is None:
             self.fabric.publish(topics.ORDERS, Orders(self.episode, k, d, cols[0], cols[1], cols[2], cols[3], cols[4], ids))
             return
+        # one message per market, each order to its household's home: the orders grouped by market once (a stable
+        # sort keeps each market's orders in their order), each message a slice of the grouped columns
         route = self._route_of[cols[0]]
-        for i, (market, _) in enumerate(self._routes):  # one message per market, each order to its household's home
-            pick = np.flatnonzero(route == i)
-            if pick.size:
-                self.fabric.publish(topics.ORDERS, Orders(self.episode, k, d, *(c[pick] for c in cols), ids[pick],
-                                                          market=market))
+        order = np.argsort(route, kind="stable")
+        grouped = [c[order] for c in cols] + [ids[order]]
+        bounds = np.searchsorted(route[order], np.arange(len(self._routes) + 1))
+        for i, (market, _) in enumerate(self._routes):
+            a, b = bounds[i], bounds[i + 1]
+            if b > a:
+                self.fabric.publish(topics.ORDERS, Orders(self.episode, k, d, *(c[a:b] for c in grouped), market=market))
 
 
 __all__ = ["OrderBatch", "Participants"]
