@@ -74,7 +74,7 @@ class TrexParallelEnv(ParallelEnv):
         self.backend = "simulation" if isinstance(self._batch, SimulationBatch) else "compiled"
         # built once: PettingZoo requires the same object on every call
         self._obs_spaces = c.observation_spaces if k == 1 else {a: c.observation_space(j, k) for j, a in enumerate(c.agents)}
-        self._history = History(1, len(c.agents), k) if k > 1 else None
+        self._history = History(1, len(c.agents), k, c.obs_size) if k > 1 else None
         self._act_spaces = c.action_spaces
         self._noop = c.noop[None].copy()
         self._profit = np.zeros((1, len(c.agents)))
