@@ -188,3 +188,14 @@ def test_the_vector_env_stacks_the_wider_observation(backend):
         assert np.array_equal(obs[..., width:], now) and np.array_equal(obs[..., :width], before)
         assert vec.observation_space.contains(obs)
         before = now
+
+
+def test_gymnasium_check_env_with_every_value_on():
+    from gymnasium.utils.env_checker import check_env
+
+    from trexsim.envs import gym_env
+
+    observe = {"pending_setpoint": True, "tariff_ahead_h": 2, "forecast_h": 2}
+    env = gym_env(household(observe, close_steps=2), history=2)
+    assert env.observation_space.shape == (2 * (13 + 2 + 4 + 4),)
+    check_env(env, skip_render_check=True)
