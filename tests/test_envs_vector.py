@@ -20,10 +20,12 @@ from trexsim.simulation import Simulation  # noqa: E402
 ROUNDS = 40
 
 
-def community(settlement="average_price", action="continuous", close_steps=2, rounds=ROUNDS, tie_break="random"):
+def community(settlement="average_price", action="continuous", close_steps=2, rounds=ROUNDS, tie_break="random",
+              observe=None):
     """Every path of the compiled round: fixed-price traders with a battery offered in the dispatch pool
     and dispatch-pool bids, self-consumption and external batteries, a grid-only household, time-of-use
-    grid prices, agents whose price window reaches beyond the market's (some orders are rejected)."""
+    grid prices, agents whose price window reaches beyond the market's (some orders are rejected).
+    ``observe``: the agents' optional observations (``trader.observe``; the second agent's noise differs)."""
     participants = {
         "pv": {"count": 2, "profile": {"type": "realistic", "pv_capacity_kw": 8},
                "storage": {"capacity_wh": 5000, "power_w": 3000, "initial_soc": 0.8},
@@ -39,6 +41,9 @@ def community(settlement="average_price", action="continuous", close_steps=2, ro
                  "trader": {"type": "external", "action": action, "max_price": 0.3, "max_quantity_wh": 150,
                             "reward": "savings"}},
     }
+    if observe is not None:
+        participants["rl_a"]["trader"]["observe"] = dict(observe)
+        participants["rl_b"]["trader"]["observe"] = {**observe, "forecast_noise": 0.25}
     return parse_config({
         "study": {"days": rounds / 1440, "seed": 11, "start_datetime": "2021-07-01 11:00:00"},
         "market": {"settlement": settlement, "close_steps": close_steps, "max_price": 0.25, "tie_break": tie_break,
@@ -57,18 +62,25 @@ def random_actions(rng, steps, num_envs, agents, discrete=False):
     return a
 
 
-@pytest.mark.parametrize("settlement,action,close_steps,tie_break", [("average_price", "continuous", 2, "random"),
-                                                                     ("exact_price", "discrete", 1, "pro_rata"),
-                                                                     ("exact_match", "continuous", 3, "random"),
-                                                                     ("average_price", "discrete", 1, "submission"),
-                                                                     ("k_double_auction", "continuous", 2, "random"),
-                                                                     ("sbba", "discrete", 1, "pro_rata")])
-def test_every_copy_equals_the_ordinary_simulation(settlement, action, close_steps, tie_break):
-    config = community(settlement, action, close_steps, tie_break=tie_break)
+EVERY_OBSERVATION = {"pending_setpoint": True, "tariff_ahead_h": 3, "forecast_h": 2}  # noisy forecasts (default)
+
+
+@pytest.mark.parametrize("settlement,action,close_steps,tie_break,observe", [
+    ("average_price", "continuous", 2, "random", None),
+    ("exact_price", "discrete", 1, "pro_rata", None),
+    ("exact_match", "continuous", 3, "random", None),
+    ("average_price", "discrete", 1, "submission", None),
+    ("k_double_auction", "continuous", 2, "random", None),
+    ("sbba", "discrete", 1, "pro_rata", None),
+    ("average_price", "continuous", 2, "random", EVERY_OBSERVATION),
+    ("exact_price", "discrete", 3, "pro_rata", EVERY_OBSERVATION)])
+def test_every_copy_equals_the_ordinary_simulation(settlement, action, close_steps, tie_break, observe):
+    config = community(settlement, action, close_steps, tie_break=tie_break, observe=observe)
     assert compiled_supported(config) is None
     num_envs = 3
     vec = vector_env(config, num_envs=num_envs)
     assert vec.backend == "compiled"
+    assert vec.obs_dim == 13 + (0 if observe is None else close_steps + 2 * 3 + 2 * 2)
     actions = random_actions(np.random.default_rng(4), ROUNDS, num_envs, 2, discrete=action == "discrete")
     obs, _ = vec.reset(seed=20)
     singles = [parallel_env(config, backend="simulation") for _ in range(num_envs)]

@@ -22,3 +22,9 @@ def run_id_rng(seed: int) -> np.random.Generator:
 def population_rngs(rng: np.random.Generator, n_populations: int) -> list[np.random.Generator]:
     """One generator per trader population, in the order the populations are built."""
     return list(rng.spawn(n_populations))
+
+
+def forecast_noise_rng(seed: int) -> np.random.Generator:
+    """The RL environments' forecast noise (the third child of the study seed: the other streams are
+    unchanged whether forecasts are observed or not)."""
+    return np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])

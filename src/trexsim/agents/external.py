@@ -58,5 +58,11 @@ class ExternalTraders(TraderPopulation):
         """The set-points the members gave for ``round_index`` (zeros if none), in member order."""
         return self._setpoints.pop(round_index, np.zeros(self.members.size, dtype=np.int64))
 
+    def pending_setpoint(self, round_index: int) -> np.ndarray:
+        """The set-points given for ``round_index`` and not yet delivered (zeros if none), in member order;
+        unlike :meth:`battery_setpoint`, they stay (an RL observation reads them)."""
+        held = self._setpoints.get(round_index)
+        return np.zeros(self.members.size, dtype=np.int64) if held is None else held.copy()
+
     def reset(self, episode: int) -> None:
         self._setpoints.clear()

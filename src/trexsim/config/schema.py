@@ -409,6 +409,22 @@ class QLearningTrader(_Model):
                              "TREX-Core agent's credit assignment). The same for every q_learning trader of a run.")
 
 
+class ExternalObservation(_Model):
+    """Optional values an external agent observes after the 13 of every observation (docs/envs.md
+    "Observation"); all off by default, so the observation is the 13 values."""
+
+    pending_setpoint: bool = Field(
+        False, description="The battery set-points chosen for delivery rounds not yet delivered (market.close_steps "
+                           "of them, soonest first) / the charge or discharge limit.")
+    tariff_ahead_h: int = Field(0, ge=0, le=48, description="Grid buy, then sell prices one to this many hours after "
+                                                          "the delivery round / max_price.")
+    forecast_h: int = Field(0, ge=0, le=48, description="Own load, then generation, for each of this many hours after "
+                                                      "the delivery round (the hour's mean Wh a round) / "
+                                                      "max_quantity_wh, with forecast_noise.")
+    forecast_noise: float = Field(0.1, ge=0, le=2, description="Relative standard deviation of the forecasts' "
+                                                              "multiplicative lognormal noise (0: the exact profile).")
+
+
 class ExternalTrader(_Model):
     """Orders (and, with ``storage.policy: external``, the battery) come from outside: an RL agent
     driving the simulation through :mod:`trexsim.envs`."""
@@ -423,6 +439,8 @@ class ExternalTrader(_Model):
     battery_levels: int = Field(11, ge=3, le=1001, description="Discrete actions: set-points from full discharge to full charge (odd: 0 is a level).")
     reward: Literal["net_profit", "savings"] = Field(
         "net_profit", description="net_profit: the delivery's net profit, $; savings: its grid-only cost minus its net cost, $.")
+    observe: ExternalObservation = Field(default_factory=ExternalObservation,
+                                         description="Optional values observed after the 13 (docs/envs.md).")
 
     @model_validator(mode="after")
     def _window(self) -> "ExternalTrader":

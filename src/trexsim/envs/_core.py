@@ -30,6 +30,7 @@ from trexsim.engine.ties import tie_break_code, tie_key
 from trexsim.engine import step as S
 from trexsim.envs import _kernels as K
 from trexsim.errors import ConfigError
+from trexsim.seeding import forecast_noise_rng
 
 OBS_SIZE = 13
 OBS_HIGH = 1000.0
@@ -60,29 +61,29 @@ def check_history(history) -> int:
 
 
 def observation_space(history: int = 1, low=None, high=None) -> spaces.Box:
-    """One agent's observation space: ``history`` stacked 13-value observations (zeros lie inside).
-    ``low`` / ``high``: the 13 bounds of one observation (:meth:`Community.observation_bounds`; default
-    the loosest, -1 and :data:`OBS_HIGH`)."""
+    """One agent's observation space: ``history`` stacked observations (zeros lie inside).
+    ``low`` / ``high``: the bounds of one observation (:meth:`Community.observation_bounds`: 13 values and
+    the optional ones; default the 13's loosest, -1 and :data:`OBS_HIGH`)."""
     low = np.full(OBS_SIZE, -1.0) if low is None else np.asarray(low, dtype=np.float64)
     high = np.full(OBS_SIZE, OBS_HIGH) if high is None else np.asarray(high, dtype=np.float64)
     return spaces.Box(np.tile(low, history).astype(np.float32), np.tile(high, history).astype(np.float32),
-                      (history * OBS_SIZE,), np.float32)
+                      (history * low.size,), np.float32)
 
 
 class History:
     """The last ``k`` observations of every agent of every copy, stacked oldest first.
 
-    One preallocated ``(copies, agents, k, 13)`` float32 array: :meth:`push` shifts the blocks one
+    One preallocated ``(copies, agents, k, width)`` float32 array (``width``: 13 and the optional values): :meth:`push` shifts the blocks one
     place towards the oldest (an in-place slice copy, no allocation) and writes the newest last;
     :meth:`start` zeroes the older blocks (an episode's first observation has no past: zero
     padding). Both return the ``(copies, agents, k * 13)`` view of the array, which the next call
     overwrites: callers copy what they hand out.
     """
 
-    def __init__(self, num_envs: int, n_agents: int, k: int):
+    def __init__(self, num_envs: int, n_agents: int, k: int, width: int = OBS_SIZE):
         self.k = k
-        self.buffer = np.zeros((num_envs, n_agents, k, OBS_SIZE), dtype=np.float32)
-        self.flat = self.buffer.reshape(num_envs, n_agents, k * OBS_SIZE)  # a view of the same memory
+        self.buffer = np.zeros((num_envs, n_agents, k, width), dtype=np.float32)
+        self.flat = self.buffer.reshape(num_envs, n_agents, k * width)  # a view of the same memory
 
     def start(self, obs: np.ndarray) -> np.ndarray:
         self.buffer[:, :, :-1] = 0.0
@@ -170,12 +171,60 @@ class Community:
         self.capacity = bank.capacity_wh[self.agent_index].copy()
         self.tick = float(config.market.price_tick)
         self._decode_buffers: dict[tuple, tuple] = {}
+        self._optional_observations()
         self.obs_low, self.obs_high = self.observation_bounds()
         self.observation_spaces = {a: self.observation_space(j, 1) for j, a in enumerate(self.agents)}
         self.action_spaces = {a: self._action_space(x) for a, x in zip(self.agents, t)}
 
+    def _optional_observations(self) -> None:
+        """The values after the 13 (the external traders' ``observe``), and the tables they are read from.
+
+        Every agent of one env has the same layout (the vectorised arrays have one shape); the noise may
+        differ. An hour is ``rounds_per_hour`` rounds (3600 s / ``study.interval_s``, at least one).
+        """
+        wanted = [t.observe for t in self.traders]
+        layouts = {(o.pending_setpoint, o.tariff_ahead_h, o.forecast_h) for o in wanted}
+        where = "participants.<external>.trader.observe"
+        if len(layouts) > 1:
+            raise ConfigError([(where, "every external trader must observe the same values: pending_setpoint, "
+                                       "tariff_ahead_h and forecast_h differ between them")])
+        pending, tariff_h, forecast_h = layouts.pop()
+        if pending and self.close_steps == 0:
+            raise ConfigError([(where + ".pending_setpoint", "needs market.close_steps >= 1: with 0 no set-point "
+                                                            "is ever pending")])
+        if tariff_h and self.config.market.type == "tc":
+            raise ConfigError([(where + ".tariff_ahead_h", "a 'tc' market's grid prices are not known ahead")])
+        self.n_pending = self.close_steps if pending else 0
+        self.tariff_h, self.forecast_h = int(tariff_h), int(forecast_h)
+        self.forecast_noise = np.array([o.forecast_noise for o in wanted])
+        self.rounds_per_hour = max(1, int(round(3600 / self.config.study.interval_s)))
+        self.obs_size = OBS_SIZE + self.n_pending + 2 * self.tariff_h + 2 * self.forecast_h
+        # the tariff is a function of time, known beyond the episode's end: sampled at the start of the round
+        # h hours after each delivery round
+        later = np.arange(self.rounds, dtype=np.int64)[:, None] + self.rounds_per_hour * np.arange(1, self.tariff_h + 1)
+        buy, sell = tariff_prices(self.clock.round_start_s(later).ravel(), self.config.study.timezone,
+                                  self.config.market.grid)
+        self.tariff_ahead = np.concatenate([buy.reshape(later.shape), sell.reshape(later.shape)], axis=1)
+
+    def forecast_wh(self, seed: int, load_wh: np.ndarray, gen_wh: np.ndarray) -> np.ndarray:
+        """The episode's forecasts ``(rounds, agents, 2 forecast_h)`` [Wh a round] from its profiles
+        ``(rounds, agents)`` (:func:`trexsim.envs._kernels.hourly_forecast_wh`): each value times an
+        independent lognormal factor of mean 1 and relative standard deviation ``forecast_noise``, drawn
+        from the episode's seed (the same seed, the same forecasts, on both backends)."""
+        a_n = len(self.agents)
+        out = np.zeros((self.rounds, a_n, 2 * self.forecast_h))
+        if self.forecast_h == 0:
+            return out
+        # lognormal with E = 1 and std = sigma: log-std s = sqrt(ln(1 + sigma^2)), log-mean -s^2 / 2
+        log_std = np.sqrt(np.log1p(self.forecast_noise ** 2))[None, :, None]
+        z = forecast_noise_rng(int(seed)).standard_normal(out.shape)
+        factors = np.exp(log_std * z - log_std ** 2 / 2)   # exactly 1 where the noise is 0
+        K.hourly_forecast_wh(np.asarray(load_wh, dtype=np.float64), np.asarray(gen_wh, dtype=np.float64),
+                             self.rounds_per_hour, factors, out)
+        return out
+
     def observation_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(low, high)``, each (agents, 13): the bounds every observation of the config keeps, in every
+        """``(low, high)``, each (agents, 13 + optional values): the bounds every observation of the config keeps, in every
         episode and on every date (``trexsim train``'s dated episodes share one space).
 
         Times of day and week in [-1, 1]; state of charge and the agent's own last contracts (one bid and
@@ -184,12 +233,14 @@ class Community:
         settlement price in [0, ``market.max_price`` / ``max_price``]; the settled energy in
         [0, 2 ``market.max_order_wh`` / ``max_quantity_wh``] (at most two orders a participant). Forecast
         load and generation / ``max_quantity_wh`` have no bound a config fixes: [0, :data:`OBS_HIGH`].
+        The optional values: pending set-points in [-1, 1], prices ahead as the grid prices, forecasts as
+        the load and generation.
         """
         market, grid = self.config.market, self.config.market.grid
         tariff = max([grid.buy_price, grid.sell_price] + [p for t in grid.tou for p in (t.buy_price, t.sell_price)])
         a_n = len(self.agents)
-        low = np.zeros((a_n, OBS_SIZE))
-        high = np.ones((a_n, OBS_SIZE))
+        low = np.zeros((a_n, self.obs_size))
+        high = np.ones((a_n, self.obs_size))
         low[:, 0:4] = -1.0
         high[:, 4:6] = OBS_HIGH
         high[:, 7:9] = OBS_HIGH if market.type == "tc" else tariff / self.max_price[:, None]
@@ -199,6 +250,11 @@ class Community:
         # a margin of a millionth where the observation's float arithmetic differs from the bound's
         high[:, 7:11] *= 1.0 + 1e-6
         low[:, 9] *= 1.0 + 1e-6
+        t0 = OBS_SIZE + self.n_pending
+        f0 = t0 + 2 * self.tariff_h
+        low[:, OBS_SIZE:t0] = -1.0
+        high[:, t0:f0] = high[:, 7:8]
+        high[:, f0:] = OBS_HIGH
         return low, high
 
     def observation_space(self, agent: int, history: int = 1) -> spaces.Box:
@@ -293,7 +349,8 @@ class CompiledBatch:
         self.out = S.new_outputs(N, n, a_n)
         self.work = S.new_workspace(n)
         self.ledger, self.rejected, self.cleared = self.out.ledger, self.out.rejected, self.state.cleared
-        self.obs = np.zeros((N, a_n, OBS_SIZE), dtype=np.float32)
+        self.obs = np.zeros((N, a_n, c.obs_size), dtype=np.float32)
+        self.forecast = np.zeros((N, R, a_n, 2 * c.forecast_h))
         self.round = 0
 
     def reset(self, seeds: list[int]) -> np.ndarray:
@@ -305,6 +362,7 @@ class CompiledBatch:
                 if self.load.dtype != np.int64 and max(int(load.max(initial=0)), int(gen.max(initial=0))) > np.iinfo(np.int32).max:
                     self.load, self.gen = self.load.astype(np.int64), self.gen.astype(np.int64)
                 self.load[e], self.gen[e] = load, gen
+                self.forecast[e] = c.forecast_wh(int(seed), load[:, c.agent_index], gen[:, c.agent_index])
                 self.tie_keys[e] = tie_key(int(seed))
                 self.seeds[e] = seed
         S.reset_state(self.state, self.bank.initial_soc * self.bank.capacity_wh)
@@ -320,6 +378,9 @@ class CompiledBatch:
                       self.state.stored_wh[e, c.agent_index], c.capacity, c.buy_price[d] if inside else 0.0,
                       c.sell_price[d] if inside else 0.0, 0.0, 0.0, np.zeros(a_n), np.zeros(a_n), c.max_q,
                       c.max_price, c.n)
+            # (nothing is pending before the first round)
+            K.observe_ahead(self.obs[e], d, c.rounds, np.zeros((a_n, c.n_pending)), c.charge_limit,
+                            c.discharge_limit, c.tariff_ahead, self.forecast[e], c.max_q, c.max_price)
         return self.obs
 
     def step(self, orders) -> None:
@@ -327,7 +388,8 @@ class CompiledBatch:
         inputs = S.RoundInputs(self.load, self.gen, c.buy_price, c.sell_price, self.tie_keys, 0, *orders)
         # an env's episode is episode 0 of a run with the copy's seed (as the simulation backend runs it)
         S.step(self.round, self.params, self.state, inputs, self.out, self.work)
-        K.observe_copies(self.round, self.params, self.state, inputs, c.time_features, c.max_q, c.max_price, self.obs)
+        K.observe_copies(self.round, self.params, self.state, inputs, c.time_features, c.max_q, c.max_price, self.obs,
+                         c.charge_limit, c.discharge_limit, c.n_pending, c.tariff_ahead, self.forecast)
         self.round += 1
 
     def close(self) -> None:
@@ -347,7 +409,8 @@ class SimulationBatch:
         self.cleared = np.zeros((self.num_envs, 2 + 2 * a_n))
         self.ledger = np.zeros((self.num_envs, a_n, len(K.LEDGER_COLUMNS)))
         self.rejected = np.zeros((self.num_envs, a_n), dtype=np.int64)
-        self.obs = np.zeros((self.num_envs, a_n, OBS_SIZE), dtype=np.float32)
+        self.obs = np.zeros((self.num_envs, a_n, community.obs_size), dtype=np.float32)
+        self.forecast = np.zeros((self.num_envs, community.rounds, a_n, 2 * community.forecast_h))
         self._pops: list = [None] * self.num_envs
         self._delivered: list = [None] * self.num_envs
         self.round = 0
@@ -382,6 +445,9 @@ class SimulationBatch:
             sim.fabric.subscribe(topics.CLEARED, lambda msg, e=e: self._on_cleared(e, msg))
             sim.fabric.subscribe(topics.REJECTED, lambda msg, e=e: self._on_rejected(e, msg))
             sim.begin_episode(0)
+            if c.forecast_h:  # the forecasts come from the simulation's own profiles
+                load, gen = sim.profiles.energy_wh(0, c.rounds)
+                self.forecast[e] = c.forecast_wh(int(seed), load[:, c.agent_index], gen[:, c.agent_index])
         self.round = 0
         self._observe(c.close_steps)
         return self.obs
@@ -420,6 +486,14 @@ class SimulationBatch:
             K.observe(self.obs[e], delivery_round, c.rounds, c.time_features, load, gen,
                       sim.participants.battery.stored_wh[idx], c.capacity, buy, sell, row[0], row[1],
                       row[2:2 + a_n], row[2 + a_n:], c.max_q, c.max_price, c.n)
+            if c.obs_size > OBS_SIZE:
+                # the set-points the external traders hold for the rounds not yet delivered, soonest first
+                first = delivery_round - c.close_steps
+                pending = np.zeros((a_n, c.n_pending))
+                for t in range(c.n_pending):
+                    pending[:, t] = self._pops[e].pending_setpoint(first + t)
+                K.observe_ahead(self.obs[e], delivery_round, c.rounds, pending, c.charge_limit, c.discharge_limit,
+                                c.tariff_ahead, self.forecast[e], c.max_q, c.max_price)
 
     def step(self, orders) -> None:
         bid_price, _, bid_wh, ask_price, _, ask_wh, battery = orders

@@ -53,9 +53,80 @@ def observe(out, delivery_round, rounds, time_features, load_row, gen_row, store
 
 
 @numba.njit(cache=True, nogil=True)
-def observe_copies(k, params, state, inputs, time_features, max_quantity_wh, max_price, obs):
-    """Every copy's observations ``obs`` (N, agents, 13) after round ``k``: for delivery round
-    ``k + 1 + close_steps``, from the state :func:`trexsim.engine.step.step` left."""
+def observe_ahead(out, delivery_round, rounds, pending_wh, charge_limit_wh, discharge_limit_wh, tariff_ahead,
+                  forecast_wh, max_quantity_wh, max_price):
+    """Fill the optional values after the 13 of one copy's observations ``out`` (agents x width).
+
+    ``pending_wh`` (agents, P): the set-points [Wh, + charge] for the P delivery rounds chosen but not
+    yet delivered, soonest first, / the agent's charge (or discharge) limit: in [-1, 1].
+    ``tariff_ahead`` (rounds, 2 T): grid buy then sell prices [$/kWh] one to T hours after each delivery
+    round, / ``max_price``. ``forecast_wh`` (rounds, agents, 2 F): forecast load then generation [Wh a
+    round] for one to F hours after each delivery round (noise already applied), / ``max_quantity_wh``.
+    The delivery round's own values are zero after the episode's last (as values 4, 5, 7, 8 are); the
+    set-points in flight are state, observed until delivered.
+    """
+    a_n = out.shape[0]
+    n_pending = pending_wh.shape[1]
+    n_tariff = tariff_ahead.shape[1]
+    n_forecast = forecast_wh.shape[2]
+    t0 = 13 + n_pending
+    f0 = t0 + n_tariff
+    inside = delivery_round < rounds
+    for j in range(a_n):
+        for t in range(n_pending):
+            wh = pending_wh[j, t]
+            limit_wh = charge_limit_wh[j] if wh >= 0 else discharge_limit_wh[j]
+            out[j, 13 + t] = wh / limit_wh if limit_wh > 0 else 0.0
+        for t in range(n_tariff):
+            out[j, t0 + t] = tariff_ahead[delivery_round, t] / max_price[j] if inside else 0.0
+        for t in range(n_forecast):
+            out[j, f0 + t] = forecast_wh[delivery_round, j, t] / max_quantity_wh[j] if inside else 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def hourly_forecast_wh(load_wh, gen_wh, rounds_per_hour, factors, out):
+    """Every delivery round's forecast for the hours after it: ``out[r, j, h]`` (load) and
+    ``out[r, j, F + h]`` (generation) = the mean energy [Wh a round] of agent ``j`` over the rounds
+    ``r + 1 + h * rounds_per_hour`` to ``r + (h + 1) * rounds_per_hour`` (those inside the episode; 0 if
+    none), times its noise factor ``factors[r, j, h]`` (``factors[r, j, F + h]``).
+
+    ``load_wh``/``gen_wh``: (rounds, agents) the episode's profiles. An hour's mean, not one round's
+    value: a household's one-minute load is mostly noise, the hour's shape is what can be planned on.
+    """
+    rounds, a_n = load_wh.shape
+    n_hours = out.shape[2] // 2
+    for j in range(a_n):
+        for r in range(rounds):
+            for h in range(n_hours):
+                first = r + 1 + h * rounds_per_hour
+                last = min(first + rounds_per_hour, rounds)
+                load_sum = 0.0
+                gen_sum = 0.0
+                for q in range(first, last):
+                    load_sum += load_wh[q, j]
+                    gen_sum += gen_wh[q, j]
+                count = last - first
+                out[r, j, h] = load_sum / count * factors[r, j, h] if count > 0 else 0.0
+                out[r, j, n_hours + h] = gen_sum / count * factors[r, j, n_hours + h] if count > 0 else 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def pending_setpoints(k, close_steps, setpoint, has_setpoint, pending_wh):
+    """One copy's set-points in flight after round ``k`` (delivery rounds ``k + 1`` to ``k + close_steps``,
+    soonest first; 0 where none was chosen) from its ring of slots (:class:`trexsim.engine.step.RoundState`)."""
+    slots = close_steps + 1
+    for t in range(pending_wh.shape[1]):
+        slot = (k + 1 + t) % slots
+        for j in range(pending_wh.shape[0]):
+            pending_wh[j, t] = setpoint[slot, j] if has_setpoint[slot] else 0
+
+
+@numba.njit(cache=True, nogil=True)
+def observe_copies(k, params, state, inputs, time_features, max_quantity_wh, max_price, obs, charge_limit_wh,
+                   discharge_limit_wh, n_pending, tariff_ahead, forecast_wh):
+    """Every copy's observations ``obs`` (N, agents, width) after round ``k``: for delivery round
+    ``k + 1 + close_steps``, from the state :func:`trexsim.engine.step.step` left; ``forecast_wh``
+    (N, rounds, agents, 2 F) each copy's forecasts (:func:`hourly_forecast_wh`)."""
     p, s, x = params, state, inputs
     rounds = p.rounds
     n = x.load_wh.shape[2]
@@ -65,6 +136,7 @@ def observe_copies(k, params, state, inputs, time_features, max_quantity_wh, max
     a_gen = np.zeros(a_n)
     a_stored = np.empty(a_n)
     a_cap = np.empty(a_n)
+    pending_wh = np.zeros((a_n, n_pending))
     nb = x.buy_price[nd] if nd < rounds else 0.0
     ns = x.sell_price[nd] if nd < rounds else 0.0
     for e in range(x.load_wh.shape[0]):
@@ -77,6 +149,10 @@ def observe_copies(k, params, state, inputs, time_features, max_quantity_wh, max
             a_cap[j] = p.capacity_wh[i]
         observe(obs[e], nd, rounds, time_features, a_load, a_gen, a_stored, a_cap, nb, ns, s.cleared[e, 0],
                 s.cleared[e, 1], s.cleared[e, 2:2 + a_n], s.cleared[e, 2 + a_n:], max_quantity_wh, max_price, n)
+        if obs.shape[2] > 13:
+            pending_setpoints(k, p.close_steps, s.setpoint[e], s.has_setpoint[e], pending_wh)
+            observe_ahead(obs[e], nd, rounds, pending_wh, charge_limit_wh, discharge_limit_wh, tariff_ahead,
+                          forecast_wh[e], max_quantity_wh, max_price)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -31,6 +31,11 @@ Observation (float32, 13 values, all the agent's own or public):
  12   own energy sold in the last cleared round / ``max_quantity_wh``
 ====  =============================================================================
 
+Then, when the trader's ``observe`` asks for them (off by default), in this order: the pending battery
+set-points (``close_steps`` values), the grid buy then sell prices 1 to ``tariff_ahead_h`` hours ahead,
+and own load then generation forecasts for the ``forecast_h`` hours ahead (docs/envs.md "Optional
+observations"); ``env.observation_space(agent)`` has the width.
+
 History stacking (``history=k``, default 1: none): each observation is the concatenation of the
 agent's last ``k`` observations, oldest first, ``k * 13`` values; the newest is the last 13. At
 the start of an episode the older blocks are zeros (the first observation after ``reset`` is
@@ -74,7 +79,7 @@ class TrexParallelEnv(ParallelEnv):
         self.backend = "simulation" if isinstance(self._batch, SimulationBatch) else "compiled"
         # built once: PettingZoo requires the same object on every call
         self._obs_spaces = c.observation_spaces if k == 1 else {a: c.observation_space(j, k) for j, a in enumerate(c.agents)}
-        self._history = History(1, len(c.agents), k) if k > 1 else None
+        self._history = History(1, len(c.agents), k, c.obs_size) if k > 1 else None
         self._act_spaces = c.action_spaces
         self._noop = c.noop[None].copy()
         self._profit = np.zeros((1, len(c.agents)))

@@ -37,7 +37,7 @@ from gymnasium import spaces
 
 from trexsim.config.schema import SimulationConfig
 from trexsim.envs import _kernels as K
-from trexsim.envs._core import (ACTION_SIZE, OBS_SIZE, Community, History, SimulationBatch, check_history,
+from trexsim.envs._core import (ACTION_SIZE, Community, History, SimulationBatch, check_history,
                                 check_seed, make_batch, observation_space)
 
 __all__ = ["TrexVectorEnv"]
@@ -58,7 +58,7 @@ class TrexVectorEnv:
         self.num_envs = int(num_envs)
         self.agents = list(c.agents)
         self.n_agents = len(self.agents)
-        self.obs_dim, self.action_dim = k * OBS_SIZE, ACTION_SIZE
+        self.obs_dim, self.action_dim = k * c.obs_size, ACTION_SIZE
         self._batch = make_batch(c, self.num_envs, backend)
         self.backend = "simulation" if isinstance(self._batch, SimulationBatch) else "compiled"
         self.reseed = bool(reseed)
@@ -69,9 +69,9 @@ class TrexVectorEnv:
         high = np.tile(c.obs_high, (1, k)).astype(np.float32)
         self.observation_space = spaces.Box(np.broadcast_to(low, (self.num_envs, *low.shape)).copy(),
                                             np.broadcast_to(high, (self.num_envs, *high.shape)).copy(),
-                                            (self.num_envs, self.n_agents, k * OBS_SIZE), np.float32)
+                                            (self.num_envs, self.n_agents, k * c.obs_size), np.float32)
         self._obs_spaces = c.observation_spaces if k == 1 else {a: c.observation_space(j, k) for j, a in enumerate(c.agents)}
-        self._history = History(self.num_envs, self.n_agents, k) if k > 1 else None
+        self._history = History(self.num_envs, self.n_agents, k, c.obs_size) if k > 1 else None
         self.single_action_spaces = c.action_spaces
         if not c.discrete.any():
             self.action_space = spaces.Box(-1.0, 1.0, (self.num_envs, self.n_agents, ACTION_SIZE), np.float32)
