@@ -314,7 +314,7 @@ class EVConfig(DeviceSettings):
         "scheduled", description="'scheduled': from the arrival (or the timer) at full power; 'smart': "
                                  "price-responsive, each session's energy in the cheapest rounds of a TC price "
                                  "schedule before the departure (where no schedule exists: as 'scheduled', with a "
-                                 "warning; docs/devices.md).")
+                                 "warning; docs/configuration.md, 'devices').")
 
     @field_validator("charging")
     @classmethod
@@ -473,7 +473,7 @@ class ParticipantConfig(_Model):
     storage: BatteryConfig | None = None
     devices: list[DeviceConfig] = Field(
         default_factory=list, description="Devices behind the meter besides the battery (an EV, plug-ins' devices): each adds "
-                                          "its energy to the household's metered load or generation (docs/devices.md).")
+                                          "its energy to the household's metered load or generation (docs/configuration.md, 'devices').")
     trader: TraderConfig = Field(default_factory=lambda: GridOnlyTrader(type="grid_only"))
     count: int = Field(1, ge=1, le=1_000_000, description="Copies of this household, named '<id>-1' ... '<id>-N' (numbers zero-padded to N's width).")
 

@@ -6,7 +6,7 @@ settings, the clock and the run's seed, not from the market. It therefore acts w
 profiles are read (:class:`trexsim.data.profiles.ProfileSet` adds what it draws to the load and what it
 supplies to the generation), and every driver sees it the same way: the in-process and networked
 simulations, both backends of the RL environments, the transactive-control forecasts and the battery
-optimum. A config lists a household's devices under ``devices`` (``docs/devices.md``).
+optimum. A config lists a household's devices under ``devices`` (``docs/configuration.md``, "devices").
 
 A :class:`PriceResponsiveDevice` is a scheduled device that can also answer a price schedule: where the run
 has one (a TC market of ``tc.market: "schedule"``), the TC households ask it for its energy under each
