@@ -193,3 +193,17 @@ def test_tc_households_plan_and_meter_the_same_answer():
 
 def test_the_interface_is_checked():
     assert issubclass(type(ev_bank(config([SMART]))), PriceResponsiveDevice)
+
+
+def test_the_tc_double_auction_gives_no_schedule_the_cars_charge_as_scheduled_with_the_warning():
+    from trexsim.config.schema import TCConfig
+    from trexsim.devices.battery import BatteryBank
+    from trexsim.tc.households import AuctionHouseholds
+
+    profiles = profiles_of(config([SMART]))
+    tc = TCConfig(market="double_auction", price_interval_s=3600)
+    AuctionHouseholds(tc, profiles, BatteryBank(1, 3600), 3600, np.arange(1), np.zeros(1, dtype=bool))
+    assert not profiles.devices.priced
+    with pytest.warns(PriceSignalWarning, match="no price schedule"):
+        load, _ = profiles.energy_wh(0, 48)
+    assert load[:, 0].tolist() == ev_bank(config([SMART])).energy_wh(0, 48)[0][:, 0].tolist()
