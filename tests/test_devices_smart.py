@@ -207,3 +207,31 @@ def test_the_tc_double_auction_gives_no_schedule_the_cars_charge_as_scheduled_wi
     with pytest.warns(PriceSignalWarning, match="no price schedule"):
         load, _ = profiles.energy_wh(0, 48)
     assert load[:, 0].tolist() == ev_bank(config([SMART])).energy_wh(0, 48)[0][:, 0].tolist()
+
+
+def test_a_plug_in_answer_is_checked_like_energy_wh():
+    from typing import Literal
+
+    from trexsim.config.schema import DeviceSettings
+    from trexsim.devices import register_device
+    from trexsim.errors import TrexsimError
+
+    class ProbeConfig(DeviceSettings):
+        type: Literal["price_probe_for_test"]
+
+    @register_device
+    class Probe(PriceResponsiveDevice):
+        kind = "price_probe_for_test"
+        config_model = ProbeConfig
+
+        def energy_wh(self, start_round, n_rounds):
+            z = np.zeros((n_rounds, len(self.settings)), dtype=np.int64)
+            return z, z
+
+        def respond_wh(self, start_round, n_rounds, price_per_kwh, band_per_kwh):
+            return np.full((n_rounds, len(self.settings)), 1.5), np.zeros((n_rounds, len(self.settings)), np.int64)
+
+    profiles = profiles_of(config([{"type": "price_probe_for_test"}]))
+    assert profiles.devices.responsive
+    with pytest.raises(TrexsimError, match=r"Probe\)\.respond_wh: draw_wh must be whole Wh"):
+        profiles.devices.respond_wh(0, 4, np.full(4, 0.1), 0.0)
