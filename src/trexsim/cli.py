@@ -22,7 +22,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="trexsim: sim
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
-EXAMPLES = ("community", "two-houses", "tc", "two-streets", "community-rl", "tc-european-lv", "tc-ev-european-lv")
+EXAMPLES = ("community", "two-houses", "tc", "two-streets", "community-rl", "tc-european-lv", "tc-ev-european-lv",
+            "tc-smart-ev-european-lv")
 
 
 def _flags_without_type() -> None:

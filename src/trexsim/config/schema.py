@@ -297,7 +297,8 @@ class DeviceSettings(_Model):
 
 class EVConfig(DeviceSettings):
     """An electric vehicle charged at home: plugged in each evening, charged at the charger's power until its
-    day's energy is in (or it leaves), from the arrival or from a timer (``trexsim.devices.ev``)."""
+    day's energy is in (or it leaves), from the arrival or from a timer, or (``charging: "smart"``) in the
+    cheapest rounds of a TC price schedule (``trexsim.devices.ev``)."""
 
     type: Literal["ev"]
     daily_energy_wh: float = Field(8000.0, gt=0, le=MAX_POWER_W * 24, description="Energy put into the car each day, Wh (e.g. 40 km at 0.2 kWh/km).")
@@ -309,6 +310,18 @@ class EVConfig(DeviceSettings):
         None, ge=0, lt=24, description="A charging timer: charging starts at this local time, the first after the arrival (null: at the arrival).")
     spread_minutes: float = Field(0.0, ge=0, le=180, description="Standard deviation of each day's arrival and departure (normal, kept within 3 sd), minutes.")
     energy_spread: float = Field(0.0, ge=0, le=1, description="Relative standard deviation of each day's energy (normal, kept within 3 sd and >= 0).")
+    charging: Literal["scheduled", "smart"] = Field(
+        "scheduled", description="'scheduled': from the arrival (or the timer) at full power; 'smart': "
+                                 "price-responsive, each session's energy in the cheapest rounds of a TC price "
+                                 "schedule before the departure (where no schedule exists: as 'scheduled', with a "
+                                 "warning; docs/configuration.md, 'devices').")
+
+    @field_validator("charging")
+    @classmethod
+    def _smart_has_no_timer(cls, value: str, info):
+        if value == "smart" and info.data.get("charge_start_hour") is not None:
+            raise ValueError("'smart' charging picks its own rounds: leave charge_start_hour unset (null)")
+        return value
 
     @model_validator(mode="after")
     def _window(self) -> "EVConfig":
@@ -478,7 +491,7 @@ class ParticipantConfig(_Model):
     storage: BatteryConfig | None = None
     devices: list[DeviceConfig] = Field(
         default_factory=list, description="Devices behind the meter besides the battery (an EV, plug-ins' devices): each adds "
-                                          "its energy to the household's metered load or generation (docs/devices.md).")
+                                          "its energy to the household's metered load or generation (docs/configuration.md, 'devices').")
     trader: TraderConfig = Field(default_factory=lambda: GridOnlyTrader(type="grid_only"))
     count: int = Field(1, ge=1, le=1_000_000, description="Copies of this household, named '<id>-1' ... '<id>-N' (numbers zero-padded to N's width).")
 

@@ -142,8 +142,11 @@ class ProfileSet:
         for _, source in self._groups:
             source.check_coverage(n_rounds)
 
-    def energy_wh(self, start_round: int, n_rounds: int) -> tuple[np.ndarray, np.ndarray]:
-        """Integer Wh ``(load, generation)`` of shape ``(n_rounds, n_participants)``."""
+    def energy_wh(self, start_round: int, n_rounds: int, responsive: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Integer Wh ``(load, generation)`` of shape ``(n_rounds, n_participants)``.
+
+        ``responsive`` False leaves out the price-responsive devices' members (the TC households add their
+        answer to the schedule instead: ``trexsim.devices.DeviceSet.respond_wh``); True counts them as scheduled."""
         n = self.n_participants
         if len(self._groups) == 1:  # one source for everyone, in order: no scatter needed
             load, gen = self._groups[0][1].whole_wh(start_round, n_rounds)
@@ -153,7 +156,7 @@ class ProfileSet:
             for idx, source in self._groups:
                 load[:, idx], gen[:, idx] = source.whole_wh(start_round, n_rounds)
         if self.devices is not None:
-            draw, supply = self.devices.energy_wh(start_round, n_rounds)
+            draw, supply = self.devices.energy_wh(start_round, n_rounds, responsive)
             load, gen = load + draw, gen + supply  # (new arrays: a source may keep what it returned)
         return load, gen
 

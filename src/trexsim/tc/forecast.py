@@ -39,20 +39,24 @@ def lag_rounds(forecast: ForecastConfig, interval_s: int) -> int:
 
 
 def forecast_wh(profiles, forecast: ForecastConfig, first_round: int, n_rounds: int, interval_s: int, seed: int,
-                household_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                household_index: np.ndarray, responsive: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``(load_wh, generation_wh)`` float ``(n_rounds, households)``: the forecast of rounds
     ``first_round`` .. ``first_round + n_rounds - 1`` for the households of ``profiles``
-    (``household_index``: their indices in the whole community, which key the noise)."""
+    (``household_index``: their indices in the whole community, which key the noise). ``responsive`` False:
+    without the price-responsive devices, which know their own energy and answer the prices themselves."""
+    def read(first: int):   # (any profiles reader with energy_wh(first, n); the keyword only where it is needed)
+        return profiles.energy_wh(first, n_rounds) if responsive else profiles.energy_wh(first, n_rounds, responsive=False)
+
     if forecast.type == "perfect":
-        return profiles.energy_wh(first_round, n_rounds)
+        return read(first_round)
     if forecast.type == "persistence":
         lag = lag_rounds(forecast, interval_s)
         try:
-            return profiles.energy_wh(first_round - lag, n_rounds)
+            return read(first_round - lag)
         except Exception as exc:  # a file profile that does not reach back that far: say so, never guess
             raise TrexsimError(f"tc.forecast: a persistence forecast of round {first_round} needs the profiles "
                                f"{forecast.lag_days:g} days earlier: {exc}") from None
-    load, gen = profiles.energy_wh(first_round, n_rounds)
+    load, gen = read(first_round)
     sigma = forecast.error_pct / 100.0
     noisy_load = np.empty_like(load)
     noisy_gen = np.empty_like(gen)

@@ -16,6 +16,13 @@ and then follows that plan round by round:
 
 Batteries react when ``tc.batteries`` is true and their policy is ``self_consumption``; an ``idle`` battery
 stays idle, an ``external`` one follows its agent.
+
+Price-responsive devices (``trexsim.devices.PriceResponsiveDevice``, e.g. an EV with ``charging: "smart"``)
+answer every schedule in the same call (``_respond``): the forecast leaves them out, their own answer to the
+prices (they know their own energy, e.g. a car its session) is added to it, so the plan the TC market predicts
+the feeder from holds it; the meter then draws their answer to the published schedule in place of their
+scheduled energy. In the double auction (``AuctionHouseholds``) they get no bids: they run as scheduled, with a
+``PriceSignalWarning``.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import numpy as np
 from trexsim.config.schema import TCConfig
 from trexsim.devices.battery import BatteryBank
 from trexsim.devices.flexible_load import executed_shift_wh
+from trexsim.errors import TrexsimError
 from trexsim.fabric.messages import TCPlan, TCSchedule
 from trexsim.tc.forecast import forecast_wh, lag_rounds
 from trexsim.tc.response import respond
@@ -61,6 +69,11 @@ class TCHouseholds(_Households):
                  external: np.ndarray):
         super().__init__(tc, profiles, battery, interval_s, roster_index, external)
         self.following = self.react   # the batteries that follow the plan's set-points in this horizon
+        # the price-responsive devices: this market's schedules reach them (no fallback warning)
+        devices = getattr(profiles, "devices", None)
+        self.devices = devices if devices is not None and devices.responsive else None
+        if self.devices is not None:
+            self.devices.priced = True
         self.reset()
 
     def reset(self) -> None:
@@ -69,22 +82,31 @@ class TCHouseholds(_Households):
         self._h0 = self._h1 = -1
         self.following = self.react
         self._load = self._setpoint = self._shift = None
+        self._device_wh = None   # (answered draw, scheduled draw) of the responsive devices in this horizon
         self._forecasts: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # horizon's first round -> its forecast
+        if getattr(self, "devices", None) is not None:
+            self.devices.reset()
 
     # -- answering schedules ---------------------------------------------------------------------------------
     def _forecast(self, first: int, n_rounds: int) -> tuple[np.ndarray, np.ndarray]:
         """The horizon's forecast, made once (every pass of the TC loop plans with the same one)."""
         if first not in self._forecasts:
             self._forecasts = {f: v for f, v in self._forecasts.items() if f >= first}
+            # (without the price-responsive devices: they answer the prices themselves in _respond)
             self._forecasts[first] = forecast_wh(self.profiles, self.tc.forecast, first, n_rounds, self.interval_s,
-                                                 self.profiles.seed, self.roster_index)
+                                                 self.profiles.seed, self.roster_index, responsive=False)
         return self._forecasts[first]
 
-    def _respond(self, first: int, price: np.ndarray, stored_wh: np.ndarray):
+    def _respond(self, first: int, price: np.ndarray, stored_wh: np.ndarray, follow: bool = False):
+        """The households' answer to ``price``; ``follow``: it is the published schedule, which they meter (one
+        code path for the TC market's prediction and for the meter)."""
         load, gen = self._forecast(first, len(price))
         band = self.tc.response_band_per_kwh if self.tc.response == "proportional" else 0.0
+        draw = supply = None
+        if self.devices is not None:
+            draw, supply = self.devices.respond_wh(first, len(price), price, band, follow=follow)
         return respond(load, gen, price, stored_wh, self.battery, self.active, self.react, self.tc.flexible_load,
-                       self.window_rounds, self.interval_s, band)
+                       self.window_rounds, self.interval_s, band, draw, supply)
 
     def on_schedule(self, msg: TCSchedule) -> TCPlan:
         """The households' planned net energies under ``msg``'s schedule."""
@@ -104,15 +126,18 @@ class TCHouseholds(_Households):
         """Round k's metered load and battery set-points under the published plan (the inputs, when no plan)."""
         price = self._final.pop(k, None)
         if price is not None:  # a horizon starts: plan it from the batteries' actual energy
-            r = self._respond(k, price, self.battery.stored_wh)
+            r = self._respond(k, price, self.battery.stored_wh, follow=True)
             self._h0, self._h1 = k, k + len(price)
+            self._device_wh = self._responsive_wh(k, len(price), r)
             if self.tc.forecast.type == "perfect":
                 self._load, self._shift = whole_wh(r.load_wh), None
             else:  # the plan's move of flexible load, made on the real load when it is metered
                 planned = r.load_wh - self._forecast(k, len(price))[0]
+                if self._device_wh is not None:
+                    planned = planned - self._device_wh[0]
                 flexible = self.tc.flexible_load
                 if flexible is not None and flexible.share > 0:
-                    real, _ = self.profiles.energy_wh(k, len(price))
+                    real, _ = self.profiles.energy_wh(k, len(price), responsive=False)
                     planned = executed_shift_wh(planned, real, flexible.share, self.window_rounds)
                 self._load, self._shift = None, whole_wh(planned)
             self._setpoint = np.rint(r.charge_wh - r.discharge_wh).astype(np.int64)
@@ -126,10 +151,28 @@ class TCHouseholds(_Households):
         setpoint = np.where(self.following, self._setpoint[row], setpoint_wh)
         return self._planned_load(row, load_wh), mask, setpoint
 
+    def _responsive_wh(self, k: int, n_rounds: int, r):
+        """``(answered draw, scheduled draw)`` of the responsive devices over the horizon (None: none). The
+        meter's load holds their scheduled draw, which the answer replaces."""
+        if self.devices is None:
+            return None
+        scheduled_draw, scheduled_supply = self.devices.energy_wh(k, n_rounds)
+        kept_draw, kept_supply = self.devices.energy_wh(k, n_rounds, responsive=False)
+        if not np.array_equal(r.device_supply_wh, scheduled_supply - kept_supply):
+            raise TrexsimError("a price-responsive device supplies energy that moves with the TC price: the meter "
+                               "takes only the draw of a device's answer (its supply stays as scheduled); "
+                               "docs/extending.md, 'Adding a device'")
+        return r.device_draw_wh, scheduled_draw - kept_draw
+
     def _planned_load(self, row: int, load_wh: np.ndarray) -> np.ndarray:
         if self._shift is None:
             return self._load[row]
-        return np.maximum(np.asarray(load_wh, dtype=np.int64) + self._shift[row], 0)
+        load = np.asarray(load_wh, dtype=np.int64)
+        if self._device_wh is None:
+            return np.maximum(load + self._shift[row], 0)
+        answered, scheduled = self._device_wh[0][row], self._device_wh[1][row]
+        # the flexible share moves the rest of the load; the devices draw their answer in place of their schedule
+        return np.maximum(load - scheduled + self._shift[row], 0) + answered
 
     def load_forecast(self, d: int, load_wh: np.ndarray) -> np.ndarray:
         """The consumption planned for round d (the profile's where no plan covers it), for the traders."""

@@ -29,18 +29,24 @@ class Response:
     discharge_wh: np.ndarray
     stored_after_wh: np.ndarray
     net_wh: np.ndarray  # load - generation + charge - discharge (+ import)
+    device_draw_wh: np.ndarray | None = None    # of load_wh: what the price-responsive devices draw (whole Wh)
+    device_supply_wh: np.ndarray | None = None  # what they supply (whole Wh; net_wh takes it off)
 
 
 def respond(base_load_wh: np.ndarray, generation_wh: np.ndarray, price_per_kwh: np.ndarray, stored_wh: np.ndarray,
             bank, active: np.ndarray, react: np.ndarray, flexible, window_rounds: int, interval_s: int,
-            band_per_kwh: float = 0.0) -> Response:
+            band_per_kwh: float = 0.0, device_draw_wh: np.ndarray | None = None,
+            device_supply_wh: np.ndarray | None = None) -> Response:
     """The households' response over one horizon to ``price_per_kwh`` (one price per round).
 
     base_load_wh / generation_wh: the forecasts, ``(rounds, households)``; stored_wh: the batteries' energy at
     the horizon's start; bank: their sizes (a ``BatteryBank``); active: households whose battery runs at all;
     react: those (of ``active``) whose battery follows the price, the others run self-consumption;
     flexible: a ``FlexibleLoadConfig`` or None; window_rounds: its window in rounds; band_per_kwh: 0 for the
-    devices' all-or-nothing rules, > 0 for their proportional ones (``tc.response``).
+    devices' all-or-nothing rules, > 0 for their proportional ones (``tc.response``);
+    device_draw_wh / device_supply_wh: the price-responsive devices' answer to the same prices
+    (``trexsim.devices.DeviceSet.respond_wh``), added to the load after the flexible share has moved (it is
+    not part of what the share moves) and to the generation, before the batteries answer the need.
     """
     from trexsim.devices.flexible_load import shift_flexible_load
     from trexsim.devices.price_battery import dispatch_bank
@@ -50,13 +56,17 @@ def respond(base_load_wh: np.ndarray, generation_wh: np.ndarray, price_per_kwh: 
     if flexible is not None and flexible.share > 0:
         load = shift_flexible_load(load, price, flexible.share, flexible.max_power_w, window_rounds, interval_s,
                                    band_per_kwh)
+    if device_draw_wh is not None:
+        load = load + device_draw_wh
+    if device_supply_wh is not None:
+        generation_wh = generation_wh + device_supply_wh
     need = load - generation_wh
     c1, d1, s1 = dispatch_bank(bank, need, price, stored_wh, active & react, band_per_kwh)
     if not np.all(react[active]):  # batteries that do not react: self-consumption (a flat price gives no signal)
         flat = np.full(len(price), price[0] if len(price) else 0.0)
         c0, d0, s0 = dispatch_bank(bank, need, flat, stored_wh, active & ~react)
         c1, d1, s1 = c1 + c0, d1 + d0, np.where((active & react)[None, :], s1, s0)
-    return Response(load, c1, d1, s1, need + c1 - d1)
+    return Response(load, c1, d1, s1, need + c1 - d1, device_draw_wh, device_supply_wh)
 
 
 def predict_intervals(engine, mapping, net_wh: np.ndarray, rounds_per_price: int, interval_s: int, pf_import: float,
