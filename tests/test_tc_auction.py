@@ -305,3 +305,44 @@ def test_on_the_european_lv_feeder_the_capacity_is_where_the_powerflow_still_sol
     s = Simulation(parse_config(cfg), tmp_path / "eulv").run(plots=False).summary["tc"]
     assert 300 < s["auction"]["capacity_kw"] < 800 and s["auction"]["congested"] == 0
     assert s["max_congestion"] == 0 and s["auction"]["max_demand_kw"] < s["auction"]["capacity_kw"] / 5
+
+
+@pytest.mark.parametrize("net, bids, reason", [
+    ([50.0], ([0], [0.2], [100.0]), None),                        # well within what the household can draw
+    ([50.0], ([0, 0], [0.2, 0.3], [6_000.0, 6_001.0]), "plan_out_of_range"),   # over the interval's 12,000 Wh
+    ([50.0], ([0], [0.2], [-5.0]), "plan_out_of_range"),          # a negative bid energy
+    ([30_000.0], ([0], [0.2], [100.0]), "plan_out_of_range"),     # a net energy the meter cannot carry
+])
+def test_the_gate_bounds_a_households_bids_by_its_meter_limits(net, bids, reason):
+    """With the households' limits known (``trexsim.node.meter_limits``, set where the market runs), a TC plan
+    may not ask for more than the household's meter can take over the auction's interval: here 6 rounds of at most
+    1,500 Wh load and 500 Wh battery charge (12,000 Wh of bids), 2,500 Wh of net energy a round."""
+    from trexsim.fabric.messages import TCPlan
+    from trexsim.fabric.protocol import _ENCODER, _Envelope
+
+    fabric = _LoopbackTransport.make(["h0", "h1"])
+    fabric._gate.limits = {"load_wh": np.array([1500.0, 1500.0]), "battery_charge_wh": np.array([500.0, 0.0]),
+                           "grid_only_net_wh": np.array([2500.0, 2500.0])}
+    fabric._gate.plan_rounds = 6
+    heard = []
+    fabric.subscribe("tc/plan", heard.append)
+    who, price, wh = bids
+    plan = TCPlan(0, 0, 0, np.array([0]), np.array(net), np.array(who), np.array(price), np.array(wh))
+    fabric._receive("ns/p/h0/tc_plan", _ENCODER.encode(_Envelope("h0-x", 1, plan)))
+    if reason is None:
+        assert fabric.rejected == 0 and len(heard) == 1
+    else:
+        assert fabric.rejected == 1 and fabric.last_rejection.startswith(reason) and not heard
+
+
+def test_the_market_process_knows_the_auctions_interval():
+    from trexsim import parse_config
+    from trexsim.node import configure_market_fabric
+
+    cfg = parse_config({"study": {"name": "x", "days": 1, "interval_s": 600},
+                        "market": {"type": "tc", "grid": {"buy_price": 0.1449, "sell_price": 0.069}},
+                        "tc": {"market": "double_auction", "price_interval_s": 1800},
+                        "participants": {"h": {"count": 2, "profile": {"type": "flat", "load_w": 500}}}})
+    fabric = _LoopbackTransport.make(["h-1", "h-2"])
+    configure_market_fabric(fabric, cfg)
+    assert fabric._gate.plan_rounds == 3 and fabric._gate.limits["load_wh"].shape == (2,)

@@ -144,6 +144,11 @@ def configure_market_fabric(fabric, config) -> None:
     fabric.meter_fallback = profile_meter_fallback(config)
     if getattr(fabric, "_gate", None) is not None:
         fabric._gate.limits = meter_limits(config)
+        if config.market.type == "tc":  # a TC double auction's bids are energies over one price interval
+            from trexsim.config.schema import TCConfig
+
+            interval_s = (config.tc or TCConfig()).price_interval_s
+            fabric._gate.plan_rounds = max(1, interval_s // config.study.interval_s)
 
 
 def participant_account(config, participant_id: str) -> tuple[str, np.ndarray]:

@@ -56,6 +56,7 @@ class Gate:
         self._admitting: str | None = None  # the account whose orders the market is handling now
         self.reported = np.zeros(self.n, dtype=bool)
         self.limits: dict[str, np.ndarray] | None = None  # per household, the largest meter values (meter_limits)
+        self.plan_rounds = 1  # the rounds a TC double auction's interval holds (its bids' energy is over them)
         self.rounds = 0  # rounds started (all episodes)
         self.fallback_rounds = np.zeros(self.n, dtype=np.int64)  # per household: rounds settled from its profile
         # an id is used once the market books its order: a refused order's id may be sent again
@@ -208,6 +209,37 @@ class Gate:
             msg, participant = _rows(msg, ~dup), participant[~dup]
         self.reported[participant] = True
         return msg
+
+    def plan_beyond_limits(self, plan) -> str:
+        """Why a household's ``TCPlan`` asks for more than its meter can take ('' if it does not, or where no limits
+        are known): a plan's net energy per round beyond what the household can import or export in a round
+        (``grid_only_net_wh`` of :func:`trexsim.node.meter_limits`); a double auction's bid energy negative, or a
+        household's bids over the interval above what it can draw in it (load and battery charge over the
+        interval's ``plan_rounds``). Without this one household could bid the feeder's whole capacity away."""
+        limits = self.limits
+        if limits is None:
+            return ""
+        idx = np.asarray(plan.participant, dtype=np.int64)
+        net = np.abs(np.asarray(plan.net_wh, dtype=np.float64))
+        if plan.bid_wh is None:  # a schedule's answer: rounds x households, per round
+            over = (net.reshape(-1, max(idx.size, 1)) > limits["grid_only_net_wh"][idx][None, :]).any(axis=0)
+            if over.any():
+                return f"net energy above the households' limits in a round (roster indices {idx[over].tolist()[:20]})"
+            return ""
+        rounds = max(int(self.plan_rounds), 1)
+        if (net > limits["grid_only_net_wh"][idx] * rounds).any():
+            return f"net energy over the interval above the households' limits ({rounds} rounds)"
+        who = np.asarray(plan.bid_participant, dtype=np.int64)
+        wh = np.asarray(plan.bid_wh, dtype=np.float64)
+        if (wh < 0).any():
+            return "a bid energy below 0 Wh"
+        draw = (limits["load_wh"] + limits["battery_charge_wh"]) * rounds
+        total = np.bincount(who, weights=wh, minlength=draw.size) if who.size else np.zeros(draw.size)
+        over = np.flatnonzero(total > draw)
+        if over.size:
+            return (f"bids above what the households can draw in the interval ({rounds} rounds; roster indices "
+                    f"{over.tolist()[:20]})")
+        return ""
 
     def _over_limits(self, participant: np.ndarray, arrays: list[np.ndarray], stored: np.ndarray) -> np.ndarray:
         """Rows whose values exceed the households' limits (:func:`trexsim.node.meter_limits`), else the ceiling."""

@@ -596,6 +596,9 @@ class NetworkFabric:
                 if not np.isin(who, members).all():
                     return self._refuse(account, "participant_not_sender",
                                         "a TCPlan's bids must be for the account's own households")
+            beyond = self._gate.plan_beyond_limits(message) if self._gate is not None else None
+            if beyond:
+                return self._refuse(account, "plan_out_of_range", beyond)
         elif account is not None and parts[2] in ("orders", "meter"):
             return self._admit(account, message)
         elif kind is DeliveredRows:
