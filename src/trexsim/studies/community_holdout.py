@@ -159,6 +159,13 @@ def _greedy(q, state):
 
 
 @numba.njit(cache=True, nogil=True)
+def _one_battery(capacity, charge_lim, discharge_lim, eta, retention):
+    """One home's battery as the one-member arrays the battery kernel (``dispatch_and_step``) takes."""
+    return (np.full(1, capacity), np.full(1, charge_lim), np.full(1, discharge_lim), np.full(1, eta),
+            np.full(1, retention), np.ones(1, dtype=np.bool_))
+
+
+@numba.njit(cache=True, nogil=True)
 def _train_table(load, gen, buy, sell, hour, baseline, ep_home, ep_start, ep_end, capacity, charge_lim, discharge_lim,
                  eta, retention, initial, passes, rate, rate_decay, min_rate, gamma, eps_start, eps_end, q_init, bins,
                  seed):
@@ -166,12 +173,7 @@ def _train_table(load, gen, buy, sell, hour, baseline, ep_home, ep_start, ep_end
     every pass. Reward of a round: ``baseline[t, i]`` (a reference policy's bill of that round) less the bill with
     the learner's flows."""
     np.random.seed(seed)
-    cap = np.full(1, capacity)
-    cl = np.full(1, charge_lim)
-    dl = np.full(1, discharge_lim)
-    et = np.full(1, eta)
-    rt = np.full(1, retention)
-    on = np.ones(1, dtype=np.bool_)
+    cap, cl, dl, et, rt, on = _one_battery(capacity, charge_lim, discharge_lim, eta, retention)
     q = np.full((24 * bins * 3, 4), q_init)
     visits = np.zeros((24 * bins * 3, 4))
     order = np.arange(ep_home.size)
@@ -217,12 +219,7 @@ def _episode_costs(q, fixed_action, load, gen, buy, sell, hour, ep_home, ep_star
     """Run a policy over the episodes and write each round's grid bill into ``cost[t, i]`` [$], its action into
     ``actions[t, i]`` and the battery's energy at the meter (+ charge) into ``flows[t, i]`` [Wh]: the greedy
     policy of ``q``, or ``fixed_action`` (0 the rule, 1 idle) when it is >= 0."""
-    cap = np.full(1, capacity)
-    cl = np.full(1, charge_lim)
-    dl = np.full(1, discharge_lim)
-    et = np.full(1, eta)
-    rt = np.full(1, retention)
-    on = np.ones(1, dtype=np.bool_)
+    cap, cl, dl, et, rt, on = _one_battery(capacity, charge_lim, discharge_lim, eta, retention)
     for k in range(ep_home.size):
         i = ep_home[k]
         s = initial
