@@ -153,10 +153,11 @@ class Participants:
         if len(msg.quantity_wh):
             i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
             f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
-            if not total_contracts_checked(i64(msg.buyer), i64(msg.seller), i64(msg.quantity_wh), f64(msg.buyer_price),
-                                  f64(msg.seller_price), *totals):
+            if not total_contracts_checked(i64(msg.buyer), i64(msg.seller), i64(msg.quantity_wh),
+                                           f64(msg.buyer_price), f64(msg.seller_price), *totals):
                 raise ValueError(f"Cleared of market {msg.market!r}, delivery round {msg.delivery_round}: a match "
-                                 f"names a participant outside the roster of {self.roster_size}")
+                                 f"names a participant outside the roster of {self.roster_size}, or its columns "
+                                 f"differ in length")
         for pop in self.traders:
             pop.on_cleared(msg)
 
