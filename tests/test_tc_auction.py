@@ -346,3 +346,61 @@ def test_the_market_process_knows_the_auctions_interval():
     fabric = _LoopbackTransport.make(["h-1", "h-2"])
     configure_market_fabric(fabric, cfg)
     assert fabric._gate.plan_rounds == 3 and fabric._gate.limits["load_wh"].shape == (2,)
+
+
+def test_the_auctions_capacity_can_hold_the_voltage_limit(tmp_path):
+    """``tc.capacity_limits: "loading_and_voltage"``: on the European LV feeder the lowest voltage reaches EN
+    50160's 0.9 p.u. long before the transformer's rating, so the calibrated capacity is the demand (alike in every
+    household) at which the lowest checked bus sits at 0.9 p.u.: far below the loading's, and at it the voltage
+    holds within the bisection's tolerance while a little more demand breaks it."""
+    import pyjson5
+
+    from trexsim import parse_config
+    from trexsim.cli import _example_path
+    from trexsim.modules.tc import TCMarketModule
+    from trexsim.tc.response import lowest_voltage_pu
+
+    data = pyjson5.loads(_example_path("tc-european-lv").read_text())
+    data["tc"].update(market="double_auction")
+    cfg = parse_config(data)
+    ids = [pid for pid, _ in cfg.expanded_participants()]
+    loading = TCMarketModule(_NoFabric(), cfg, ids, out_dir=tmp_path / "a").capacity_kw
+    data["tc"]["capacity_limits"] = "loading_and_voltage"
+    cfg = parse_config(data)
+    tc = TCMarketModule(_NoFabric(), cfg, ids, out_dir=tmp_path / "b")
+    assert cfg.powerflow.limits.v_min_pu == 0.9 and tc.capacity_kw < 0.8 * loading
+
+    def lowest(total_kw):
+        net = np.full(tc.n, total_kw / tc.n * 1000.0 * tc.interval_s / 3600.0)
+        return lowest_voltage_pu(tc.engine, tc.mapping, net, tc.interval_s, tc.pf_import, tc.pf_export, tc.checked_nodes)
+
+    assert 0.9 <= lowest(tc.capacity_kw) < 0.905
+    assert lowest(tc.capacity_kw * 1.01) < 0.9
+
+
+class _NoFabric:
+    def subscribe(self, *args):
+        pass
+
+    def publish(self, *args):
+        pass
+
+
+def test_compare_hands_the_configs_voltage_limit_to_its_tc_leg():
+    """``trexsim compare`` runs its legs without the powerflow section (it replays them on the feeder after), so
+    its TC leg gets the section's lowest voltage as ``tc.v_min_pu``: the auction's capacity keeps the config's
+    limit, not the 0.95 default."""
+    import pyjson5
+
+    from trexsim import parse_config
+    from trexsim.cli import _example_path
+    from trexsim.modules.tc import tc_v_min_pu
+    from trexsim.tc.compare import _variant
+
+    data = pyjson5.loads(_example_path("tc-european-lv").read_text())
+    cfg = parse_config(data)
+    assert tc_v_min_pu(cfg) == 0.9
+    tc_leg = _variant(cfg, "tc")
+    assert tc_leg.powerflow is None and tc_v_min_pu(tc_leg) == 0.9
+    data.pop("powerflow")
+    assert tc_v_min_pu(parse_config(data)) == 0.95

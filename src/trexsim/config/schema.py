@@ -615,6 +615,14 @@ class TCConfig(_Model):
         None, gt=0, description="'double_auction': the feeder's capacity, the auction's supply at the tariff, kW "
                                 "(null: the net demand, alike in every household, at which the predicted loading of "
                                 "the most loaded transformer reaches its rating).")
+    capacity_limits: Literal["loading", "loading_and_voltage"] = Field(
+        "loading", description="'double_auction' with capacity_kw null: what bounds the calibrated capacity: the most "
+                               "loaded transformer's rating ('loading'), or that and the lowest checked bus voltage "
+                               "staying at or above powerflow.limits.v_min_pu ('loading_and_voltage'; long LV "
+                               "feeders, whose voltage falls below its limit long before the transformer is full).")
+    v_min_pu: float | None = Field(
+        None, gt=0, lt=2, description="capacity_limits 'loading_and_voltage': the lowest bus voltage the capacity keeps, "
+                                      "p.u. (null: powerflow.limits.v_min_pu, else 0.95).")
     horizon_h: float = Field(24.0, gt=0, description="Each schedule covers this many hours (day-ahead: 24).")
     price_interval_s: int = Field(3600, gt=0, description="Length of one price of the schedule, s (hourly: 3600).")
     iterations: int = Field(4, ge=1, le=100, description="Predict-price-respond passes before a schedule is published.")

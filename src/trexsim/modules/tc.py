@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from trexsim.config.schema import SimulationConfig, TCConfig
+from trexsim.config.schema import PowerflowLimits, SimulationConfig, TCConfig
 from trexsim.errors import ConfigError
 from trexsim.engine.grid import tariff_prices
 from trexsim.fabric import topics
@@ -65,6 +65,15 @@ def tc_feeder(config: SimulationConfig):
     pf_import = tc.pf_import if tc.pf_import is not None else (pf.pf_import if pf is not None else 0.95)
     pf_export = tc.pf_export if tc.pf_export is not None else (pf.pf_export if pf is not None else 1.0)
     return feeder, mapping, pf_import, pf_export
+
+
+def tc_v_min_pu(config: SimulationConfig) -> float:
+    """The lowest voltage a TC auction's capacity keeps (``tc.capacity_limits: "loading_and_voltage"``): the ``tc``
+    section's ``v_min_pu``, else the powerflow section's limit, else 0.95 p.u."""
+    tc = config.tc or TCConfig()
+    if tc.v_min_pu is not None:
+        return tc.v_min_pu
+    return (config.powerflow.limits if config.powerflow is not None else PowerflowLimits()).v_min_pu
 
 
 class TCMarketModule:
@@ -116,6 +125,8 @@ class TCMarketModule:
         self.capacity_kw = None
         if self.auction:
             self.capacity_kw = self.tc.capacity_kw if self.tc.capacity_kw is not None else self._calibrate_capacity_kw()
+            if self.tc.capacity_kw is None and self.tc.capacity_limits == "loading_and_voltage":
+                self.capacity_kw = self._voltage_capacity_kw(self.capacity_kw, tc_v_min_pu(config))
         self._expected_congestion: dict[int, float] = {}   # auction: time of day (round of the UTC day) -> last congestion
         self.auction_stats = {"intervals": 0, "congested": 0, "at_cap": 0, "max_demand_kw": 0.0}
         self.episode = -1
@@ -230,6 +241,32 @@ class TCMarketModule:
         rounds = np.arange(h0, min(len(self._tou), h0 + 86400 // self.interval_s))
         last = self._expected_congestion
         return self._tou[rounds] + np.array([last.get(int(t), 0.0) for t in self._round_of_day(rounds)])
+
+    def _voltage_capacity_kw(self, loading_kw: float, v_min_pu: float, tolerance: float = 1e-3) -> float:
+        """The highest net demand [kW], alike in every household and at most ``loading_kw`` (the loading's
+        capacity), at which the lowest checked bus voltage stays at or above ``v_min_pu``: a bisection on the demand
+        (a larger demand never lifts the lowest voltage), to ``tolerance`` of ``loading_kw``; a demand whose
+        powerflow does not solve counts as below the limit."""
+        from trexsim.tc.response import lowest_voltage_pu
+
+        def holds(total_kw: float) -> bool:
+            net = np.full(self.n, total_kw / self.n * 1000.0 * self.interval_s / 3600.0)
+            v = lowest_voltage_pu(self.engine, self.mapping, net, self.interval_s, self.pf_import, self.pf_export,
+                                  self.checked_nodes)
+            self.solves += 1
+            return bool(np.isfinite(v) and v >= v_min_pu)
+
+        if holds(loading_kw):
+            return loading_kw
+        if not holds(0.0):
+            raise ConfigError([("tc.capacity_limits", f"the feeder's lowest voltage is below powerflow.limits."
+                                                      f"v_min_pu ({v_min_pu}) with no demand at all; give "
+                                                      f"tc.capacity_kw or lower the limit")])
+        low, high = 0.0, loading_kw
+        while high - low > tolerance * loading_kw:
+            middle = (low + high) / 2.0
+            low, high = (middle, high) if holds(middle) else (low, middle)
+        return low
 
     def _calibrate_capacity_kw(self) -> float:
         """The net demand [kW], alike in every household, at which the most loaded transformer's predicted

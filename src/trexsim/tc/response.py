@@ -107,6 +107,19 @@ def predict_intervals(engine, mapping, net_wh: np.ndarray, rounds_per_price: int
     return loading, dv
 
 
+def lowest_voltage_pu(engine, mapping, net_wh: np.ndarray, interval_s: int, pf_import: float, pf_export: float,
+                      checked_nodes: np.ndarray) -> float:
+    """The lowest voltage [p.u.] of the checked nodes with every participant's net energy ``net_wh`` [Wh in one
+    round] on the feeder (NaN: the powerflow did not solve; 1.0 with no checked node)."""
+    from trexsim.powerflow.replay import net_powers
+
+    p, q = net_powers(np.asarray(net_wh, dtype=np.float64)[None, :], interval_s, pf_import, pf_export)
+    engine.set_loads(mapping.expand(p[0]), mapping.expand(q[0]))
+    if not engine.solve():
+        return float("nan")
+    return float(engine.results().node_pu[checked_nodes].min()) if len(checked_nodes) else 1.0
+
+
 def next_schedule(schedule: np.ndarray, base_per_kwh: np.ndarray, congestion_per_kwh: np.ndarray, iteration: int,
                   damping: float, update: str = "damped") -> np.ndarray:
     """The schedule after pass ``iteration`` (from 0): the first pass's prices as they are; later ones damped
@@ -201,4 +214,4 @@ def bisect_congestion(low: np.ndarray, high: np.ndarray | None, congestion: np.n
     return low, high, (low + high) / 2.0
 
 
-__all__ = ["AdaptiveDamping", "Response", "adaptive_schedule", "bisect_congestion", "next_schedule", "predict_intervals", "respond"]
+__all__ = ["AdaptiveDamping", "Response", "adaptive_schedule", "bisect_congestion", "lowest_voltage_pu", "next_schedule", "predict_intervals", "respond"]
