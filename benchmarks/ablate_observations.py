@@ -1,4 +1,5 @@
-"""Ablation of the optional observations (``trader.observe``): does each help a learner?
+"""Ablation of the optional observations (``trader.observe``) and of reward shaping (``trader.shaping``): does
+each help a learner?
 
 One household with 5 kW of PV and a 10 kWh battery driven by the agent, alone on the market (so every
 order goes to the grid: what is learned is the battery), a time-of-use tariff (0.30 $/kWh 17:00-21:00,
@@ -11,7 +12,9 @@ run on held-out days (seeds 100000 and up, never trained on) and its mean daily 
 
 Variants: ``base`` (the 13 values), ``pending`` (+ the pending set-point; close_steps is 1, so one),
 ``tariff`` (+ the buy and sell price 1-6 hours ahead), ``forecast`` (+ load and PV 1-3 hours ahead,
-the default 10 % noise), ``all``. Results and the command are in docs/envs.md ("Ablation").
+the default 10 % noise), ``all``; ``base+shaping`` and ``all+shaping`` add potential-based shaping with the
+stored energy valued at 0.20 $/kWh (between the day's 0.10 and the peak's 0.30) and PPO's gamma 0.99. Every
+policy is scored on the unshaped reward. Results and the command are in docs/envs.md ("Ablation").
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ VARIANTS = {
     "forecast": {"forecast_h": 3},
     "all": {"pending_setpoint": True, "tariff_ahead_h": 6, "forecast_h": 3},
 }
+SHAPING = {"stored_energy_usd_per_kwh": 0.20, "gamma": 0.99}
+VARIANTS["base+shaping"] = VARIANTS["base"]
+VARIANTS["all+shaping"] = VARIANTS["all"]
 EVAL_SEED = 100_000
 
 
-def household(observe: dict) -> dict:
+def household(observe: dict, shaping: dict | None = None) -> dict:
     return {
         "study": {"name": "ablate-observations", "days": 1, "seed": 0, "interval_s": 3600,
                   "start_datetime": "2021-06-01 00:00:00", "timezone": "America/Edmonton"},
@@ -47,7 +53,7 @@ def household(observe: dict) -> dict:
                      # settled on a bound of the set-point (always discharge) in a first try
                      "trader": {"type": "external", "action": "discrete", "price_levels": 2, "quantity_levels": 2,
                                 "battery_levels": 5, "max_price": 0.35, "max_quantity_wh": 5000,
-                                "reward": "savings", "observe": observe}},
+                                "reward": "savings", "observe": observe, "shaping": shaping}},
         },
     }
 
@@ -91,30 +97,34 @@ def main(argv=None) -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--eval-days", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--shaping-usd-per-kwh", type=float, default=SHAPING["stored_energy_usd_per_kwh"],
+                    help="the stored energy's value in the +shaping variants")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
+    shaping = dict(SHAPING, stored_energy_usd_per_kwh=args.shaping_usd_per_kwh)
     torch.set_num_threads(args.threads)
 
     hold = np.array([0, 0, 0, 0, 2])  # no orders, battery held (set-point level 2 of 0..4: 0 Wh)
     base = parse_config(household({}))
     idle = evaluate(base, lambda o: np.tile(hold, (o.shape[0], 1)), args.eval_days)
     results = {"hold_battery": float(idle.mean()), "eval_days": args.eval_days, "timesteps": args.timesteps,
-               "variants": {}}
+               "shaping": shaping, "variants": {}}
     print(f"battery held (no learning): {idle.mean():.4f} $/day saved over {args.eval_days} held-out days")
     for name in args.variants:
-        config = parse_config(household(VARIANTS[name]))
+        config = parse_config(household(VARIANTS[name], shaping if name.endswith("+shaping") else None))
+        scored = parse_config(household(VARIANTS[name]))   # (every policy is scored on the unshaped reward)
         scores = []
         for seed in args.seeds:
             t0 = time.perf_counter()
             model = train(config, seed, args.timesteps)
-            saved = evaluate(config, lambda o: model.predict(o, deterministic=True)[0], args.eval_days)
+            saved = evaluate(scored, lambda o: model.predict(o, deterministic=True)[0], args.eval_days)
             scores.append(float(saved.mean()))
-            print(f"{name:9s} seed {seed}: {saved.mean():.4f} $/day saved ({time.perf_counter() - t0:.0f} s)",
+            print(f"{name:12s} seed {seed}: {saved.mean():.4f} $/day saved ({time.perf_counter() - t0:.0f} s)",
                   flush=True)
         results["variants"][name] = {"per_seed": scores, "mean": float(np.mean(scores)),
                                      "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0}
         r = results["variants"][name]
-        print(f"{name:9s} mean {r['mean']:.4f} $/day, std {r['std']:.4f} over seeds {args.seeds}", flush=True)
+        print(f"{name:12s} mean {r['mean']:.4f} $/day, std {r['std']:.4f} over seeds {args.seeds}", flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)

@@ -438,6 +438,16 @@ class ExternalObservation(_Model):
                                                               "multiplicative lognormal noise (0: the exact profile).")
 
 
+class RewardShaping(_Model):
+    """Potential-based shaping of an external agent's reward (Ng, Harada and Russell 1999) with the value of its
+    stored energy: ``r' = r + gamma * Phi(s') - Phi(s)``, ``Phi = stored_energy_usd_per_kwh x stored kWh``. With
+    the learner's own discount as ``gamma`` it changes no optimal policy; it credits a charge when it is made,
+    not hours later when the energy is used (docs/envs.md "Reward shaping")."""
+
+    stored_energy_usd_per_kwh: float = Field(..., ge=0, le=10, description="Value of a kWh in the battery, $.")
+    gamma: float = Field(0.99, gt=0, le=1, description="The learner's discount factor (policy invariance needs it).")
+
+
 class ExternalTrader(_Model):
     """Orders (and, with ``storage.policy: external``, the battery) come from outside: an RL agent
     driving the simulation through :mod:`trexsim.envs`."""
@@ -454,6 +464,8 @@ class ExternalTrader(_Model):
         "net_profit", description="net_profit: the delivery's net profit, $; savings: its grid-only cost minus its net cost, $.")
     observe: ExternalObservation = Field(default_factory=ExternalObservation,
                                          description="Optional values observed after the 13 (docs/envs.md).")
+    shaping: RewardShaping | None = Field(None, description="Potential-based reward shaping with the stored "
+                                                            "energy's value (null: none).")
 
     @model_validator(mode="after")
     def _window(self) -> "ExternalTrader":

@@ -141,6 +141,10 @@ class Community:
         self.levels = np.array([[x.price_levels, x.quantity_levels, x.price_levels, x.quantity_levels, x.battery_levels]
                                 for x in t], dtype=np.float64)
         self.savings = np.array([x.reward == "savings" for x in t])
+        # potential-based shaping (trader.shaping): the stored energy's value [$/Wh] and the discount, per agent
+        self.shaping = any(x.shaping is not None for x in t)
+        self.shape_usd_per_wh = np.array([x.shaping.stored_energy_usd_per_kwh / 1000.0 if x.shaping else 0.0 for x in t])
+        self.shape_gamma = np.array([x.shaping.gamma if x.shaping else 1.0 for x in t])
         disc = self.discrete[:, None]
         self.low = np.where(disc, 0.0, -1.0) * np.ones((a_n, ACTION_SIZE))
         self.high = np.where(disc, self.levels - 1, 1.0)
@@ -222,6 +226,13 @@ class Community:
         K.hourly_forecast_wh(np.asarray(load_wh, dtype=np.float64), np.asarray(gen_wh, dtype=np.float64),
                              self.rounds_per_hour, factors, out)
         return out
+
+    def shape(self, reward: np.ndarray, obs: np.ndarray, soc_before: np.ndarray) -> None:
+        """Shape ``reward`` (copies, agents) in place with the state of charge of ``obs`` (the step's new
+        observations) against ``soc_before``, which then holds it (no-op without ``trader.shaping``)."""
+        if self.shaping:
+            K.shape_rewards(reward, obs[:, :, 6].astype(np.float64), soc_before, self.capacity, self.shape_usd_per_wh,
+                            self.shape_gamma)
 
     def observation_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """``(low, high)``, each (agents, 13 + optional values): the bounds every observation of the config keeps, in every

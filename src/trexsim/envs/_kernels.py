@@ -217,6 +217,19 @@ def agent_rewards(ledger, savings, profit, reward):
 
 
 @numba.njit(cache=True, nogil=True)
+def shape_rewards(reward, soc_now, soc_before, capacity_wh, usd_per_wh, gamma):
+    """Potential-based shaping in place (Ng, Harada and Russell 1999): ``reward += gamma Phi(s') - Phi(s)``
+    with ``Phi = usd_per_wh x state of charge x capacity_wh`` (the stored energy's value, $), per copy and agent;
+    ``soc_before`` then becomes ``soc_now`` (the next step's ``s``)."""
+    n_copies, a_n = reward.shape
+    for e in range(n_copies):
+        for j in range(a_n):
+            v = usd_per_wh[j] * capacity_wh[j]
+            reward[e, j] += gamma[j] * v * soc_now[e, j] - v * soc_before[e, j]
+            soc_before[e, j] = soc_now[e, j]
+
+
+@numba.njit(cache=True, nogil=True)
 def settled_price_and_volume(quantity_wh, buyer_price, seller_price):
     """Mean settlement price [$/kWh] (weighted by energy, at the pair's mid price) and energy [Wh] of a
     cleared round, summed in matching order (as :func:`trexsim.engine.step.step` sums them)."""

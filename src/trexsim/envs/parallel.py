@@ -114,6 +114,7 @@ class TrexParallelEnv(ParallelEnv):
             self._episodes += 1
         seed = check_seed(self._first_seed + self._episodes)
         obs = self._batch.reset([seed])
+        self._soc = obs[:, :, 6].astype(np.float64)  # the shaping's potential starts from the first state of charge
         if self._history is not None:
             obs = self._history.start(obs)
         self._round = 0
@@ -167,6 +168,7 @@ class TrexParallelEnv(ParallelEnv):
         led = batch.ledger[0]
         profit, reward = self._profit, self._reward
         K.agent_rewards(batch.ledger, c.savings, profit, reward)
+        c.shape(reward, batch.obs, self._soc)
         profit, reward = profit[0], reward[0]
         done = self._round >= c.rounds
         next_delivery = self._round + c.close_steps

@@ -100,6 +100,7 @@ class TrexVectorEnv:
         self._round = 0
         self._started = True
         obs = self._batch.reset(self.seeds.tolist())
+        self._soc = obs[:, :, 6].astype(np.float64)  # the shaping's potential starts from the first state of charge
         if self._history is not None:  # a new episode has no past: the older blocks are zeros
             obs = self._history.start(obs)
         return obs.copy()
@@ -140,6 +141,7 @@ class TrexVectorEnv:
         profit = np.empty(led.shape[:2])
         rewards = np.empty(led.shape[:2])
         K.agent_rewards(led, c.savings, profit, rewards)
+        c.shape(rewards, batch.obs, self._soc)
         done = self._round >= c.rounds
         shape = (self.num_envs, self.n_agents)
         terminations = np.zeros(shape, dtype=bool)   # the period's end is a time limit (see TrexParallelEnv.step)
