@@ -630,7 +630,7 @@ class TCConfig(_Model):
     capacity_limits: Literal["loading", "loading_and_voltage"] = Field(
         "loading", description="'double_auction' with capacity_kw null: what bounds the calibrated capacity: the most "
                                "loaded transformer's rating ('loading'), or that and the lowest checked bus voltage "
-                               "staying at or above powerflow.limits.v_min_pu ('loading_and_voltage'; long LV "
+                               "staying at or above tc.v_min_pu ('loading_and_voltage'; long LV "
                                "feeders, whose voltage falls below its limit long before the transformer is full).")
     v_min_pu: float | None = Field(
         None, gt=0, lt=2, description="capacity_limits 'loading_and_voltage': the lowest bus voltage the capacity keeps, "
