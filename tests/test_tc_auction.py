@@ -398,9 +398,25 @@ def test_compare_hands_the_configs_voltage_limit_to_its_tc_leg():
     from trexsim.tc.compare import _variant
 
     data = pyjson5.loads(_example_path("tc-european-lv").read_text())
+    data["tc"].update(market="double_auction", capacity_limits="loading_and_voltage")
     cfg = parse_config(data)
     assert tc_v_min_pu(cfg) == 0.9
     tc_leg = _variant(cfg, "tc")
     assert tc_leg.powerflow is None and tc_v_min_pu(tc_leg) == 0.9
     data.pop("powerflow")
     assert tc_v_min_pu(parse_config(data)) == 0.95
+
+
+@pytest.mark.parametrize("tc, key", [
+    ({"capacity_limits": "loading_and_voltage"}, "capacity_limits"),                       # a schedule market
+    ({"market": "double_auction", "capacity_kw": 50, "capacity_limits": "loading_and_voltage"}, "capacity_limits"),
+    ({"market": "double_auction", "v_min_pu": 0.9}, "v_min_pu"),                          # without the option
+])
+def test_voltage_capacity_settings_no_driver_reads_are_refused(tc, key):
+    from trexsim import parse_config
+    from trexsim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=key):
+        parse_config({"study": {"name": "x", "days": 1, "interval_s": 600},
+                      "market": {"type": "tc", "grid": {"buy_price": 0.1449, "sell_price": 0.069}}, "tc": tc,
+                      "participants": {"h": {"count": 2, "profile": {"type": "flat", "load_w": 500}}}})

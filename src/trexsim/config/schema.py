@@ -679,6 +679,17 @@ class TCConfig(_Model):
 
     _feeder_parameters = field_validator("feeder")(PowerflowConfig._feeder_parameters.__func__)
 
+    @model_validator(mode="after")
+    def _voltage_capacity(self) -> "TCConfig":
+        # a setting no driver would read is refused by key, never silently ignored
+        if self.capacity_limits == "loading_and_voltage" and (self.market != "double_auction" or
+                                                              self.capacity_kw is not None):
+            raise ValueError("capacity_limits 'loading_and_voltage' bounds the calibrated capacity of a "
+                             "market 'double_auction' (with capacity_kw null)")
+        if self.v_min_pu is not None and self.capacity_limits != "loading_and_voltage":
+            raise ValueError("v_min_pu is read only with capacity_limits 'loading_and_voltage'")
+        return self
+
     @field_validator("price_interval_s")
     @classmethod
     def _auction_interval(cls, value: int, info):

@@ -66,7 +66,8 @@ def _variant(config: SimulationConfig, mode: str) -> SimulationConfig:
             market["type"] = "alex"
     else:
         data["market"]["type"] = "alex"  # grid only and ALEX bill at the tariff, whatever market the config names
-    if mode == "tc" and data.get("powerflow") and data.get("tc") and data["tc"].get("v_min_pu") is None:
+    if (mode == "tc" and data.get("powerflow") and data.get("tc") and data["tc"].get("v_min_pu") is None
+            and data["tc"].get("capacity_limits") == "loading_and_voltage"):
         data["tc"]["v_min_pu"] = data["powerflow"]["limits"]["v_min_pu"]  # the limit it keeps, without the section
     data["powerflow"] = None
     if mode != "tc":
